@@ -1,0 +1,178 @@
+// The one definition of what a layer is and what it costs.
+//
+// A layer is a fixed-length row of 64-bit integers (its configuration, see Field). From that row this
+// header derives everything the rest of neuralpower needs: validation, the output shape, the counts
+// (MACs, FLOPs, parameters, bytes moved) and the feature vector that the runtime and power models are
+// fit on (Python, through the bindings) and evaluated on (the C++ evaluator). Nothing here may be
+// re-implemented elsewhere: fitting and evaluation must see the same numbers.
+//
+// Plain C++17, no Python headers.
+#pragma once
+
+#include <array>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace neuralpower {
+
+// Layer types. The numeric codes are part of the on-disk model format: append, never reorder.
+enum class LayerType : std::int64_t {
+    Conv2d = 0,
+    Linear,
+    MaxPool2d,
+    AvgPool2d,
+    AdaptiveAvgPool2d,
+    BatchNorm2d,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    HardSigmoid,
+    SiLU,
+    HardSwish,
+    GELU,
+    Add,
+    Mul,
+    Concat,
+    Softmax,
+    Flatten,
+    ChannelShuffle,  // ShuffleNet's transpose of channel groups: a pure copy
+    Count
+};
+constexpr int kNumLayerTypes = static_cast<int>(LayerType::Count);
+
+enum class DType : std::int64_t { FP32 = 0, FP16, BF16, Count };
+constexpr int kNumDTypes = static_cast<int>(DType::Count);
+
+// Columns of a layer row. Append, never reorder (same reason as LayerType).
+enum Field : int {
+    kType = 0,
+    kBatch,
+    kDType,
+    kInChannels,
+    kInH,
+    kInW,
+    kOutChannels,
+    kOutH,  // only read by adaptive_avgpool2d (its target size); computed for every other type
+    kOutW,
+    kKernelH,
+    kKernelW,
+    kStrideH,
+    kStrideW,
+    kPadH,
+    kPadW,
+    kDilationH,
+    kDilationW,
+    kGroups,
+    kInFeatures,
+    kOutFeatures,
+    kBias,
+    kCeilMode,
+    kInputs,     // add, mul, concat: number of operands
+    kBroadcast,  // add, mul: operands after the first are N x C x 1 x 1 (squeeze-and-excitation)
+    kNumFields
+};
+
+// What compute_info produces for each layer, all exact integers.
+enum Info : int {
+    kInfoOutChannels = 0,  // for 2-D outputs (linear, flatten): the feature count
+    kInfoOutH,
+    kInfoOutW,
+    kInfoOutRank,  // 4 for N x C x H x W, 2 for N x F
+    kInfoMacs,
+    kInfoFlops,
+    kInfoParams,
+    kInfoBytesInput,    // activations read
+    kInfoBytesWeights,  // weights and other per-layer constants read
+    kInfoBytesOutput,   // activations written
+    kNumInfo
+};
+
+// The model features. Append only: fitted models store feature names, but keep codes stable anyway.
+enum Feature : int {
+    kFBatch = 0,
+    kFInChannels,
+    kFInH,
+    kFInW,
+    kFOutChannels,
+    kFOutH,
+    kFOutW,
+    kFKernelH,
+    kFKernelW,
+    kFStrideH,
+    kFStrideW,
+    kFPadH,
+    kFPadW,
+    kFDilationH,
+    kFDilationW,
+    kFGroups,
+    kFInFeatures,
+    kFOutFeatures,
+    kFInputs,
+    kFDTypeBytes,
+    kFMacs,
+    kFFlops,
+    kFParams,
+    kFBytesInput,
+    kFBytesWeights,
+    kFBytesOutput,
+    kFBytesMoved,  // NeuralPower's "memory accessed": input + weights + output
+    kFElementsIn,
+    kFElementsOut,
+    kNumFeatures
+};
+
+using LayerRow = std::array<std::int64_t, kNumFields>;
+using InfoRow = std::array<std::int64_t, kNumInfo>;
+
+const std::array<const char*, kNumFields>& field_names();
+const std::array<const char*, kNumLayerTypes>& type_names();
+const std::array<const char*, kNumDTypes>& dtype_names();
+const std::array<const char*, kNumInfo>& info_names();
+const std::array<const char*, kNumFeatures>& feature_names();
+
+// The features a layer type's models use by default: its configuration plus NeuralPower's special
+// terms (FLOPs and memory accessed).
+const std::vector<int>& type_features(LayerType t);
+
+// Fields a layer type reads (the rest of its row is ignored and should be zero).
+const std::vector<int>& type_fields(LayerType t);
+// Fields a layer type cannot do without (no default).
+const std::vector<int>& type_required_fields(LayerType t);
+
+int dtype_bytes(DType d);
+
+// Marks a field that was not given (an empty cell). normalize() replaces it with the type's default.
+constexpr std::int64_t kMissing = INT64_MIN;
+
+struct ValidationError {
+    int field = -1;  // the offending Field, or -1 when the row is valid
+    std::string message;
+    explicit operator bool() const { return field >= 0; }
+};
+
+// Fills the defaults of a row in place (stride of a pooling layer defaults to its kernel, everything
+// else to a constant such as stride 1, padding 0, bias 1, batch 1, fp32) and zeroes the fields its type
+// does not read, so that equal layers have equal rows. Fails when a required field is missing.
+ValidationError normalize(std::int64_t* row);
+
+// Checks one normalized row: value ranges, group divisibility, kernels that do not fit the padded input,
+// counts that would overflow 64 bits. Rows that pass can be given to compute_info safely.
+ValidationError validate(const std::int64_t* row);
+
+// Output shape and counts of one valid row.
+InfoRow compute_info(const std::int64_t* row);
+
+// Feature vector of one valid row, given its info.
+void compute_features(const std::int64_t* row, const std::int64_t* info, double* out);
+
+// Batch forms over contiguous row-major arrays of n rows. prepare_rows normalizes then validates each
+// row in place and returns the index of the first bad row (its error in *error), or -1.
+std::ptrdiff_t prepare_rows(std::int64_t* rows, std::size_t n, ValidationError* error);
+void compute_info_rows(const std::int64_t* rows, std::size_t n, std::int64_t* info);
+void compute_feature_rows(const std::int64_t* rows, const std::int64_t* info, std::size_t n,
+                          double* features);
+
+}  // namespace neuralpower

@@ -1,0 +1,518 @@
+#include "neuralpower/layer.hpp"
+
+#include <algorithm>
+#include <initializer_list>
+
+namespace neuralpower {
+
+namespace {
+
+// Every size is capped so that no product of a layer's sizes can overflow int64 unnoticed; the
+// arithmetic below is checked as well, because products of several capped values still can.
+constexpr std::int64_t kMaxSize = std::int64_t{1} << 24;
+
+using T = LayerType;
+
+struct Checked {
+    bool overflow = false;
+    std::int64_t mul(std::int64_t a, std::int64_t b) {
+        std::int64_t r = 0;
+        if (__builtin_mul_overflow(a, b, &r)) overflow = true;
+        return r;
+    }
+    std::int64_t mul(std::int64_t a, std::int64_t b, std::int64_t c) { return mul(mul(a, b), c); }
+    std::int64_t mul(std::int64_t a, std::int64_t b, std::int64_t c, std::int64_t d) {
+        return mul(mul(a, b), mul(c, d));
+    }
+    std::int64_t add(std::int64_t a, std::int64_t b) {
+        std::int64_t r = 0;
+        if (__builtin_add_overflow(a, b, &r)) overflow = true;
+        return r;
+    }
+};
+
+bool is_pool(T t) { return t == T::MaxPool2d || t == T::AvgPool2d; }
+
+// FLOPs per element of the element-wise layers; a convention (documented in the README), counting one
+// FLOP per arithmetic operation or comparison of a straightforward implementation.
+std::int64_t flops_per_element(T t) {
+    switch (t) {
+        case T::ReLU: return 1;         // max(x, 0)
+        case T::ReLU6: return 2;        // min(max(x, 0), 6)
+        case T::Sigmoid: return 4;      // 1 / (1 + exp(-x))
+        case T::HardSigmoid: return 4;  // min(max(x + 3, 0), 6) / 6
+        case T::SiLU: return 5;         // x * sigmoid(x)
+        case T::HardSwish: return 5;    // x * hardsigmoid(x)
+        case T::GELU: return 8;         // 0.5 x (1 + erf(x / sqrt 2))
+        case T::BatchNorm2d: return 2;  // folded scale and shift
+        case T::Softmax: return 5;      // max, subtract, exp, sum, divide
+        default: return 0;
+    }
+}
+
+// The PyTorch output-size formula of convolution and pooling along one axis (0 or less: does not fit).
+std::int64_t window_out(std::int64_t in, std::int64_t k, std::int64_t s, std::int64_t p, std::int64_t d,
+                        bool ceil_mode) {
+    const std::int64_t span = in + 2 * p - d * (k - 1) - 1;
+    if (span < 0) return 0;
+    std::int64_t out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+    // PyTorch: in ceil mode the last window must start inside the input or its left padding.
+    if (ceil_mode && (out - 1) * s >= in + p) --out;
+    return out;
+}
+
+// Input elements summed by an adaptive average pool along one axis (PyTorch's window bounds).
+std::int64_t adaptive_window_sum(std::int64_t in, std::int64_t out) {
+    std::int64_t total = 0;
+    for (std::int64_t i = 0; i < out; ++i) {
+        const std::int64_t start = (i * in) / out;
+        const std::int64_t end = ((i + 1) * in + out - 1) / out;
+        total += end - start;
+    }
+    return total;
+}
+
+std::vector<int> fields_of(T t) {
+    std::vector<int> f = {kType, kBatch, kDType};
+    const std::initializer_list<int> spatial = {kInChannels, kInH, kInW};
+    switch (t) {
+        case T::Conv2d:
+            f.insert(f.end(), spatial);
+            f.insert(f.end(), {kOutChannels, kKernelH, kKernelW, kStrideH, kStrideW, kPadH, kPadW,
+                               kDilationH, kDilationW, kGroups, kBias});
+            break;
+        case T::Linear:
+            f.insert(f.end(), {kInFeatures, kOutFeatures, kBias});
+            break;
+        case T::MaxPool2d:
+            f.insert(f.end(), spatial);
+            f.insert(f.end(),
+                     {kKernelH, kKernelW, kStrideH, kStrideW, kPadH, kPadW, kDilationH, kDilationW, kCeilMode});
+            break;
+        case T::AvgPool2d:
+            f.insert(f.end(), spatial);
+            f.insert(f.end(), {kKernelH, kKernelW, kStrideH, kStrideW, kPadH, kPadW, kCeilMode});
+            break;
+        case T::AdaptiveAvgPool2d:
+            f.insert(f.end(), spatial);
+            f.insert(f.end(), {kOutH, kOutW});
+            break;
+        case T::Add:
+        case T::Mul:
+            f.insert(f.end(), spatial);
+            f.insert(f.end(), {kInputs, kBroadcast});
+            break;
+        case T::Concat:
+            f.insert(f.end(), spatial);
+            f.push_back(kInputs);
+            break;
+        case T::ChannelShuffle:
+            f.insert(f.end(), spatial);
+            f.push_back(kGroups);
+            break;
+        default:  // batchnorm, activations, softmax, flatten
+            f.insert(f.end(), spatial);
+            break;
+    }
+    return f;
+}
+
+std::vector<int> required_of(T t) {
+    switch (t) {
+        case T::Conv2d: return {kInChannels, kInH, kInW, kOutChannels, kKernelH, kKernelW};
+        case T::Linear: return {kInFeatures, kOutFeatures};
+        case T::MaxPool2d:
+        case T::AvgPool2d: return {kInChannels, kInH, kInW, kKernelH, kKernelW};
+        case T::AdaptiveAvgPool2d: return {kInChannels, kInH, kInW};
+        default: return {kInChannels};  // a 1 x 1 spatial size is the default (vectors, e.g. after linear)
+    }
+}
+
+std::vector<int> features_of(T t) {
+    std::vector<int> f = {kFBatch};
+    switch (t) {
+        case T::Conv2d:
+            f.insert(f.end(), {kFInChannels, kFInH, kFOutChannels, kFOutH, kFKernelH, kFStrideH, kFPadH,
+                               kFGroups});
+            break;
+        case T::Linear:
+            f.insert(f.end(), {kFInFeatures, kFOutFeatures});
+            break;
+        case T::MaxPool2d:
+        case T::AvgPool2d:
+            f.insert(f.end(), {kFInChannels, kFInH, kFOutH, kFKernelH, kFStrideH});
+            break;
+        case T::AdaptiveAvgPool2d:
+            f.insert(f.end(), {kFInChannels, kFInH, kFOutH});
+            break;
+        case T::Add:
+        case T::Mul:
+        case T::Concat:
+            f.insert(f.end(), {kFInChannels, kFInH, kFInputs});
+            break;
+        default:
+            f.insert(f.end(), {kFInChannels, kFInH});
+            break;
+    }
+    f.insert(f.end(), {kFFlops, kFBytesMoved});
+    return f;
+}
+
+template <typename F>
+std::array<std::vector<int>, kNumLayerTypes> per_type(F make) {
+    std::array<std::vector<int>, kNumLayerTypes> out;
+    for (int i = 0; i < kNumLayerTypes; ++i) out[i] = make(static_cast<T>(i));
+    return out;
+}
+
+std::int64_t default_value(const std::int64_t* row, int field) {
+    const T t = static_cast<T>(row[kType]);
+    switch (field) {
+        case kBatch: return 1;
+        case kDType: return static_cast<std::int64_t>(DType::FP32);
+        case kInH:
+        case kInW:
+        case kOutH:
+        case kOutW:
+        case kDilationH:
+        case kDilationW:
+        case kGroups: return t == T::ChannelShuffle ? 2 : 1;
+        case kBias: return 1;
+        case kStrideH:  // PyTorch's pooling layers default their stride to the kernel size
+            return is_pool(t) ? row[kKernelH] : 1;
+        case kStrideW: return is_pool(t) ? row[kKernelW] : 1;
+        case kInputs: return 2;
+        default: return 0;  // padding, ceil_mode, broadcast
+    }
+}
+
+std::int64_t min_value(int field) {
+    switch (field) {
+        case kPadH:
+        case kPadW:
+        case kBias:
+        case kCeilMode:
+        case kBroadcast: return 0;
+        case kInputs: return 2;
+        default: return 1;
+    }
+}
+
+std::int64_t max_value(int field) {
+    switch (field) {
+        case kBias:
+        case kCeilMode:
+        case kBroadcast: return 1;
+        default: return kMaxSize;
+    }
+}
+
+std::string type_name(T t) { return type_names()[static_cast<int>(t)]; }
+
+ValidationError error(int field, std::string message) { return ValidationError{field, std::move(message)}; }
+
+// Computes the info of a row whose fields are in range; sets overflow when a count does not fit.
+InfoRow info_checked(const std::int64_t* r, Checked& c) {
+    InfoRow info{};
+    const T t = static_cast<T>(r[kType]);
+    const std::int64_t b = dtype_bytes(static_cast<DType>(r[kDType]));
+    const std::int64_t n = r[kBatch];
+    const std::int64_t cin = r[kInChannels], h = r[kInH], w = r[kInW];
+    std::int64_t oc = cin, oh = h, ow = w, rank = 4;
+    std::int64_t macs = 0, flops = 0, params = 0, weight_bytes = 0;
+    std::int64_t in_elems = c.mul(n, cin, h, w);
+
+    switch (t) {
+        case T::Conv2d: {
+            oc = r[kOutChannels];
+            oh = window_out(h, r[kKernelH], r[kStrideH], r[kPadH], r[kDilationH], false);
+            ow = window_out(w, r[kKernelW], r[kStrideW], r[kPadW], r[kDilationW], false);
+            const std::int64_t per_out = c.mul(cin / r[kGroups], r[kKernelH], r[kKernelW]);
+            const std::int64_t outs = c.mul(n, oc, oh, ow);
+            macs = c.mul(outs, per_out);
+            flops = c.add(c.mul(2, macs), r[kBias] ? outs : 0);
+            params = c.add(c.mul(oc, per_out), r[kBias] ? oc : 0);
+            weight_bytes = c.mul(params, b);
+            break;
+        }
+        case T::Linear: {
+            oc = r[kOutFeatures];
+            oh = ow = 1;
+            rank = 2;
+            in_elems = c.mul(n, r[kInFeatures]);
+            macs = c.mul(n, r[kInFeatures], oc);
+            flops = c.add(c.mul(2, macs), r[kBias] ? c.mul(n, oc) : 0);
+            params = c.add(c.mul(r[kInFeatures], oc), r[kBias] ? oc : 0);
+            weight_bytes = c.mul(params, b);
+            break;
+        }
+        case T::MaxPool2d:
+        case T::AvgPool2d: {
+            const bool ceil_mode = r[kCeilMode] != 0;
+            const std::int64_t dh = t == T::MaxPool2d ? r[kDilationH] : 1;
+            const std::int64_t dw = t == T::MaxPool2d ? r[kDilationW] : 1;
+            oh = window_out(h, r[kKernelH], r[kStrideH], r[kPadH], dh, ceil_mode);
+            ow = window_out(w, r[kKernelW], r[kStrideW], r[kPadW], dw, ceil_mode);
+            // one comparison or addition per window element, the average's division counted for the sum
+            flops = c.mul(c.mul(n, cin, oh, ow), c.mul(r[kKernelH], r[kKernelW]));
+            break;
+        }
+        case T::AdaptiveAvgPool2d: {
+            oh = r[kOutH];
+            ow = r[kOutW];
+            const std::int64_t window = c.mul(adaptive_window_sum(h, oh), adaptive_window_sum(w, ow));
+            flops = c.mul(n, cin, window);
+            break;
+        }
+        case T::BatchNorm2d:
+            params = 2 * cin;  // affine weight and bias; running mean and variance are buffers
+            weight_bytes = c.mul(4 * cin, b);  // inference reads weight, bias, mean and variance
+            flops = c.mul(in_elems, flops_per_element(t));
+            break;
+        case T::Add:
+        case T::Mul: {
+            const std::int64_t others = r[kBroadcast] ? c.mul(n, cin) : in_elems;
+            const std::int64_t k = r[kInputs];
+            flops = c.mul(k - 1, c.mul(n, cin, h, w));
+            in_elems = c.add(in_elems, c.mul(k - 1, others));
+            break;
+        }
+        case T::Concat:  // in_channels is the total of the inputs: a pure copy
+        case T::ChannelShuffle:
+            break;
+        case T::Flatten:
+            oc = c.mul(cin, h, w);
+            oh = ow = 1;
+            rank = 2;
+            break;
+        default:  // activations, softmax
+            flops = c.mul(in_elems, flops_per_element(t));
+            break;
+    }
+
+    const std::int64_t out_elems = c.mul(n, oc, oh, ow);
+    info[kInfoOutChannels] = oc;
+    info[kInfoOutH] = oh;
+    info[kInfoOutW] = ow;
+    info[kInfoOutRank] = rank;
+    info[kInfoMacs] = macs;
+    info[kInfoFlops] = flops;
+    info[kInfoParams] = params;
+    // Flatten is a view: it moves nothing.
+    info[kInfoBytesInput] = t == T::Flatten ? 0 : c.mul(in_elems, b);
+    info[kInfoBytesWeights] = weight_bytes;
+    info[kInfoBytesOutput] = t == T::Flatten ? 0 : c.mul(out_elems, b);
+    c.add(c.add(info[kInfoBytesInput], info[kInfoBytesOutput]), weight_bytes);  // bytes_moved must fit too
+    return info;
+}
+
+ValidationError check_window(const std::int64_t* r, bool dilated, bool pooling) {
+    const char* axis[2] = {"in_h", "in_w"};
+    const int in[2] = {kInH, kInW}, k[2] = {kKernelH, kKernelW}, p[2] = {kPadH, kPadW},
+              d[2] = {kDilationH, kDilationW};
+    for (int a = 0; a < 2; ++a) {
+        const std::int64_t dil = dilated ? r[d[a]] : 1;
+        const std::int64_t eff = dil * (r[k[a]] - 1) + 1;
+        if (pooling && 2 * r[p[a]] > r[k[a]])
+            return error(p[a], "padding " + std::to_string(r[p[a]]) + " is more than half the kernel " +
+                                   std::to_string(r[k[a]]));
+        if (eff > r[in[a]] + 2 * r[p[a]])
+            return error(k[a], "kernel " + std::to_string(r[k[a]]) +
+                                   (dil > 1 ? " (" + std::to_string(eff) + " dilated)" : std::string()) +
+                                   " is larger than the padded input (" + axis[a] + " " +
+                                   std::to_string(r[in[a]]) + " + 2 x padding " + std::to_string(r[p[a]]) + ")");
+    }
+    return {};
+}
+
+}  // namespace
+
+const std::array<const char*, kNumFields>& field_names() {
+    static const std::array<const char*, kNumFields> names = {
+        "type",     "batch",    "dtype",      "in_channels", "in_h",        "in_w",         "out_channels",
+        "out_h",    "out_w",    "kernel_h",   "kernel_w",    "stride_h",    "stride_w",     "padding_h",
+        "padding_w", "dilation_h", "dilation_w", "groups",   "in_features", "out_features", "bias",
+        "ceil_mode", "inputs",  "broadcast"};
+    return names;
+}
+
+const std::array<const char*, kNumLayerTypes>& type_names() {
+    static const std::array<const char*, kNumLayerTypes> names = {
+        "conv2d",  "linear",      "maxpool2d", "avgpool2d", "adaptive_avgpool2d", "batchnorm2d",
+        "relu",    "relu6",       "sigmoid",   "hardsigmoid", "silu",             "hardswish",
+        "gelu",    "add",         "mul",       "concat",    "softmax",            "flatten",
+        "channel_shuffle"};
+    return names;
+}
+
+const std::array<const char*, kNumDTypes>& dtype_names() {
+    static const std::array<const char*, kNumDTypes> names = {"fp32", "fp16", "bf16"};
+    return names;
+}
+
+const std::array<const char*, kNumInfo>& info_names() {
+    static const std::array<const char*, kNumInfo> names = {
+        "out_channels", "out_h",  "out_w",       "out_rank",      "macs",
+        "flops",        "params", "bytes_input", "bytes_weights", "bytes_output"};
+    return names;
+}
+
+const std::array<const char*, kNumFeatures>& feature_names() {
+    static const std::array<const char*, kNumFeatures> names = {
+        "batch",       "in_channels",   "in_h",         "in_w",        "out_channels", "out_h",
+        "out_w",       "kernel_h",      "kernel_w",     "stride_h",    "stride_w",     "padding_h",
+        "padding_w",   "dilation_h",    "dilation_w",   "groups",      "in_features",  "out_features",
+        "inputs",      "dtype_bytes",   "macs",         "flops",       "params",       "bytes_input",
+        "bytes_weights", "bytes_output", "bytes_moved", "elements_in", "elements_out"};
+    return names;
+}
+
+const std::vector<int>& type_features(LayerType t) {
+    static const auto table = per_type(features_of);
+    return table[static_cast<int>(t)];
+}
+
+const std::vector<int>& type_fields(LayerType t) {
+    static const auto table = per_type(fields_of);
+    return table[static_cast<int>(t)];
+}
+
+const std::vector<int>& type_required_fields(LayerType t) {
+    static const auto table = per_type(required_of);
+    return table[static_cast<int>(t)];
+}
+
+int dtype_bytes(DType d) { return d == DType::FP32 ? 4 : 2; }
+
+ValidationError normalize(std::int64_t* row) {
+    if (row[kType] < 0 || row[kType] >= kNumLayerTypes)
+        return error(kType, row[kType] == kMissing ? "is required" : "unknown layer type code " +
+                                                                         std::to_string(row[kType]));
+    const T t = static_cast<T>(row[kType]);
+    const auto& used = type_fields(t);
+    for (int f : type_required_fields(t))
+        if (row[f] == kMissing) return error(f, std::string("is required for ") + type_name(t) + " layers");
+    LayerRow out{};
+    // Kernel first: the pooling stride default reads it.
+    for (int pass = 0; pass < 2; ++pass)
+        for (int f : used) {
+            const bool is_stride = f == kStrideH || f == kStrideW;
+            if ((pass == 0) == is_stride) continue;
+            out[f] = row[f] == kMissing ? default_value(out.data(), f) : row[f];
+        }
+    std::copy(out.begin(), out.end(), row);
+    return {};
+}
+
+ValidationError validate(const std::int64_t* r) {
+    if (r[kType] < 0 || r[kType] >= kNumLayerTypes)
+        return error(kType, "unknown layer type code " + std::to_string(r[kType]));
+    const T t = static_cast<T>(r[kType]);
+    if (r[kDType] < 0 || r[kDType] >= kNumDTypes)
+        return error(kDType, "unknown dtype code " + std::to_string(r[kDType]));
+    for (int f : type_fields(t)) {
+        if (f == kType || f == kDType) continue;
+        if (r[f] < min_value(f)) {
+            const bool binary = max_value(f) == 1;
+            return error(f, std::to_string(r[f]) + (binary ? " must be 0 or 1" : " must be at least " +
+                                                                                    std::to_string(min_value(f))));
+        }
+        if (r[f] > max_value(f)) {
+            const bool binary = max_value(f) == 1;
+            return error(f, std::to_string(r[f]) + (binary ? " must be 0 or 1" : " is larger than the limit " +
+                                                                                    std::to_string(kMaxSize)));
+        }
+    }
+    for (int f = 0; f < kNumFields; ++f) {
+        const auto& used = type_fields(t);
+        if (r[f] != 0 && std::find(used.begin(), used.end(), f) == used.end())
+            return error(f, std::string("does not apply to ") + type_name(t) + " layers and must be 0");
+    }
+    if (t == T::Conv2d) {
+        const std::int64_t g = r[kGroups];
+        if (r[kInChannels] % g != 0)
+            return error(kGroups, "groups " + std::to_string(g) + " does not divide in_channels " +
+                                      std::to_string(r[kInChannels]));
+        if (r[kOutChannels] % g != 0)
+            return error(kGroups, "groups " + std::to_string(g) + " does not divide out_channels " +
+                                      std::to_string(r[kOutChannels]));
+        if (auto e = check_window(r, true, false)) return e;
+    }
+    if (t == T::ChannelShuffle && r[kInChannels] % r[kGroups] != 0)
+        return error(kGroups, "groups " + std::to_string(r[kGroups]) + " does not divide in_channels " +
+                                  std::to_string(r[kInChannels]));
+    if (is_pool(t))
+        if (auto e = check_window(r, t == T::MaxPool2d, true)) return e;
+    Checked c;
+    const InfoRow info = info_checked(r, c);
+    if (c.overflow) return error(kBatch, "the layer's counts overflow 64-bit integers: sizes too large");
+    if (info[kInfoOutH] < 1 || info[kInfoOutW] < 1) return error(kKernelH, "the output would be empty");
+    return {};
+}
+
+InfoRow compute_info(const std::int64_t* row) {
+    Checked c;
+    return info_checked(row, c);
+}
+
+void compute_features(const std::int64_t* r, const std::int64_t* info, double* out) {
+    const auto d = [](std::int64_t v) { return static_cast<double>(v); };
+    const T t = static_cast<T>(r[kType]);
+    out[kFBatch] = d(r[kBatch]);
+    out[kFInChannels] = d(r[kInChannels]);
+    out[kFInH] = d(r[kInH]);
+    out[kFInW] = d(r[kInW]);
+    out[kFOutChannels] = d(info[kInfoOutChannels]);
+    out[kFOutH] = d(info[kInfoOutH]);
+    out[kFOutW] = d(info[kInfoOutW]);
+    out[kFKernelH] = d(r[kKernelH]);
+    out[kFKernelW] = d(r[kKernelW]);
+    out[kFStrideH] = d(r[kStrideH]);
+    out[kFStrideW] = d(r[kStrideW]);
+    out[kFPadH] = d(r[kPadH]);
+    out[kFPadW] = d(r[kPadW]);
+    out[kFDilationH] = d(r[kDilationH]);
+    out[kFDilationW] = d(r[kDilationW]);
+    out[kFGroups] = d(r[kGroups]);
+    out[kFInFeatures] = d(r[kInFeatures]);
+    out[kFOutFeatures] = d(r[kOutFeatures]);
+    out[kFInputs] = d(r[kInputs]);
+    out[kFDTypeBytes] = d(dtype_bytes(static_cast<DType>(r[kDType])));
+    out[kFMacs] = d(info[kInfoMacs]);
+    out[kFFlops] = d(info[kInfoFlops]);
+    out[kFParams] = d(info[kInfoParams]);
+    out[kFBytesInput] = d(info[kInfoBytesInput]);
+    out[kFBytesWeights] = d(info[kInfoBytesWeights]);
+    out[kFBytesOutput] = d(info[kInfoBytesOutput]);
+    out[kFBytesMoved] = d(info[kInfoBytesInput]) + d(info[kInfoBytesWeights]) + d(info[kInfoBytesOutput]);
+    out[kFElementsIn] = t == T::Linear ? d(r[kBatch]) * d(r[kInFeatures])
+                                       : d(r[kBatch]) * d(r[kInChannels]) * d(r[kInH]) * d(r[kInW]);
+    out[kFElementsOut] = d(r[kBatch]) * d(info[kInfoOutChannels]) * d(info[kInfoOutH]) * d(info[kInfoOutW]);
+}
+
+std::ptrdiff_t prepare_rows(std::int64_t* rows, std::size_t n, ValidationError* err) {
+    for (std::size_t i = 0; i < n; ++i) {
+        std::int64_t* r = rows + i * kNumFields;
+        ValidationError e = normalize(r);
+        if (!e) e = validate(r);
+        if (e) {
+            if (err) *err = std::move(e);
+            return static_cast<std::ptrdiff_t>(i);
+        }
+    }
+    return -1;
+}
+
+void compute_info_rows(const std::int64_t* rows, std::size_t n, std::int64_t* info) {
+    for (std::size_t i = 0; i < n; ++i) {
+        const InfoRow r = compute_info(rows + i * kNumFields);
+        std::copy(r.begin(), r.end(), info + i * kNumInfo);
+    }
+}
+
+void compute_feature_rows(const std::int64_t* rows, const std::int64_t* info, std::size_t n, double* features) {
+    for (std::size_t i = 0; i < n; ++i)
+        compute_features(rows + i * kNumFields, info + i * kNumInfo, features + i * kNumFeatures);
+}
+
+}  // namespace neuralpower
