@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .errors import InputError, NeuralPowerError
 from .layers import DTYPES, FEATURES, FIELDS, LAYER_TYPES, Architecture, Layer
+from .table import LayerTable, read_architectures, read_layer_table, write_architectures
 
 __version__ = "0.1.0"
 
@@ -18,6 +19,10 @@ __all__ = [
     "Architecture",
     "InputError",
     "Layer",
+    "LayerTable",
     "NeuralPowerError",
     "__version__",
+    "read_architectures",
+    "read_layer_table",
+    "write_architectures",
 ]

@@ -7,7 +7,7 @@ core (``cpp/include/neuralpower/layer.hpp``), the one definition shared by fitti
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, overload
 
 import numpy as np
@@ -324,11 +324,20 @@ class Architecture:
         Its layers, in execution order. Unnamed layers are named ``<type>_<index>``.
     meta
         Per-architecture values kept with it, such as ``error`` (top-1 error, used by EPR).
+    layer_data
+        Per-layer values kept with it (columns of a layer table that neuralpower does not interpret,
+        such as a measured ``runtime_ms``): one list per column, one value per layer.
     """
 
-    __slots__ = ("_info", "_rows", "layers", "meta", "name")
+    __slots__ = ("_info", "_rows", "layer_data", "layers", "meta", "name")
 
-    def __init__(self, name: str, layers: Iterable[Layer], meta: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        layers: Iterable[Layer],
+        meta: Mapping[str, Any] | None = None,
+        layer_data: Mapping[str, Sequence[Any]] | None = None,
+    ) -> None:
         self.name = str(name)
         items = list(layers)
         if not items:
@@ -352,6 +361,10 @@ class Architecture:
                 )
         self.layers: tuple[Layer, ...] = tuple(items)
         self.meta: dict[str, Any] = dict(meta or {})
+        self.layer_data: dict[str, list[Any]] = {k: list(v) for k, v in (layer_data or {}).items()}
+        for k, v in self.layer_data.items():
+            if len(v) != len(self.layers):
+                raise ValueError(f"layer_data[{k!r}] has {len(v)} values for {len(self.layers)} layers")
         self._rows: npt.NDArray[np.int64] | None = None
         self._info: npt.NDArray[np.int64] | None = None
 
@@ -399,11 +412,11 @@ class Architecture:
         }
 
     def with_batch(self, batch: int) -> Architecture:
-        """The same architecture at another batch size."""
+        """The same architecture at another batch size (without ``layer_data``, which was for the old one)."""
         return Architecture(self.name, (layer.replace(batch=batch) for layer in self.layers), self.meta)
 
     def with_dtype(self, dtype: str) -> Architecture:
-        """The same architecture in another dtype (fp32, fp16, bf16)."""
+        """The same architecture in another dtype (fp32, fp16, bf16), without ``layer_data``."""
         return Architecture(self.name, (layer.replace(dtype=dtype) for layer in self.layers), self.meta)
 
     def __len__(self) -> int:
@@ -422,7 +435,12 @@ class Architecture:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Architecture):
             return NotImplemented
-        return self.name == other.name and self.layers == other.layers and self.meta == other.meta
+        return (
+            self.name == other.name
+            and self.layers == other.layers
+            and self.meta == other.meta
+            and self.layer_data == other.layer_data
+        )
 
     def __hash__(self) -> int:
         return hash((self.name, self.layers))

@@ -1,0 +1,53 @@
+"""Where an architecture can come from: a zoo name or a layer table file."""
+
+from __future__ import annotations
+
+import os
+
+from . import zoo
+from .errors import InputError
+from .layers import Architecture
+from .table import read_architectures
+
+__all__ = ["load_architectures", "select_architecture"]
+
+_TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".txt")
+
+
+def load_architectures(
+    spec: str, *, batch: int | None = None, image_size: int | None = None, dtype: str | None = None
+) -> list[Architecture]:
+    """The architectures that ``spec`` names: a zoo network or every architecture of a layer table.
+
+    ``batch`` and ``dtype`` override what the source says; ``image_size`` applies to zoo networks only
+    (a layer table states every layer's input size).
+    """
+    is_file = os.path.exists(spec) or spec.lower().endswith(_TABLE_SUFFIXES) or os.sep in spec
+    if is_file:
+        if image_size is not None:
+            raise InputError(f"--image-size applies to zoo networks, not to a layer table ({spec})")
+        archs = read_architectures(spec)
+        if dtype is not None:
+            archs = [a.with_dtype(dtype) for a in archs]
+        if batch is not None:
+            archs = [a.with_batch(batch) for a in archs]
+        return archs
+    if spec.strip().lower() not in zoo.names():
+        raise InputError(
+            f"{spec!r} is neither a layer table file nor a zoo network (zoo: {', '.join(zoo.names())})"
+        )
+    return [zoo.build(spec, batch=batch or 1, image_size=image_size, dtype=dtype or "fp32")]
+
+
+def select_architecture(archs: list[Architecture], spec: str, arch_id: str | None) -> Architecture:
+    """One architecture of a source: the one named ``arch_id``, or the only one."""
+    if arch_id is not None:
+        for a in archs:
+            if a.name == arch_id:
+                return a
+        shown = ", ".join(a.name for a in archs[:10]) + (", ..." if len(archs) > 10 else "")
+        raise InputError(f"{spec}: no architecture named {arch_id!r} (it holds {shown})")
+    if len(archs) > 1:
+        shown = ", ".join(a.name for a in archs[:5]) + (", ..." if len(archs) > 5 else "")
+        raise InputError(f"{spec} holds {len(archs)} architectures ({shown}): pick one with --arch")
+    return archs[0]

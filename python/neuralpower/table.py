@@ -1,0 +1,517 @@
+"""Layer tables: one row per layer, many architectures per file, in CSV or Parquet.
+
+Reading validates every row through the compiled core and reports the first problem as one
+:class:`~neuralpower.errors.InputError` naming the file, the row (as a spreadsheet shows it: the header is
+row 1) and the column. Columns the format does not know are kept: those constant within every
+architecture become its ``meta`` (for example ``error``), the others stay with each layer
+(:class:`LayerTable.extra`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import InputError
+from .layers import (
+    AXIS_PAIRS,
+    DTYPE_CODE,
+    DTYPES,
+    FIELD_INDEX,
+    FIELDS,
+    LAYER_TYPES,
+    MISSING,
+    TYPE_CODE,
+    Architecture,
+    Layer,
+    prepare_rows,
+)
+from . import _evaluator as _ev
+
+__all__ = [
+    "LayerTable",
+    "read_architectures",
+    "read_layer_table",
+    "table_format",
+    "write_architectures",
+]
+
+# Integer columns of the format, in the order a written table shows them (per-axis fields are written
+# as one column when every row has equal axes).
+_INT_FIELDS = [f for f in FIELDS if f not in ("type", "dtype")]
+_AXIS_OF = {axis: pair for pair, axes in AXIS_PAIRS.items() for axis in axes}
+_NAME_COLUMNS = ("arch", "layer")
+_KNOWN = {"arch", "layer", "type", "dtype", *_INT_FIELDS, *AXIS_PAIRS}
+_REQUIRED_FIELDS = {
+    code: [FIELDS[f] for f in _ev.type_required_fields(code)] for code in range(len(LAYER_TYPES))
+}
+_USED_FIELDS = {code: {FIELDS[f] for f in _ev.type_fields(code)} for code in range(len(LAYER_TYPES))}
+
+
+def table_format(path: str | os.PathLike[str]) -> str:
+    """``"parquet"`` or ``"csv"``, from the file's suffix (``.parquet``/``.pq``) or, failing that, its
+    first bytes."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix in (".csv", ".txt"):
+        return "csv"
+    try:
+        with open(path, "rb") as f:
+            return "parquet" if f.read(4) == b"PAR1" else "csv"
+    except OSError:
+        return "csv"
+
+
+@dataclass
+class LayerTable:
+    """A layer table read and validated, column-wise.
+
+    Attributes
+    ----------
+    path
+        Where it was read from.
+    rows
+        ``(n, len(FIELDS))`` normalized layer rows.
+    arch, layer
+        Architecture and layer names per row.
+    extra
+        Columns the format does not know, unchanged.
+    line
+        Each row's number as a spreadsheet shows it (header row 1).
+    """
+
+    path: str
+    rows: npt.NDArray[np.int64]
+    arch: list[str]
+    layer: list[str]
+    extra: pa.Table
+    line: npt.NDArray[np.int64] = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.arch)
+
+    def error(self, index: int, column: str | None, message: str) -> InputError:
+        """An :class:`InputError` at data row ``index`` (0-based)."""
+        return InputError(message, path=self.path, row=int(self.line[index]), column=column)
+
+    def architectures(self) -> list[Architecture]:
+        """Group the rows into architectures, in order of first appearance."""
+        groups: dict[str, list[int]] = {}
+        for i, name in enumerate(self.arch):
+            groups.setdefault(name, []).append(i)
+        meta_columns, layer_columns = self._split_extra(groups)
+        archs = []
+        batch_i, dtype_i = FIELD_INDEX["batch"], FIELD_INDEX["dtype"]
+        for name, idx in groups.items():
+            first = idx[0]
+            for i in idx[1:]:
+                for col, fi in (("batch", batch_i), ("dtype", dtype_i)):
+                    if self.rows[i, fi] != self.rows[first, fi]:
+                        shown = (lambda v, c=col: DTYPES[v] if c == "dtype" else v)
+                        raise self.error(
+                            i, col,
+                            f"{shown(self.rows[i, fi])} differs from {shown(self.rows[first, fi])} on row "
+                            f"{self.line[first]}: an architecture has one {col}",
+                        )
+            meta = {}
+            for col in meta_columns:
+                values = [v for v in (meta_columns[col][i] for i in idx) if v is not None]
+                if values:
+                    meta[col] = values[0]
+            layers = [Layer.from_row(self.rows[i], self.layer[i]) for i in idx]
+            layer_data = {col: [values[i] for i in idx] for col, values in layer_columns.items()}
+            layer_data = {col: v for col, v in layer_data.items() if any(x is not None for x in v)}
+            archs.append(Architecture(name, layers, meta, layer_data))
+        return archs
+
+    def _split_extra(
+        self, groups: dict[str, list[int]]
+    ) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+        meta: dict[str, list[Any]] = {}
+        per_layer: dict[str, list[Any]] = {}
+        for col in self.extra.column_names:
+            values = self.extra.column(col).to_pylist()
+            constant = True
+            for idx in groups.values():
+                seen = {_key(values[i]) for i in idx if values[i] is not None}
+                if len(seen) > 1:
+                    constant = False
+                    break
+            (meta if constant else per_layer)[col] = values
+        return meta, per_layer
+
+
+def _key(value: Any) -> Any:
+    return ("nan",) if isinstance(value, float) and math.isnan(value) else value
+
+
+def read_layer_table(path: str | os.PathLike[str]) -> LayerTable:
+    """Read and validate a layer table (CSV or Parquet).
+
+    Raises
+    ------
+    InputError
+        The first problem found, naming the file, row and column.
+    """
+    spath = str(path)
+    try:
+        size = os.path.getsize(spath)
+    except OSError as e:
+        raise InputError(f"cannot read the file: {e.strerror or e}", path=spath) from None
+    if os.path.isdir(spath):
+        raise InputError("is a directory, not a layer table", path=spath)
+    if size == 0:
+        raise InputError("the file is empty", path=spath)
+    fmt = table_format(spath)
+    table = _read_parquet(spath) if fmt == "parquet" else _read_csv(spath)
+    if table.num_rows == 0:
+        raise InputError("the table has a header but no rows", path=spath)
+    lines = _csv_lines(spath, table.num_rows) if fmt == "csv" else None
+    return _parse(spath, table, lines)
+
+
+def read_architectures(path: str | os.PathLike[str]) -> list[Architecture]:
+    """Read the architectures of a layer table (CSV or Parquet), in order of first appearance.
+
+    Raises
+    ------
+    InputError
+        The first problem found, naming the file, row and column.
+    """
+    return read_layer_table(path).architectures()
+
+
+def _read_csv(path: str) -> pa.Table:
+    import pyarrow.csv as pacsv
+
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if b"\0" in head:
+        raise InputError("not a CSV text file (binary data)", path=path)
+    try:
+        names = _csv_header(path)
+        string_columns = {n: pa.string() for n in names if n.strip().lower() in _KNOWN}
+        return pacsv.read_csv(
+            path,
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types=string_columns,
+                null_values=[""],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+            ),
+        )
+    except InputError:
+        raise
+    except (pa.ArrowInvalid, UnicodeDecodeError) as e:
+        raise _csv_error(path, e) from None
+
+
+def _csv_header(path: str) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as f:
+        for record in csv.reader(f):
+            if record:
+                return record
+    raise InputError("the file has no header row", path=path)
+
+
+def _csv_error(path: str, err: Exception) -> InputError:
+    """Turn a failed parse into an error that names the row: re-read with the csv module to find it."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            width = None
+            for number, record in enumerate(reader, start=1):
+                if not record:
+                    continue
+                if width is None:
+                    width = len(record)
+                    if len(set(record)) != width:
+                        dup = next(c for c in record if record.count(c) > 1)
+                        return InputError(f"column {dup!r} appears twice in the header", path=path, row=1)
+                elif len(record) != width:
+                    return InputError(
+                        f"has {len(record)} fields, the header has {width}", path=path, row=number
+                    )
+    except UnicodeDecodeError:
+        return InputError("not a UTF-8 text CSV file", path=path)
+    except csv.Error as e:
+        return InputError(f"not a valid CSV file: {e}", path=path)
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return InputError(f"not a valid CSV file: {first}", path=path)
+
+
+def _csv_lines(path: str, n: int) -> npt.NDArray[np.int64]:
+    """The spreadsheet row of each data record. Quick when no record spans lines or is blank."""
+    lines = np.empty(n, dtype=np.int64)
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f)
+        i = -1  # -1: the header is next
+        for number, record in enumerate(reader, start=1):
+            if not record:
+                continue  # pyarrow skips blank lines; a spreadsheet still numbers them
+            if i >= 0:
+                if i >= n:
+                    break
+                lines[i] = number
+            i += 1
+    return lines
+
+
+def _read_parquet(path: str) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"not a valid Parquet file: {first}", path=path) from None
+
+
+def _parse(path: str, table: pa.Table, lines: npt.NDArray[np.int64] | None) -> LayerTable:
+    n = table.num_rows
+    if lines is None:
+        lines = np.arange(2, n + 2, dtype=np.int64)
+
+    def err(index: int, column: str | None, message: str) -> InputError:
+        return InputError(message, path=path, row=int(lines[index]), column=column)
+
+    columns: dict[str, str] = {}  # normalized name -> name in the file
+    for name in table.column_names:
+        key = name.strip().lower() if name.strip().lower() in _KNOWN else name
+        if key in columns:
+            raise InputError(f"column {name!r} appears twice in the header", path=path, row=1)
+        columns[key] = name
+    if "type" not in columns:
+        raise InputError("missing required column 'type'", path=path, column="type")
+
+    rows = np.full((n, len(FIELDS)), MISSING, dtype=np.int64)
+    rows[:, 0] = _codes(table.column(columns["type"]), TYPE_CODE, "layer type", columns["type"], err)
+    if "dtype" in columns:
+        dtypes = _codes(table.column(columns["dtype"]), DTYPE_CODE, "dtype", columns["dtype"], err, allow_null=True)
+        rows[:, FIELD_INDEX["dtype"]] = dtypes
+
+    source: dict[str, str] = {}  # field -> column that supplied it (for messages)
+    for name in _INT_FIELDS:
+        if name in columns:
+            rows[:, FIELD_INDEX[name]] = _ints(table.column(columns[name]), columns[name], err)
+            source[name] = columns[name]
+    for pair, (fh, fw) in AXIS_PAIRS.items():
+        if pair not in columns:
+            continue
+        values = _ints(table.column(columns[pair]), columns[pair], err)
+        for axis in (fh, fw):
+            col = rows[:, FIELD_INDEX[axis]]
+            if axis in columns:
+                clash = (col != MISSING) & (values != MISSING) & (col != values)
+                if clash.any():
+                    i = int(np.argmax(clash))
+                    raise err(i, columns[pair], f"{values[i]} contradicts {axis} {col[i]}")
+            take = col == MISSING
+            col[take] = values[take]
+            source.setdefault(axis, columns[pair])
+
+    # A required field with no column at all is a missing column, not a row problem.
+    present_types = np.unique(rows[:, 0])
+    for code in present_types:
+        for req in _REQUIRED_FIELDS[int(code)]:
+            if req not in source:
+                pair = _AXIS_OF.get(req)
+                want = f"'{pair}' (or '{pair}_h' and '{pair}_w')" if pair else f"'{req}'"
+                raise InputError(
+                    f"missing required column {want} ({LAYER_TYPES[int(code)]} rows need it)", path=path,
+                    column=pair or req,
+                )
+
+    bad = prepare_rows(rows)
+    if bad is not None:
+        i, fname, message = bad
+        raise err(i, source.get(fname, fname), message)
+
+    arch = _names(table, columns.get("arch"), err, default=Path(path).stem)
+    layer_col = columns.get("layer")
+    if layer_col is None:
+        layer = [""] * n
+    else:
+        layer = ["" if v is None else str(v) for v in table.column(layer_col).to_pylist()]
+    known = {name for key, name in columns.items() if key in _KNOWN}
+    extra = table.select([c for c in table.column_names if c not in known])
+    return LayerTable(path, rows, arch, layer, extra, lines)
+
+
+def _names(table: pa.Table, column: str | None, err: Any, default: str) -> list[str]:
+    if column is None:
+        return [default] * table.num_rows
+    values = table.column(column).to_pylist()
+    out = []
+    for i, v in enumerate(values):
+        if v is None or str(v).strip() == "":
+            raise err(i, column, "empty: every row names its architecture")
+        out.append(str(v))
+    return out
+
+
+def _codes(
+    column: pa.ChunkedArray, codes: dict[str, int], what: str, name: str, err: Any, allow_null: bool = False
+) -> npt.NDArray[np.int64]:
+    """Map a column of names (type, dtype) to codes; matching ignores case and surrounding spaces."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        column = column.cast(pa.string())
+    encoded = pc.utf8_lower(pc.utf8_trim_whitespace(column)).combine_chunks().dictionary_encode()
+    lookup = np.array(
+        [codes.get(v, -1) if v else -2 for v in encoded.dictionary.to_pylist()] + [-2], dtype=np.int64
+    )
+    index = np.asarray(encoded.indices.fill_null(len(lookup) - 1).to_numpy(), dtype=np.int64)
+    out = lookup[index]
+    bad = out == -1 if allow_null else out < 0
+    if bad.any():
+        i = int(np.argmax(bad))
+        original = column[i].as_py()
+        if out[i] == -2:
+            raise err(i, name, f"empty: every row needs a {what}")
+        raise err(i, name, f"unknown {what} {original!r} (known: {', '.join(codes)})")
+    out[out < 0] = MISSING
+    return out
+
+
+def _ints(column: pa.ChunkedArray, name: str, err: Any) -> npt.NDArray[np.int64]:
+    """An integer column, empty cells as MISSING. Whole floats (3.0) pass; anything else is an error."""
+    t = column.type
+    if pa.types.is_integer(t) or pa.types.is_null(t):
+        arr = column.cast(pa.int64())
+        return np.asarray(arr.fill_null(MISSING).to_numpy(), dtype=np.int64)
+    if pa.types.is_boolean(t):
+        return np.asarray(column.cast(pa.int64()).fill_null(MISSING).to_numpy(), dtype=np.int64)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        try:
+            return np.asarray(
+                pc.cast(pc.utf8_trim_whitespace(column), pa.int64()).fill_null(MISSING).to_numpy(), dtype=np.int64
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # not plain integers: check each cell below
+    elif not pa.types.is_floating(t):
+        raise InputError(f"has type {t}, expected integers", column=name)
+    out = np.empty(len(column), dtype=np.int64)
+    for i, v in enumerate(column.to_pylist()):
+        out[i] = _int_cell(v, i, name, err)
+    return out
+
+
+def _int_cell(value: Any, i: int, name: str, err: Any) -> int:
+    if value is None:
+        return MISSING
+    text = str(value).strip()
+    if text == "":
+        return MISSING
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        f = float(text)
+    except ValueError:
+        raise err(i, name, f"{text!r} is not an integer") from None
+    if not math.isfinite(f) or f != int(f):
+        raise err(i, name, f"{text!r} is not an integer")
+    if abs(f) >= 2**62:
+        raise err(i, name, f"{text!r} is out of range")
+    return int(f)
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+
+def write_architectures(
+    archs: Architecture | Iterable[Architecture], path: str | os.PathLike[str], format: str | None = None
+) -> None:
+    """Write architectures as one layer table (CSV or Parquet, by ``format`` or the file's suffix).
+
+    Fields a layer type does not read are left empty; per-axis fields are written as one column
+    (``kernel``) when every row has equal axes. Per-architecture ``meta`` is repeated on each of its rows.
+    Reading the file back gives equal architectures.
+    """
+    if isinstance(archs, Architecture):
+        archs = [archs]
+    table = to_arrow(list(archs))
+    fmt = format or ("parquet" if table_format(path) == "parquet" else "csv")
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path)
+    elif fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        # pyarrow quotes every header name; a csv.writer header reads better and quotes only when needed.
+        with open(path, "wb") as f:
+            header = io.StringIO()
+            csv.writer(header, lineterminator="\n").writerow(table.column_names)
+            f.write(header.getvalue().encode())
+            pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    else:
+        raise ValueError(f"unknown table format {fmt!r} (csv or parquet)")
+
+
+def to_arrow(archs: Sequence[Architecture]) -> pa.Table:
+    """The layer table of some architectures, as a pyarrow Table."""
+    all_layers = [(a, layer) for a in archs for layer in a.layers]
+    if not all_layers:
+        raise ValueError("no architectures to write")
+    rows = np.array([layer.row for _, layer in all_layers], dtype=np.int64)
+    types = rows[:, 0]
+    used = np.zeros(rows.shape, dtype=bool)
+    for code in np.unique(types):
+        mask = types == code
+        for f in _USED_FIELDS[int(code)]:
+            used[mask, FIELD_INDEX[f]] = True
+
+    data: dict[str, pa.Array] = {
+        "arch": pa.array([a.name for a, _ in all_layers], pa.string()),
+        "layer": pa.array([layer.name for _, layer in all_layers], pa.string()),
+        "type": pa.array([LAYER_TYPES[t] for t in types], pa.string()),
+    }
+
+    def column(field_name: str) -> pa.Array:
+        fi = FIELD_INDEX[field_name]
+        return pa.array(rows[:, fi], pa.int64(), mask=~used[:, fi])
+
+    data["batch"] = column("batch")
+    data["dtype"] = pa.array([DTYPES[d] for d in rows[:, FIELD_INDEX["dtype"]]], pa.string())
+    for name in _INT_FIELDS:
+        if name == "batch" or not used[:, FIELD_INDEX[name]].any():
+            continue
+        pair = _AXIS_OF.get(name)
+        if pair is not None:
+            fh, fw = AXIS_PAIRS[pair]
+            ih, iw = FIELD_INDEX[fh], FIELD_INDEX[fw]
+            square = bool(np.all(rows[:, ih] == rows[:, iw]))
+            if square:
+                if name == fh:
+                    data[pair] = column(fh)
+                continue
+        data[name] = column(name)
+
+    meta_keys = list(dict.fromkeys(k for a in archs for k in a.meta))
+    extra_keys = list(dict.fromkeys(k for a in archs for k in a.layer_data))
+    for k in meta_keys + extra_keys:
+        if k in data or k.strip().lower() in _KNOWN:
+            raise ValueError(f"column {k!r} of meta or layer_data clashes with a layer table column")
+    for k in meta_keys:
+        data[k] = pa.array([a.meta.get(k) for a, _ in all_layers])
+    for k in extra_keys:
+        values: list[Any] = []
+        for a in archs:
+            values.extend(a.layer_data.get(k, [None] * len(a.layers)))
+        data[k] = pa.array(values)
+    return pa.table(data)
