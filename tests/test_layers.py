@@ -6,12 +6,11 @@ import math
 import subprocess
 import sys
 
+import neuralpower as npw
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import neuralpower as npw
 from neuralpower import Architecture, InputError, Layer
 from neuralpower.layers import FEATURES, prepare_rows
 
@@ -26,8 +25,9 @@ def torch_out(size: int, k: int, s: int, p: int, d: int = 1, ceil: bool = False)
 
 
 def test_conv_counts_by_hand() -> None:
-    layer = Layer("conv2d", batch=2, in_channels=64, in_h=56, in_w=56, out_channels=128, kernel=3, stride=2,
-                  padding=1, bias=0)
+    layer = Layer(
+        "conv2d", batch=2, in_channels=64, in_h=56, in_w=56, out_channels=128, kernel=3, stride=2, padding=1, bias=0
+    )
     assert layer.out_shape == (2, 128, 28, 28)
     assert layer.params == 128 * 64 * 3 * 3
     assert layer.macs == 2 * 128 * 28 * 28 * 64 * 9
@@ -55,8 +55,17 @@ def test_depthwise_and_grouped_conv() -> None:
 
 
 def test_non_square_and_dilated_conv() -> None:
-    layer = Layer("conv2d", in_channels=4, in_h=17, in_w=17, out_channels=4, kernel=(1, 7), padding=(0, 3),
-                  dilation=(2, 1), bias=0)
+    layer = Layer(
+        "conv2d",
+        in_channels=4,
+        in_h=17,
+        in_w=17,
+        out_channels=4,
+        kernel=(1, 7),
+        padding=(0, 3),
+        dilation=(2, 1),
+        bias=0,
+    )
     assert layer.out_shape == (1, 4, 17, 17)
     assert layer.kernel == (1, 7) and layer.dilation == (2, 1)
     assert layer.macs == 4 * 17 * 17 * 4 * 7
@@ -202,8 +211,19 @@ def test_conv_matches_pytorch_formulas_or_is_rejected(c: dict[str, int | tuple[i
     dh, dw = c["dilation"]  # type: ignore[misc]
     h, w, n = int(c["in_h"]), int(c["in_w"]), int(c["batch"])  # type: ignore[call-overload]
     oh, ow = torch_out(h, kh, sh, ph, dh), torch_out(w, kw, sw, pw, dw)
-    kwargs = dict(batch=n, in_channels=cin, in_h=h, in_w=w, out_channels=cout, kernel=(kh, kw), stride=(sh, sw),
-                  padding=(ph, pw), dilation=(dh, dw), groups=groups, bias=c["bias"])
+    kwargs = dict(
+        batch=n,
+        in_channels=cin,
+        in_h=h,
+        in_w=w,
+        out_channels=cout,
+        kernel=(kh, kw),
+        stride=(sh, sw),
+        padding=(ph, pw),
+        dilation=(dh, dw),
+        groups=groups,
+        bias=c["bias"],
+    )
     if oh < 1 or ow < 1:
         with pytest.raises(InputError, match="larger than the padded input"):
             Layer("conv2d", **kwargs)
@@ -215,12 +235,8 @@ def test_conv_matches_pytorch_formulas_or_is_rejected(c: dict[str, int | tuple[i
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    st.integers(1, 40), st.integers(1, 5), st.integers(1, 4), st.integers(0, 2), st.integers(1, 2), st.booleans()
-)
-def test_maxpool_matches_pytorch_formula_or_is_rejected(
-    size: int, k: int, s: int, p: int, d: int, ceil: bool
-) -> None:
+@given(st.integers(1, 40), st.integers(1, 5), st.integers(1, 4), st.integers(0, 2), st.integers(1, 2), st.booleans())
+def test_maxpool_matches_pytorch_formula_or_is_rejected(size: int, k: int, s: int, p: int, d: int, ceil: bool) -> None:
     kwargs = dict(in_channels=3, in_h=size, in_w=size, kernel=k, stride=s, padding=p, dilation=d, ceil_mode=int(ceil))
     expected = torch_out(size, k, s, p, d, ceil)
     if 2 * p > k or d * (k - 1) + 1 > size + 2 * p or expected < 1:

@@ -12,7 +12,6 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
 from neuralpower import Architecture, InputError, Layer, read_architectures, read_layer_table, write_architectures
 from neuralpower.layers import LAYER_TYPES
 
@@ -59,7 +58,9 @@ def test_read_good_table(tmp_path: Path) -> None:
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])
 def test_round_trip_is_lossless(tmp_path: Path, suffix: str) -> None:
     a = small_arch(error=0.25, source="mine")
-    b = Architecture("tiny4", a.with_batch(4).layers, {"error": 1 / 3}, {"runtime_ms": [0.1 * i for i in range(len(a))]})
+    b = Architecture(
+        "tiny4", a.with_batch(4).layers, {"error": 1 / 3}, {"runtime_ms": [0.1 * i for i in range(len(a))]}
+    )
     c = small_arch("half").with_dtype("fp16")
     path = tmp_path / f"t.{suffix}"
     write_architectures([a, b, c], path)
@@ -103,7 +104,9 @@ def test_parquet_with_native_integer_types(tmp_path: Path) -> None:
 
 
 def test_rows_are_counted_like_a_spreadsheet(tmp_path: Path) -> None:
-    text = GOOD.replace("net1,pool,", "\nnet1,pool,").replace("net1,dw,conv2d,16,16,16,16,3,1,1,16", "net1,dw,conv2d,16,16,16,16,3,1,1,3")
+    text = GOOD.replace("net1,pool,", "\nnet1,pool,").replace(
+        "net1,dw,conv2d,16,16,16,16,3,1,1,16", "net1,dw,conv2d,16,16,16,16,3,1,1,3"
+    )
     with pytest.raises(InputError) as info:
         read_architectures(write(tmp_path, text))
     # header is row 1, conv1 row 2, relu1 row 3, blank row 4, pool row 5, dw row 6
@@ -117,16 +120,65 @@ def test_rows_are_counted_like_a_spreadsheet(tmp_path: Path) -> None:
 BAD_CASES = [
     ("unknown type", GOOD.replace("maxpool2d", "maxpool3d"), 4, "type", "unknown layer type 'maxpool3d'"),
     ("negative size", GOOD.replace("net1,relu1,relu,16,32", "net1,relu1,relu,16,-32"), 3, "in_h", "must be at least 1"),
-    ("non-integer", GOOD.replace("net1,conv1,conv2d,3,32", "net1,conv1,conv2d,3.5,32"), 2, "in_channels", "'3.5' is not an integer"),
-    ("text in a size", GOOD.replace("net2,conv1,conv2d,3,32,32,17", "net2,conv1,conv2d,3,32,32,many"), 8, "out_channels", "not an integer"),
-    ("kernel too large", GOOD.replace("net2,conv1,conv2d,3,32,32,17,3", "net2,conv1,conv2d,3,32,32,17,99"), 8, "kernel", "larger than the padded input"),
+    (
+        "non-integer",
+        GOOD.replace("net1,conv1,conv2d,3,32", "net1,conv1,conv2d,3.5,32"),
+        2,
+        "in_channels",
+        "'3.5' is not an integer",
+    ),
+    (
+        "text in a size",
+        GOOD.replace("net2,conv1,conv2d,3,32,32,17", "net2,conv1,conv2d,3,32,32,many"),
+        8,
+        "out_channels",
+        "not an integer",
+    ),
+    (
+        "kernel too large",
+        GOOD.replace("net2,conv1,conv2d,3,32,32,17,3", "net2,conv1,conv2d,3,32,32,17,99"),
+        8,
+        "kernel",
+        "larger than the padded input",
+    ),
     ("groups", GOOD.replace(",16,,,0.3\nnet1,fl", ",5,,,0.3\nnet1,fl"), 5, "groups", "does not divide"),
     ("empty type", GOOD.replace("net1,relu1,relu", "net1,relu1,"), 3, "type", "empty"),
-    ("empty required", GOOD.replace("net1,fc,linear,,,,,,,,,4096", "net1,fc,linear,,,,,,,,,"), 7, "in_features", "is required for linear"),
+    (
+        "empty required",
+        GOOD.replace("net1,fc,linear,,,,,,,,,4096", "net1,fc,linear,,,,,,,,,"),
+        7,
+        "in_features",
+        "is required for linear",
+    ),
     ("empty arch", GOOD.replace("net1,relu1", ",relu1"), 3, "arch", "empty"),
-    ("batch differs", GOOD.replace("arch,layer,type,", "arch,layer,batch,type,").replace("net1,relu1,", "net1,relu1,2,").replace("1,fl,", "1,fl,,").replace("1,pool,", "1,pool,,").replace("1,dw,", "1,dw,,").replace("1,fc,", "1,fc,,").replace("1,conv1,", "1,conv1,,").replace("2,conv1,", "2,conv1,,"), 3, "batch", "an architecture has one batch"),
-    ("bad dtype", GOOD.replace("arch,layer,", "dtype,arch,layer,").replace("net", ",net").replace(",net1,pool", "fp8,net1,pool"), 4, "dtype", "unknown dtype 'fp8'"),
-    ("fields count", GOOD.replace("net1,fl,flatten,16,16,16,", "net1,fl,flatten,16,16,16,,,"), 6, None, "has 16 fields, the header has 14"),
+    (
+        "batch differs",
+        GOOD.replace("arch,layer,type,", "arch,layer,batch,type,")
+        .replace("net1,relu1,", "net1,relu1,2,")
+        .replace("1,fl,", "1,fl,,")
+        .replace("1,pool,", "1,pool,,")
+        .replace("1,dw,", "1,dw,,")
+        .replace("1,fc,", "1,fc,,")
+        .replace("1,conv1,", "1,conv1,,")
+        .replace("2,conv1,", "2,conv1,,"),
+        3,
+        "batch",
+        "an architecture has one batch",
+    ),
+    (
+        "bad dtype",
+        GOOD.replace("arch,layer,", "dtype,arch,layer,").replace("net", ",net").replace(",net1,pool", "fp8,net1,pool"),
+        4,
+        "dtype",
+        "unknown dtype 'fp8'",
+    ),
+    (
+        "fields count",
+        GOOD.replace("net1,fl,flatten,16,16,16,", "net1,fl,flatten,16,16,16,,,"),
+        6,
+        None,
+        "has 16 fields, the header has 14",
+    ),
 ]
 
 
@@ -193,8 +245,13 @@ def layers(draw: st.DrawFn, batch: int, dtype: str) -> Layer:
     w = draw(st.integers(1, 32))
     fields = dict(batch=batch, dtype=dtype, in_channels=c, in_h=h, in_w=w)
     if kind == "conv2d":
-        fields |= dict(out_channels=draw(st.integers(1, 64)), kernel=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
-                       stride=draw(st.integers(1, 3)), padding=draw(st.integers(0, 2)), bias=draw(st.integers(0, 1)))
+        fields |= dict(
+            out_channels=draw(st.integers(1, 64)),
+            kernel=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+            stride=draw(st.integers(1, 3)),
+            padding=draw(st.integers(0, 2)),
+            bias=draw(st.integers(0, 1)),
+        )
     elif kind == "linear":
         fields = dict(batch=batch, dtype=dtype, in_features=c, out_features=draw(st.integers(1, 100)))
     elif kind in ("maxpool2d", "avgpool2d"):
@@ -252,7 +309,7 @@ def corrupt(text: str, rng: random.Random) -> str:
         elif choice == 5:
             lines.insert(i, "")
         elif choice == 6:
-            cells[j] = rng.choice(LAYER_TYPES + ("conv", "RELU", "fp16", "bf16"))
+            cells[j] = rng.choice((*LAYER_TYPES, "conv", "RELU", "fp16", "bf16"))
         else:
             lines[i] = lines[i][: rng.randrange(len(lines[i]) + 1)]
             continue

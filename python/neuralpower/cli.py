@@ -96,8 +96,15 @@ def _describe_table(arch: Architecture) -> str:
     header = ("#", "layer", "type", "input", "output", "config", "MACs", "params", "bytes")
     rows = [
         (
-            str(i), layer.name, layer.type, _shape(layer.in_shape), _shape(layer.out_shape), _config(layer),
-            _si(layer.macs), _si(layer.params), _si(layer.bytes_moved),
+            str(i),
+            layer.name,
+            layer.type,
+            _shape(layer.in_shape),
+            _shape(layer.out_shape),
+            _config(layer),
+            _si(layer.macs),
+            _si(layer.params),
+            _si(layer.bytes_moved),
         )
         for i, layer in enumerate(arch.layers)
     ]
@@ -107,12 +114,18 @@ def _describe_table(arch: Architecture) -> str:
     right = {0, 6, 7, 8}
 
     def fmt(r: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if c in right else v.ljust(w) for c, (v, w) in enumerate(zip(r, widths))).rstrip()
+        return "  ".join(
+            v.rjust(w) if c in right else v.ljust(w) for c, (v, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
     lines = [
         f"{arch.name}: batch {arch.batch}, {arch.dtype}",
-        fmt(header), rule, *(fmt(r) for r in rows), rule, fmt(total),
+        fmt(header),
+        rule,
+        *(fmt(r) for r in rows),
+        rule,
+        fmt(total),
         f"FLOPs {_si(t['flops'])} ({t['flops']:,}), MACs {t['macs']:,}, params {t['params']:,}, "
         f"bytes read {t['bytes_read']:,}, written {t['bytes_written']:,}",
     ]
@@ -144,7 +157,7 @@ def _cmd_describe(args: argparse.Namespace) -> int:
 def _cmd_zoo(args: argparse.Namespace) -> int:
     from . import zoo
 
-    records = []
+    records: list[dict[str, Any]] = []
     for entry in zoo.entries():
         t = zoo.build(entry.name).totals()
         records.append(
@@ -185,22 +198,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-layer shapes, MACs, parameters and bytes of a network",
         description="Show a network layer by layer: shapes, MACs, parameters, bytes moved, and totals.",
     )
-    d.add_argument("arch_source", metavar="ARCH", help="a zoo network name (see `neuralpower zoo`) or a layer "
-                   "table file (.csv or .parquet)")
+    d.add_argument(
+        "arch_source",
+        metavar="ARCH",
+        help="a zoo network name (see `neuralpower zoo`) or a layer table file (.csv or .parquet)",
+    )
     d.add_argument("--arch", metavar="ID", help="which architecture of a layer table holding several")
-    d.add_argument("--batch", type=_positive_int, help="batch size (default: 1 for zoo networks, the "
-                   "table's own for files)")
-    d.add_argument("--image-size", type=_positive_int, metavar="N", help="input height and width of a zoo "
-                   "network (default: its published resolution)")
-    d.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="element type (default: fp32 for zoo "
-                   "networks, the table's own for files)")
-    d.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format: a "
-                   "readable table, per-layer CSV, or one JSON object with totals and per_layer "
-                   "(default: table)")
+    d.add_argument(
+        "--batch", type=_positive_int, help="batch size (default: 1 for zoo networks, the table's own for files)"
+    )
+    d.add_argument(
+        "--image-size",
+        type=_positive_int,
+        metavar="N",
+        help="input height and width of a zoo network (default: its published resolution)",
+    )
+    d.add_argument(
+        "--dtype",
+        choices=["fp32", "fp16", "bf16"],
+        help="element type (default: fp32 for zoo networks, the table's own for files)",
+    )
+    d.add_argument(
+        "--format",
+        choices=["table", "csv", "json"],
+        default="table",
+        help="output format: a "
+        "readable table, per-layer CSV, or one JSON object with totals and per_layer "
+        "(default: table)",
+    )
     d.set_defaults(run=_cmd_describe)
 
-    z = verbs.add_parser("zoo", help="list the zoo of real networks",
-                         description="List the networks `describe` and the other verbs accept by name.")
+    z = verbs.add_parser(
+        "zoo",
+        help="list the zoo of real networks",
+        description="List the networks `describe` and the other verbs accept by name.",
+    )
     z.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
     z.set_defaults(run=_cmd_zoo)
     return parser

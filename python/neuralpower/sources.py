@@ -33,9 +33,7 @@ def load_architectures(
             archs = [a.with_batch(batch) for a in archs]
         return archs
     if spec.strip().lower() not in zoo.names():
-        raise InputError(
-            f"{spec!r} is neither a layer table file nor a zoo network (zoo: {', '.join(zoo.names())})"
-        )
+        raise InputError(f"{spec!r} is neither a layer table file nor a zoo network (zoo: {', '.join(zoo.names())})")
     return [zoo.build(spec, batch=batch or 1, image_size=image_size, dtype=dtype or "fp32")]
 
 

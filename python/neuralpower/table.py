@@ -23,6 +23,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import _evaluator as _ev
 from .errors import InputError
 from .layers import (
     AXIS_PAIRS,
@@ -37,7 +38,6 @@ from .layers import (
     Layer,
     prepare_rows,
 )
-from . import _evaluator as _ev
 
 __all__ = [
     "LayerTable",
@@ -53,9 +53,7 @@ _INT_FIELDS = [f for f in FIELDS if f not in ("type", "dtype")]
 _AXIS_OF = {axis: pair for pair, axes in AXIS_PAIRS.items() for axis in axes}
 _NAME_COLUMNS = ("arch", "layer")
 _KNOWN = {"arch", "layer", "type", "dtype", *_INT_FIELDS, *AXIS_PAIRS}
-_REQUIRED_FIELDS = {
-    code: [FIELDS[f] for f in _ev.type_required_fields(code)] for code in range(len(LAYER_TYPES))
-}
+_REQUIRED_FIELDS = {code: [FIELDS[f] for f in _ev.type_required_fields(code)] for code in range(len(LAYER_TYPES))}
 _USED_FIELDS = {code: {FIELDS[f] for f in _ev.type_fields(code)} for code in range(len(LAYER_TYPES))}
 
 
@@ -119,11 +117,13 @@ class LayerTable:
             for i in idx[1:]:
                 for col, fi in (("batch", batch_i), ("dtype", dtype_i)):
                     if self.rows[i, fi] != self.rows[first, fi]:
-                        shown = (lambda v, c=col: DTYPES[v] if c == "dtype" else v)
+                        here, there = (
+                            DTYPES[v] if col == "dtype" else str(v) for v in (self.rows[i, fi], self.rows[first, fi])
+                        )
                         raise self.error(
-                            i, col,
-                            f"{shown(self.rows[i, fi])} differs from {shown(self.rows[first, fi])} on row "
-                            f"{self.line[first]}: an architecture has one {col}",
+                            i,
+                            col,
+                            f"{here} differs from {there} on row {self.line[first]}: an architecture has one {col}",
                         )
             meta = {}
             for col in meta_columns:
@@ -136,9 +136,7 @@ class LayerTable:
             archs.append(Architecture(name, layers, meta, layer_data))
         return archs
 
-    def _split_extra(
-        self, groups: dict[str, list[int]]
-    ) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    def _split_extra(self, groups: dict[str, list[int]]) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
         meta: dict[str, list[Any]] = {}
         per_layer: dict[str, list[Any]] = {}
         for col in self.extra.column_names:
@@ -242,9 +240,7 @@ def _csv_error(path: str, err: Exception) -> InputError:
                         dup = next(c for c in record if record.count(c) > 1)
                         return InputError(f"column {dup!r} appears twice in the header", path=path, row=1)
                 elif len(record) != width:
-                    return InputError(
-                        f"has {len(record)} fields, the header has {width}", path=path, row=number
-                    )
+                    return InputError(f"has {len(record)} fields, the header has {width}", path=path, row=number)
     except UnicodeDecodeError:
         return InputError("not a UTF-8 text CSV file", path=path)
     except csv.Error as e:
@@ -328,11 +324,12 @@ def _parse(path: str, table: pa.Table, lines: npt.NDArray[np.int64] | None) -> L
     for code in present_types:
         for req in _REQUIRED_FIELDS[int(code)]:
             if req not in source:
-                pair = _AXIS_OF.get(req)
-                want = f"'{pair}' (or '{pair}_h' and '{pair}_w')" if pair else f"'{req}'"
+                axis_of = _AXIS_OF.get(req)
+                want = f"'{axis_of}' (or '{axis_of}_h' and '{axis_of}_w')" if axis_of else f"'{req}'"
                 raise InputError(
-                    f"missing required column {want} ({LAYER_TYPES[int(code)]} rows need it)", path=path,
-                    column=pair or req,
+                    f"missing required column {want} ({LAYER_TYPES[int(code)]} rows need it)",
+                    path=path,
+                    column=axis_of or req,
                 )
 
     bad = prepare_rows(rows)
@@ -370,9 +367,7 @@ def _codes(
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         column = column.cast(pa.string())
     encoded = pc.utf8_lower(pc.utf8_trim_whitespace(column)).combine_chunks().dictionary_encode()
-    lookup = np.array(
-        [codes.get(v, -1) if v else -2 for v in encoded.dictionary.to_pylist()] + [-2], dtype=np.int64
-    )
+    lookup = np.array([codes.get(v, -1) if v else -2 for v in encoded.dictionary.to_pylist()] + [-2], dtype=np.int64)
     index = np.asarray(encoded.indices.fill_null(len(lookup) - 1).to_numpy(), dtype=np.int64)
     out = lookup[index]
     bad = out == -1 if allow_null else out < 0
