@@ -86,8 +86,8 @@ class LayerTable:
         Architecture and layer names per row.
     extra
         Columns the format does not know, unchanged.
-    line
-        Each row's number as a spreadsheet shows it (header row 1).
+    fmt
+        ``"csv"`` or ``"parquet"``.
     """
 
     path: str
@@ -95,10 +95,18 @@ class LayerTable:
     arch: list[str]
     layer: list[str]
     extra: pa.Table
-    line: npt.NDArray[np.int64] = field(repr=False)
+    fmt: str = "csv"
+    _line: npt.NDArray[np.int64] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.arch)
+
+    @property
+    def line(self) -> npt.NDArray[np.int64]:
+        """Each row's number as a spreadsheet shows it (header row 1; blank CSV lines count)."""
+        if self._line is None:
+            self._line = _spreadsheet_rows(self.path, self.fmt, len(self.arch))
+        return self._line
 
     def error(self, index: int, column: str | None, message: str) -> InputError:
         """An :class:`InputError` at data row ``index`` (0-based)."""
@@ -176,8 +184,7 @@ def read_layer_table(path: str | os.PathLike[str]) -> LayerTable:
     table = _read_parquet(spath) if fmt == "parquet" else _read_csv(spath)
     if table.num_rows == 0:
         raise InputError("the table has a header but no rows", path=spath)
-    lines = _csv_lines(spath, table.num_rows) if fmt == "csv" else None
-    return _parse(spath, table, lines)
+    return _parse(spath, fmt, table)
 
 
 def read_architectures(path: str | os.PathLike[str]) -> list[Architecture]:
@@ -249,9 +256,11 @@ def _csv_error(path: str, err: Exception) -> InputError:
     return InputError(f"not a valid CSV file: {first}", path=path)
 
 
-def _csv_lines(path: str, n: int) -> npt.NDArray[np.int64]:
-    """The spreadsheet row of each data record. Quick when no record spans lines or is blank."""
-    lines = np.empty(n, dtype=np.int64)
+def _spreadsheet_rows(path: str, fmt: str, n: int) -> npt.NDArray[np.int64]:
+    """The spreadsheet row of each data record: only computed for messages, as it re-reads a CSV file."""
+    if fmt != "csv":
+        return np.arange(2, n + 2, dtype=np.int64)
+    lines = np.arange(2, n + 2, dtype=np.int64)
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
         reader = csv.reader(f)
         i = -1  # -1: the header is next
@@ -276,13 +285,12 @@ def _read_parquet(path: str) -> pa.Table:
         raise InputError(f"not a valid Parquet file: {first}", path=path) from None
 
 
-def _parse(path: str, table: pa.Table, lines: npt.NDArray[np.int64] | None) -> LayerTable:
+def _parse(path: str, fmt: str, table: pa.Table) -> LayerTable:
     n = table.num_rows
-    if lines is None:
-        lines = np.arange(2, n + 2, dtype=np.int64)
 
     def err(index: int, column: str | None, message: str) -> InputError:
-        return InputError(message, path=path, row=int(lines[index]), column=column)
+        row = int(_spreadsheet_rows(path, fmt, n)[index])
+        return InputError(message, path=path, row=row, column=column)
 
     columns: dict[str, str] = {}  # normalized name -> name in the file
     for name in table.column_names:
@@ -345,7 +353,7 @@ def _parse(path: str, table: pa.Table, lines: npt.NDArray[np.int64] | None) -> L
         layer = ["" if v is None else str(v) for v in table.column(layer_col).to_pylist()]
     known = {name for key, name in columns.items() if key in _KNOWN}
     extra = table.select([c for c in table.column_names if c not in known])
-    return LayerTable(path, rows, arch, layer, extra, lines)
+    return LayerTable(path, rows, arch, layer, extra, fmt)
 
 
 def _names(table: pa.Table, column: str | None, err: Any, default: str) -> list[str]:
