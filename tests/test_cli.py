@@ -72,7 +72,7 @@ def test_describe_a_table_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
         (["describe", "missing.csv"], "missing.csv: cannot read the file"),
         (["describe", "resnet50", "--batch", "0"], "0 must be at least 1"),
         (["describe", "resnet50", "--batch", "x"], "'x' is not an integer"),
-        (["describe", "resnet50", "--image-size", "8"], "resnet50 cannot be built"),
+        (["describe", "alexnet", "--image-size", "8"], "alexnet cannot be built"),
         (["describe", "resnet50", "--format", "xml"], "invalid choice"),
         (["describe", "resnet50", "--arch", "other"], "no architecture named 'other'"),
         (["describe"], "required"),

@@ -53,10 +53,12 @@ std::int64_t flops_per_element(T t) {
 // The PyTorch output-size formula of convolution and pooling along one axis (0 or less: does not fit).
 std::int64_t window_out(std::int64_t in, std::int64_t k, std::int64_t s, std::int64_t p, std::int64_t d,
                         bool ceil_mode) {
-    const std::int64_t span = in + 2 * p - d * (k - 1) - 1;
+    // PyTorch's pooling_output_shape: rounds toward negative infinity, so in ceil mode a window may
+    // overhang the padded input by up to stride - 1 and still produce an output.
+    const std::int64_t span = in + 2 * p - d * (k - 1) - 1 + (ceil_mode ? s - 1 : 0);
     if (span < 0) return 0;
-    std::int64_t out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
-    // PyTorch: in ceil mode the last window must start inside the input or its left padding.
+    std::int64_t out = span / s + 1;
+    // ... but the last window must start inside the input or its left padding.
     if (ceil_mode && (out - 1) * s >= in + p) --out;
     return out;
 }
@@ -306,7 +308,9 @@ InfoRow info_checked(const std::int64_t* r, Checked& c) {
     return info;
 }
 
-ValidationError check_window(const std::int64_t* r, bool dilated, bool pooling) {
+// Padding and kernel size against the input. In ceil mode a pooling window may overhang the padded input
+// (PyTorch allows it as long as there is an output), so only the output size is checked then.
+ValidationError check_window(const std::int64_t* r, bool dilated, bool pooling, bool ceil_mode = false) {
     const char* axis[2] = {"in_h", "in_w"};
     const int in[2] = {kInH, kInW}, k[2] = {kKernelH, kKernelW}, p[2] = {kPadH, kPadW},
               d[2] = {kDilationH, kDilationW};
@@ -316,7 +320,7 @@ ValidationError check_window(const std::int64_t* r, bool dilated, bool pooling) 
         if (pooling && 2 * r[p[a]] > r[k[a]])
             return error(p[a], "padding " + std::to_string(r[p[a]]) + " is more than half the kernel " +
                                    std::to_string(r[k[a]]));
-        if (eff > r[in[a]] + 2 * r[p[a]])
+        if (!ceil_mode && eff > r[in[a]] + 2 * r[p[a]])
             return error(k[a], "kernel " + std::to_string(r[k[a]]) +
                                    (dil > 1 ? " (" + std::to_string(eff) + " dilated)" : std::string()) +
                                    " is larger than the padded input (" + axis[a] + " " +
@@ -412,10 +416,12 @@ ValidationError validate(const std::int64_t* r) {
         return error(kDType, "unknown dtype code " + std::to_string(r[kDType]));
     for (int f : type_fields(t)) {
         if (f == kType || f == kDType) continue;
-        if (r[f] < min_value(f)) {
+        // torch.cat of a single tensor is a copy (DenseNet's first layers); add and mul need two operands
+        const std::int64_t lowest = (f == kInputs && t == T::Concat) ? 1 : min_value(f);
+        if (r[f] < lowest) {
             const bool binary = max_value(f) == 1;
             return error(f, std::to_string(r[f]) + (binary ? " must be 0 or 1" : " must be at least " +
-                                                                                    std::to_string(min_value(f))));
+                                                                                    std::to_string(lowest)));
         }
         if (r[f] > max_value(f)) {
             const bool binary = max_value(f) == 1;
@@ -442,11 +448,16 @@ ValidationError validate(const std::int64_t* r) {
         return error(kGroups, "groups " + std::to_string(r[kGroups]) + " does not divide in_channels " +
                                   std::to_string(r[kInChannels]));
     if (is_pool(t))
-        if (auto e = check_window(r, t == T::MaxPool2d, true)) return e;
+        if (auto e = check_window(r, t == T::MaxPool2d, true, r[kCeilMode] != 0)) return e;
     Checked c;
     const InfoRow info = info_checked(r, c);
     if (c.overflow) return error(kBatch, "the layer's counts overflow 64-bit integers: sizes too large");
-    if (info[kInfoOutH] < 1 || info[kInfoOutW] < 1) return error(kKernelH, "the output would be empty");
+    if (info[kInfoOutH] < 1)
+        return error(kKernelH, "kernel " + std::to_string(r[kKernelH]) + " leaves no output for in_h " +
+                                   std::to_string(r[kInH]));
+    if (info[kInfoOutW] < 1)
+        return error(kKernelW, "kernel " + std::to_string(r[kKernelW]) + " leaves no output for in_w " +
+                                   std::to_string(r[kInW]));
     return {};
 }
 

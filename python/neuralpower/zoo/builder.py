@@ -127,10 +127,14 @@ class Builder:
         return self._spatial("mul", x, name, inputs=1 + len(others), broadcast=int(broadcast))
 
     def concat(self, *xs: T, name: str = "") -> T:
-        """Concatenation along channels."""
-        if len(xs) < 2 or any((x.h, x.w) != (xs[0].h, xs[0].w) for x in xs):
-            raise ValueError(f"concat needs two or more tensors of one spatial size, got {xs}")
+        """Concatenation along channels (of one tensor: a copy, as ``torch.cat`` makes)."""
+        if not xs or any((x.h, x.w) != (xs[0].h, xs[0].w) for x in xs):
+            raise ValueError(f"concat needs tensors of one spatial size, got {xs}")
         return self._spatial("concat", T(sum(x.c for x in xs), xs[0].h, xs[0].w), name, inputs=len(xs))
+
+    def channel_shuffle(self, x: T, groups: int = 2, name: str = "") -> T:
+        """ShuffleNet's channel shuffle (a copy that interleaves ``groups`` groups of channels)."""
+        return self._spatial("channel_shuffle", x, name, groups=groups)
 
     def softmax(self, x: T, name: str = "") -> T:
         return self._spatial("softmax", x, name)

@@ -1,0 +1,229 @@
+"""The zoo's networks: parameter and MAC counts against published figures, builds, shapes and errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from neuralpower import Architecture, InputError, Layer, zoo
+
+# Source: torchvision 0.29.1 weights metadata, <Model>_Weights.IMAGENET1K_V1.meta["num_params"] and
+# meta["_ops"]. torchvision computes "_ops" with test/common_extended_utils.py, counting the
+# multiply-accumulates of convolutions and matrix multiplies (no bias, no other layers) for one
+# 1 x 3 x 224 x 224 input, in GMACs rounded to 3 decimals. Our MACs count conv2d and linear only, the
+# same convention.
+TORCHVISION = {
+    # name: (num_params, _ops in GMACs)
+    "alexnet": (61100840, 0.714),
+    "vgg11": (132863336, 7.609),
+    "vgg16": (138357544, 15.470),
+    "vgg19": (143667240, 19.632),
+    "resnet18": (11689512, 1.814),
+    "resnet34": (21797672, 3.664),
+    "resnet50": (25557032, 4.089),
+    "resnet101": (44549160, 7.801),
+    "resnet152": (60192808, 11.514),
+    "mobilenet_v2": (3504872, 0.301),
+    "mobilenet_v3_small": (2542856, 0.057),
+    "mobilenet_v3_large": (5483032, 0.217),
+    "squeezenet1_0": (1248424, 0.819),
+    "googlenet": (6624904, 1.498),
+    "densenet121": (7978856, 2.834),
+    "efficientnet_b0": (5288548, 0.386),
+    "shufflenet_v2_x1_0": (2278604, 0.145),
+}
+
+
+def _conv(cin: int, cout: int, k: int, out_hw: int) -> tuple[int, int]:
+    """(params, MACs) of a k x k conv with bias producing cout x out_hw x out_hw."""
+    return cout * cin * k * k + cout, out_hw * out_hw * cout * cin * k * k
+
+
+def _linear(fin: int, fout: int) -> tuple[int, int]:
+    return fin * fout + fout, fin * fout
+
+
+# Source: computed by hand from the networks' definitions at 32 x 32 (convs with bias, "same" padding).
+# cifar_nin: blocks at 32 x 32, then 16 x 16 after maxpool 3/2 (ceil mode: ceil((32 - 3) / 2) + 1 = 16),
+# then 8 x 8 after avgpool 3/2 (ceil((16 - 3) / 2) + 1 = 8).
+_NIN = [
+    _conv(3, 192, 5, 32), _conv(192, 160, 1, 32), _conv(160, 96, 1, 32),
+    _conv(96, 192, 5, 16), _conv(192, 192, 1, 16), _conv(192, 192, 1, 16),
+    _conv(192, 192, 3, 8), _conv(192, 192, 1, 8), _conv(192, 10, 1, 8),
+]  # fmt: skip
+# cifar_conv6: two convs at each of 32, 16 and 8 (maxpool 2 halves), then 256 x 4 x 4 = 4096 features.
+_CONV6 = [
+    _conv(3, 64, 3, 32), _conv(64, 64, 3, 32),
+    _conv(64, 128, 3, 16), _conv(128, 128, 3, 16),
+    _conv(128, 256, 3, 8), _conv(256, 256, 3, 8),
+    _linear(256 * 4 * 4, 256), _linear(256, 10),
+]  # fmt: skip
+HAND = {
+    "cifar_nin": (sum(p for p, _ in _NIN), sum(m for _, m in _NIN)),
+    "cifar_conv6": (sum(p for p, _ in _CONV6), sum(m for _, m in _CONV6)),
+}
+
+ALL = [*TORCHVISION, *HAND]
+CLASSES = {name: 10 if name in HAND else 1000 for name in ALL}
+
+
+def _by_name(arch: Architecture) -> dict[str, Layer]:
+    return {layer.name: layer for layer in arch}
+
+
+def _as4(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A vector's (N, F) shape as the (N, F, 1, 1) an element-wise layer after it states."""
+    return (*shape, 1, 1) if len(shape) == 2 else shape
+
+
+def test_names_are_the_zoo() -> None:
+    assert zoo.names() == ALL
+    for entry in zoo.entries():
+        assert entry.image_size == (32 if entry.name in HAND else 224)
+        assert entry.description and entry.source
+        if entry.name in HAND:
+            assert "reconstruction" in entry.description
+
+
+@pytest.mark.parametrize("name", list(TORCHVISION))
+def test_torchvision_params_and_macs(name: str) -> None:
+    params, gmacs = TORCHVISION[name]
+    totals = zoo.build(name).totals()
+    assert totals["params"] == params
+    assert abs(totals["macs"] / 1e9 - gmacs) <= 0.0005 + 1e-9
+
+
+def test_hand_counts_of_the_cifar_networks() -> None:
+    # the hand arithmetic itself, written out: NIN 966,986 params and 222,486,528 MACs
+    assert HAND["cifar_nin"] == (966986, 222486528)
+    assert HAND["cifar_conv6"] == (2196810, 153815552)
+
+
+@pytest.mark.parametrize("name", list(HAND))
+def test_cifar_params_and_macs(name: str) -> None:
+    arch = zoo.build(name)
+    totals = arch.totals()
+    assert (totals["params"], totals["macs"]) == HAND[name]
+    assert arch[0].in_shape == (1, 3, 32, 32)
+    assert arch[-1].out_shape == (1, 10)
+
+
+def test_cifar_nin_layers() -> None:
+    layers = _by_name(zoo.build("cifar_nin"))
+    assert [layers[n].out_shape for n in ("pool1", "pool2", "pool3")] == [
+        (1, 96, 16, 16),
+        (1, 192, 8, 8),
+        (1, 10, 1, 1),
+    ]
+    assert all(layer.bias == 1 for layer in layers.values() if layer.type == "conv2d")
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("size", [64, 320])
+def test_builds_at_batch_and_size(name: str, size: int) -> None:
+    one = zoo.build(name, image_size=size)
+    four = zoo.build(name, batch=4, image_size=size)
+    assert len(one) == len(four)
+    assert all(layer.batch == 4 for layer in four)
+    assert four[0].in_shape == (4, 3, size, size)
+    assert four[-1].out_shape == (4, CLASSES[name])
+    t1, t4 = one.totals(), four.totals()
+    assert t4["macs"] == 4 * t1["macs"] > 0
+    assert t4["params"] == t1["params"]
+    if name != "cifar_conv6":  # its first linear layer takes 256 * (size // 8)^2 features
+        assert t1["params"] == zoo.build(name).totals()["params"]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_layer_names_are_unique(name: str) -> None:
+    names = [layer.name for layer in zoo.build(name)]
+    assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "googlenet", "cifar_conv6"])
+def test_fp16_halves_bytes(name: str) -> None:
+    fp32 = zoo.build(name, batch=2)
+    fp16 = zoo.build(name, batch=2, dtype="fp16")
+    assert fp16.dtype == "fp16"
+    a, b = fp32.totals(), fp16.totals()
+    for key in ("bytes_read", "bytes_written", "bytes"):
+        assert a[key] == 2 * b[key] > 0
+    assert (a["params"], a["macs"], a["flops"]) == (b["params"], b["macs"], b["flops"])
+    assert [layer.bytes_moved for layer in fp32] == [2 * layer.bytes_moved for layer in fp16]
+
+
+def test_unknown_name() -> None:
+    with pytest.raises(InputError, match="unknown zoo network"):
+        zoo.build("resnet51")
+
+
+def test_resolution_too_small() -> None:
+    with pytest.raises(InputError, match="alexnet cannot be built"):
+        zoo.build("alexnet", image_size=32)  # as in torchvision, its last maxpool gets a 1 x 1 input
+
+
+def test_small_and_odd_resolutions() -> None:
+    arch = zoo.build("resnet50", image_size=32)
+    assert arch.totals()["params"] == TORCHVISION["resnet50"][0]
+    assert _by_name(arch)["layer4.2.relu3"].out_shape == (1, 2048, 1, 1)
+    for name in TORCHVISION:
+        assert zoo.build(name, image_size=97)[-1].out_shape == (1, 1000)
+    assert zoo.build("densenet121", image_size=512).totals()["params"] == TORCHVISION["densenet121"][0]
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg16", "cifar_conv6", "cifar_nin"])
+def test_sequential_networks_chain(name: str) -> None:
+    layers = list(zoo.build(name, batch=3))
+    for prev, nxt in itertools.pairwise(layers):
+        assert _as4(prev.out_shape) == _as4(nxt.in_shape), (prev.name, nxt.name)
+
+
+def test_resnet50_shapes_chain() -> None:
+    layers = _by_name(zoo.build("resnet50", batch=2))
+
+    def chain(*names: str) -> None:
+        for a, b in itertools.pairwise(names):
+            assert layers[a].out_shape == layers[b].in_shape, (a, b)
+
+    assert layers["conv1"].out_shape == (2, 64, 112, 112)
+    chain("conv1", "bn1", "relu", "maxpool", "layer1.0.conv1")
+    chain("layer1.0.conv1", "layer1.0.bn1", "layer1.0.relu1", "layer1.0.conv2", "layer1.0.bn2", "layer1.0.relu2")
+    chain("layer1.0.relu2", "layer1.0.conv3", "layer1.0.bn3", "layer1.0.add", "layer1.0.relu3", "layer1.1.conv1")
+    chain("maxpool", "layer1.0.downsample.0", "layer1.0.downsample.1")
+    assert layers["layer1.0.downsample.1"].out_shape == layers["layer1.0.add"].in_shape == (2, 256, 56, 56)
+    assert layers["layer2.0.conv2"].stride == (2, 2)  # v1.5
+    assert layers["layer2.0.downsample.0"].out_shape == (2, 512, 28, 28)
+    assert "layer2.1.downsample.0" not in layers
+    chain("layer4.2.relu3", "avgpool", "flatten", "fc")
+    assert layers["fc"].in_shape == (2, 2048)
+    assert not any(layer.bias for layer in layers.values() if layer.type == "conv2d")
+
+
+def test_branching_networks_join() -> None:
+    g = _by_name(zoo.build("googlenet"))
+    assert g["inception3a.cat"].inputs == 4
+    assert g["inception3a.cat"].out_shape == (1, 256, 28, 28)
+    assert g["inception3a.branch3.1.conv"].kernel == (3, 3)  # torchvision's "5x5"
+    assert g["inception5b.cat"].out_shape == g["avgpool"].in_shape == (1, 1024, 7, 7)
+
+    d = _by_name(zoo.build("densenet121"))
+    assert d["features.denseblock1.denselayer2.cat"].in_shape == (1, 96, 56, 56)
+    assert d["features.denseblock1.cat"].inputs == 7
+    assert d["features.denseblock4.cat"].out_shape == d["features.norm5"].in_shape == (1, 1024, 7, 7)
+    assert d["features.denseblock1.denselayer1.cat"].inputs == 1  # torch.cat of one tensor: a copy
+
+    s = _by_name(zoo.build("shufflenet_v2_x1_0"))
+    assert s["stage2.0.cat"].out_shape == s["stage2.0.channel_shuffle"].in_shape == (1, 116, 28, 28)
+    assert s["stage2.1.branch2.0"].in_shape == (1, 58, 28, 28)  # the chunked half
+    assert s["stage2.1.channel_shuffle"].groups == 2
+
+    m = _by_name(zoo.build("mobilenet_v3_large", batch=2))
+    se = "features.4.block.2"
+    assert m[f"{se}.fc1"].out_shape == (2, 24, 1, 1)
+    assert m[f"{se}.mul"].broadcast == 1
+    assert m[f"{se}.mul"].in_shape == m["features.4.block.1.2"].out_shape == (2, 72, 28, 28)
+    assert "features.4.add" not in m and "features.5.add" in m
+
+    e = _by_name(zoo.build("efficientnet_b0"))
+    assert e["features.2.1.block.2.fc1"].out_shape == (1, 6, 1, 1)  # 24 // 4
+    assert e["features.2.1.add"].out_shape == (1, 24, 56, 56)
