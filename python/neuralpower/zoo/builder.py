@@ -72,8 +72,9 @@ class Builder:
         """An activation: relu, relu6, sigmoid, hardsigmoid, silu, hardswish or gelu."""
         return self._spatial(kind, x, name)
 
-    def maxpool(
+    def pool(
         self,
+        kind: str,
         x: T,
         kernel: int | tuple[int, int],
         stride: int | tuple[int, int] | None = None,
@@ -82,25 +83,17 @@ class Builder:
         ceil_mode: bool = False,
         name: str = "",
     ) -> T:
-        return self._spatial(
-            "maxpool2d", x, name, kernel=kernel, stride=kernel if stride is None else stride,
-            padding=padding, ceil_mode=int(ceil_mode),
-        )
+        """A ``maxpool2d`` or ``avgpool2d`` layer; the stride defaults to the kernel, as in PyTorch."""
+        stride = kernel if stride is None else stride
+        return self._spatial(kind, x, name, kernel=kernel, stride=stride, padding=padding, ceil_mode=int(ceil_mode))
 
-    def avgpool(
-        self,
-        x: T,
-        kernel: int | tuple[int, int],
-        stride: int | tuple[int, int] | None = None,
-        padding: int | tuple[int, int] = 0,
-        *,
-        ceil_mode: bool = False,
-        name: str = "",
-    ) -> T:
-        return self._spatial(
-            "avgpool2d", x, name, kernel=kernel, stride=kernel if stride is None else stride,
-            padding=padding, ceil_mode=int(ceil_mode),
-        )
+    def maxpool(self, x: T, *args: Any, **kwargs: Any) -> T:
+        """``pool("maxpool2d", ...)``."""
+        return self.pool("maxpool2d", x, *args, **kwargs)
+
+    def avgpool(self, x: T, *args: Any, **kwargs: Any) -> T:
+        """``pool("avgpool2d", ...)``."""
+        return self.pool("avgpool2d", x, *args, **kwargs)
 
     def adaptive_avgpool(self, x: T, out_h: int = 1, out_w: int | None = None, name: str = "") -> T:
         return self._spatial("adaptive_avgpool2d", x, name, out_h=out_h, out_w=out_h if out_w is None else out_w)
