@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
-from neuralpower import Architecture, InputError, Layer, zoo
+from neuralpower import Architecture, InputError, Layer, read_architectures, write_architectures, zoo
 
 # Source: torchvision 0.29.1 weights metadata, <Model>_Weights.IMAGENET1K_V1.meta["num_params"] and
 # meta["_ops"]. torchvision computes "_ops" with test/common_extended_utils.py, counting the
@@ -227,3 +228,18 @@ def test_branching_networks_join() -> None:
     e = _by_name(zoo.build("efficientnet_b0"))
     assert e["features.2.1.block.2.fc1"].out_shape == (1, 6, 1, 1)  # 24 // 4
     assert e["features.2.1.add"].out_shape == (1, 24, 56, 56)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_every_network_round_trips_losslessly(tmp_path: Path, suffix: str) -> None:
+    archs = [zoo.build(name, batch=2) for name in zoo.names()]
+    archs.append(
+        Architecture("resnet50_fp16_b8", zoo.build("resnet50", batch=8, dtype="fp16").layers, {"error": 0.2385})
+    )
+    path = tmp_path / f"zoo.{suffix}"
+    write_architectures(archs, path)
+    back = read_architectures(path)
+    assert back == archs
+    for a, b in zip(archs, back, strict=True):
+        assert a.totals() == b.totals()
+        assert [layer.name for layer in a] == [layer.name for layer in b]
