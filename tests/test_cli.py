@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from neuralpower import write_architectures, zoo
 from neuralpower.cli import build_parser, main
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import neuralpower as npw
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import neuralpower as npw
 from neuralpower import Architecture, InputError, Layer
 from neuralpower.layers import FEATURES, prepare_rows
 

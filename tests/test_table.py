@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+
 from neuralpower import Architecture, InputError, Layer, read_architectures, read_layer_table, write_architectures
 from neuralpower.layers import LAYER_TYPES
 

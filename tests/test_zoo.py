@@ -6,6 +6,7 @@ import itertools
 from pathlib import Path
 
 import pytest
+
 from neuralpower import Architecture, InputError, Layer, read_architectures, write_architectures, zoo
 
 # Source: torchvision 0.29.1 weights metadata, <Model>_Weights.IMAGENET1K_V1.meta["num_params"] and

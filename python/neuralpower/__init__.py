@@ -9,6 +9,14 @@ from .errors import InputError, NeuralPowerError
 from .layers import DTYPES, FEATURES, FIELDS, LAYER_TYPES, Architecture, Layer
 from .table import LayerTable, read_architectures, read_layer_table, write_architectures
 
+
+def epr(error: float, energy_mj: float, alpha: float = 1.0) -> float:
+    """NeuralPower's energy-precision ratio ``error ** alpha * energy_mj`` (see :mod:`neuralpower.models`)."""
+    from .models.predict import epr as _epr
+
+    return _epr(error, energy_mj, alpha)
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -22,6 +30,7 @@ __all__ = [
     "LayerTable",
     "NeuralPowerError",
     "__version__",
+    "epr",
     "read_architectures",
     "read_layer_table",
     "write_architectures",

@@ -184,6 +184,40 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit(args: argparse.Namespace) -> int:
+    import time
+
+    from .models.data import read_measurements
+    from .models.fit import FitOptions, fit_models
+    from .models.format import write_model_file
+    from .models.report import format_summary, write_report
+
+    start = time.perf_counter()
+    data = read_measurements(args.tables)
+    holdout: dict[tuple[str, str], tuple[Any, dict[str, Any]]] = {}
+
+    def progress(message: str) -> None:
+        print(f"fitting {message} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+
+    options = FitOptions(method=args.method, degree=args.degree, seed=args.seed, progress=progress, holdout=holdout)
+    doc = fit_models(data, options, gpu=args.gpu, executor=args.executor)
+    write_model_file(doc, args.out)
+    print(format_summary(doc))
+    print(f"\nwrote {args.out} ({len(data)} rows, {len(doc['layer_types'])} layer types, "
+          f"{time.perf_counter() - start:.1f} s)")
+    if args.report:
+        written = write_report(doc, holdout, args.report)
+        print(f"wrote {len(written)} report files to {args.report}")
+    return 0
+
+
+def _degree(text: str) -> int:
+    value = _positive_int(text)
+    if value > 4:
+        raise argparse.ArgumentTypeError(f"{value}: the degree must be 1 to 4")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="neuralpower",
@@ -235,6 +269,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     z.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
     z.set_defaults(run=_cmd_zoo)
+
+    f = verbs.add_parser(
+        "fit",
+        help="fit runtime and power models from measurement tables",
+        description="Fit, per layer type, a runtime and a power model from measurement tables (layer tables "
+        "with runtime_ms and power_w columns), print held-out accuracy against baselines, and write the model "
+        "as JSON.",
+    )
+    f.add_argument("tables", metavar="TABLE", nargs="+", help="measurement tables (.csv or .parquet), for "
+                   "example what `neuralpower bench` writes")
+    f.add_argument("--out", required=True, metavar="MODEL.json", help="where to write the model file")
+    f.add_argument("--method", choices=["poly", "tree", "all"], default="poly", help="poly: NeuralPower's sparse "
+                   "polynomial (Lasso-selected terms); tree: FastDeepIoT's model tree; all: both, the lower "
+                   "held-out error becoming each type's default (default: poly)")
+    f.add_argument("--degree", type=_degree, default=3, help="highest degree of the polynomial terms, 1 to 4 "
+                   "(default: 3)")
+    f.add_argument("--report", metavar="DIR", help="also write the table as DIR/summary.csv and a "
+                   "predicted-vs-measured plot per layer type and target (PNG)")
+    f.add_argument("--gpu", help="GPU name to record in the model (default: the tables' gpu column)")
+    f.add_argument("--executor", help="executor to record (default: the tables' executor column)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the held-out split and cross-validation "
+                   "(default: 0)")
+    f.set_defaults(run=_cmd_fit)
     return parser
 
 

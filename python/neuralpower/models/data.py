@@ -1,0 +1,133 @@
+"""Measurement tables: a layer table plus measured ``runtime_ms`` and ``power_w`` per row.
+
+Either target may be empty on a row (power is measured on fewer configurations than runtime). Context
+columns (``gpu``, ``executor``, driver and library versions, ...) are kept as they are.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from .. import _evaluator as _ev
+from ..errors import InputError
+from ..layers import DTYPES, FEATURES, FIELD_INDEX, LAYER_TYPES
+from ..table import LayerTable, read_layer_table
+
+__all__ = ["TARGETS", "Measurements", "read_measurements"]
+
+TARGETS = ("runtime_ms", "power_w")
+CONTEXT_COLUMNS = ("gpu", "executor")
+
+
+@dataclass
+class Measurements:
+    """Validated measurements of one or more tables, concatenated.
+
+    Attributes
+    ----------
+    rows
+        ``(n, len(FIELDS))`` layer rows.
+    features
+        ``(n, len(FEATURES))`` model features, from the compiled core.
+    targets
+        ``runtime_ms`` and ``power_w`` as float64 arrays, NaN where not measured.
+    context
+        Distinct values of each context column (``gpu``, ``executor``, ``dtype``).
+    sources
+        The tables read and their row counts.
+    """
+
+    rows: npt.NDArray[np.int64]
+    features: npt.NDArray[np.float64]
+    targets: dict[str, npt.NDArray[np.float64]]
+    context: dict[str, list[str]]
+    sources: list[tuple[str, int]]
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    @property
+    def types(self) -> npt.NDArray[np.int64]:
+        return self.rows[:, 0]
+
+    def layer_types(self) -> list[str]:
+        """Layer types present, in the core's order."""
+        return [LAYER_TYPES[int(c)] for c in np.unique(self.types)]
+
+
+def _target(table: LayerTable, name: str) -> npt.NDArray[np.float64]:
+    """A target column as float64, NaN for empty cells; anything but a positive finite number is an error."""
+    if name not in table.extra.column_names:
+        return np.full(len(table), np.nan)
+    column = table.extra.column(name)
+    if pa.types.is_floating(column.type) or pa.types.is_integer(column.type) or pa.types.is_null(column.type):
+        out = np.asarray(column.cast(pa.float64()).fill_null(np.nan).to_numpy(), dtype=np.float64)
+        given = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    else:
+        texts = ["" if v is None else str(v).strip() for v in column.to_pylist()]
+        given = np.array([t != "" for t in texts], dtype=bool)
+        out = np.full(len(texts), np.nan)
+        for i, text in enumerate(texts):
+            if text:
+                try:
+                    out[i] = float(text)
+                except ValueError:
+                    raise table.error(i, name, f"{text!r} is not a number") from None
+    bad = given & (~np.isfinite(out) | (out <= 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise table.error(
+            i, name, f"{float(out[i])!r} is not a measurement: give a positive finite number or leave the cell empty"
+        )
+    return out
+
+
+def read_measurements(paths: Sequence[str | os.PathLike[str]]) -> Measurements:
+    """Read and validate measurement tables.
+
+    Raises
+    ------
+    InputError
+        A table that does not load (see :func:`~neuralpower.read_layer_table`), that has neither a
+        ``runtime_ms`` nor a ``power_w`` column, or a target cell that is not a positive number.
+    """
+    if not paths:
+        raise InputError("no measurement tables given")
+    rows, targets, sources = [], {t: [] for t in TARGETS}, []  # type: ignore[var-annotated]
+    context: dict[str, list[str]] = {c: [] for c in (*CONTEXT_COLUMNS, "dtype")}
+    for path in paths:
+        table = read_layer_table(path)
+        if not any(t in table.extra.column_names for t in TARGETS):
+            raise InputError(
+                f"not a measurement table: it has neither a {TARGETS[0]!r} nor a {TARGETS[1]!r} column",
+                path=str(path),
+            )
+        rows.append(table.rows)
+        for t in TARGETS:
+            targets[t].append(_target(table, t))
+        for c in CONTEXT_COLUMNS:
+            if c in table.extra.column_names:
+                for v in table.extra.column(c).unique().to_pylist():
+                    if v is not None and str(v) not in context[c]:
+                        context[c].append(str(v))
+        for code in np.unique(table.rows[:, FIELD_INDEX["dtype"]]):
+            if DTYPES[int(code)] not in context["dtype"]:
+                context["dtype"].append(DTYPES[int(code)])
+        sources.append((str(path), len(table)))
+    all_rows = np.ascontiguousarray(np.concatenate(rows))
+    info = _ev.info(all_rows)
+    features = np.asarray(_ev.features(all_rows, info), dtype=np.float64)
+    assert features.shape[1] == len(FEATURES)
+    return Measurements(
+        rows=all_rows,
+        features=features,
+        targets={t: np.concatenate(v) for t, v in targets.items()},
+        context=context,
+        sources=sources,
+    )

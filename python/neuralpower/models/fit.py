@@ -1,0 +1,285 @@
+"""Fit per-layer-type runtime and power models from measurements, with held-out metrics and baselines."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .. import __version__
+from .. import _evaluator as _ev
+from ..layers import FEATURES, LAYER_TYPES
+from .baselines import fit_flops_linear, fit_roofline
+from .data import TARGETS, Measurements
+from .format import SCHEMA, SCHEMA_VERSION
+from .poly import TARGET_MODES, fit_poly
+from .predict import predict_spec
+from .tree import fit_tree
+
+__all__ = ["METHODS", "MIN_ROWS", "FitOptions", "fit_models", "metrics"]
+
+log = logging.getLogger(__name__)
+
+METHODS = ("poly", "tree")
+BASELINES = ("roofline", "flops_linear")
+# Below this many rows a layer type's target gets a simpler model (see _fallback), said in the file.
+MIN_ROWS = 30
+LEAF_FEATURES = ("flops", "bytes_moved", "params")
+_SPECIAL = {"flops", "bytes_moved"}
+
+
+@dataclass
+class FitOptions:
+    """What ``neuralpower fit`` fits.
+
+    Attributes
+    ----------
+    method
+        ``poly``, ``tree`` or ``all`` (both; the default model is the one with the lower held-out RMSPE).
+    degree
+        Highest degree of the polynomial terms.
+    test_fraction
+        Share of each layer type's rows held out for the metrics.
+    seed
+        Seed of the splits and of the cross-validation.
+    """
+
+    method: str = "poly"
+    degree: int = 3
+    test_fraction: float = 0.2
+    seed: int = 0
+    progress: Callable[[str], None] | None = field(default=None, repr=False)
+    # Filled by fit_models when not None: (type, target) -> (held-out y, {method: predictions}), for plots.
+    holdout: dict[tuple[str, str], tuple[Any, dict[str, Any]]] | None = field(default=None, repr=False)
+
+
+def metrics(y: npt.NDArray[np.float64], pred: npt.NDArray[np.float64]) -> dict[str, float]:
+    """Held-out RMSPE, MAPE and maximum APE (percent) and R²."""
+    rel = (pred - y) / y
+    ss_res = float(np.sum((pred - y) ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    return {
+        "rmspe": float(100 * np.sqrt(np.mean(rel**2))),
+        "mape": float(100 * np.mean(np.abs(rel))),
+        "max_ape": float(100 * np.max(np.abs(rel))),
+        "r2": float(1 - ss_res / ss_tot) if ss_tot > 0 else 0.0,
+    }
+
+
+def _config_features(type_code: int) -> list[str]:
+    return [FEATURES[i] for i in _ev.type_features(type_code) if FEATURES[i] not in _SPECIAL]
+
+
+def _fit_method(
+    method: str,
+    X: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    config: list[str],
+    options: FitOptions,
+    mode: str = "plain",
+) -> dict[str, Any]:
+    if method == "poly":
+        return fit_poly(X, y, FEATURES, config=config, mode=mode, degree=options.degree, seed=options.seed)
+    if method == "tree":
+        ints = [f for f in config if np.all(X[:, FEATURES.index(f)] == np.round(X[:, FEATURES.index(f)]))]
+        return fit_tree(X, y, FEATURES, split_features=ints, leaf_features=LEAF_FEATURES)
+    if method == "roofline":
+        return fit_roofline(X, y, FEATURES)
+    return fit_flops_linear(X, y, FEATURES)
+
+
+def _split(n: int, fraction: float, rng: np.random.Generator) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    order = rng.permutation(n)
+    n_test = max(1, round(fraction * n))
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def _fit_target(
+    X: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    config: list[str],
+    options: FitOptions,
+    fallback_value: float,
+    key: tuple[str, str],
+) -> dict[str, Any]:
+    n = len(y)
+    if n < MIN_ROWS:
+        return {"rows": n, **_fallback(X, y, n, fallback_value)}
+    rng = np.random.default_rng(options.seed)
+    train, test = _split(n, options.test_fraction, rng)
+    methods = METHODS if options.method == "all" else (options.method,)
+    models: dict[str, Any] = {}
+    scores: dict[str, Any] = {}
+    modes: dict[str, float] = {}
+    if "poly" in methods:
+        # How to handle the target's range: chosen on a validation split of the training rows.
+        fit_rows, val_rows = _split(len(train), options.test_fraction, rng)
+        Xf, yf, Xv, yv = X[train][fit_rows], y[train][fit_rows], X[train][val_rows], y[train][val_rows]
+        for mode in TARGET_MODES:
+            spec = _fit_method("poly", Xf, yf, config, options, mode)
+            modes[mode] = metrics(yv, predict_spec(spec, Xv, FEATURES))["rmspe"]
+        best = min(modes, key=lambda m: modes[m])
+        models["poly"] = _fit_method("poly", X[train], y[train], config, options, best)
+    for method in (*(m for m in methods if m != "poly"), *BASELINES):
+        models[method] = _fit_method(method, X[train], y[train], config, options)
+    predictions = {method: predict_spec(spec, X[test], FEATURES) for method, spec in models.items()}
+    if options.holdout is not None:
+        options.holdout[key] = (y[test], predictions)
+    for method, spec in models.items():
+        scores[method] = metrics(y[test], predictions[method])
+        scores[method]["rows_train"] = len(train)
+        scores[method]["rows_test"] = len(test)
+        if spec["kind"] == "poly":
+            scores[method]["terms"] = len(spec["terms"])
+            scores[method]["candidates"] = spec["candidates"]
+        elif spec["kind"] == "tree":
+            scores[method]["leaves"] = _leaves(spec["root"])
+    default = min(methods, key=lambda m: scores[m]["rmspe"])
+    block: dict[str, Any] = {"rows": n, "default": default, "fallback": None, "models": models, "metrics": scores}
+    if modes:
+        block["target_modes"] = modes
+    return block
+
+
+def _leaves(node: dict[str, Any]) -> int:
+    return 1 if "leaf" in node else _leaves(node["yes"]) + _leaves(node["no"])
+
+
+def _fallback(X: npt.NDArray[np.float64], y: npt.NDArray[np.float64], n: int, fallback_value: float) -> dict[str, Any]:
+    """Too few rows for held-out metrics and a polynomial: a roofline from 3 rows, else a constant."""
+    if n >= 3:
+        spec = fit_roofline(X, y, FEATURES)
+        why = f"only {n} rows (fewer than {MIN_ROWS}): a roofline model fitted to all of them, no held-out metrics"
+        return {
+            "default": "roofline",
+            "fallback": why,
+            "models": {"roofline": spec},
+            "metrics": {"roofline": {**metrics(y, predict_spec(spec, X, FEATURES)), "rows_train": n, "rows_test": 0}},
+        }
+    value = float(np.mean(y)) if n else fallback_value
+    why = (
+        f"only {n} rows: the mean of this layer type's measurements"
+        if n
+        else "no measurements of this layer type: the mean over all layer types"
+    )
+    return {
+        "default": "constant",
+        "fallback": why,
+        "models": {"constant": {"kind": "constant", "value": value}},
+        "metrics": {},
+    }
+
+
+def _software() -> dict[str, str]:
+    import sklearn
+
+    versions = {
+        "neuralpower": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+    try:
+        import scipy
+
+        versions["scipy"] = scipy.__version__
+    except ImportError:  # pragma: no cover - scikit-learn requires scipy
+        pass
+    return versions
+
+
+def fit_models(
+    data: Measurements, options: FitOptions | None = None, *, gpu: str | None = None, executor: str | None = None
+) -> dict[str, Any]:
+    """Fit the runtime and power models of every layer type in ``data``; returns the model document.
+
+    ``gpu`` and ``executor`` default to the tables' ``gpu`` and ``executor`` columns.
+    """
+    options = options or FitOptions()
+    if options.method not in (*METHODS, "all"):
+        raise ValueError(f"unknown method {options.method!r}")
+    if options.degree < 1 or options.degree > 4:
+        raise ValueError("degree must be 1 to 4")
+    dtypes = data.context["dtype"]
+    if len(dtypes) > 1:
+        from ..errors import InputError
+
+        raise InputError(f"the tables mix dtypes ({', '.join(dtypes)}): fit one model per dtype")
+
+    def one(key: str, given: str | None) -> str:
+        if given is not None:
+            return given
+        values = data.context.get(key, [])
+        return values[0] if len(values) == 1 else ("mixed: " + ", ".join(values) if values else "unknown")
+
+    all_power = data.targets["power_w"][np.isfinite(data.targets["power_w"])]
+    mean_power = float(all_power.mean()) if len(all_power) else 0.0
+    layer_types: dict[str, Any] = {}
+    for code in np.unique(data.types):
+        t = LAYER_TYPES[int(code)]
+        rows = data.types == code
+        X = data.features[rows]
+        config = _config_features(int(code))
+        used = [*config, *sorted(_SPECIAL)]
+        entry: dict[str, Any] = {
+            "rows": int(rows.sum()),
+            "ranges": {f: [float(X[:, FEATURES.index(f)].min()), float(X[:, FEATURES.index(f)].max())] for f in used},
+        }
+        for target in TARGETS:
+            y = data.targets[target][rows]
+            ok = np.isfinite(y)
+            if options.progress:
+                options.progress(f"{t} {target}: {int(ok.sum())} rows")
+            if target == "runtime_ms" and not ok.any():
+                break
+            entry[target] = _fit_target(X[ok], y[ok], config, options, mean_power, (t, target))
+        else:
+            layer_types[t] = entry
+            continue
+        log.warning("%s: no runtime measured; left out of the model", t)
+    if not layer_types:
+        from ..errors import InputError
+
+        raise InputError("no layer type has runtime measurements: nothing to fit")
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "gpu": one("gpu", gpu),
+        "executor": one("executor", executor),
+        "dtype": dtypes[0] if dtypes else "fp32",
+        "software": _software(),
+        "sources": [{"path": p, "rows": n} for p, n in data.sources],
+        "method": options.method,
+        "degree": options.degree,
+        "features": list(FEATURES),
+        "layer_types": layer_types,
+    }
+
+
+def fit_summary(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One record per layer type and target: rows, terms kept, held-out RMSPE of every method."""
+    out = []
+    for t, entry in doc["layer_types"].items():
+        for target in TARGETS:
+            block = entry[target]
+            m = block["metrics"]
+            rec: dict[str, Any] = {
+                "type": t,
+                "target": target,
+                "rows": block["rows"],
+                "default": block["default"],
+                "terms": m.get("poly", {}).get("terms"),
+                "target_mode": block["models"].get("poly", {}).get("target"),
+            }
+            for method in (*METHODS, *BASELINES):
+                rec[f"rmspe_{method}"] = m[method]["rmspe"] if method in m and m[method].get("rows_test") else None
+            rec["fallback"] = block["fallback"]
+            out.append(rec)
+    return out

@@ -1,0 +1,171 @@
+"""The model file: JSON, never a pickle, validated whole on loading.
+
+::
+
+    {"schema": "neuralpower-model", "schema_version": 1,
+     "created": "2026-11-23T12:00:00+00:00", "gpu": "...", "executor": "...", "dtype": "fp32",
+     "software": {"neuralpower": "...", "scikit-learn": "...", ...},
+     "sources": [{"path": "...", "rows": 1234}],
+     "features": ["batch", "in_channels", ...],          # the feature names models refer to
+     "layer_types": {
+        "conv2d": {
+           "rows": 1234,
+           "ranges": {"batch": [1, 256], ...},            # seen in training: outside is extrapolation
+           "runtime_ms": {"default": "poly", "fallback": null,
+                          "models": {"poly": {...}, "tree": {...}, "roofline": {...}, "flops_linear": {...}},
+                          "metrics": {"poly": {"rmspe": 7.1, "mape": 5.2, "r2": 0.99, "terms": 41, ...}, ...},
+                          "target_modes": {"plain": 31.0, "relative": 8.2, "log": 7.4}},
+           "power_w": {...}}}}
+
+Predictions are clipped at zero. Units: runtime in milliseconds, power in watts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import InputError
+from ..layers import FEATURES, LAYER_TYPES
+from .baselines import validate_baseline
+from .poly import validate_poly
+from .tree import validate_tree
+
+__all__ = [
+    "KINDS",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "TARGET_UNITS",
+    "read_model_file",
+    "validate_model",
+    "validate_spec",
+    "write_model_file",
+]
+
+SCHEMA = "neuralpower-model"
+SCHEMA_VERSION = 1
+TARGET_UNITS = {"runtime_ms": "ms", "power_w": "W"}
+KINDS = ("poly", "tree", "roofline", "flops_linear", "constant")
+MAX_BYTES = 256 << 20
+
+
+def validate_spec(spec: Any, feature_names: Sequence[str]) -> None:
+    """Check one model of a layer type and target; ``ValueError`` with a one-line message."""
+    kind = spec.get("kind") if isinstance(spec, dict) else None
+    if kind == "poly":
+        validate_poly(spec, feature_names)
+    elif kind == "tree":
+        validate_tree(spec, feature_names)
+    elif kind in ("roofline", "flops_linear"):
+        validate_baseline(spec)
+    elif kind == "constant":
+        v = spec.get("value")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+            raise ValueError("constant: 'value' must be a non-negative finite number")
+    else:
+        raise ValueError(f"'kind' must be one of {', '.join(KINDS)}")
+
+
+def _expect(cond: bool, where: str, message: str) -> None:
+    if not cond:
+        raise ValueError(f"{where}: {message}")
+
+
+def validate_model(doc: Any) -> None:
+    """Check a whole model document; ``ValueError`` naming the JSON path of the first problem."""
+    _expect(isinstance(doc, dict), "the file", "must hold a JSON object")
+    _expect(doc.get("schema") == SCHEMA, "schema", f"must be {SCHEMA!r}: not a neuralpower model file")
+    version = doc.get("schema_version")
+    _expect(isinstance(version, int) and not isinstance(version, bool), "schema_version", "must be an integer")
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"schema_version {version} is newer than this neuralpower reads ({SCHEMA_VERSION}): upgrade neuralpower"
+        )
+    _expect(version >= 1, "schema_version", f"{version} is not a valid version")
+    for key in ("gpu", "executor", "dtype", "created"):
+        _expect(isinstance(doc.get(key), str), key, "must be a string")
+    _expect(isinstance(doc.get("software"), dict), "software", "must be an object")
+    features = doc.get("features")
+    _expect(isinstance(features, list) and all(isinstance(f, str) for f in features), "features", "must list names")
+    unknown = [f for f in features if f not in FEATURES]
+    _expect(not unknown, "features", f"unknown feature {unknown[:1]} (this neuralpower knows {len(FEATURES)})")
+    types = doc.get("layer_types")
+    _expect(isinstance(types, dict) and len(types) > 0, "layer_types", "must be a non-empty object")
+    for t, entry in types.items():
+        where = f"layer_types.{t}"
+        _expect(t in LAYER_TYPES, where, "unknown layer type")
+        _expect(isinstance(entry, dict), where, "must be an object")
+        ranges = entry.get("ranges")
+        _expect(isinstance(ranges, dict), f"{where}.ranges", "must be an object")
+        for name, r in ranges.items():
+            _expect(
+                name in FEATURES
+                and isinstance(r, list)
+                and len(r) == 2
+                and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in r),
+                f"{where}.ranges.{name}",
+                "must be a known feature's [min, max]",
+            )
+        for target in TARGET_UNITS:
+            tw = f"{where}.{target}"
+            block = entry.get(target)
+            _expect(isinstance(block, dict), tw, "must be an object")
+            models = block.get("models")
+            _expect(isinstance(models, dict) and len(models) > 0, f"{tw}.models", "must be a non-empty object")
+            _expect(block.get("default") in models, f"{tw}.default", "must name one of its models")
+            _expect(
+                block.get("fallback") is None or isinstance(block.get("fallback"), str),
+                f"{tw}.fallback",
+                "must be null or a string",
+            )
+            for name, spec in models.items():
+                try:
+                    validate_spec(spec, features)
+                except ValueError as e:
+                    raise ValueError(f"{tw}.models.{name}: {e}") from None
+            _expect(isinstance(block.get("metrics", {}), dict), f"{tw}.metrics", "must be an object")
+
+
+def read_model_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load and validate a model file.
+
+    Raises
+    ------
+    InputError
+        One line naming the file and what is wrong (not JSON, not a model, a newer schema, a bad value).
+    """
+    spath = str(path)
+    try:
+        if os.path.getsize(spath) > MAX_BYTES:
+            raise InputError(f"larger than {MAX_BYTES >> 20} MiB: not a model file", path=spath)
+        with open(spath, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise InputError(f"cannot read the model file: {e.strerror or e}", path=spath) from None
+    try:
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"not a valid JSON model file: {first}", path=spath) from None
+    try:
+        validate_model(doc)
+    except ValueError as e:
+        raise InputError(f"not a valid model file: {e}", path=spath) from None
+    return dict(doc)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed in a model file")
+
+
+def write_model_file(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Validate then write a model document (atomically: a crash leaves the old file, if any)."""
+    validate_model(doc)
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)

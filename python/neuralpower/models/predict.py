@@ -1,0 +1,130 @@
+"""Prediction from a model document, in NumPy: the reference the C++ evaluator is tested against.
+
+Network runtime is the sum of layer runtimes; network energy the sum of layer power x layer runtime;
+network power is energy / runtime. Runtime in ms, power in W, energy in mJ (W x ms).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import InputError
+from ..layers import FEATURES, LAYER_TYPES, Architecture
+from .baselines import predict_baseline
+from .poly import predict_poly
+from .tree import predict_tree
+
+__all__ = ["NetworkPrediction", "epr", "predict_layers", "predict_network", "predict_spec"]
+
+# A layer type that moves nothing and computes nothing costs nothing, model or not.
+FREE_TYPES = ("flatten",)
+
+
+def predict_spec(
+    spec: Mapping[str, Any], X: npt.NDArray[np.float64], feature_names: Sequence[str]
+) -> npt.NDArray[np.float64]:
+    """Evaluate one (validated) model on features ``X``; predictions are clipped at zero."""
+    kind = spec["kind"]
+    if kind == "poly":
+        out = predict_poly(spec, X, feature_names)
+    elif kind == "tree":
+        out = predict_tree(spec, X, feature_names)
+    elif kind == "constant":
+        out = np.full(X.shape[0], float(spec["value"]))
+    else:
+        out = predict_baseline(spec, X, feature_names)
+    return np.maximum(np.nan_to_num(out, nan=0.0, posinf=np.finfo(np.float64).max), 0.0)
+
+
+def predict_layers(
+    doc: Mapping[str, Any], types: npt.NDArray[np.int64], features: npt.NDArray[np.float64], method: str | None = None
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """Per-layer runtime (ms), power (W) and extrapolation flags for layers given by type code and features.
+
+    ``method`` picks a model (``poly``, ``tree``, ``roofline``, ``flops_linear``) where a layer type has it;
+    by default each type's default model.
+    """
+    n = len(types)
+    runtime, power = np.zeros(n), np.zeros(n)
+    extrapolated = np.zeros(n, dtype=bool)
+    names = doc["features"]
+    # the model's feature order may differ from this neuralpower's
+    X = features[:, [FEATURES.index(f) for f in names]] if list(names) != list(FEATURES) else features
+    for code in np.unique(types):
+        t = LAYER_TYPES[int(code)]
+        rows = types == code
+        entry = doc["layer_types"].get(t)
+        if entry is None:
+            if t in FREE_TYPES:
+                continue
+            covered = ", ".join(doc["layer_types"])
+            raise InputError(f"the model has no {t} model (it covers {covered})", column="type")
+        for target, out in (("runtime_ms", runtime), ("power_w", power)):
+            block = entry[target]
+            spec = block["models"].get(method or block["default"], block["models"][block["default"]])
+            out[rows] = predict_spec(spec, X[rows], names)
+        for f, (lo, hi) in entry["ranges"].items():
+            v = X[rows, names.index(f)]
+            extrapolated[rows] |= (v < lo) | (v > hi)
+    return runtime, power, extrapolated
+
+
+@dataclass
+class NetworkPrediction:
+    """A network's predicted runtime, power and energy, with the per-layer breakdown."""
+
+    name: str
+    runtime_ms: float
+    power_w: float
+    energy_mj: float
+    layers: list[str]
+    types: list[str]
+    layer_runtime_ms: npt.NDArray[np.float64]
+    layer_power_w: npt.NDArray[np.float64]
+    layer_energy_mj: npt.NDArray[np.float64]
+    extrapolated: npt.NDArray[np.bool_]
+
+
+def predict_network(doc: Mapping[str, Any], arch: Architecture, method: str | None = None) -> NetworkPrediction:
+    """Predict one architecture layer by layer and sum up."""
+    types = arch.rows()[:, 0]
+    runtime, power, extrapolated = predict_layers(doc, types, arch.features(), method)
+    energy = runtime * power
+    total_runtime = float(runtime.sum())
+    total_energy = float(energy.sum())
+    return NetworkPrediction(
+        name=arch.name,
+        runtime_ms=total_runtime,
+        power_w=total_energy / total_runtime if total_runtime > 0 else 0.0,
+        energy_mj=total_energy,
+        layers=[layer.name for layer in arch],
+        types=[layer.type for layer in arch],
+        layer_runtime_ms=runtime,
+        layer_power_w=power,
+        layer_energy_mj=energy,
+        extrapolated=extrapolated,
+    )
+
+
+def epr(error: float, energy_mj: float, alpha: float = 1.0) -> float:
+    """NeuralPower's energy-precision ratio: ``error ** alpha * energy`` (lower is better).
+
+    Parameters
+    ----------
+    error
+        Top-1 error as a fraction (0.25 for 25 %).
+    energy_mj
+        Energy per inference in millijoules.
+    alpha
+        The weight of accuracy against energy.
+    """
+    if not 0 <= error <= 1:
+        raise InputError(f"error {error!r} must be a fraction between 0 and 1")
+    if energy_mj < 0 or alpha < 0:
+        raise InputError("energy and alpha must not be negative")
+    return float(error**alpha * energy_mj)

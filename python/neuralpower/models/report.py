@@ -1,0 +1,106 @@
+"""Fit reports: a table per layer type and target, as text and CSV, and predicted-vs-measured plots."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import NeuralPowerError
+from .fit import BASELINES, METHODS, fit_summary
+
+__all__ = ["format_summary", "write_report"]
+
+_COLUMNS = (
+    "type",
+    "target",
+    "rows",
+    "default",
+    "target_mode",
+    "terms",
+    *(f"rmspe_{m}" for m in (*METHODS, *BASELINES)),
+)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}%"
+
+
+def format_summary(doc: dict[str, Any]) -> str:
+    """The fit table as text: rows, terms kept and held-out RMSPE of each method, per type and target."""
+    records = fit_summary(doc)
+    header = ["type", "target", "rows", "default", "mode", "terms", "poly", "tree", "roofline", "flops-lin"]
+    lines = [header]
+    notes = []
+    for r in records:
+        lines.append(
+            [
+                r["type"],
+                r["target"],
+                str(r["rows"]),
+                r["default"],
+                r["target_mode"] or "-",
+                "-" if r["terms"] is None else str(r["terms"]),
+                *(_pct(r[f"rmspe_{m}"]) for m in (*METHODS, *BASELINES)),
+            ]
+        )
+        if r["fallback"]:
+            notes.append(f"{r['type']} {r['target']}: {r['fallback']}")
+    widths = [max(len(row[c]) for row in lines) for c in range(len(header))]
+    text = [
+        "  ".join(v.rjust(w) if c >= 2 else v.ljust(w) for c, (v, w) in enumerate(zip(row, widths, strict=True)))
+        for row in lines
+    ]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    out = [f"held-out RMSPE per layer type and target ({doc['gpu']}, {doc['executor']}, {doc['dtype']})", *text]
+    if notes:
+        out += ["", *notes]
+    return "\n".join(out)
+
+
+def write_report(
+    doc: dict[str, Any], holdout: dict[tuple[str, str], tuple[Any, dict[str, Any]]], directory: str | os.PathLike[str]
+) -> list[Path]:
+    """Write ``summary.csv`` and one ``<type>_<target>.png`` scatter plot per layer type and target."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "summary.csv"]
+    with open(written[0], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*_COLUMNS, "fallback"], extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(fit_summary(doc))
+    if not holdout:
+        return written
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise NeuralPowerError("plots need matplotlib: pip install 'neuralpower[plot]'") from None
+    for (layer_type, target), (y, predictions) in holdout.items():
+        fig, ax = plt.subplots(figsize=(5, 5))
+        lo, hi = float(np.min(y)), float(np.max(y))
+        for method, marker in zip((*METHODS, *BASELINES), "o^sx", strict=True):
+            if method in predictions:
+                p = np.maximum(predictions[method], lo * 1e-3)
+                rmspe = doc["layer_types"][layer_type][target]["metrics"][method]["rmspe"]
+                ax.scatter(y, p, s=10, marker=marker, alpha=0.6, label=f"{method} ({rmspe:.1f}% RMSPE)")
+                lo, hi = min(lo, float(p.min())), max(hi, float(p.max()))
+        ax.plot([lo, hi], [lo, hi], "k--", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        unit = "ms" if target == "runtime_ms" else "W"
+        ax.set_xlabel(f"measured {target.split('_')[0]} ({unit})")
+        ax.set_ylabel(f"predicted ({unit})")
+        ax.set_title(f"{layer_type} {target}: held-out rows ({doc['gpu']}, {doc['executor']})", fontsize=9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"{layer_type}_{target}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,320 @@
+"""Fitting: recovery of a known sparse ground truth, the JSON model format, fallbacks, reports, prediction."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import neuralpower as npw
+from neuralpower import InputError, zoo
+from neuralpower.cli import main
+from neuralpower.layers import FEATURES
+from neuralpower.models.data import read_measurements
+from neuralpower.models.fit import FitOptions, fit_models
+from neuralpower.models.format import SCHEMA_VERSION, read_model_file, validate_model, write_model_file
+from neuralpower.models.poly import fit_poly
+from neuralpower.models.predict import epr, predict_layers, predict_network
+from neuralpower.models.synthetic import synthetic_table
+
+NOISE = 0.03
+
+
+@pytest.fixture(scope="module")
+def table_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("fit") / "synthetic.csv"
+    pacsv.write_csv(synthetic_table(2000, noise=NOISE, seed=1), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(table_path: Path) -> dict[str, Any]:
+    return fit_models(read_measurements([table_path]), FitOptions(method="all"))
+
+
+def term_names(spec: dict[str, Any]) -> set[str]:
+    names = []
+    for term in spec["terms"]:
+        parts = []
+        for i, e in term["powers"]:
+            inp = spec["inputs"][i]
+            name = inp["feature"] if inp["transform"] == "identity" else f"{inp['transform']}({inp['feature']})"
+            parts += [name] * e
+        names.append("*".join(sorted(parts)))
+    return set(names)
+
+
+def test_fit_recovers_the_ground_truth(model: dict[str, Any]) -> None:
+    conv = model["layer_types"]["conv2d"]
+    for target in ("runtime_ms", "power_w"):
+        block = conv[target]
+        assert block["fallback"] is None
+        # held-out error within a few percent of the 3 % noise
+        assert block["metrics"]["poly"]["rmspe"] < 2 * NOISE * 100, block["metrics"]
+        assert block["metrics"][block["default"]]["rmspe"] < 2 * NOISE * 100
+        # and far better than the baselines
+        assert block["metrics"]["poly"]["rmspe"] < block["metrics"]["roofline"]["rmspe"]
+        assert block["metrics"]["poly"]["rmspe"] < block["metrics"]["flops_linear"]["rmspe"]
+        assert set(block["target_modes"]) == {"plain", "relative", "log"}
+        assert block["models"]["poly"]["target"] == min(block["target_modes"], key=block["target_modes"].get)
+    assert conv["runtime_ms"]["models"]["tree"]["kind"] == "tree"
+
+
+@pytest.mark.parametrize(
+    ("target", "mode", "truth"),
+    [
+        ("runtime_ms", "relative", {"flops", "bytes_moved", "batch*out_channels"}),
+        ("power_w", "plain", {"log1p(flops)", "in_channels"}),
+    ],
+)
+def test_the_true_terms_are_kept(table_path: Path, target: str, mode: str, truth: set[str]) -> None:
+    data = read_measurements([table_path])
+    ok = np.isfinite(data.targets[target])
+    config = ["batch", "in_channels", "in_h", "out_channels", "out_h", "kernel_h", "stride_h", "padding_h", "groups"]
+    spec = fit_poly(data.features[ok], data.targets[target][ok], FEATURES, config=config, mode=mode)
+    assert truth <= term_names(spec)
+    # sparse: most candidate terms are dropped
+    assert len(spec["terms"]) < spec["candidates"] / 2
+
+
+def test_model_file_round_trip(model: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    write_model_file(model, path)
+    loaded = read_model_file(path)
+    assert loaded == json.loads(json.dumps(model))
+    assert loaded["schema_version"] == SCHEMA_VERSION and loaded["dtype"] == "fp32"
+    assert loaded["executor"] == "synthetic" and "scikit-learn" in loaded["software"]
+    arch = zoo.build("cifar_conv6").with_batch(4)
+    convs = npw.Architecture("convs", [layer for layer in arch if layer.type == "conv2d"])
+    a, b = predict_network(model, convs), predict_network(loaded, convs)
+    assert a.runtime_ms == b.runtime_ms and a.energy_mj == b.energy_mj
+    ranges = loaded["layer_types"]["conv2d"]["ranges"]
+    assert ranges["batch"] == [1.0, 64.0] and "flops" in ranges
+
+
+def test_network_prediction_sums_layers(model: dict[str, Any]) -> None:
+    layers = [layer for layer in zoo.build("resnet18", batch=2) if layer.type == "conv2d"]
+    arch = npw.Architecture("convs", [*layers, npw.Layer("flatten", batch=2, in_channels=512, in_h=7, in_w=7)])
+    p = predict_network(model, arch)
+    assert p.runtime_ms == pytest.approx(p.layer_runtime_ms.sum())
+    assert p.energy_mj == pytest.approx(float(np.sum(p.layer_runtime_ms * p.layer_power_w)))
+    assert p.power_w == pytest.approx(p.energy_mj / p.runtime_ms)
+    assert p.layer_runtime_ms[-1] == 0 and p.types[-1] == "flatten"  # a view costs nothing
+    assert (p.layer_runtime_ms[:-1] > 0).all() and (p.layer_power_w[:-1] > 0).all()
+    # the 7x7 stem conv of ResNet has a kernel the synthetic sweep saw; 224x224 inputs are outside its sizes
+    assert p.extrapolated[0]
+    tree = predict_network(model, arch, method="tree")
+    assert tree.runtime_ms != p.runtime_ms
+    with pytest.raises(InputError, match="the model has no relu model"):
+        predict_network(model, npw.Architecture("r", [npw.Layer("relu", in_channels=3)]))
+
+
+def test_epr() -> None:
+    assert epr(0.25, 100.0, 1.0) == 25.0
+    assert epr(0.25, 100.0, 2.0) == pytest.approx(6.25)
+    assert npw.epr(0.1, 50.0) == pytest.approx(5.0)
+    with pytest.raises(InputError):
+        epr(1.5, 10.0)
+
+
+def test_fallbacks(tmp_path: Path) -> None:
+    few = synthetic_table(12, seed=3).drop_columns(["power_w"])
+    relu = pa.table(
+        {
+            "type": ["relu"] * 2,
+            "in_channels": [64, 128],
+            "in_h": [8, 8],
+            "in_w": [8, 8],
+            "runtime_ms": [0.01, 0.02],
+            "power_w": [None, None],
+        },
+        schema=pa.schema(
+            [
+                *(pa.field(n, t) for n, t in [("type", pa.string())]),
+                pa.field("in_channels", pa.int64()),
+                pa.field("in_h", pa.int64()),
+                pa.field("in_w", pa.int64()),
+                pa.field("runtime_ms", pa.float64()),
+                pa.field("power_w", pa.float64()),
+            ]
+        ),
+    )
+    power = synthetic_table(40, seed=4)
+    paths = []
+    for i, t in enumerate((few, relu, power)):
+        paths.append(tmp_path / f"t{i}.csv")
+        pacsv.write_csv(t, paths[-1])
+    doc = fit_models(read_measurements(paths))
+    validate_model(doc)
+    relu_block = doc["layer_types"]["relu"]
+    assert relu_block["runtime_ms"]["default"] == "constant"
+    assert "only 2 rows" in relu_block["runtime_ms"]["fallback"]
+    assert relu_block["power_w"]["default"] == "constant"
+    assert "no measurements of this layer type" in relu_block["power_w"]["fallback"]
+    conv = doc["layer_types"]["conv2d"]
+    assert conv["runtime_ms"]["fallback"] is None  # 52 rows
+    assert conv["power_w"]["default"] == "roofline" and "fewer than 30" in conv["power_w"]["fallback"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "fragment"),
+    [
+        (lambda d: d.update(schema_version=SCHEMA_VERSION + 1), "newer than this neuralpower reads"),
+        (lambda d: d.update(schema="other"), "not a neuralpower model file"),
+        (
+            lambda d: d["layer_types"].update(conv3d=d["layer_types"]["conv2d"]),
+            "layer_types.conv3d: unknown layer type",
+        ),
+        (
+            lambda d: d["layer_types"]["conv2d"]["runtime_ms"]["models"]["poly"]["terms"][0].update(coef="x"),
+            "terms[0].coef must be a finite number",
+        ),
+        (
+            lambda d: d["layer_types"]["conv2d"]["runtime_ms"]["models"]["poly"]["terms"][0].update(powers=[[0, 99]]),
+            "exponent 1..8",
+        ),
+        (
+            lambda d: d["layer_types"]["conv2d"]["runtime_ms"]["models"]["poly"]["terms"][0].update(powers=[[999, 1]]),
+            "input index",
+        ),
+        (lambda d: d["layer_types"]["conv2d"]["power_w"].update(default="nope"), "must name one of its models"),
+        (lambda d: d["layer_types"]["conv2d"]["ranges"].update(batch=[1]), "ranges.batch"),
+        (lambda d: d.update(features=["batch", "colour"]), "unknown feature"),
+    ],
+)
+def test_corrupt_model_files_are_refused(model: dict[str, Any], tmp_path: Path, mutate: Any, fragment: str) -> None:
+    doc = copy.deepcopy(model)
+    mutate(doc)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputError) as info:
+        read_model_file(path)
+    assert fragment in str(info.value) and str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"", "not a valid JSON"),
+        (b"\x00\xff", "not a valid JSON"),
+        (b'{"a": NaN}', "not a valid JSON"),
+        (b"[1, 2]", "must hold a JSON object"),
+        (b"[" * 100000, "not a valid JSON"),
+    ],
+)
+def test_non_model_files(tmp_path: Path, content: bytes, fragment: str) -> None:
+    path = tmp_path / "x.json"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=fragment):
+        read_model_file(path)
+
+
+def _mutations(doc: Any, rng: np.random.Generator) -> Any:
+    """Replace one random value deep in the document with a hostile one."""
+    node = doc
+    for _ in range(12):
+        if isinstance(node, dict) and node:
+            key = list(node)[rng.integers(len(node))]
+            if rng.random() < 0.3 or not isinstance(node[key], dict | list):
+                node[key] = rng.choice(
+                    np.array([None, "x", -1, 0, 1e308, 2**70, [], {}, [[0, 1]], True, 3.5, [1, 2, 3]], dtype=object)
+                )
+                return doc
+            node = node[key]
+        elif isinstance(node, list) and node:
+            i = int(rng.integers(len(node)))
+            if rng.random() < 0.3 or not isinstance(node[i], dict | list):
+                node[i] = rng.choice(np.array([None, "x", -5, 1e308, [], {}, 7], dtype=object))
+                return doc
+            node = node[i]
+        else:
+            return doc
+    return doc
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_fuzzed_model_files_load_or_fail_cleanly(model: dict[str, Any], tmp_path: Path, seed: int) -> None:
+    doc = _mutations(json.loads(json.dumps(model)), np.random.default_rng(seed))
+    path = tmp_path / "fuzz.json"
+    path.write_text(json.dumps(doc))
+    try:
+        loaded = read_model_file(path)
+    except InputError as e:
+        assert "\n" not in str(e)
+        return
+    arch = npw.Architecture("c", [layer for layer in zoo.build("cifar_conv6") if layer.type == "conv2d"])
+    for method in (None, "poly", "tree", "roofline", "flops_linear"):
+        p = predict_network(loaded, arch, method)
+        # hostile but valid coefficients may overflow to infinity; never NaN, never negative
+        assert p.runtime_ms >= 0 and not math.isnan(p.energy_mj)
+
+
+def test_measurement_validation(tmp_path: Path) -> None:
+    base = "type,in_channels,in_h,in_w,runtime_ms,power_w\n"
+    cases = [
+        ("relu,4,2,2,-1,\n", "row 2, column runtime_ms", "positive finite"),
+        ("relu,4,2,2,0.1,\nrelu,4,2,2,fast,\n", "row 3, column runtime_ms", "'fast' is not a number"),
+        ("relu,4,2,2,0.1,nan\n", "row 2, column power_w", "not a measurement"),
+        ("relu,4,2,2,inf,\n", "row 2, column runtime_ms", "not a measurement"),
+    ]
+    for rows, where, fragment in cases:
+        path = tmp_path / "m.csv"
+        path.write_text(base + rows)
+        with pytest.raises(InputError) as info:
+            read_measurements([path])
+        assert where in str(info.value) and fragment in str(info.value)
+    path = tmp_path / "plain.csv"
+    path.write_text("type,in_channels\nrelu,4\n")
+    with pytest.raises(InputError, match="not a measurement table"):
+        read_measurements([path])
+
+
+def test_predict_layers_rejects_nothing_valid(model: dict[str, Any]) -> None:
+    arch = zoo.build("cifar_conv6")
+    rows = arch.rows()
+    conv = rows[:, 0] == 0
+    runtime, power, extra = predict_layers(model, rows[conv, 0], arch.features()[conv])
+    assert runtime.shape == power.shape == extra.shape == (int(conv.sum()),)
+
+
+def test_fit_cli(table_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "model.json"
+    report = tmp_path / "report"
+    code = main(["fit", str(table_path), "--out", str(out), "--method", "all", "--report", str(report)])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "conv2d  runtime_ms" in stdout and "roofline" in stdout
+    assert read_model_file(out)["method"] == "all"
+    assert (report / "summary.csv").exists()
+    summary = (report / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith("type,target,rows,default") and len(summary) == 3
+    for target in ("runtime_ms", "power_w"):
+        assert (report / f"conv2d_{target}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fit_cli_errors(tmp_path: Path, table_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("type,in_channels,in_h,in_w,runtime_ms\nrelu,4,2,2,-3\n")
+    assert main(["fit", str(bad), "--out", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.strip() == f"neuralpower fit: error: {bad}, row 2, column runtime_ms: -3.0 is not a measurement: "
+        "give a positive finite number or leave the cell empty"
+    )
+    assert not (tmp_path / "m.json").exists()
+    mixed = tmp_path / "fp16.csv"
+    t = synthetic_table(40, seed=5).append_column("dtype", pa.array(["fp16"] * 40))
+    pacsv.write_csv(t, mixed)
+    assert main(["fit", str(table_path), str(mixed), "--out", str(tmp_path / "m.json")]) == 2
+    assert "the tables mix dtypes (fp32, fp16)" in capsys.readouterr().err
