@@ -114,6 +114,8 @@ def test_network_prediction_sums_layers(model: dict[str, Any]) -> None:
     assert p.extrapolated[0]
     tree = predict_network(model, arch, method="tree")
     assert tree.runtime_ms != p.runtime_ms
+    with pytest.raises(InputError, match="the model was fit for fp32, convs is fp16"):
+        predict_network(model, arch.with_dtype("fp16"))
     with pytest.raises(InputError, match="the model has no relu model"):
         predict_network(model, npw.Architecture("r", [npw.Layer("relu", in_channels=3)]))
 

@@ -91,7 +91,15 @@ class NetworkPrediction:
 
 
 def predict_network(doc: Mapping[str, Any], arch: Architecture, method: str | None = None) -> NetworkPrediction:
-    """Predict one architecture layer by layer and sum up."""
+    """Predict one architecture layer by layer and sum up.
+
+    Raises
+    ------
+    InputError
+        The architecture's dtype is not the model's, or a layer type has no model.
+    """
+    if arch.dtype != doc["dtype"]:
+        raise InputError(f"the model was fit for {doc['dtype']}, {arch.name} is {arch.dtype}", column="dtype")
     types = arch.rows()[:, 0]
     runtime, power, extrapolated = predict_layers(doc, types, arch.features(), method)
     energy = runtime * power
