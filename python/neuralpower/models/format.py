@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import InputError
-from ..layers import FEATURES, LAYER_TYPES
+from ..layers import DTYPES, FEATURES, LAYER_TYPES
 from .baselines import validate_baseline
 from .poly import validate_poly
 from .tree import validate_tree
@@ -87,6 +87,7 @@ def validate_model(doc: Any) -> None:
     _expect(version >= 1, "schema_version", f"{version} is not a valid version")
     for key in ("gpu", "executor", "dtype", "created"):
         _expect(isinstance(doc.get(key), str), key, "must be a string")
+    _expect(doc["dtype"] in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}")
     _expect(isinstance(doc.get("software"), dict), "software", "must be an object")
     features = doc.get("features")
     _expect(isinstance(features, list) and all(isinstance(f, str) for f in features), "features", "must list names")
