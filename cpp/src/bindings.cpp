@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "neuralpower/layer.hpp"
+#include "neuralpower/model.hpp"
 
 namespace py = pybind11;
 namespace np = neuralpower;
@@ -108,9 +109,136 @@ void bind_layers(py::module_& m) {
     m.def("features", &features, py::arg("rows"), py::arg("info"), "Model feature vectors of valid layer rows.");
 }
 
+// Rows handed to the evaluator: checked here (type codes always; everything when validate is true) so that
+// no input can make the C++ core read out of bounds.
+void check_eval_rows(const RowsIn& rows, bool validate) {
+    const std::size_t n = check_rows(rows, np::kNumFields, "rows");
+    const std::int64_t* r = rows.data();
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::int64_t* row = r + i * np::kNumFields;
+        if (row[np::kType] < 0 || row[np::kType] >= np::kNumLayerTypes)
+            throw std::invalid_argument("row " + std::to_string(i) + ": unknown layer type code");
+        if (validate) {
+            np::ValidationError e = np::validate(row);
+            if (e)
+                throw std::invalid_argument("row " + std::to_string(i) + ", field " + np::field_names()[e.field] +
+                                            ": " + e.message);
+        }
+    }
+}
+
+py::dict evaluate(const np::Model& model, const RowsIn& rows, bool validate) {
+    check_eval_rows(rows, validate);
+    const std::size_t n = static_cast<std::size_t>(rows.shape(0));
+    std::vector<np::LayerResult> res(n);
+    std::ptrdiff_t bad;
+    {
+        py::gil_scoped_release release;
+        bad = model.evaluate(rows.data(), n, res.data());
+    }
+    py::dict out;
+    out["uncovered"] = bad;
+    py::array_t<double> runtime(static_cast<py::ssize_t>(n)), power(static_cast<py::ssize_t>(n)),
+        energy(static_cast<py::ssize_t>(n));
+    py::array_t<bool> extra(static_cast<py::ssize_t>(n));
+    double *pr = runtime.mutable_data(), *pp = power.mutable_data(), *pe = energy.mutable_data();
+    bool* px = extra.mutable_data();
+    double total_runtime = 0.0, total_energy = 0.0;
+    for (std::size_t i = 0; i < n; ++i) {
+        pr[i] = res[i].runtime_ms;
+        pp[i] = res[i].power_w;
+        pe[i] = res[i].energy_mj;
+        px[i] = res[i].extrapolated;
+        total_runtime += res[i].runtime_ms;
+        total_energy += res[i].energy_mj;
+    }
+    out["total_runtime_ms"] = total_runtime;
+    out["total_energy_mj"] = total_energy;
+    out["runtime_ms"] = runtime;
+    out["power_w"] = power;
+    out["energy_mj"] = energy;
+    out["extrapolated"] = extra;
+    return out;
+}
+
+py::dict evaluate_archs(const np::Model& model, const RowsIn& rows, const RowsIn& offsets, bool per_layer,
+                        int threads, bool validate) {
+    check_eval_rows(rows, validate);
+    const std::size_t n = static_cast<std::size_t>(rows.shape(0));
+    if (offsets.ndim() != 1 || offsets.shape(0) < 1) throw std::invalid_argument("offsets must be a 1-D array");
+    const std::size_t n_archs = static_cast<std::size_t>(offsets.shape(0) - 1);
+    const std::int64_t* off = offsets.data();
+    if (off[0] != 0 || static_cast<std::size_t>(off[n_archs]) != n)
+        throw std::invalid_argument("offsets must start at 0 and end at the number of rows");
+    for (std::size_t a = 0; a < n_archs; ++a)
+        if (off[a + 1] < off[a]) throw std::invalid_argument("offsets must not decrease");
+    const auto na = static_cast<py::ssize_t>(n_archs);
+    py::array_t<double> runtime(na), power(na), energy(na);
+    py::array_t<std::int64_t> bottleneck(na), extrapolated(na);
+    std::vector<np::LayerResult> layers(per_layer ? n : 0);
+    std::ptrdiff_t bad;
+    {
+        double *pr = runtime.mutable_data(), *pp = power.mutable_data(), *pe = energy.mutable_data();
+        std::int64_t *pb = bottleneck.mutable_data(), *px = extrapolated.mutable_data();
+        const std::int64_t* r = rows.data();
+        np::LayerResult* pl = per_layer ? layers.data() : nullptr;
+        py::gil_scoped_release release;
+        bad = model.evaluate_archs(r, off, n_archs, pr, pp, pe, pb, px, pl, threads);
+    }
+    py::dict out;
+    out["uncovered"] = bad;
+    out["runtime_ms"] = runtime;
+    out["power_w"] = power;
+    out["energy_mj"] = energy;
+    out["bottleneck"] = bottleneck;
+    out["extrapolated"] = extrapolated;
+    if (per_layer) {
+        const auto nl = static_cast<py::ssize_t>(n);
+        py::array_t<double> lr(nl), lp(nl), le(nl);
+        py::array_t<bool> lx(nl);
+        double *a = lr.mutable_data(), *b = lp.mutable_data(), *c = le.mutable_data();
+        bool* d = lx.mutable_data();
+        for (std::size_t i = 0; i < n; ++i) {
+            a[i] = layers[i].runtime_ms;
+            b[i] = layers[i].power_w;
+            c[i] = layers[i].energy_mj;
+            d[i] = layers[i].extrapolated;
+        }
+        out["layer_runtime_ms"] = lr;
+        out["layer_power_w"] = lp;
+        out["layer_energy_mj"] = le;
+        out["layer_extrapolated"] = lx;
+    }
+    return out;
+}
+
+void bind_model(py::module_& m) {
+    py::class_<np::Model>(m, "Model", "A compiled runtime and power model (built by neuralpower.evaluator)")
+        .def(py::init<>())
+        .def("set_poly", &np::Model::set_poly, py::arg("type"), py::arg("target"), py::arg("mode"),
+             py::arg("input_feature"), py::arg("input_transform"), py::arg("intercept"), py::arg("term_start"),
+             py::arg("term_input"), py::arg("term_exp"), py::arg("coef"))
+        .def("set_tree", &np::Model::set_tree, py::arg("type"), py::arg("target"), py::arg("leaf_features"),
+             py::arg("node_feature"), py::arg("node_test"), py::arg("node_value"), py::arg("node_yes"),
+             py::arg("node_no"), py::arg("node_intercept"), py::arg("node_weights"))
+        .def("set_linear", &np::Model::set_linear, py::arg("type"), py::arg("target"), py::arg("kind"), py::arg("a"),
+             py::arg("b"), py::arg("c"))
+        .def("set_ranges", &np::Model::set_ranges, py::arg("type"), py::arg("feature"), py::arg("lo"), py::arg("hi"))
+        .def("finish", &np::Model::finish)
+        .def(
+            "covers", [](const np::Model& model, int t) { return model.covers(layer_type(t)); }, py::arg("type"))
+        .def("evaluate", &evaluate, py::arg("rows"), py::arg("validate") = true,
+             "Per-layer runtime_ms, power_w, energy_mj and extrapolated; 'uncovered' is the first row whose type "
+             "the model lacks, or -1.")
+        .def("evaluate_archs", &evaluate_archs, py::arg("rows"), py::arg("offsets"), py::arg("per_layer") = false,
+             py::arg("threads") = 1, py::arg("validate") = true,
+             "Per-architecture totals (and per-layer values) of architectures laid out as rows[offsets[k]:offsets[k+1]].");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_evaluator, m) {
     m.doc() = "neuralpower's compiled core (private: use the neuralpower package)";
     bind_layers(m);
+    bind_model(m);
 }

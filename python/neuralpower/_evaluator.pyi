@@ -1,5 +1,7 @@
 """Typed stub of neuralpower's compiled core (private: use the neuralpower package)."""
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -17,3 +19,43 @@ def dtype_bytes(d: int) -> int: ...
 def prepare(rows: npt.NDArray[np.int64]) -> tuple[int, int, str]: ...
 def info(rows: npt.ArrayLike) -> npt.NDArray[np.int64]: ...
 def features(rows: npt.ArrayLike, info: npt.ArrayLike) -> npt.NDArray[np.float64]: ...
+
+class Model:
+    """A compiled runtime and power model (built by neuralpower.evaluator)."""
+
+    def __init__(self) -> None: ...
+    def set_poly(
+        self,
+        type: int,
+        target: int,
+        mode: int,
+        input_feature: list[int],
+        input_transform: list[int],
+        intercept: float,
+        term_start: list[int],
+        term_input: list[int],
+        term_exp: list[int],
+        coef: list[float],
+    ) -> None: ...
+    def set_tree(
+        self,
+        type: int,
+        target: int,
+        leaf_features: list[int],
+        node_feature: list[int],
+        node_test: list[int],
+        node_value: list[float],
+        node_yes: list[int],
+        node_no: list[int],
+        node_intercept: list[float],
+        node_weights: list[float],
+    ) -> None: ...
+    def set_linear(self, type: int, target: int, kind: int, a: float, b: float, c: float) -> None: ...
+    def set_ranges(self, type: int, feature: list[int], lo: list[float], hi: list[float]) -> None: ...
+    def finish(self) -> None: ...
+    def covers(self, type: int) -> bool: ...
+    def evaluate(self, rows: npt.ArrayLike, validate: bool = True) -> dict[str, Any]: ...
+    def evaluate_archs(
+        self, rows: npt.ArrayLike, offsets: npt.ArrayLike, per_layer: bool = False, threads: int = 1,
+        validate: bool = True,
+    ) -> dict[str, Any]: ...

@@ -82,8 +82,9 @@ class LayerTable:
         Where it was read from.
     rows
         ``(n, len(FIELDS))`` normalized layer rows.
-    arch, layer
-        Architecture and layer names per row.
+    arch_column, layer_column
+        Architecture and layer names per row (pyarrow string arrays; ``layer_column`` may hold nulls:
+        unnamed layers). ``arch`` and ``layer`` give them as lists.
     extra
         Columns the format does not know, unchanged.
     fmt
@@ -92,14 +93,53 @@ class LayerTable:
 
     path: str
     rows: npt.NDArray[np.int64]
-    arch: list[str]
-    layer: list[str]
+    arch_column: pa.Array
+    layer_column: pa.Array
     extra: pa.Table
     fmt: str = "csv"
     _line: npt.NDArray[np.int64] | None = field(default=None, repr=False)
+    _arch: list[str] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
-        return len(self.arch)
+        return int(self.rows.shape[0])
+
+    @property
+    def arch(self) -> list[str]:
+        """Each row's architecture name."""
+        if self._arch is None:
+            self._arch = self.arch_column.to_pylist()
+        return self._arch
+
+    @property
+    def layer(self) -> list[str]:
+        """Each row's layer name (``""`` where the table names none)."""
+        return ["" if v is None else v for v in self.layer_column.to_pylist()]
+
+    def grouping(self) -> tuple[npt.NDArray[np.int64] | None, npt.NDArray[np.int64], list[str]]:
+        """How rows group into architectures, in order of first appearance: ``(order, offsets, names)``.
+
+        Architecture ``k`` is rows ``order[offsets[k]:offsets[k + 1]]`` (``order`` is ``None`` when every
+        architecture's rows are already contiguous, the common case).
+        """
+        encoded = self.arch_column.dictionary_encode()
+        codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        names = encoded.dictionary.to_pylist()
+        n = len(codes)
+        starts = np.flatnonzero(np.diff(codes)) + 1 if n else np.array([], dtype=np.int64)
+        if len(starts) + (1 if n else 0) == len(names):
+            return None, np.concatenate([[0], starts, [n]]).astype(np.int64), names
+        order = np.argsort(codes, kind="stable").astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(names)))]).astype(np.int64)
+        return order, offsets, names
+
+    def layer_names_at(self, index: npt.NDArray[np.int64], position: npt.NDArray[np.int64]) -> list[str]:
+        """Names of the layers at row ``index``, ``position`` being each one's index in its architecture
+        (an unnamed layer is called ``<type>_<position>``, as :class:`Architecture` names it)."""
+        names = self.layer_column.take(pa.array(index, pa.int64())).to_pylist()
+        return [
+            n if n else f"{LAYER_TYPES[int(self.rows[i, 0])]}_{int(p)}"
+            for n, i, p in zip(names, index, position, strict=True)
+        ]
 
     @property
     def line(self) -> npt.NDArray[np.int64]:
@@ -348,24 +388,24 @@ def _parse(path: str, fmt: str, table: pa.Table) -> LayerTable:
     arch = _names(table, columns.get("arch"), err, default=Path(path).stem)
     layer_col = columns.get("layer")
     if layer_col is None:
-        layer = [""] * n
+        layer = pa.nulls(n, pa.string())
     else:
-        layer = ["" if v is None else str(v) for v in table.column(layer_col).to_pylist()]
+        layer = table.column(layer_col).cast(pa.string()).combine_chunks()
     known = {name for key, name in columns.items() if key in _KNOWN}
     extra = table.select([c for c in table.column_names if c not in known])
     return LayerTable(path, rows, arch, layer, extra, fmt)
 
 
-def _names(table: pa.Table, column: str | None, err: Any, default: str) -> list[str]:
+def _names(table: pa.Table, column: str | None, err: Any, default: str) -> pa.Array:
+    """The architecture column as strings; an empty cell is an error."""
     if column is None:
-        return [default] * table.num_rows
-    values = table.column(column).to_pylist()
-    out = []
-    for i, v in enumerate(values):
-        if v is None or str(v).strip() == "":
-            raise err(i, column, "empty: every row names its architecture")
-        out.append(str(v))
-    return out
+        return pa.array([default] * table.num_rows, pa.string())
+    values = table.column(column).cast(pa.string()).combine_chunks()
+    empty = pc.or_kleene(values.is_null(), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0))
+    empty = np.asarray(empty.fill_null(True).to_numpy(zero_copy_only=False), dtype=bool)
+    if empty.any():
+        raise err(int(np.argmax(empty)), column, "empty: every row names its architecture")
+    return values
 
 
 def _codes(

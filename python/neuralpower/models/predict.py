@@ -28,16 +28,20 @@ FREE_TYPES = ("flatten",)
 def predict_spec(
     spec: Mapping[str, Any], X: npt.NDArray[np.float64], feature_names: Sequence[str]
 ) -> npt.NDArray[np.float64]:
-    """Evaluate one (validated) model on features ``X``; predictions are clipped at zero."""
+    """Evaluate one (validated) model on features ``X``; predictions are clipped at zero.
+
+    A model may overflow (a hostile or extrapolating one): infinities are the largest double, NaN is 0.
+    """
     kind = spec["kind"]
-    if kind == "poly":
-        out = predict_poly(spec, X, feature_names)
-    elif kind == "tree":
-        out = predict_tree(spec, X, feature_names)
-    elif kind == "constant":
-        out = np.full(X.shape[0], float(spec["value"]))
-    else:
-        out = predict_baseline(spec, X, feature_names)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if kind == "poly":
+            out = predict_poly(spec, X, feature_names)
+        elif kind == "tree":
+            out = predict_tree(spec, X, feature_names)
+        elif kind == "constant":
+            out = np.full(X.shape[0], float(spec["value"]))
+        else:
+            out = predict_baseline(spec, X, feature_names)
     return np.maximum(np.nan_to_num(out, nan=0.0, posinf=np.finfo(np.float64).max), 0.0)
 
 
@@ -102,9 +106,10 @@ def predict_network(doc: Mapping[str, Any], arch: Architecture, method: str | No
         raise InputError(f"the model was fit for {doc['dtype']}, {arch.name} is {arch.dtype}", column="dtype")
     types = arch.rows()[:, 0]
     runtime, power, extrapolated = predict_layers(doc, types, arch.features(), method)
-    energy = runtime * power
-    total_runtime = float(runtime.sum())
-    total_energy = float(energy.sum())
+    with np.errstate(over="ignore", invalid="ignore"):
+        energy = runtime * power
+        total_runtime = float(runtime.sum())
+        total_energy = float(energy.sum())
     return NetworkPrediction(
         name=arch.name,
         runtime_ms=total_runtime,

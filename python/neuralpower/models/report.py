@@ -96,7 +96,9 @@ def write_report(
         unit = "ms" if target == "runtime_ms" else "W"
         ax.set_xlabel(f"measured {target.split('_')[0]} ({unit})")
         ax.set_ylabel(f"predicted ({unit})")
-        ax.set_title(f"{layer_type} {target}, held-out rows\n{doc['gpu']}, {doc['executor']}, {doc['dtype']}", fontsize=9)
+        ax.set_title(
+            f"{layer_type} {target}, held-out rows\n{doc['gpu']}, {doc['executor']}, {doc['dtype']}", fontsize=9
+        )
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = out / f"{layer_type}_{target}.png"

@@ -1,0 +1,109 @@
+// A compiled runtime and power model, and its evaluation over layers and architectures.
+//
+// The model file (JSON) is parsed and validated in Python (neuralpower.models.format); the bindings hand
+// its numbers to a ModelBuilder, which checks every index again, so that no model can make the evaluator
+// read out of bounds or loop. Evaluation follows neuralpower.models.predict (the NumPy reference) exactly:
+// the same features (layer.hpp), the same term order, predictions clipped at zero.
+//
+// Plain C++17, no Python headers.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "neuralpower/layer.hpp"
+
+namespace neuralpower {
+
+enum class ModelKind : int { None = 0, Poly, Tree, Roofline, FlopsLinear, Constant };
+enum class PolyTarget : int { Plain = 0, Relative, Log };
+enum class Transform : int { Identity = 0, Log1p };
+enum class TreeTest : int { Leaf = 0, Le, Mod };
+
+constexpr int kMaxExponent = 8;
+
+// One model of one layer type and target, in flat arrays.
+struct SubModel {
+    ModelKind kind = ModelKind::None;
+    // poly
+    PolyTarget target = PolyTarget::Plain;
+    std::vector<int> input_feature;      // per input: feature index
+    std::vector<int> input_transform;    // per input: Transform
+    double intercept = 0.0;
+    std::vector<int> term_start;         // per term: offset into term_input/term_exp; size terms + 1
+    std::vector<int> term_input;
+    std::vector<int> term_exp;
+    std::vector<double> coef;
+    int max_exp = 1;
+    // Fast path when every term has at most kFactors factors (any polynomial of degree <= 4): each term is
+    // kFactors indices into the table of input powers, padded with the slot that holds 1.0.
+    static constexpr int kFactors = 4;
+    std::vector<int> term_slots;  // kFactors per term; empty when some term has more factors
+    std::size_t scratch_size() const { return input_feature.size() * static_cast<std::size_t>(max_exp) + 1; }
+    // tree: nodes in pre-order, children after their parent
+    std::vector<int> leaf_features;
+    std::vector<int> node_feature, node_test, node_yes, node_no;
+    std::vector<double> node_value, node_intercept, node_weights;  // weights: leaf_features.size() per node
+    // roofline: a flops + b bytes_moved + c; flops_linear: a flops + c; constant: c
+    double a = 0.0, b = 0.0, c = 0.0;
+
+    double eval(const double* features, double* scratch) const;
+};
+
+struct TypeModel {
+    bool present = false;
+    SubModel runtime, power;
+    std::vector<int> range_feature;
+    std::vector<double> range_lo, range_hi;
+};
+
+// Per-layer results of an evaluation.
+struct LayerResult {
+    double runtime_ms = 0.0, power_w = 0.0, energy_mj = 0.0;
+    bool extrapolated = false;
+};
+
+class Model {
+public:
+    Model();
+    // Builders; each throws std::invalid_argument on an index or value that would be unsafe.
+    void set_poly(int type, int target, int mode, const std::vector<int>& input_feature,
+                  const std::vector<int>& input_transform, double intercept, const std::vector<int>& term_start,
+                  const std::vector<int>& term_input, const std::vector<int>& term_exp,
+                  const std::vector<double>& coef);
+    void set_tree(int type, int target, const std::vector<int>& leaf_features, const std::vector<int>& node_feature,
+                  const std::vector<int>& node_test, const std::vector<double>& node_value,
+                  const std::vector<int>& node_yes, const std::vector<int>& node_no,
+                  const std::vector<double>& node_intercept, const std::vector<double>& node_weights);
+    void set_linear(int type, int target, int kind, double a, double b, double c);
+    void set_ranges(int type, const std::vector<int>& feature, const std::vector<double>& lo,
+                    const std::vector<double>& hi);
+    // Marks a type as covered once both its targets are set.
+    bool covers(LayerType t) const { return types_[static_cast<int>(t)].present; }
+    void finish();
+
+    // Evaluates n prepared (validated) layer rows. Returns the index of the first row whose type the
+    // model does not cover (free types such as flatten cost nothing), or -1.
+    std::ptrdiff_t evaluate(const std::int64_t* rows, std::size_t n, LayerResult* out) const;
+
+    // Evaluates architectures laid out as consecutive rows: architecture k is rows [offsets[k], offsets[k+1]).
+    // Totals per architecture: runtime, energy, power = energy / runtime, the index (within the
+    // architecture) of the layer with the most energy, and the number of extrapolated layers. Per-layer
+    // results are written when layers is not null. Splits the work over `threads` threads (>= 1).
+    std::ptrdiff_t evaluate_archs(const std::int64_t* rows, const std::int64_t* offsets, std::size_t n_archs,
+                                  double* runtime_ms, double* power_w, double* energy_mj, std::int64_t* bottleneck,
+                                  std::int64_t* extrapolated, LayerResult* layers, int threads) const;
+
+private:
+    SubModel& sub(int type, int target);
+    std::array<TypeModel, kNumLayerTypes> types_;
+    std::array<bool, kNumLayerTypes> has_runtime_{}, has_power_{};
+};
+
+// Layer types that cost nothing when a model does not cover them (a view).
+bool is_free_type(LayerType t);
+
+}  // namespace neuralpower

@@ -1,0 +1,336 @@
+#include "neuralpower/model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+namespace neuralpower {
+
+namespace {
+
+constexpr int kRuntime = 0;
+constexpr int kPower = 1;
+constexpr double kMaxDouble = std::numeric_limits<double>::max();
+
+void require(bool ok, const std::string& what) {
+    if (!ok) throw std::invalid_argument(what);
+}
+
+bool finite(double v) { return std::isfinite(v); }
+
+void check_feature(int f, const char* what) {
+    require(f >= 0 && f < kNumFeatures, std::string(what) + ": feature index out of range");
+}
+
+// As the NumPy reference: NaN -> 0, +inf -> the largest double, then clipped at 0.
+double clip(double v) {
+    if (std::isnan(v)) return 0.0;
+    if (v > kMaxDouble) return kMaxDouble;
+    return v > 0.0 ? v : 0.0;
+}
+
+// log1p of the small non-negative integers that most configuration features are (channels, sizes,
+// kernels, strides, batch), from a table computed with std::log1p itself: the same values, without the call.
+constexpr int kLogTable = 4096;
+const std::array<double, kLogTable>& log1p_table() {
+    static const std::array<double, kLogTable> table = [] {
+        std::array<double, kLogTable> t{};
+        for (int i = 0; i < kLogTable; ++i) t[i] = std::log1p(static_cast<double>(i));
+        return t;
+    }();
+    return table;
+}
+
+inline double fast_log1p(double v) {
+    if (v >= 0.0 && v < kLogTable) {
+        const int i = static_cast<int>(v);
+        if (static_cast<double>(i) == v) return log1p_table()[i];
+    }
+    return std::log1p(v);
+}
+
+}  // namespace
+
+bool is_free_type(LayerType t) { return t == LayerType::Flatten; }
+
+double SubModel::eval(const double* f, double* scratch) const {
+    switch (kind) {
+        case ModelKind::Poly: {
+            const std::size_t n_in = input_feature.size();
+            // scratch holds every input's powers 1..max_exp, scratch[i * max_exp + e - 1] = v_i^e, and 1.0 last
+            for (std::size_t i = 0; i < n_in; ++i) {
+                double v = f[input_feature[i]];
+                if (input_transform[i] == static_cast<int>(Transform::Log1p)) v = fast_log1p(v);
+                double* p = scratch + i * max_exp;
+                p[0] = v;
+                for (int e = 1; e < max_exp; ++e) p[e] = p[e - 1] * v;
+            }
+            scratch[n_in * max_exp] = 1.0;
+            double y = intercept;
+            const std::size_t n_terms = coef.size();
+            if (!term_slots.empty()) {
+                // four partial sums: the additions no longer wait on each other
+                const int* s = term_slots.data();
+                double acc[4] = {0.0, 0.0, 0.0, 0.0};
+                std::size_t j = 0;
+                for (; j + 4 <= n_terms; j += 4, s += 4 * kFactors)
+                    for (int u = 0; u < 4; ++u) {
+                        const int* q = s + u * kFactors;
+                        acc[u] += coef[j + u] * (scratch[q[0]] * scratch[q[1]] * scratch[q[2]] * scratch[q[3]]);
+                    }
+                for (; j < n_terms; ++j, s += kFactors)
+                    acc[0] += coef[j] * (scratch[s[0]] * scratch[s[1]] * scratch[s[2]] * scratch[s[3]]);
+                y += (acc[0] + acc[1]) + (acc[2] + acc[3]);
+            } else {
+                for (std::size_t j = 0; j < n_terms; ++j) {
+                    double t = 1.0;
+                    for (int k = term_start[j]; k < term_start[j + 1]; ++k)
+                        t *= scratch[term_input[k] * max_exp + term_exp[k] - 1];
+                    y += coef[j] * t;
+                }
+            }
+            return target == PolyTarget::Log ? std::exp(y) : y;
+        }
+        case ModelKind::Tree: {
+            int node = 0;
+            // children always come after their parent (checked when built), so this ends
+            while (node_test[node] != static_cast<int>(TreeTest::Leaf)) {
+                const double x = f[node_feature[node]];
+                const bool yes = node_test[node] == static_cast<int>(TreeTest::Le) ? x <= node_value[node]
+                                                                                    : std::fmod(x, node_value[node]) == 0.0;
+                node = yes ? node_yes[node] : node_no[node];
+            }
+            const std::size_t k = leaf_features.size();
+            double y = node_intercept[node];
+            const double* w = node_weights.data() + static_cast<std::size_t>(node) * k;
+            for (std::size_t i = 0; i < k; ++i) y += f[leaf_features[i]] * w[i];
+            return y;
+        }
+        case ModelKind::Roofline: return a * f[kFFlops] + b * f[kFBytesMoved] + c;
+        case ModelKind::FlopsLinear: return a * f[kFFlops] + c;
+        case ModelKind::Constant: return c;
+        case ModelKind::None: break;
+    }
+    return 0.0;
+}
+
+Model::Model() = default;
+
+SubModel& Model::sub(int type, int target) {
+    require(type >= 0 && type < kNumLayerTypes, "layer type code out of range");
+    require(target == kRuntime || target == kPower, "target must be 0 (runtime) or 1 (power)");
+    (target == kRuntime ? has_runtime_ : has_power_)[type] = true;
+    return target == kRuntime ? types_[type].runtime : types_[type].power;
+}
+
+void Model::set_poly(int type, int target, int mode, const std::vector<int>& input_feature,
+                     const std::vector<int>& input_transform, double intercept, const std::vector<int>& term_start,
+                     const std::vector<int>& term_input, const std::vector<int>& term_exp,
+                     const std::vector<double>& coef) {
+    require(mode >= 0 && mode <= static_cast<int>(PolyTarget::Log), "poly: unknown target mode");
+    require(input_feature.size() == input_transform.size(), "poly: inputs and transforms differ in length");
+    for (int f : input_feature) check_feature(f, "poly input");
+    for (int t : input_transform) require(t == 0 || t == 1, "poly: unknown transform");
+    require(finite(intercept), "poly: intercept must be finite");
+    require(term_start.size() == coef.size() + 1 && term_start.front() == 0, "poly: term offsets do not match terms");
+    require(term_input.size() == term_exp.size() && static_cast<std::size_t>(term_start.back()) == term_input.size(),
+            "poly: term offsets do not match powers");
+    for (std::size_t j = 0; j + 1 < term_start.size(); ++j)
+        require(term_start[j] <= term_start[j + 1], "poly: term offsets must not decrease");
+    int max_exp = 1;
+    for (std::size_t k = 0; k < term_input.size(); ++k) {
+        require(term_input[k] >= 0 && static_cast<std::size_t>(term_input[k]) < input_feature.size(),
+                "poly: term input index out of range");
+        require(term_exp[k] >= 1 && term_exp[k] <= kMaxExponent, "poly: exponent out of range");
+        max_exp = std::max(max_exp, term_exp[k]);
+    }
+    for (double v : coef) require(finite(v), "poly: coefficients must be finite");
+    SubModel& s = sub(type, target);
+    s = SubModel{};
+    s.kind = ModelKind::Poly;
+    s.target = static_cast<PolyTarget>(mode);
+    s.input_feature = input_feature;
+    s.input_transform = input_transform;
+    s.intercept = intercept;
+    s.term_start = term_start;
+    s.term_input = term_input;
+    s.term_exp = term_exp;
+    s.coef = coef;
+    s.max_exp = max_exp;
+    // The fast path multiplies up to kFactors table entries per term, padding with the 1.0 slot. A factor
+    // v^e is one entry, so the product is the same as the general loop's (the same multiplications, in
+    // an order that differs by at most rounding).
+    const int one = static_cast<int>(input_feature.size()) * max_exp;
+    std::vector<int> slots;
+    bool fits = true;
+    for (std::size_t j = 0; j + 1 < term_start.size() && fits; ++j) {
+        const int count = term_start[j + 1] - term_start[j];
+        if (count > SubModel::kFactors) {
+            fits = false;
+            break;
+        }
+        for (int k = term_start[j]; k < term_start[j + 1]; ++k) slots.push_back(term_input[k] * max_exp + term_exp[k] - 1);
+        for (int k = count; k < SubModel::kFactors; ++k) slots.push_back(one);
+    }
+    if (fits) s.term_slots = std::move(slots);
+}
+
+void Model::set_tree(int type, int target, const std::vector<int>& leaf_features, const std::vector<int>& node_feature,
+                     const std::vector<int>& node_test, const std::vector<double>& node_value,
+                     const std::vector<int>& node_yes, const std::vector<int>& node_no,
+                     const std::vector<double>& node_intercept, const std::vector<double>& node_weights) {
+    const std::size_t n = node_test.size();
+    require(n > 0, "tree: no nodes");
+    require(node_feature.size() == n && node_value.size() == n && node_yes.size() == n && node_no.size() == n &&
+                node_intercept.size() == n && node_weights.size() == n * leaf_features.size(),
+            "tree: node arrays differ in length");
+    for (int f : leaf_features) check_feature(f, "tree leaf");
+    for (std::size_t i = 0; i < n; ++i) {
+        const int t = node_test[i];
+        require(t >= 0 && t <= static_cast<int>(TreeTest::Mod), "tree: unknown test");
+        if (t == static_cast<int>(TreeTest::Leaf)) {
+            require(finite(node_intercept[i]), "tree: leaf intercept must be finite");
+            for (std::size_t k = 0; k < leaf_features.size(); ++k)
+                require(finite(node_weights[i * leaf_features.size() + k]), "tree: leaf weights must be finite");
+            continue;
+        }
+        check_feature(node_feature[i], "tree split");
+        require(finite(node_value[i]), "tree: split value must be finite");
+        if (t == static_cast<int>(TreeTest::Mod)) require(node_value[i] >= 1.0, "tree: mod value must be >= 1");
+        const auto child_ok = [&](int c) { return c > static_cast<int>(i) && static_cast<std::size_t>(c) < n; };
+        require(child_ok(node_yes[i]) && child_ok(node_no[i]), "tree: children must follow their parent");
+    }
+    SubModel& s = sub(type, target);
+    s = SubModel{};
+    s.kind = ModelKind::Tree;
+    s.leaf_features = leaf_features;
+    s.node_feature = node_feature;
+    s.node_test = node_test;
+    s.node_value = node_value;
+    s.node_yes = node_yes;
+    s.node_no = node_no;
+    s.node_intercept = node_intercept;
+    s.node_weights = node_weights;
+}
+
+void Model::set_linear(int type, int target, int kind, double a, double b, double c) {
+    require(kind == static_cast<int>(ModelKind::Roofline) || kind == static_cast<int>(ModelKind::FlopsLinear) ||
+                kind == static_cast<int>(ModelKind::Constant),
+            "linear: kind must be roofline, flops_linear or constant");
+    require(finite(a) && finite(b) && finite(c), "linear: parameters must be finite");
+    SubModel& s = sub(type, target);
+    s = SubModel{};
+    s.kind = static_cast<ModelKind>(kind);
+    s.a = a;
+    s.b = b;
+    s.c = c;
+}
+
+void Model::set_ranges(int type, const std::vector<int>& feature, const std::vector<double>& lo,
+                       const std::vector<double>& hi) {
+    require(type >= 0 && type < kNumLayerTypes, "layer type code out of range");
+    require(feature.size() == lo.size() && lo.size() == hi.size(), "ranges: arrays differ in length");
+    for (int f : feature) check_feature(f, "range");
+    TypeModel& t = types_[type];
+    t.range_feature = feature;
+    t.range_lo = lo;
+    t.range_hi = hi;
+}
+
+void Model::finish() {
+    for (int t = 0; t < kNumLayerTypes; ++t) types_[t].present = has_runtime_[t] && has_power_[t];
+}
+
+std::ptrdiff_t Model::evaluate(const std::int64_t* rows, std::size_t n, LayerResult* out) const {
+    std::array<double, kNumFeatures> f{};
+    std::vector<double> scratch;
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::int64_t* r = rows + i * kNumFields;
+        const int type = static_cast<int>(r[kType]);
+        const TypeModel& tm = types_[type];
+        LayerResult& res = out[i];
+        if (!tm.present) {
+            if (is_free_type(static_cast<LayerType>(type))) {
+                res = LayerResult{};
+                continue;
+            }
+            return static_cast<std::ptrdiff_t>(i);
+        }
+        const InfoRow info = compute_info(r);
+        compute_features(r, info.data(), f.data());
+        const std::size_t need = std::max(tm.runtime.scratch_size(), tm.power.scratch_size());
+        if (scratch.size() < need) scratch.resize(need);
+        res.runtime_ms = clip(tm.runtime.eval(f.data(), scratch.data()));
+        res.power_w = clip(tm.power.eval(f.data(), scratch.data()));
+        res.energy_mj = res.runtime_ms * res.power_w;
+        bool extrapolated = false;
+        for (std::size_t k = 0; k < tm.range_feature.size(); ++k) {
+            const double v = f[tm.range_feature[k]];
+            extrapolated |= v < tm.range_lo[k] || v > tm.range_hi[k];
+        }
+        res.extrapolated = extrapolated;
+    }
+    return -1;
+}
+
+std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_t* offsets, std::size_t n_archs,
+                                     double* runtime_ms, double* power_w, double* energy_mj, std::int64_t* bottleneck,
+                                     std::int64_t* extrapolated, LayerResult* layers, int threads) const {
+    const std::size_t n_threads = static_cast<std::size_t>(std::max(1, threads));
+    std::vector<std::ptrdiff_t> bad(n_threads, -1);
+    auto work = [&](std::size_t tid, std::size_t a0, std::size_t a1) {
+        std::vector<LayerResult> local;
+        for (std::size_t a = a0; a < a1; ++a) {
+            const std::int64_t begin = offsets[a], end = offsets[a + 1];
+            const std::size_t count = static_cast<std::size_t>(end - begin);
+            LayerResult* res = layers;
+            if (res != nullptr) {
+                res += begin;
+            } else {
+                if (local.size() < count) local.resize(count);
+                res = local.data();
+            }
+            const std::ptrdiff_t b = evaluate(rows + begin * kNumFields, count, res);
+            if (b >= 0) {
+                bad[tid] = begin + b;
+                return;
+            }
+            double t = 0.0, e = 0.0, best = -1.0;
+            std::int64_t best_i = -1, n_extra = 0;
+            for (std::size_t i = 0; i < count; ++i) {
+                t += res[i].runtime_ms;
+                e += res[i].energy_mj;
+                if (res[i].energy_mj > best) {
+                    best = res[i].energy_mj;
+                    best_i = static_cast<std::int64_t>(i);
+                }
+                n_extra += res[i].extrapolated ? 1 : 0;
+            }
+            runtime_ms[a] = t;
+            energy_mj[a] = e;
+            power_w[a] = t > 0.0 ? e / t : 0.0;
+            bottleneck[a] = best_i;
+            extrapolated[a] = n_extra;
+        }
+    };
+    if (n_threads == 1 || n_archs < 2 * n_threads) {
+        work(0, 0, n_archs);
+    } else {
+        std::vector<std::thread> pool;
+        const std::size_t per = (n_archs + n_threads - 1) / n_threads;
+        for (std::size_t t = 0; t < n_threads; ++t) {
+            const std::size_t a0 = t * per, a1 = std::min(n_archs, a0 + per);
+            if (a0 < a1) pool.emplace_back(work, t, a0, a1);
+        }
+        for (auto& th : pool) th.join();
+    }
+    std::ptrdiff_t first = -1;
+    for (std::ptrdiff_t b : bad)
+        if (b >= 0 && (first < 0 || b < first)) first = b;
+    return first;
+}
+
+}  // namespace neuralpower

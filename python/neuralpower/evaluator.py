@@ -1,0 +1,385 @@
+"""The predictor users call: a model file compiled for the C++ evaluator.
+
+>>> import neuralpower as npw
+>>> model = npw.load_model("path/to/model.json")         # or a bundled model's name
+>>> p = model.predict(npw.zoo.build("resnet50"))
+>>> p.runtime_ms, p.power_w, p.energy_mj, p.per_layer   # doctest: +SKIP
+
+Results equal :func:`neuralpower.models.predict.predict_network` (the NumPy reference) to rounding.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _evaluator as _ev
+from .errors import InputError
+from .layers import FEATURES, FIELD_INDEX, LAYER_TYPES, Architecture
+from .models.format import read_model_file, validate_model
+
+__all__ = ["Model", "Prediction", "Scores", "bundled_models", "load_model"]
+
+_KIND = {"poly": 1, "tree": 2, "roofline": 3, "flops_linear": 4, "constant": 5}
+_TARGETS = ("runtime_ms", "power_w")
+_TRANSFORM = {"identity": 0, "log1p": 1}
+_MODES = {"plain": 0, "relative": 1, "log": 2}
+_TEST = {"le": 1, "mod": 2}
+DEFAULT_MODEL = "default"
+
+
+def _bundled_dir() -> Path:
+    return Path(str(resources.files("neuralpower") / "data" / "models"))
+
+
+def bundled_models() -> dict[str, Path]:
+    """Bundled model files by name (``default`` is an alias of the default model, when one is bundled)."""
+    directory = _bundled_dir()
+    if not directory.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(directory.glob("*.json"))}
+
+
+def load_model(name_or_path: str | os.PathLike[str] | None = None, *, method: str | None = None) -> Model:
+    """Load a model: a bundled model's name (see ``neuralpower models``), or a model JSON file.
+
+    Parameters
+    ----------
+    name_or_path
+        ``None`` or ``"default"`` for the bundled default model.
+    method
+        Evaluate this model kind (``poly``, ``tree``, ``roofline``, ``flops_linear``) where a layer type has
+        it, instead of each type's default.
+
+    Raises
+    ------
+    InputError
+        An unknown name, a file that is not a valid model (one line naming the file and the problem).
+    """
+    spec = DEFAULT_MODEL if name_or_path is None else os.fspath(name_or_path)
+    bundled = bundled_models()
+    if spec in bundled and not os.path.exists(spec):
+        path = bundled[spec]
+        return Model(read_model_file(path), name=spec, path=str(path), method=method)
+    if os.path.exists(spec) or spec.endswith(".json") or os.sep in spec:
+        return Model(read_model_file(spec), name=Path(spec).stem, path=spec, method=method)
+    known = ", ".join(bundled) if bundled else "none bundled"
+    raise InputError(f"{spec!r} is neither a model file nor a bundled model ({known})")
+
+
+def _flatten_tree(spec: Mapping[str, Any], leaf_count: int) -> dict[str, list[Any]]:
+    """A validated tree in pre-order arrays: children always after their parent."""
+    arrays: dict[str, list[Any]] = {k: [] for k in ("feature", "test", "value", "yes", "no", "intercept", "weights")}
+
+    def visit(node: Mapping[str, Any]) -> int:
+        i = len(arrays["test"])
+        for k in arrays:
+            if k != "weights":
+                arrays[k].append(0)
+        if "leaf" in node:
+            arrays["test"][i] = 0
+            arrays["intercept"][i] = float(node["leaf"]["intercept"])
+            arrays["value"][i] = 0.0
+            arrays["weights"].extend(float(w) for w in node["leaf"]["weights"])
+            return i
+        arrays["test"][i] = _TEST[node["test"]]
+        arrays["feature"][i] = FEATURES.index(node["feature"])
+        arrays["value"][i] = float(node["value"])
+        arrays["intercept"][i] = 0.0
+        arrays["weights"].extend([0.0] * leaf_count)
+        arrays["yes"][i] = visit(node["yes"])
+        arrays["no"][i] = visit(node["no"])
+        return i
+
+    visit(spec["root"])
+    return arrays
+
+
+def _compile(doc: Mapping[str, Any], method: str | None) -> Any:
+    """Hand a validated model document to the C++ evaluator."""
+    compiled = _ev.Model()
+    for type_name, entry in doc["layer_types"].items():
+        code = LAYER_TYPES.index(type_name)
+        for target_index, target in enumerate(_TARGETS):
+            block = entry[target]
+            spec = block["models"].get(method or block["default"], block["models"][block["default"]])
+            kind = spec["kind"]
+            if kind == "poly":
+                terms = spec["terms"]
+                starts = np.cumsum([0] + [len(t["powers"]) for t in terms]).tolist()
+                compiled.set_poly(
+                    code,
+                    target_index,
+                    _MODES[spec["target"]],
+                    [FEATURES.index(i["feature"]) for i in spec["inputs"]],
+                    [_TRANSFORM[i["transform"]] for i in spec["inputs"]],
+                    float(spec["intercept"]),
+                    starts,
+                    [p[0] for t in terms for p in t["powers"]],
+                    [p[1] for t in terms for p in t["powers"]],
+                    [float(t["coef"]) for t in terms],
+                )
+            elif kind == "tree":
+                leaf = [FEATURES.index(f) for f in spec["leaf_features"]]
+                a = _flatten_tree(spec, len(leaf))
+                compiled.set_tree(
+                    code,
+                    target_index,
+                    leaf,
+                    a["feature"],
+                    a["test"],
+                    a["value"],
+                    a["yes"],
+                    a["no"],
+                    a["intercept"],
+                    a["weights"],
+                )
+            elif kind == "roofline":
+                compiled.set_linear(
+                    code, target_index, _KIND[kind], spec["ms_per_flop"], spec["ms_per_byte"], spec["overhead"]
+                )
+            elif kind == "flops_linear":
+                compiled.set_linear(code, target_index, _KIND[kind], spec["slope"], 0.0, spec["intercept"])
+            else:
+                compiled.set_linear(code, target_index, _KIND[kind], 0.0, 0.0, spec["value"])
+        names = list(entry["ranges"])
+        compiled.set_ranges(
+            code,
+            [FEATURES.index(f) for f in names],
+            [float(entry["ranges"][f][0]) for f in names],
+            [float(entry["ranges"][f][1]) for f in names],
+        )
+    compiled.finish()
+    return compiled
+
+
+@dataclass
+class Prediction:
+    """A network's predicted runtime (ms), power (W) and energy (mJ), with its per-layer breakdown."""
+
+    arch: Architecture
+    runtime_ms: float
+    power_w: float
+    energy_mj: float
+    layer_runtime_ms: npt.NDArray[np.float64]
+    layer_power_w: npt.NDArray[np.float64]
+    layer_energy_mj: npt.NDArray[np.float64]
+    layer_extrapolated: npt.NDArray[np.bool_]
+    _table: npt.NDArray[Any] | None = field(default=None, repr=False)
+
+    @property
+    def extrapolated(self) -> bool:
+        """Whether any layer lies outside the feature ranges the model was fit on."""
+        return bool(self.layer_extrapolated.any())
+
+    @property
+    def per_layer(self) -> npt.NDArray[Any]:
+        """The per-layer breakdown as a record array: layer, type, runtime_ms, power_w, energy_mj, extrapolated."""
+        if self._table is None:
+            table: npt.NDArray[Any] = np.rec.fromarrays(  # type: ignore[call-overload]
+                [
+                    np.array([layer.name for layer in self.arch.layers], dtype=object),
+                    np.array([layer.type for layer in self.arch.layers], dtype=object),
+                    self.layer_runtime_ms,
+                    self.layer_power_w,
+                    self.layer_energy_mj,
+                    self.layer_extrapolated,
+                ],
+                names="layer,type,runtime_ms,power_w,energy_mj,extrapolated",
+            )
+            self._table = table
+        return self._table
+
+    @property
+    def bottleneck(self) -> str:
+        """The layer with the most energy."""
+        return self.arch.layers[int(np.argmax(self.layer_energy_mj))].name
+
+
+@dataclass
+class Scores:
+    """Per-architecture totals of :meth:`Model.score`; per-layer arrays when asked for."""
+
+    arch: list[str]
+    layers: npt.NDArray[np.int64]
+    runtime_ms: npt.NDArray[np.float64]
+    power_w: npt.NDArray[np.float64]
+    energy_mj: npt.NDArray[np.float64]
+    bottleneck: list[str]
+    extrapolated_layers: npt.NDArray[np.int64]
+    per_layer: dict[str, npt.NDArray[Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.arch)
+
+
+class Model:
+    """A runtime and power model compiled for the C++ evaluator.
+
+    Parameters
+    ----------
+    doc
+        A model document (as :func:`~neuralpower.models.format.read_model_file` returns); validated again.
+    name, path
+        Where it came from.
+    method
+        Evaluate this model kind where a layer type has it, instead of each type's default.
+    """
+
+    def __init__(self, doc: Mapping[str, Any], *, name: str = "", path: str = "", method: str | None = None) -> None:
+        try:
+            validate_model(doc)
+        except ValueError as e:
+            raise InputError(f"not a valid model: {e}", path=path or None) from None
+        self.doc = dict(doc)
+        self.name = name
+        self.path = path
+        self.method = method
+        self._compiled = _compile(self.doc, method)
+        self._dtype = str(self.doc["dtype"])
+
+    @property
+    def gpu(self) -> str:
+        return str(self.doc["gpu"])
+
+    @property
+    def executor(self) -> str:
+        return str(self.doc["executor"])
+
+    @property
+    def dtype(self) -> str:
+        return self._dtype
+
+    @property
+    def layer_types(self) -> list[str]:
+        return list(self.doc["layer_types"])
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}: {self.gpu}, {self.executor}, {self.dtype}, {len(self.layer_types)} layer types)"
+
+    def _uncovered(self, rows: npt.NDArray[np.int64], index: int, where: str) -> InputError:
+        t = LAYER_TYPES[int(rows[index, 0])]
+        return InputError(f"{where}the model has no {t} model (it covers {', '.join(self.layer_types)})", column="type")
+
+    def predict(self, arch: Architecture) -> Prediction:
+        """Predict one architecture.
+
+        Raises
+        ------
+        InputError
+            The architecture's dtype differs from the model's, or a layer type has no model.
+        """
+        if arch.dtype != self._dtype:
+            raise InputError(f"the model was fit for {self._dtype}, {arch.name} is {arch.dtype}", column="dtype")
+        rows = arch.rows()
+        r = self._compiled.evaluate(rows, False)
+        if r["uncovered"] >= 0:
+            raise self._uncovered(rows, r["uncovered"], f"{arch.name}: ")
+        total_runtime, total_energy = r["total_runtime_ms"], r["total_energy_mj"]
+        return Prediction(
+            arch,
+            total_runtime,
+            total_energy / total_runtime if total_runtime > 0 else 0.0,
+            total_energy,
+            r["runtime_ms"],
+            r["power_w"],
+            r["energy_mj"],
+            r["extrapolated"],
+        )
+
+    def score_rows(
+        self,
+        rows: npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+        *,
+        per_layer: bool = False,
+        threads: int = 1,
+    ) -> dict[str, Any]:
+        """Evaluate prepared layer rows of architectures ``rows[offsets[k]:offsets[k + 1]]`` (the fast path)."""
+        dtypes = np.unique(rows[:, FIELD_INDEX["dtype"]]) if len(rows) else np.array([], dtype=np.int64)
+        for code in dtypes:
+            from .layers import DTYPES
+
+            if DTYPES[int(code)] != self._dtype:
+                i = int(np.argmax(rows[:, FIELD_INDEX["dtype"]] == code))
+                raise InputError(
+                    f"the model was fit for {self._dtype}, layer {i} is {DTYPES[int(code)]}", column="dtype"
+                )
+        out: dict[str, Any] = self._compiled.evaluate_archs(rows, offsets, per_layer, threads, False)
+        if out["uncovered"] >= 0:
+            raise self._uncovered(rows, out["uncovered"], "")
+        return out
+
+    def score(
+        self, archs: Iterable[Architecture] | str | os.PathLike[str], *, per_layer: bool = False, threads: int = 1
+    ) -> Scores:
+        """Score many architectures at once: a list of them, or a layer table file.
+
+        Returns per-architecture totals (and per-layer values when ``per_layer``).
+        """
+        if isinstance(archs, str | os.PathLike):
+            from .table import read_layer_table
+
+            table = read_layer_table(archs)
+            return self.score_table(table, per_layer=per_layer, threads=threads)
+        items = list(archs)
+        if not items:
+            raise InputError("no architectures to score")
+        rows = np.concatenate([a.rows() for a in items]) if len(items) > 1 else items[0].rows()
+        offsets = np.cumsum([0] + [len(a) for a in items]).astype(np.int64)
+
+        def names(arch_index: npt.NDArray[np.int64], position: npt.NDArray[np.int64]) -> list[str]:
+            return [items[int(a)].layers[int(p)].name for a, p in zip(arch_index, position, strict=True)]
+
+        return self._scores([a.name for a in items], rows, offsets, names, per_layer, threads)
+
+    def score_table(self, table: Any, *, per_layer: bool = False, threads: int = 1) -> Scores:
+        """Score every architecture of a :class:`~neuralpower.table.LayerTable`."""
+        order, offsets, archs = table.grouping()
+        rows = table.rows if order is None else np.ascontiguousarray(table.rows[order])
+
+        def names(arch_index: npt.NDArray[np.int64], position: npt.NDArray[np.int64]) -> list[str]:
+            index = offsets[arch_index] + position
+            return list(table.layer_names_at(index if order is None else order[index], position))
+
+        try:
+            return self._scores(archs, rows, offsets, names, per_layer, threads)
+        except InputError as e:
+            if e.path is None:
+                raise InputError(e.message, path=table.path, column=e.column) from None
+            raise
+
+    def _scores(
+        self,
+        archs: Sequence[str],
+        rows: npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+        layer_names: Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64]], list[str]],
+        per_layer: bool,
+        threads: int,
+    ) -> Scores:
+        out = self.score_rows(rows, offsets, per_layer=per_layer, threads=threads)
+        bottleneck = layer_names(np.arange(len(archs), dtype=np.int64), out["bottleneck"])
+        layers_dict = None
+        if per_layer:
+            layers_dict = {
+                k[len("layer_") :]: out[k]
+                for k in ("layer_runtime_ms", "layer_power_w", "layer_energy_mj", "layer_extrapolated")
+            }
+        return Scores(
+            arch=list(archs),
+            layers=np.diff(offsets),
+            runtime_ms=out["runtime_ms"],
+            power_w=out["power_w"],
+            energy_mj=out["energy_mj"],
+            bottleneck=bottleneck,
+            extrapolated_layers=out["extrapolated"],
+            per_layer=layers_dict,
+        )

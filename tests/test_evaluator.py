@@ -1,0 +1,357 @@
+"""The C++ evaluator equals the NumPy reference predictor; batch and single paths agree; bad models and
+rows never crash it."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.csv as pacsv
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import neuralpower as npw
+from neuralpower import InputError, zoo
+from neuralpower import _evaluator as _ev
+from neuralpower.evaluator import Model, load_model
+from neuralpower.layers import FEATURES, LAYER_TYPES
+from neuralpower.models.data import read_measurements
+from neuralpower.models.fit import FitOptions, fit_models
+from neuralpower.models.format import SCHEMA, SCHEMA_VERSION, validate_model, write_model_file
+from neuralpower.models.predict import predict_network
+from neuralpower.models.synthetic import synthetic_table
+
+RTOL = 1e-9
+ZOO_TYPES = sorted({layer.type for name in zoo.names() for layer in zoo.build(name)})
+
+
+def close(a: Any, b: Any) -> bool:
+    return bool(np.allclose(a, b, rtol=RTOL, atol=0.0))
+
+
+# -- random models ----------------------------------------------------------------------------------------
+
+
+@st.composite
+def poly_specs(draw: st.DrawFn) -> dict[str, Any]:
+    n_inputs = draw(st.integers(1, 5))
+    mode = draw(st.sampled_from(["plain", "relative", "log"]))
+    inputs = [
+        {"feature": draw(st.sampled_from(FEATURES)), "transform": draw(st.sampled_from(["identity", "log1p"]))}
+        for _ in range(n_inputs)
+    ]
+    terms = []
+    for _ in range(draw(st.integers(0, 12))):
+        used = draw(st.lists(st.integers(0, n_inputs - 1), min_size=1, max_size=min(n_inputs, 5), unique=True))
+        powers = [[i, draw(st.integers(1, 3))] for i in used]
+        # positive coefficients: no cancellation, so float rounding stays far below the tolerance
+        terms.append({"powers": powers, "coef": draw(st.floats(1e-20, 1e-3))})
+    return {
+        "kind": "poly",
+        "target": mode,
+        "degree": 3,
+        "inputs": inputs,
+        "intercept": draw(st.floats(0, 5)),
+        "terms": terms,
+    }
+
+
+@st.composite
+def tree_nodes(draw: st.DrawFn, depth: int, k: int) -> dict[str, Any]:
+    if depth == 0 or draw(st.booleans()):
+        return {"leaf": {"intercept": draw(st.floats(0, 10)), "weights": [draw(st.floats(0, 1e-6)) for _ in range(k)]}}
+    test = draw(st.sampled_from(["le", "mod"]))
+    value = draw(st.integers(1, 64)) if test == "mod" else draw(st.floats(0, 1e6))
+    return {
+        "feature": draw(st.sampled_from(FEATURES)),
+        "test": test,
+        "value": value,
+        "yes": draw(tree_nodes(depth - 1, k)),
+        "no": draw(tree_nodes(depth - 1, k)),
+    }
+
+
+@st.composite
+def tree_specs(draw: st.DrawFn) -> dict[str, Any]:
+    leaf = draw(st.lists(st.sampled_from(["flops", "bytes_moved", "params", "batch"]), max_size=3, unique=True))
+    return {"kind": "tree", "leaf_features": leaf, "relative": True, "root": draw(tree_nodes(3, len(leaf)))}
+
+
+specs = st.one_of(
+    poly_specs(),
+    tree_specs(),
+    st.builds(
+        lambda a, b, c: {"kind": "roofline", "ms_per_flop": a, "ms_per_byte": b, "overhead": c},
+        st.floats(0, 1e-9),
+        st.floats(0, 1e-9),
+        st.floats(0, 1e-2),
+    ),
+    st.builds(
+        lambda a, c: {"kind": "flops_linear", "slope": a, "intercept": c}, st.floats(-1e-9, 1e-9), st.floats(-1, 1)
+    ),
+    st.builds(lambda v: {"kind": "constant", "value": v}, st.floats(0, 500)),
+)
+
+
+@st.composite
+def models(draw: st.DrawFn) -> dict[str, Any]:
+    types = draw(st.lists(st.sampled_from(ZOO_TYPES), min_size=1, unique=True))
+    layer_types = {}
+    for t in types:
+        ranges = {
+            f: sorted([draw(st.floats(0, 1e9)), draw(st.floats(0, 1e9))])
+            for f in draw(st.lists(st.sampled_from(FEATURES), max_size=4, unique=True))
+        }
+        entry: dict[str, Any] = {"rows": 100, "ranges": ranges}
+        for target in ("runtime_ms", "power_w"):
+            models_ = {"a": draw(specs), "b": draw(specs)}
+            entry[target] = {
+                "default": draw(st.sampled_from(["a", "b"])),
+                "fallback": None,
+                "models": models_,
+                "metrics": {},
+            }
+        layer_types[t] = entry
+    doc = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created": "2026-01-01T00:00:00+00:00",
+        "gpu": "test",
+        "executor": "test",
+        "dtype": "fp32",
+        "software": {},
+        "features": list(FEATURES),
+        "layer_types": layer_types,
+    }
+    validate_model(doc)
+    return doc
+
+
+@st.composite
+def architectures(draw: st.DrawFn, covered: list[str]) -> npw.Architecture:
+    name = draw(st.sampled_from(zoo.names()))
+    arch = zoo.build(name, batch=draw(st.integers(1, 16)), image_size=draw(st.sampled_from([None, 64, 96])))
+    keep = [layer for layer in arch if layer.type in covered]
+    if not keep:
+        keep = [
+            npw.Layer(
+                covered[0], in_channels=8, in_h=8, in_w=8, out_channels=8, kernel=1, in_features=8, out_features=8
+            )
+        ]
+    start = draw(st.integers(0, max(0, len(keep) - 1)))
+    return npw.Architecture(f"{name}-part", keep[start : start + draw(st.integers(1, 60))])
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_cpp_equals_the_numpy_reference(data: st.DataObject) -> None:
+    doc = data.draw(models())
+    arch = data.draw(architectures(list(doc["layer_types"])))
+    method = data.draw(st.sampled_from([None, "a", "b"]))
+    got = Model(doc, method=method).predict(arch)
+    want = predict_network(doc, arch, method)
+    assert close(got.layer_runtime_ms, want.layer_runtime_ms)
+    assert close(got.layer_power_w, want.layer_power_w)
+    assert close(got.layer_energy_mj, want.layer_energy_mj)
+    assert (got.layer_extrapolated == want.extrapolated).all()
+    assert close(got.runtime_ms, want.runtime_ms) and close(got.energy_mj, want.energy_mj)
+    assert close(got.power_w, want.power_w)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_batch_and_single_paths_agree(data: st.DataObject) -> None:
+    doc = data.draw(models())
+    archs = data.draw(st.lists(architectures(list(doc["layer_types"])), min_size=1, max_size=5))
+    model = Model(doc)
+    threads = data.draw(st.sampled_from([1, 2, 3]))
+    scores = model.score(archs, per_layer=True, threads=threads)
+    assert scores.per_layer is not None
+    start = 0
+    for k, arch in enumerate(archs):
+        p = model.predict(arch)
+        assert close(scores.runtime_ms[k], p.runtime_ms) and close(scores.energy_mj[k], p.energy_mj)
+        assert close(scores.power_w[k], p.power_w)
+        assert scores.layers[k] == len(arch)
+        assert scores.bottleneck[k] == arch.layers[int(np.argmax(p.layer_energy_mj))].name
+        assert scores.extrapolated_layers[k] == int(p.layer_extrapolated.sum())
+        end = start + len(arch)
+        assert close(scores.per_layer["runtime_ms"][start:end], p.layer_runtime_ms)
+        start = end
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("ev")
+    table = directory / "s.csv"
+    pacsv.write_csv(synthetic_table(800, seed=7), table)
+    path = directory / "m.json"
+    write_model_file(fit_models(read_measurements([table]), FitOptions(method="all")), path)
+    return path
+
+
+def test_fitted_models_match_the_reference(fitted: Path) -> None:
+    doc = json.loads(fitted.read_text())
+    arch = npw.Architecture("convs", [layer for layer in zoo.build("resnet50", batch=8) if layer.type == "conv2d"])
+    for method in (None, "poly", "tree", "roofline", "flops_linear"):
+        got, want = load_model(fitted, method=method).predict(arch), predict_network(doc, arch, method)
+        assert close(got.layer_runtime_ms, want.layer_runtime_ms), method
+        assert close(got.layer_power_w, want.layer_power_w), method
+        assert close(got.energy_mj, want.energy_mj), method
+    p = load_model(fitted).predict(arch)
+    assert p.per_layer["layer"][0] == "conv1" and p.per_layer.dtype.names == (
+        "layer",
+        "type",
+        "runtime_ms",
+        "power_w",
+        "energy_mj",
+        "extrapolated",
+    )
+    assert p.bottleneck in {layer.name for layer in arch}
+
+
+def test_score_a_table_file(fitted: Path, tmp_path: Path) -> None:
+    archs = [
+        npw.Architecture(f"n{i}", [layer for layer in zoo.build("resnet18", batch=b) if layer.type == "conv2d"])
+        for i, b in enumerate((1, 2, 4))
+    ]
+    path = tmp_path / "cands.csv"
+    npw.write_architectures(archs, path)
+    model = load_model(fitted)
+    scores = model.score(path)
+    assert scores.arch == ["n0", "n1", "n2"]
+    for k, arch in enumerate(archs):
+        assert close(scores.runtime_ms[k], model.predict(arch).runtime_ms)
+    # interleaved rows group by architecture, in order of first appearance
+    lines = path.read_text().splitlines()
+    body = lines[1:]
+    n = len(archs[0])
+    shuffled = (
+        [lines[0]] + [row for pair in zip(body[:n], body[n : 2 * n], strict=True) for row in pair] + body[2 * n :]
+    )
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("\n".join(shuffled) + "\n")
+    again = model.score(mixed)
+    assert again.arch == scores.arch and close(again.runtime_ms, scores.runtime_ms)
+    assert again.bottleneck == scores.bottleneck
+
+
+def test_uncovered_types_and_dtype(fitted: Path) -> None:
+    model = load_model(fitted)
+    with pytest.raises(InputError, match=r"the model has no batchnorm2d model"):
+        model.predict(zoo.build("resnet18"))
+    with pytest.raises(InputError, match="the model was fit for fp32"):
+        model.predict(
+            npw.Architecture("h", [layer for layer in zoo.build("resnet18", dtype="fp16") if layer.type == "conv2d"])
+        )
+    flat = npw.Architecture("f", [npw.Layer("flatten", in_channels=8, in_h=2, in_w=2)])
+    assert model.predict(flat).runtime_ms == 0.0  # a view costs nothing
+
+
+def test_load_model_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="neither a model file nor a bundled model"):
+        load_model("no-such-model")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(InputError, match=r"bad\.json"):
+        load_model(bad)
+
+
+def _hostile(doc: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    entry = next(iter(doc["layer_types"].values()))
+    spec = entry["runtime_ms"]["models"][entry["runtime_ms"]["default"]]
+    choice = int(rng.integers(6))
+    if spec["kind"] == "poly" and spec["terms"]:
+        term = spec["terms"][0]
+        if choice == 0:
+            term["powers"] = [[0, int(rng.integers(-3, 100))]]
+        elif choice == 1:
+            term["powers"] = [[int(rng.integers(-5, 50)), 1]]
+        elif choice == 2:
+            term["coef"] = float(rng.choice([1e308, -1e308, 1e300]))
+        elif choice == 3:
+            spec["inputs"] = spec["inputs"][:0]
+        elif choice == 4:
+            term["powers"] = [[0, 1]] * int(rng.integers(0, 30))
+        else:
+            spec["target"] = "cubic"
+    elif spec["kind"] == "tree":
+        spec["root"] = {
+            "feature": "flops",
+            "test": "mod",
+            "value": float(rng.choice([0, -1, 0.5, 1e308])),
+            "yes": spec["root"],
+            "no": {"leaf": {"intercept": 0.0, "weights": [1.0] * int(rng.integers(0, 5))}},
+        }
+    return doc
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_hostile_models_fail_cleanly(data: st.DataObject, seed: int) -> None:
+    doc = _hostile(data.draw(models()), np.random.default_rng(seed))
+    try:
+        model = Model(doc)
+    except InputError as e:
+        assert "\n" not in str(e)
+        return
+    arch = data.draw(architectures(list(doc["layer_types"])))
+    p = model.predict(arch)
+    assert p.runtime_ms >= 0 and not np.isnan(p.energy_mj)
+
+
+def test_the_compiled_builder_checks_everything() -> None:
+    m = _ev.Model()
+    with pytest.raises(ValueError, match="feature index out of range"):
+        m.set_poly(0, 0, 0, [999], [0], 0.0, [0], [], [], [])
+    with pytest.raises(ValueError, match="exponent out of range"):
+        m.set_poly(0, 0, 0, [0], [0], 0.0, [0, 1], [0], [9], [1.0])
+    with pytest.raises(ValueError, match="term input index out of range"):
+        m.set_poly(0, 0, 0, [0], [0], 0.0, [0, 1], [3], [1], [1.0])
+    with pytest.raises(ValueError, match="term offsets"):
+        m.set_poly(0, 0, 0, [0], [0], 0.0, [0, 5], [0], [1], [1.0])
+    with pytest.raises(ValueError, match="children must follow their parent"):
+        m.set_tree(0, 0, [], [0, 0], [1, 0], [1.0, 0.0], [0, 0], [1, 0], [0.0, 0.0], [])
+    with pytest.raises(ValueError, match="layer type code out of range"):
+        m.set_linear(len(LAYER_TYPES), 0, 5, 0, 0, 1)
+    with pytest.raises(ValueError, match="must be finite"):
+        m.set_linear(0, 0, 5, 0, 0, float("nan"))
+    m.set_linear(0, 0, 5, 0, 0, 1.0)
+    m.set_linear(0, 1, 5, 0, 0, 2.0)
+    m.finish()
+    rows = zoo.build("cifar_conv6").rows()[:1].copy()
+    out = m.evaluate(rows, True)
+    assert out["runtime_ms"][0] == 1.0 and out["energy_mj"][0] == 2.0
+    bad = rows.copy()
+    bad[0, 0] = 99
+    with pytest.raises(ValueError, match="unknown layer type code"):
+        m.evaluate(bad, False)
+    bad = rows.copy()
+    bad[0, npw.FIELDS.index("groups")] = 0
+    with pytest.raises(ValueError, match="groups"):
+        m.evaluate(bad, True)
+    with pytest.raises(ValueError, match="offsets"):
+        m.evaluate_archs(rows, np.array([0, 5]), False, 1, True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(-(2**40), 2**40) | st.integers(-3, 300), min_size=len(npw.FIELDS), max_size=len(npw.FIELDS))
+)
+def test_random_rows_never_crash_the_evaluator(values: list[int]) -> None:
+    m = _ev.Model()
+    for t in range(len(LAYER_TYPES)):
+        m.set_linear(t, 0, 3, 1e-9, 1e-9, 0.001)
+        m.set_linear(t, 1, 5, 0, 0, 100.0)
+    m.finish()
+    row = np.array([values], dtype=np.int64)
+    try:
+        out = m.evaluate(row, True)
+    except ValueError:
+        return
+    assert out["runtime_ms"][0] >= 0
