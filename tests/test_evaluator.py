@@ -30,7 +30,7 @@ ZOO_TYPES = sorted({layer.type for name in zoo.names() for layer in zoo.build(na
 
 
 def close(a: Any, b: Any) -> bool:
-    return bool(np.allclose(a, b, rtol=RTOL, atol=0.0))
+    return bool(np.allclose(a, b, rtol=RTOL, atol=0.0, equal_nan=True))
 
 
 # -- random models ----------------------------------------------------------------------------------------

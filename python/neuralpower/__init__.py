@@ -6,6 +6,7 @@ Importing this package never imports CuPy, PyTorch or ONNX.
 from __future__ import annotations
 
 from .errors import InputError, NeuralPowerError
+from .evaluator import Model, Prediction, Scores, load_model
 from .layers import DTYPES, FEATURES, FIELDS, LAYER_TYPES, Architecture, Layer
 from .table import LayerTable, read_architectures, read_layer_table, write_architectures
 
@@ -28,9 +29,13 @@ __all__ = [
     "InputError",
     "Layer",
     "LayerTable",
+    "Model",
     "NeuralPowerError",
+    "Prediction",
+    "Scores",
     "__version__",
     "epr",
+    "load_model",
     "read_architectures",
     "read_layer_table",
     "write_architectures",

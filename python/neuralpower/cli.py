@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import __version__
-from .errors import NeuralPowerError
-from .layers import Architecture, Layer
+from .errors import InputError, NeuralPowerError
+from .layers import LAYER_TYPES, Architecture, Layer
 
 __all__ = ["main"]
 
@@ -203,11 +203,304 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     doc = fit_models(data, options, gpu=args.gpu, executor=args.executor)
     write_model_file(doc, args.out)
     print(format_summary(doc))
-    print(f"\nwrote {args.out} ({len(data)} rows, {len(doc['layer_types'])} layer types, "
-          f"{time.perf_counter() - start:.1f} s)")
+    print(
+        f"\nwrote {args.out} ({len(data)} rows, {len(doc['layer_types'])} layer types, "
+        f"{time.perf_counter() - start:.1f} s)"
+    )
     if args.report:
         written = write_report(doc, holdout, args.report)
         print(f"wrote {len(written)} report files to {args.report}")
+    return 0
+
+
+def _write_table(table: Any, path: Any) -> None:
+    """Write a pyarrow table as CSV or Parquet, by the file's suffix."""
+    from .table import write_arrow
+
+    write_arrow(table, path)
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pyarrow as pa
+
+    from .evaluator import load_model
+    from .table import read_layer_table
+
+    model = load_model(args.model)
+    table = read_layer_table(args.table)
+    progress = _Progress(len(table), enabled=len(table) >= 500_000)
+    scores = model.score_table(table, per_layer=args.per_layer is not None, threads=args.threads)
+    progress.done()
+    columns: dict[str, Any] = {
+        "arch": pa.array(scores.arch, pa.string()),
+        "layers": scores.layers,
+        "runtime_ms": scores.runtime_ms,
+        "power_w": scores.power_w,
+        "energy_mj": scores.energy_mj,
+    }
+    error = _arch_errors(table, scores.arch)
+    if error is not None:
+        if args.alpha < 0:
+            raise InputError(f"--alpha {args.alpha} must not be negative")
+        columns["error"] = error
+        with np.errstate(invalid="ignore"):
+            columns["epr"] = np.where(np.isnan(error), np.nan, np.power(error, args.alpha) * scores.energy_mj)
+    columns["bottleneck"] = pa.array(scores.bottleneck, pa.string())
+    columns["extrapolated_layers"] = scores.extrapolated_layers
+    result = pa.table(columns)
+    if args.out:
+        _write_table(result, args.out)
+        print(
+            f"scored {len(scores)} architectures ({len(table)} layers) with {model.name}: wrote {args.out}",
+            file=sys.stderr,
+        )
+    else:
+        sys.stdout.flush()
+        _write_table(result, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    if args.per_layer:
+        order, offsets, _ = table.grouping()
+        index = np.arange(len(table)) if order is None else order
+        assert scores.per_layer is not None
+        per_layer = pa.table(
+            {
+                "arch": table.arch_column.take(pa.array(index)),
+                "layer": pa.array(
+                    table.layer_names_at(index, np.arange(len(index)) - np.repeat(offsets[:-1], np.diff(offsets))),
+                    pa.string(),
+                ),
+                "type": pa.array([LAYER_TYPES[int(t)] for t in table.rows[index, 0]], pa.string()),
+                **{k: scores.per_layer[k] for k in ("runtime_ms", "power_w", "energy_mj", "extrapolated")},
+            }
+        )
+        _write_table(per_layer, args.per_layer)
+    return 0
+
+
+def _arch_errors(table: Any, archs: list[str]) -> Any:
+    """The ``error`` column per architecture (its first non-empty value), or None without one."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if "error" not in table.extra.column_names:
+        return None
+    try:
+        values = table.extra.column("error").cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise InputError(
+            "the error column must hold numbers (top-1 error, a fraction)", path=table.path, column="error"
+        ) from None
+    bad = pc.or_(pc.less(values, 0), pc.greater(values, 1)).fill_null(False)
+    bad_np = np.asarray(bad.to_numpy(zero_copy_only=False), dtype=bool)
+    if bad_np.any():
+        i = int(np.argmax(bad_np))
+        raise table.error(i, "error", f"{values[i].as_py()!r} is not a top-1 error between 0 and 1")
+    first = (
+        pa.table({"arch": table.arch_column, "error": values})
+        .group_by("arch", use_threads=False)
+        .aggregate([("error", "first")])
+    )
+    lookup = dict(zip(first.column("arch").to_pylist(), first.column("error_first").to_pylist(), strict=True))
+    return np.array([np.nan if lookup.get(a) is None else lookup[a] for a in archs], dtype=np.float64)
+
+
+class _Progress:
+    """A progress line on stderr for large inputs (only on a terminal)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        import time
+
+        self.total = total
+        self.start = time.perf_counter()
+        self.enabled = enabled and sys.stderr.isatty()
+        if self.enabled:
+            print(f"scoring {total:,} layers ...", end="\r", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        import time
+
+        if self.enabled:
+            rate = self.total / max(time.perf_counter() - self.start, 1e-9)
+            print(f"scored {self.total:,} layers ({rate / 1e6:.1f} M layers/s)", file=sys.stderr)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .evaluator import load_model
+    from .sources import load_architectures, select_architecture
+
+    model = load_model(args.model)
+    archs = load_architectures(
+        args.arch_source, batch=args.batch, image_size=args.image_size, dtype=args.dtype or model.dtype
+    )
+    arch = select_architecture(archs, args.arch_source, args.arch)
+    p = model.predict(arch)
+    if args.format == "json":
+        out = {
+            "name": arch.name,
+            "batch": arch.batch,
+            "dtype": arch.dtype,
+            "model": model.name,
+            "gpu": model.gpu,
+            "executor": model.executor,
+            "runtime_ms": p.runtime_ms,
+            "power_w": p.power_w,
+            "energy_mj": p.energy_mj,
+            "bottleneck": p.bottleneck,
+            "extrapolated_layers": int(p.layer_extrapolated.sum()),
+            "per_layer": [
+                {
+                    "layer": layer.name,
+                    "type": layer.type,
+                    "runtime_ms": float(r),
+                    "power_w": float(w),
+                    "energy_mj": float(e),
+                    "extrapolated": bool(x),
+                }
+                for layer, r, w, e, x in zip(
+                    arch.layers,
+                    p.layer_runtime_ms,
+                    p.layer_power_w,
+                    p.layer_energy_mj,
+                    p.layer_extrapolated,
+                    strict=True,
+                )
+            ],
+        }
+        json.dump(out, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        header = ("#", "layer", "type", "output", "runtime_ms", "power_w", "energy_mj", "")
+        rows = [
+            (
+                str(i),
+                layer.name,
+                layer.type,
+                _shape(layer.out_shape),
+                f"{r:.4f}",
+                f"{w:.1f}",
+                f"{e:.4f}",
+                "extrapolated" if x else "",
+            )
+            for i, (layer, r, w, e, x) in enumerate(
+                zip(
+                    arch.layers,
+                    p.layer_runtime_ms,
+                    p.layer_power_w,
+                    p.layer_energy_mj,
+                    p.layer_extrapolated,
+                    strict=True,
+                )
+            )
+        ]
+        total = (
+            "",
+            "total",
+            f"{len(arch)} layers",
+            "",
+            f"{p.runtime_ms:.4f}",
+            f"{p.power_w:.1f}",
+            f"{p.energy_mj:.4f}",
+            "",
+        )
+        widths = [max(len(r[c]) for r in [header, *rows, total]) for c in range(len(header))]
+        right = {0, 4, 5, 6}
+
+        def fmt(r: Sequence[str]) -> str:
+            cells = zip(r, widths, strict=True)
+            return "  ".join(v.rjust(w) if c in right else v.ljust(w) for c, (v, w) in enumerate(cells)).rstrip()
+
+        rule = "  ".join("-" * w for w in widths)
+        print(f"{arch.name}: batch {arch.batch}, {arch.dtype}; model {model.name} ({model.gpu}, {model.executor})")
+        print("\n".join([fmt(header), rule, *(fmt(r) for r in rows), rule, fmt(total)]))
+        print(
+            f"runtime {p.runtime_ms:.4f} ms, power {p.power_w:.1f} W, energy {p.energy_mj:.4f} mJ; "
+            f"bottleneck by energy: {p.bottleneck}"
+            + (
+                f"; {int(p.layer_extrapolated.sum())} layers outside the model's training ranges"
+                if p.extrapolated
+                else ""
+            )
+        )
+    if args.plot:
+        _plot_prediction(p, arch, model, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _plot_prediction(p: Any, arch: Architecture, model: Any, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise NeuralPowerError("--plot needs matplotlib: pip install 'neuralpower[plot]'") from None
+    n = len(arch)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(6.0, min(0.12 * n + 2, 40.0)), 6), sharex=True)
+    x = range(n)
+    ax1.bar(x, p.layer_energy_mj, color="tab:red")
+    ax1.set_ylabel("energy (mJ)")
+    ax1.set_title(
+        f"{arch.name}, batch {arch.batch}, {arch.dtype}: {p.runtime_ms:.3f} ms, {p.power_w:.0f} W, "
+        f"{p.energy_mj:.2f} mJ\nmodel {model.name} ({model.gpu}, {model.executor})",
+        fontsize=9,
+    )
+    ax2.bar(x, p.layer_runtime_ms, color="tab:blue")
+    ax2.set_ylabel("runtime (ms)")
+    ax2.set_xlabel("layer")
+    if n <= 60:
+        ax2.set_xticks(list(x), [layer.name for layer in arch.layers], rotation=90, fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .evaluator import bundled_models, load_model
+
+    records = []
+    for name in bundled_models():
+        model = load_model(name)
+        metrics: dict[str, list[float]] = {"runtime_ms": [], "power_w": []}
+        for entry in model.doc["layer_types"].values():
+            for target, values in metrics.items():
+                block = entry[target]
+                m = block["metrics"].get(block["default"], {})
+                if m.get("rows_test"):
+                    values.append(m["rmspe"])
+        records.append(
+            {
+                "name": name,
+                "gpu": model.gpu,
+                "executor": model.executor,
+                "dtype": model.dtype,
+                "created": model.doc["created"],
+                "layer_types": len(model.layer_types),
+                "median_rmspe_runtime": float(np.median(metrics["runtime_ms"])) if metrics["runtime_ms"] else None,
+                "median_rmspe_power": float(np.median(metrics["power_w"])) if metrics["power_w"] else None,
+                "description": model.doc.get("description", ""),
+            }
+        )
+    if args.format == "json":
+        json.dump(records, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    if not records:
+        print("no bundled models")
+        return 0
+    for r in records:
+        rt = "-" if r["median_rmspe_runtime"] is None else f"{r['median_rmspe_runtime']:.1f}%"
+        pw = "-" if r["median_rmspe_power"] is None else f"{r['median_rmspe_power']:.1f}%"
+        print(
+            f"{r['name']}: {r['gpu']}, executor {r['executor']}, {r['dtype']}, fit {r['created'][:10]}, "
+            f"{r['layer_types']} layer types; median held-out RMSPE runtime {rt}, power {pw}"
+        )
+        if r["description"]:
+            print(f"    {r['description']}")
     return 0
 
 
@@ -277,21 +570,85 @@ def build_parser() -> argparse.ArgumentParser:
         "with runtime_ms and power_w columns), print held-out accuracy against baselines, and write the model "
         "as JSON.",
     )
-    f.add_argument("tables", metavar="TABLE", nargs="+", help="measurement tables (.csv or .parquet), for "
-                   "example what `neuralpower bench` writes")
+    f.add_argument(
+        "tables",
+        metavar="TABLE",
+        nargs="+",
+        help="measurement tables (.csv or .parquet), for example what `neuralpower bench` writes",
+    )
     f.add_argument("--out", required=True, metavar="MODEL.json", help="where to write the model file")
-    f.add_argument("--method", choices=["poly", "tree", "all"], default="poly", help="poly: NeuralPower's sparse "
-                   "polynomial (Lasso-selected terms); tree: FastDeepIoT's model tree; all: both, the lower "
-                   "held-out error becoming each type's default (default: poly)")
-    f.add_argument("--degree", type=_degree, default=3, help="highest degree of the polynomial terms, 1 to 4 "
-                   "(default: 3)")
-    f.add_argument("--report", metavar="DIR", help="also write the table as DIR/summary.csv and a "
-                   "predicted-vs-measured plot per layer type and target (PNG)")
+    f.add_argument(
+        "--method",
+        choices=["poly", "tree", "all"],
+        default="poly",
+        help="poly: NeuralPower's sparse "
+        "polynomial (Lasso-selected terms); tree: FastDeepIoT's model tree; all: both, the lower "
+        "held-out error becoming each type's default (default: poly)",
+    )
+    f.add_argument(
+        "--degree", type=_degree, default=3, help="highest degree of the polynomial terms, 1 to 4 (default: 3)"
+    )
+    f.add_argument(
+        "--report",
+        metavar="DIR",
+        help="also write the table as DIR/summary.csv and a predicted-vs-measured plot per layer type and target (PNG)",
+    )
     f.add_argument("--gpu", help="GPU name to record in the model (default: the tables' gpu column)")
     f.add_argument("--executor", help="executor to record (default: the tables' executor column)")
-    f.add_argument("--seed", type=int, default=0, help="seed of the held-out split and cross-validation "
-                   "(default: 0)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the held-out split and cross-validation (default: 0)")
     f.set_defaults(run=_cmd_fit)
+
+    sc = verbs.add_parser(
+        "score",
+        help="predict runtime, power and energy of every architecture in a layer table",
+        description="Score many candidate architectures at once: one row per architecture with its layers, "
+        "runtime_ms, power_w, energy_mj, the energy-precision ratio (epr) when the table has an error column, "
+        "the bottleneck layer by energy and how many layers lie outside the model's training ranges.",
+    )
+    sc.add_argument("table", metavar="TABLE", help="a layer table (.csv or .parquet) holding the architectures")
+    sc.add_argument(
+        "--model",
+        metavar="M",
+        help="a bundled model's name (see `neuralpower models`) or a model JSON file (default: the bundled default)",
+    )
+    sc.add_argument(
+        "--out", metavar="OUT", help="write the scores to OUT.csv or OUT.parquet (default: CSV on standard output)"
+    )
+    sc.add_argument(
+        "--per-layer", metavar="PATH", help="also write every layer's prediction to PATH (.csv or .parquet)"
+    )
+    sc.add_argument(
+        "--alpha", type=float, default=1.0, help="exponent of the error in epr = error^alpha x energy_mj (default: 1.0)"
+    )
+    sc.add_argument("--threads", type=_positive_int, default=1, help="evaluator threads (default: 1)")
+    sc.set_defaults(run=_cmd_score)
+
+    pr = verbs.add_parser(
+        "predict",
+        help="per-layer runtime, power and energy of one network",
+        description="Predict one network layer by layer: runtime, power and energy per layer and in total.",
+    )
+    pr.add_argument("arch_source", metavar="ARCH", help="a zoo network name or a layer table file")
+    pr.add_argument("--arch", metavar="ID", help="which architecture of a layer table holding several")
+    pr.add_argument(
+        "--model", metavar="M", help="a bundled model's name or a model JSON file (default: the bundled default)"
+    )
+    pr.add_argument(
+        "--batch", type=_positive_int, help="batch size (default: 1 for zoo networks, the table's own for files)"
+    )
+    pr.add_argument("--image-size", type=_positive_int, metavar="N", help="input height and width of a zoo network")
+    pr.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="element type (default: the model's)")
+    pr.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
+    pr.add_argument("--plot", metavar="OUT.png", help="also draw energy and runtime per layer as bar charts")
+    pr.set_defaults(run=_cmd_predict)
+
+    mo = verbs.add_parser(
+        "models",
+        help="list the bundled models",
+        description="List the bundled models: GPU, executor, dtype, date and fit metrics.",
+    )
+    mo.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
+    mo.set_defaults(run=_cmd_models)
     return parser
 
 

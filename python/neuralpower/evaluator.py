@@ -266,7 +266,7 @@ class Model:
 
     def _uncovered(self, rows: npt.NDArray[np.int64], index: int, where: str) -> InputError:
         t = LAYER_TYPES[int(rows[index, 0])]
-        return InputError(f"{where}the model has no {t} model (it covers {', '.join(self.layer_types)})", column="type")
+        return InputError(f"{where}the model has no {t} model (it covers {', '.join(self.layer_types)})")
 
     def predict(self, arch: Architecture) -> Prediction:
         """Predict one architecture.

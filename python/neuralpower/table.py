@@ -488,22 +488,41 @@ def write_architectures(
     if isinstance(archs, Architecture):
         archs = [archs]
     table = to_arrow(list(archs))
-    fmt = format or ("parquet" if table_format(path) == "parquet" else "csv")
-    if fmt == "parquet":
+    if format not in (None, "csv", "parquet"):
+        raise ValueError(f"unknown table format {format!r} (csv or parquet)")
+    if format is None or (format == "parquet") == (table_format(path) == "parquet"):
+        write_arrow(table, path)
+    elif format == "parquet":
         import pyarrow.parquet as pq
 
         pq.write_table(table, path)
-    elif fmt == "csv":
+    else:
         import pyarrow.csv as pacsv
 
-        # pyarrow quotes every header name; a csv.writer header reads better and quotes only when needed.
-        with open(path, "wb") as f:
-            header = io.StringIO()
-            csv.writer(header, lineterminator="\n").writerow(table.column_names)
-            f.write(header.getvalue().encode())
-            pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
-    else:
-        raise ValueError(f"unknown table format {fmt!r} (csv or parquet)")
+        pacsv.write_csv(table, path)
+
+
+def write_arrow(table: pa.Table, path: str | os.PathLike[str] | Any) -> None:
+    """Write any pyarrow table as CSV (a readable header) or Parquet, by the file's suffix; ``path`` may
+    also be a binary file object (CSV)."""
+    if isinstance(path, str | os.PathLike) and table_format(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path)
+        return
+    import pyarrow.csv as pacsv
+
+    # pyarrow quotes every header name and string; a csv.writer header reads better, quoting only when needed.
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\n").writerow(table.column_names)
+    options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+    if not isinstance(path, str | os.PathLike):
+        path.write(header.getvalue().encode())
+        pacsv.write_csv(table, path, options)
+        return
+    with open(path, "wb") as f:
+        f.write(header.getvalue().encode())
+        pacsv.write_csv(table, f, options)
 
 
 def to_arrow(archs: Sequence[Architecture]) -> pa.Table:
