@@ -347,3 +347,25 @@ def test_random_bytes_load_or_fail_cleanly(tmp_path: Path, data: bytes) -> None:
             read_architectures(path)
         except InputError as e:
             assert str(e).startswith(str(path)) and "\n" not in str(e)
+
+
+@pytest.mark.parametrize("suffix", ["csv.gz", "csv.bz2", "csv.zst"])
+def test_compressed_csv_round_trip(tmp_path: Path, suffix: str) -> None:
+    archs = [small_arch(error=0.1), small_arch("b", batch=4)]
+    path = tmp_path / f"t.{suffix}"
+    write_architectures(archs, path)
+    assert read_architectures(path) == archs
+
+
+def test_corrupt_compressed_csv(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv.gz"
+    path.write_bytes(b"not gzip at all")
+    with pytest.raises(InputError, match="cannot decompress"):
+        read_architectures(path)
+    good = tmp_path / "g.csv.gz"
+    write_architectures(small_arch(), good)
+    truncated = tmp_path / "cut.csv.gz"
+    truncated.write_bytes(good.read_bytes()[:-20])
+    with pytest.raises(InputError) as info:
+        read_architectures(truncated)
+    assert str(truncated) in str(info.value) and "\n" not in str(info.value)

@@ -11,7 +11,7 @@ from .table import read_architectures
 
 __all__ = ["load_architectures", "select_architecture"]
 
-_TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".txt")
+_TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".txt", ".gz", ".bz2", ".zst", ".lz4")
 
 
 def load_architectures(

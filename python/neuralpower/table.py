@@ -52,6 +52,8 @@ __all__ = [
 _INT_FIELDS = [f for f in FIELDS if f not in ("type", "dtype")]
 _AXIS_OF = {axis: pair for pair, axes in AXIS_PAIRS.items() for axis in axes}
 _NAME_COLUMNS = ("arch", "layer")
+# CSV files compressed by these codecs are read and written transparently (by their suffix).
+_COMPRESSED = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".lz4": "lz4"}
 _KNOWN = {"arch", "layer", "type", "dtype", *_INT_FIELDS, *AXIS_PAIRS}
 _REQUIRED_FIELDS = {code: [FIELDS[f] for f in _ev.type_required_fields(code)] for code in range(len(LAYER_TYPES))}
 _USED_FIELDS = {code: {FIELDS[f] for f in _ev.type_fields(code)} for code in range(len(LAYER_TYPES))}
@@ -63,7 +65,7 @@ def table_format(path: str | os.PathLike[str]) -> str:
     suffix = Path(path).suffix.lower()
     if suffix in (".parquet", ".pq"):
         return "parquet"
-    if suffix in (".csv", ".txt"):
+    if suffix in (".csv", ".txt", *_COMPRESSED):
         return "csv"
     try:
         with open(path, "rb") as f:
@@ -238,11 +240,30 @@ def read_architectures(path: str | os.PathLike[str]) -> list[Architecture]:
     return read_layer_table(path).architectures()
 
 
+def _open_binary(path: str) -> Any:
+    """A binary file object of a CSV file, decompressed when its suffix says so (.gz, .bz2, .zst, .lz4)."""
+    codec = _COMPRESSED.get(Path(path).suffix.lower())
+    if codec is None:
+        return open(path, "rb")
+    import gzip
+
+    if codec == "gzip":
+        return gzip.open(path, "rb")
+    return pa.input_stream(path, compression=codec)
+
+
+def _open_text(path: str, errors: str = "strict") -> Any:
+    return io.TextIOWrapper(_open_binary(path), encoding="utf-8", newline="", errors=errors)
+
+
 def _read_csv(path: str) -> pa.Table:
     import pyarrow.csv as pacsv
 
-    with open(path, "rb") as f:
-        head = f.read(1 << 16)
+    try:
+        with _open_binary(path) as f:
+            head = f.read(1 << 16)
+    except (OSError, EOFError, pa.ArrowException) as e:
+        raise InputError(f"cannot decompress the file: {e}", path=path) from None
     if b"\0" in head:
         raise InputError("not a CSV text file (binary data)", path=path)
     try:
@@ -260,12 +281,12 @@ def _read_csv(path: str) -> pa.Table:
         )
     except InputError:
         raise
-    except (pa.ArrowInvalid, UnicodeDecodeError) as e:
+    except (pa.ArrowInvalid, UnicodeDecodeError, OSError, EOFError) as e:
         raise _csv_error(path, e) from None
 
 
 def _csv_header(path: str) -> list[str]:
-    with open(path, newline="", encoding="utf-8") as f:
+    with _open_text(path) as f:
         for record in csv.reader(f):
             if record:
                 return record
@@ -275,7 +296,7 @@ def _csv_header(path: str) -> list[str]:
 def _csv_error(path: str, err: Exception) -> InputError:
     """Turn a failed parse into an error that names the row: re-read with the csv module to find it."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with _open_text(path) as f:
             reader = csv.reader(f)
             width = None
             for number, record in enumerate(reader, start=1):
@@ -290,6 +311,8 @@ def _csv_error(path: str, err: Exception) -> InputError:
                     return InputError(f"has {len(record)} fields, the header has {width}", path=path, row=number)
     except UnicodeDecodeError:
         return InputError("not a UTF-8 text CSV file", path=path)
+    except (OSError, EOFError, pa.ArrowException) as e:
+        return InputError(f"cannot decompress the file: {e}", path=path)
     except csv.Error as e:
         return InputError(f"not a valid CSV file: {e}", path=path)
     first = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -301,7 +324,7 @@ def _spreadsheet_rows(path: str, fmt: str, n: int) -> npt.NDArray[np.int64]:
     if fmt != "csv":
         return np.arange(2, n + 2, dtype=np.int64)
     lines = np.arange(2, n + 2, dtype=np.int64)
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with _open_text(path, errors="replace") as f:
         reader = csv.reader(f)
         i = -1  # -1: the header is next
         for number, record in enumerate(reader, start=1):
@@ -519,6 +542,12 @@ def write_arrow(table: pa.Table, path: str | os.PathLike[str] | Any) -> None:
     if not isinstance(path, str | os.PathLike):
         path.write(header.getvalue().encode())
         pacsv.write_csv(table, path, options)
+        return
+    codec = _COMPRESSED.get(Path(path).suffix.lower())
+    if codec is not None:
+        with pa.output_stream(os.fspath(path), compression=codec) as stream:
+            stream.write(header.getvalue().encode())
+            pacsv.write_csv(table, stream, options)
         return
     with open(path, "wb") as f:
         f.write(header.getvalue().encode())
