@@ -243,9 +243,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if error is not None:
         if args.alpha < 0:
             raise InputError(f"--alpha {args.alpha} must not be negative")
-        columns["error"] = error
         with np.errstate(invalid="ignore"):
-            columns["epr"] = np.where(np.isnan(error), np.nan, np.power(error, args.alpha) * scores.energy_mj)
+            epr = np.where(np.isnan(error), np.nan, np.power(error, args.alpha) * scores.energy_mj)
+        # an architecture without an error value gets empty cells, not NaN
+        columns["error"] = pa.array(error, pa.float64(), from_pandas=True)
+        columns["epr"] = pa.array(epr, pa.float64(), from_pandas=True)
     columns["bottleneck"] = pa.array(scores.bottleneck, pa.string())
     columns["extrapolated_layers"] = scores.extrapolated_layers
     result = pa.table(columns)
