@@ -37,7 +37,9 @@ def convs(name: str, batch: int = 1, **meta: object) -> npw.Architecture:
 @pytest.fixture()
 def candidates(tmp_path: Path) -> Path:
     path = tmp_path / "cands.csv"
-    npw.write_architectures([convs("resnet18", error=0.3), convs("mobilenet_v2", 2, error=0.28), convs("alexnet")], path)
+    npw.write_architectures(
+        [convs("resnet18", error=0.3), convs("mobilenet_v2", 2, error=0.28), convs("alexnet")], path
+    )
     return path
 
 
@@ -58,8 +60,10 @@ def test_score_to_stdout_with_epr(candidates: Path, model_path: Path, capsys: py
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])
 def test_score_to_files(candidates: Path, model_path: Path, tmp_path: Path, suffix: str) -> None:
     out, per_layer = tmp_path / f"scores.{suffix}", tmp_path / f"layers.{suffix}"
-    assert main(["score", str(candidates), "--model", str(model_path), "--out", str(out), "--per-layer",
-                 str(per_layer)]) == 0
+    assert (
+        main(["score", str(candidates), "--model", str(model_path), "--out", str(out), "--per-layer", str(per_layer)])
+        == 0
+    )
     read = pq.read_table if suffix == "parquet" else pacsv.read_csv
     scores, layers = read(out), read(per_layer)
     assert scores.num_rows == 3
