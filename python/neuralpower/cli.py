@@ -651,6 +651,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mo.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
     mo.set_defaults(run=_cmd_models)
+
+    from .bench.cli import add_bench_parsers
+
+    add_bench_parsers(verbs)
     return parser
 
 
