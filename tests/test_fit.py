@@ -320,3 +320,16 @@ def test_fit_cli_errors(tmp_path: Path, table_path: Path, capsys: pytest.Capture
     pacsv.write_csv(t, mixed)
     assert main(["fit", str(table_path), str(mixed), "--out", str(tmp_path / "m.json")]) == 2
     assert "the tables mix dtypes (fp32, fp16)" in capsys.readouterr().err
+
+
+def test_flagged_rows_are_left_out(tmp_path: Path) -> None:
+    path = tmp_path / "flags.csv"
+    path.write_text(
+        "type,in_channels,in_h,in_w,runtime_ms,power_w,flags\n"
+        "relu,4,2,2,0.1,100,\n"
+        "relu,4,2,2,0.2,110,throttled\n"
+        "relu,4,2,2,0.3,120,zero_delta;disagree\n"
+    )
+    data = read_measurements([path])
+    assert np.isnan(data.targets["runtime_ms"]).tolist() == [False, True, False]
+    assert np.isnan(data.targets["power_w"]).tolist() == [False, True, True]

@@ -88,6 +88,28 @@ def _target(table: LayerTable, name: str) -> npt.NDArray[np.float64]:
     return out
 
 
+# Rows the microbenchmark suite flagged (see neuralpower.bench.power): a throttled GPU ran slow, so neither
+# target is kept; a power window whose counter did not move or disagreed with the instant samples keeps
+# its runtime only.
+_DROP_BOTH = ("throttled",)
+_DROP_POWER = ("zero_delta", "disagree", "no_counter", "nvml_error")
+
+
+def _drop_flagged(table: LayerTable, values: dict[str, npt.NDArray[np.float64]]) -> None:
+    if "flags" not in table.extra.column_names:
+        return
+    flags = table.extra.column("flags").cast(pa.string()).to_pylist()
+    for i, f in enumerate(flags):
+        if not f:
+            continue
+        names = set(str(f).replace(";", " ").replace(",", " ").split())
+        if names & set(_DROP_BOTH):
+            values["runtime_ms"][i] = np.nan
+            values["power_w"][i] = np.nan
+        elif names & set(_DROP_POWER):
+            values["power_w"][i] = np.nan
+
+
 def read_measurements(paths: Sequence[str | os.PathLike[str]]) -> Measurements:
     """Read and validate measurement tables.
 
@@ -109,8 +131,10 @@ def read_measurements(paths: Sequence[str | os.PathLike[str]]) -> Measurements:
                 path=str(path),
             )
         rows.append(table.rows)
+        values = {t: _target(table, t) for t in TARGETS}
+        _drop_flagged(table, values)
         for t in TARGETS:
-            targets[t].append(_target(table, t))
+            targets[t].append(values[t])
         for c in CONTEXT_COLUMNS:
             if c in table.extra.column_names:
                 for v in table.extra.column(c).unique().to_pylist():
