@@ -67,7 +67,7 @@ def _target(table: LayerTable, name: str) -> npt.NDArray[np.float64]:
         return np.full(len(table), np.nan)
     column = table.extra.column(name)
     if pa.types.is_floating(column.type) or pa.types.is_integer(column.type) or pa.types.is_null(column.type):
-        out = np.asarray(column.cast(pa.float64()).fill_null(np.nan).to_numpy(), dtype=np.float64)
+        out = np.array(column.cast(pa.float64()).fill_null(np.nan).to_numpy(), dtype=np.float64)
         given = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     else:
         texts = ["" if v is None else str(v).strip() for v in column.to_pylist()]
