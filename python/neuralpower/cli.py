@@ -201,6 +201,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     options = FitOptions(method=args.method, degree=args.degree, seed=args.seed, progress=progress, holdout=holdout)
     doc = fit_models(data, options, gpu=args.gpu, executor=args.executor)
+    if args.description:
+        doc["description"] = args.description
     write_model_file(doc, args.out)
     print(format_summary(doc))
     print(
@@ -228,6 +230,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from .table import read_layer_table
 
     model = load_model(args.model)
+    _power_note(model)
     table = read_layer_table(args.table)
     progress = _Progress(len(table), enabled=len(table) >= 500_000)
     scores = model.score_table(table, per_layer=args.per_layer is not None, threads=args.threads)
@@ -278,6 +281,12 @@ def _cmd_score(args: argparse.Namespace) -> int:
         )
         _write_table(per_layer, args.per_layer)
     return 0
+
+
+def _power_note(model: Any) -> None:
+    if not model.power_measured:
+        print(f"note: model {model.name} ({model.executor}) holds no power measurements: its power and energy "
+              "predictions are 0", file=sys.stderr)
 
 
 def _arch_errors(table: Any, archs: list[str]) -> Any:
@@ -333,6 +342,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .sources import load_architectures, select_architecture
 
     model = load_model(args.model)
+    _power_note(model)
     archs = load_architectures(
         args.arch_source, batch=args.batch, image_size=args.image_size, dtype=args.dtype or model.dtype
     )
@@ -462,7 +472,7 @@ def _plot_prediction(p: Any, arch: Architecture, model: Any, path: str) -> None:
 def _cmd_models(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .evaluator import bundled_models, load_model
+    from .evaluator import bundled_models, default_model_name, load_model
 
     records = []
     for name in bundled_models():
@@ -484,6 +494,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
                 "layer_types": len(model.layer_types),
                 "median_rmspe_runtime": float(np.median(metrics["runtime_ms"])) if metrics["runtime_ms"] else None,
                 "median_rmspe_power": float(np.median(metrics["power_w"])) if metrics["power_w"] else None,
+            "power_measured": model.power_measured,
+            "default": name == default_model_name(),
                 "description": model.doc.get("description", ""),
             }
         )
@@ -597,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--gpu", help="GPU name to record in the model (default: the tables' gpu column)")
     f.add_argument("--executor", help="executor to record (default: the tables' executor column)")
+    f.add_argument("--description", help="a sentence saying what the model is, shown by `neuralpower models`")
     f.add_argument("--seed", type=int, default=0, help="seed of the held-out split and cross-validation (default: 0)")
     f.set_defaults(run=_cmd_fit)
 

@@ -25,7 +25,7 @@ from .errors import InputError
 from .layers import FEATURES, FIELD_INDEX, LAYER_TYPES, Architecture
 from .models.format import read_model_file, validate_model
 
-__all__ = ["Model", "Prediction", "Scores", "bundled_models", "load_model"]
+__all__ = ["Model", "Prediction", "Scores", "bundled_models", "default_model_name", "load_model"]
 
 _KIND = {"poly": 1, "tree": 2, "roofline": 3, "flops_linear": 4, "constant": 5}
 _TARGETS = ("runtime_ms", "power_w")
@@ -40,11 +40,20 @@ def _bundled_dir() -> Path:
 
 
 def bundled_models() -> dict[str, Path]:
-    """Bundled model files by name (``default`` is an alias of the default model, when one is bundled)."""
+    """Bundled model files by name."""
     directory = _bundled_dir()
     if not directory.is_dir():
         return {}
     return {p.stem: p for p in sorted(directory.glob("*.json"))}
+
+
+def default_model_name() -> str | None:
+    """The bundled default model's name (the ``DEFAULT`` file beside the models), or None."""
+    marker = _bundled_dir() / "DEFAULT"
+    if not marker.is_file():
+        return None
+    name = marker.read_text().strip()
+    return name if name in bundled_models() else None
 
 
 def load_model(name_or_path: str | os.PathLike[str] | None = None, *, method: str | None = None) -> Model:
@@ -65,6 +74,11 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, *, method: st
     """
     spec = DEFAULT_MODEL if name_or_path is None else os.fspath(name_or_path)
     bundled = bundled_models()
+    if spec == DEFAULT_MODEL and not os.path.exists(spec):
+        default = default_model_name()
+        if default is None:
+            raise InputError("no default model is bundled: give one with --model (a model JSON file)")
+        spec = default
     if spec in bundled and not os.path.exists(spec):
         path = bundled[spec]
         return Model(read_model_file(path), name=spec, path=str(path), method=method)
@@ -256,6 +270,11 @@ class Model:
     @property
     def dtype(self) -> str:
         return self._dtype
+
+    @property
+    def power_measured(self) -> bool:
+        """False when the tables it was fit from held no power measurements (power and energy are then 0)."""
+        return bool(self.doc.get("power_measured", True))
 
     @property
     def layer_types(self) -> list[str]:

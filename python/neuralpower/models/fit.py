@@ -105,7 +105,7 @@ def _fit_target(
     y: npt.NDArray[np.float64],
     config: list[str],
     options: FitOptions,
-    fallback_value: float,
+    fallback_value: float | None,
     key: tuple[str, str],
 ) -> dict[str, Any]:
     n = len(y)
@@ -151,8 +151,13 @@ def _leaves(node: dict[str, Any]) -> int:
     return 1 if "leaf" in node else _leaves(node["yes"]) + _leaves(node["no"])
 
 
-def _fallback(X: npt.NDArray[np.float64], y: npt.NDArray[np.float64], n: int, fallback_value: float) -> dict[str, Any]:
-    """Too few rows for held-out metrics and a polynomial: a roofline from 3 rows, else a constant."""
+def _fallback(
+    X: npt.NDArray[np.float64], y: npt.NDArray[np.float64], n: int, fallback_value: float | None
+) -> dict[str, Any]:
+    """Too few rows for held-out metrics and a polynomial: a roofline from 3 rows, else a constant.
+
+    ``fallback_value`` is the mean of all power measurements, or None when the tables hold none.
+    """
     if n >= 3:
         spec = fit_roofline(X, y, FEATURES)
         why = f"only {n} rows (fewer than {MIN_ROWS}): a roofline model fitted to all of them, no held-out metrics"
@@ -162,12 +167,13 @@ def _fallback(X: npt.NDArray[np.float64], y: npt.NDArray[np.float64], n: int, fa
             "models": {"roofline": spec},
             "metrics": {"roofline": {**metrics(y, predict_spec(spec, X, FEATURES)), "rows_train": n, "rows_test": 0}},
         }
-    value = float(np.mean(y)) if n else fallback_value
-    why = (
-        f"only {n} rows: the mean of this layer type's measurements"
-        if n
-        else "no measurements of this layer type: the mean over all layer types"
-    )
+    if n:
+        value, why = float(np.mean(y)), f"only {n} rows: the mean of this layer type's measurements"
+    elif fallback_value is not None:
+        value, why = fallback_value, "no measurements of this layer type: the mean over all layer types"
+    else:
+        value = 0.0
+        why = "no power measured (the executor read no power sensor): power and energy predictions are 0"
     return {
         "default": "constant",
         "fallback": why,
@@ -219,7 +225,7 @@ def fit_models(
         return values[0] if len(values) == 1 else ("mixed: " + ", ".join(values) if values else "unknown")
 
     all_power = data.targets["power_w"][np.isfinite(data.targets["power_w"])]
-    mean_power = float(all_power.mean()) if len(all_power) else 0.0
+    mean_power = float(all_power.mean()) if len(all_power) else None
     layer_types: dict[str, Any] = {}
     for code in np.unique(data.types):
         t = LAYER_TYPES[int(code)]
@@ -257,6 +263,7 @@ def fit_models(
         "software": _software(),
         "sources": [{"path": p, "rows": n} for p, n in data.sources],
         "method": options.method,
+        "power_measured": bool(len(all_power)),
         "degree": options.degree,
         "features": list(FEATURES),
         "layer_types": layer_types,
