@@ -298,13 +298,15 @@ std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_
                 bad[tid] = begin + b;
                 return;
             }
-            double t = 0.0, e = 0.0, best = -1.0;
+            // the bottleneck: the most energy, ties (a model without power: all 0) broken by runtime
+            double t = 0.0, e = 0.0, best = -1.0, best_t = -1.0;
             std::int64_t best_i = -1, n_extra = 0;
             for (std::size_t i = 0; i < count; ++i) {
                 t += res[i].runtime_ms;
                 e += res[i].energy_mj;
-                if (res[i].energy_mj > best) {
+                if (res[i].energy_mj > best || (res[i].energy_mj == best && res[i].runtime_ms > best_t)) {
                     best = res[i].energy_mj;
+                    best_t = res[i].runtime_ms;
                     best_i = static_cast<std::int64_t>(i);
                 }
                 n_extra += res[i].extrapolated ? 1 : 0;

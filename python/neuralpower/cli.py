@@ -509,9 +509,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for r in records:
         rt = "-" if r["median_rmspe_runtime"] is None else f"{r['median_rmspe_runtime']:.1f}%"
         pw = "-" if r["median_rmspe_power"] is None else f"{r['median_rmspe_power']:.1f}%"
+        if not r["power_measured"]:
+            pw = "not measured"
         print(
-            f"{r['name']}: {r['gpu']}, executor {r['executor']}, {r['dtype']}, fit {r['created'][:10]}, "
-            f"{r['layer_types']} layer types; median held-out RMSPE runtime {rt}, power {pw}"
+            f"{r['name']}{' (default)' if r['default'] else ''}: {r['gpu']}, executor {r['executor']}, "
+            f"{r['dtype']}, fit {r['created'][:10]}, {r['layer_types']} layer types; median held-out RMSPE "
+            f"runtime {rt}, power {pw}"
         )
         if r["description"]:
             print(f"    {r['description']}")

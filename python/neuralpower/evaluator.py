@@ -213,8 +213,9 @@ class Prediction:
 
     @property
     def bottleneck(self) -> str:
-        """The layer with the most energy."""
-        return self.arch.layers[int(np.argmax(self.layer_energy_mj))].name
+        """The layer with the most energy (ties, as under a model without power, broken by runtime)."""
+        order = np.lexsort((-np.arange(len(self.arch)), self.layer_runtime_ms, self.layer_energy_mj))
+        return self.arch.layers[int(order[-1])].name
 
 
 @dataclass
