@@ -160,6 +160,7 @@ class LayerTable:
         for i, name in enumerate(self.arch):
             groups.setdefault(name, []).append(i)
         meta_columns, layer_columns = self._split_extra(groups)
+        layer_names = self.layer
         archs = []
         batch_i, dtype_i = FIELD_INDEX["batch"], FIELD_INDEX["dtype"]
         for name, idx in groups.items():
@@ -180,7 +181,7 @@ class LayerTable:
                 values = [v for v in (meta_columns[col][i] for i in idx) if v is not None]
                 if values:
                     meta[col] = values[0]
-            layers = [Layer.from_row(self.rows[i], self.layer[i]) for i in idx]
+            layers = [Layer.from_row(self.rows[i], layer_names[i]) for i in idx]
             layer_data = {col: [values[i] for i in idx] for col, values in layer_columns.items()}
             layer_data = {col: v for col, v in layer_data.items() if any(x is not None for x in v)}
             archs.append(Architecture(name, layers, meta, layer_data))
