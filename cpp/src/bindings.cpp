@@ -53,6 +53,41 @@ std::tuple<py::ssize_t, int, std::string> prepare(py::array_t<std::int64_t> rows
     return {bad, err.field, err.message};
 }
 
+// Builds rows from one array per field (None: every row leaves the field empty), then normalizes and
+// validates them, in one pass over memory. Returns (rows, bad_row, field, message) as prepare does.
+std::tuple<py::array_t<std::int64_t>, py::ssize_t, int, std::string> prepare_columns(const py::list& columns,
+                                                                                   py::ssize_t n) {
+    if (static_cast<int>(columns.size()) != np::kNumFields)
+        throw std::invalid_argument("prepare_columns needs one entry per field");
+    std::vector<RowsIn> keep;
+    std::vector<const std::int64_t*> ptr(np::kNumFields, nullptr);
+    for (int f = 0; f < np::kNumFields; ++f) {
+        if (columns[f].is_none()) continue;
+        keep.emplace_back(RowsIn::ensure(columns[f]));
+        if (!keep.back() || keep.back().ndim() != 1 || keep.back().shape(0) != n)
+            throw std::invalid_argument("each column must be a 1-D int64 array of n values");
+        ptr[f] = keep.back().data();
+    }
+    py::array_t<std::int64_t> rows({n, static_cast<py::ssize_t>(np::kNumFields)});
+    std::int64_t* out = rows.mutable_data();
+    np::ValidationError err;
+    py::ssize_t bad = -1;
+    {
+        py::gil_scoped_release release;
+        for (py::ssize_t i = 0; i < n && bad < 0; ++i) {
+            std::int64_t* r = out + i * np::kNumFields;
+            for (int f = 0; f < np::kNumFields; ++f) r[f] = ptr[f] ? ptr[f][i] : np::kMissing;
+            np::ValidationError e = np::normalize(r);
+            if (!e) e = np::validate(r);
+            if (e) {
+                err = std::move(e);
+                bad = i;
+            }
+        }
+    }
+    return {rows, bad, err.field, err.message};
+}
+
 py::array_t<std::int64_t> info(const RowsIn& rows) {
     const std::size_t n = check_rows(rows, np::kNumFields, "rows");
     py::array_t<std::int64_t> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(np::kNumInfo)});
@@ -105,6 +140,9 @@ void bind_layers(py::module_& m) {
     m.def("prepare", &prepare, py::arg("rows"),
           "Fill defaults and validate layer rows in place; return (row, field, message) of the first bad "
           "row or (-1, -1, '').");
+    m.def("prepare_columns", &prepare_columns, py::arg("columns"), py::arg("n"),
+          "Build layer rows from one int64 array (or None) per field, fill defaults and validate them; return "
+          "(rows, bad_row, field, message), bad_row -1 when all are valid.");
     m.def("info", &info, py::arg("rows"), "Output shape and counts of valid layer rows.");
     m.def("features", &features, py::arg("rows"), py::arg("info"), "Model feature vectors of valid layer rows.");
 }

@@ -429,9 +429,15 @@ ValidationError validate(const std::int64_t* r) {
                                                                                     std::to_string(kMaxSize)));
         }
     }
+    // fields a type does not read must be 0 (normalize zeroes them): one bit per field and type
+    static const auto used_mask = [] {
+        std::array<std::uint32_t, kNumLayerTypes> m{};
+        for (int k = 0; k < kNumLayerTypes; ++k)
+            for (int f : type_fields(static_cast<T>(k))) m[k] |= std::uint32_t{1} << f;
+        return m;
+    }();
     for (int f = 0; f < kNumFields; ++f) {
-        const auto& used = type_fields(t);
-        if (r[f] != 0 && std::find(used.begin(), used.end(), f) == used.end())
+        if (r[f] != 0 && !(used_mask[static_cast<int>(t)] & (std::uint32_t{1} << f)))
             return error(f, std::string("does not apply to ") + type_name(t) + " layers and must be 0");
     }
     if (t == T::Conv2d) {

@@ -36,7 +36,6 @@ from .layers import (
     TYPE_CODE,
     Architecture,
     Layer,
-    prepare_rows,
 )
 
 __all__ = [
@@ -269,19 +268,33 @@ def _read_csv(path: str) -> pa.Table:
         raise InputError("not a CSV text file (binary data)", path=path)
     try:
         names = _csv_header(path)
-        string_columns = {n: pa.string() for n in names if n.strip().lower() in _KNOWN}
+    except (UnicodeDecodeError, OSError, EOFError) as e:
+        raise _csv_error(path, e) from None
+
+    def read(integers: bool) -> pa.Table:
+        # Fast path: pyarrow parses the integer columns itself. When a cell is not a plain integer, the file
+        # is read again with every known column as text, and _parse finds the cell and says what is wrong.
+        types = {}
+        for n in names:
+            key = n.strip().lower()
+            if key in _KNOWN:
+                types[n] = pa.int64() if integers and key not in ("arch", "layer", "type", "dtype") else pa.string()
         return pacsv.read_csv(
             path,
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
-                column_types=string_columns,
+                column_types=types,
                 null_values=[""],
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
             ),
         )
-    except InputError:
-        raise
+
+    try:
+        try:
+            return read(integers=True)
+        except pa.ArrowInvalid:
+            return read(integers=False)
     except (pa.ArrowInvalid, UnicodeDecodeError, OSError, EOFError) as e:
         raise _csv_error(path, e) from None
 
@@ -365,23 +378,35 @@ def _parse(path: str, fmt: str, table: pa.Table) -> LayerTable:
     if "type" not in columns:
         raise InputError("missing required column 'type'", path=path, column="type")
 
-    rows = np.full((n, len(FIELDS)), MISSING, dtype=np.int64)
-    rows[:, 0] = _codes(table.column(columns["type"]), TYPE_CODE, "layer type", columns["type"], err)
+    # Each field is built as its own column, then stacked once into the row-major array the core takes.
+    cols: list[npt.NDArray[np.int64] | None] = [None] * len(FIELDS)
+
+    def writable(index: int) -> npt.NDArray[np.int64]:
+        col = cols[index]
+        if col is None:
+            col = np.full(n, MISSING, dtype=np.int64)
+        elif not col.flags.writeable:
+            col = col.copy()
+        cols[index] = col
+        return col
+
+    cols[0] = _codes(table.column(columns["type"]), TYPE_CODE, "layer type", columns["type"], err)
     if "dtype" in columns:
-        dtypes = _codes(table.column(columns["dtype"]), DTYPE_CODE, "dtype", columns["dtype"], err, allow_null=True)
-        rows[:, FIELD_INDEX["dtype"]] = dtypes
+        cols[FIELD_INDEX["dtype"]] = _codes(
+            table.column(columns["dtype"]), DTYPE_CODE, "dtype", columns["dtype"], err, allow_null=True
+        )
 
     source: dict[str, str] = {}  # field -> column that supplied it (for messages)
     for name in _INT_FIELDS:
         if name in columns:
-            rows[:, FIELD_INDEX[name]] = _ints(table.column(columns[name]), columns[name], err)
+            cols[FIELD_INDEX[name]] = _ints(table.column(columns[name]), columns[name], err)
             source[name] = columns[name]
     for pair, (fh, fw) in AXIS_PAIRS.items():
         if pair not in columns:
             continue
         values = _ints(table.column(columns[pair]), columns[pair], err)
         for axis in (fh, fw):
-            col = rows[:, FIELD_INDEX[axis]]
+            col = writable(FIELD_INDEX[axis])
             if axis in columns:
                 clash = (col != MISSING) & (values != MISSING) & (col != values)
                 if clash.any():
@@ -391,8 +416,11 @@ def _parse(path: str, fmt: str, table: pa.Table) -> LayerTable:
             col[take] = values[take]
             source.setdefault(axis, columns[pair])
 
+
     # A required field with no column at all is a missing column, not a row problem.
-    present_types = np.unique(rows[:, 0])
+    type_codes = cols[0]
+    assert type_codes is not None
+    present_types = np.unique(type_codes)
     for code in present_types:
         for req in _REQUIRED_FIELDS[int(code)]:
             if req not in source:
@@ -404,10 +432,12 @@ def _parse(path: str, fmt: str, table: pa.Table) -> LayerTable:
                     column=axis_of or req,
                 )
 
-    bad = prepare_rows(rows)
-    if bad is not None:
-        i, fname, message = bad
-        raise err(i, source.get(fname, fname), message)
+    rows, bad_row, field_index, message = _ev.prepare_columns(
+        [None if c is None else np.ascontiguousarray(c, dtype=np.int64) for c in cols], n
+    )
+    if bad_row >= 0:
+        fname = FIELDS[field_index]
+        raise err(int(bad_row), source.get(fname, fname), message)
 
     arch = _names(table, columns.get("arch"), err, default=Path(path).stem)
     layer_col = columns.get("layer")
