@@ -231,7 +231,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
     model = load_model(args.model)
     _power_note(model)
-    table = read_layer_table(args.table)
+    table = read_layer_table(args.table, extra={"error"})
     progress = _Progress(len(table), enabled=len(table) >= 500_000)
     scores = model.score_table(table, per_layer=args.per_layer is not None, threads=args.threads)
     progress.done()

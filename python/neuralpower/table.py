@@ -13,7 +13,7 @@ import csv
 import io
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,8 +205,11 @@ def _key(value: Any) -> Any:
     return ("nan",) if isinstance(value, float) and math.isnan(value) else value
 
 
-def read_layer_table(path: str | os.PathLike[str]) -> LayerTable:
+def read_layer_table(path: str | os.PathLike[str], extra: Collection[str] | None = None) -> LayerTable:
     """Read and validate a layer table (CSV or Parquet).
+
+    ``extra`` names the columns beyond the layer-table format to keep (default: all of them); reading only
+    those a caller needs is faster.
 
     Raises
     ------
@@ -223,7 +226,7 @@ def read_layer_table(path: str | os.PathLike[str]) -> LayerTable:
     if size == 0:
         raise InputError("the file is empty", path=spath)
     fmt = table_format(spath)
-    table = _read_parquet(spath) if fmt == "parquet" else _read_csv(spath)
+    table = _read_parquet(spath, extra) if fmt == "parquet" else _read_csv(spath, extra)
     if table.num_rows == 0:
         raise InputError("the table has a header but no rows", path=spath)
     return _parse(spath, fmt, table)
@@ -256,7 +259,14 @@ def _open_text(path: str, errors: str = "strict") -> Any:
     return io.TextIOWrapper(_open_binary(path), encoding="utf-8", newline="", errors=errors)
 
 
-def _read_csv(path: str) -> pa.Table:
+def _wanted(names: Sequence[str], extra: Collection[str] | None) -> list[str] | None:
+    """The columns to read: every one, or the known ones plus ``extra``."""
+    if extra is None:
+        return None
+    return [n for n in names if n.strip().lower() in _KNOWN or n in extra]
+
+
+def _read_csv(path: str, extra: Collection[str] | None = None) -> pa.Table:
     import pyarrow.csv as pacsv
 
     try:
@@ -284,6 +294,7 @@ def _read_csv(path: str) -> pa.Table:
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types=types,
+                include_columns=_wanted(names, extra),
                 null_values=[""],
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
@@ -352,11 +363,13 @@ def _spreadsheet_rows(path: str, fmt: str, n: int) -> npt.NDArray[np.int64]:
     return lines
 
 
-def _read_parquet(path: str) -> pa.Table:
+def _read_parquet(path: str, extra: Collection[str] | None = None) -> pa.Table:
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path)
+        if extra is None:
+            return pq.read_table(path)
+        return pq.read_table(path, columns=_wanted(pq.read_schema(path).names, extra))
     except (pa.ArrowException, OSError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputError(f"not a valid Parquet file: {first}", path=path) from None
