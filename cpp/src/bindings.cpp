@@ -4,7 +4,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <stdexcept>
+#include <thread>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -56,7 +58,7 @@ std::tuple<py::ssize_t, int, std::string> prepare(py::array_t<std::int64_t> rows
 // Builds rows from one array per field (None: every row leaves the field empty), then normalizes and
 // validates them, in one pass over memory. Returns (rows, bad_row, field, message) as prepare does.
 std::tuple<py::array_t<std::int64_t>, py::ssize_t, int, std::string> prepare_columns(const py::list& columns,
-                                                                                   py::ssize_t n) {
+                                                                                   py::ssize_t n, int threads) {
     if (static_cast<int>(columns.size()) != np::kNumFields)
         throw std::invalid_argument("prepare_columns needs one entry per field");
     std::vector<RowsIn> keep;
@@ -70,21 +72,39 @@ std::tuple<py::array_t<std::int64_t>, py::ssize_t, int, std::string> prepare_col
     }
     py::array_t<std::int64_t> rows({n, static_cast<py::ssize_t>(np::kNumFields)});
     std::int64_t* out = rows.mutable_data();
-    np::ValidationError err;
-    py::ssize_t bad = -1;
+    // Rows are split over threads; the first bad row of the whole table is reported.
+    const int n_threads = static_cast<int>(std::max<py::ssize_t>(1, std::min<py::ssize_t>(threads, n / 65536 + 1)));
+    std::vector<py::ssize_t> bad_of(n_threads, -1);
+    std::vector<np::ValidationError> err_of(n_threads);
     {
         py::gil_scoped_release release;
-        for (py::ssize_t i = 0; i < n && bad < 0; ++i) {
-            std::int64_t* r = out + i * np::kNumFields;
-            for (int f = 0; f < np::kNumFields; ++f) r[f] = ptr[f] ? ptr[f][i] : np::kMissing;
-            np::ValidationError e = np::normalize(r);
-            if (!e) e = np::validate(r);
-            if (e) {
-                err = std::move(e);
-                bad = i;
+        auto work = [&](int t) {
+            const py::ssize_t begin = n * t / n_threads, end = n * (t + 1) / n_threads;
+            for (py::ssize_t i = begin; i < end; ++i) {
+                std::int64_t* r = out + i * np::kNumFields;
+                for (int f = 0; f < np::kNumFields; ++f) r[f] = ptr[f] ? ptr[f][i] : np::kMissing;
+                np::ValidationError e = np::normalize(r);
+                if (!e) e = np::validate(r);
+                if (e) {
+                    err_of[t] = std::move(e);
+                    bad_of[t] = i;
+                    return;
+                }
             }
-        }
+        };
+        std::vector<std::thread> pool;
+        for (int t = 1; t < n_threads; ++t) pool.emplace_back(work, t);
+        work(0);
+        for (auto& th : pool) th.join();
     }
+    py::ssize_t bad = -1;
+    np::ValidationError err;
+    for (int t = 0; t < n_threads; ++t)
+        if (bad_of[t] >= 0) {
+            bad = bad_of[t];
+            err = err_of[t];
+            break;
+        }
     return {rows, bad, err.field, err.message};
 }
 
@@ -140,7 +160,7 @@ void bind_layers(py::module_& m) {
     m.def("prepare", &prepare, py::arg("rows"),
           "Fill defaults and validate layer rows in place; return (row, field, message) of the first bad "
           "row or (-1, -1, '').");
-    m.def("prepare_columns", &prepare_columns, py::arg("columns"), py::arg("n"),
+    m.def("prepare_columns", &prepare_columns, py::arg("columns"), py::arg("n"), py::arg("threads") = 1,
           "Build layer rows from one int64 array (or None) per field, fill defaults and validate them; return "
           "(rows, bad_row, field, message), bad_row -1 when all are valid.");
     m.def("info", &info, py::arg("rows"), "Output shape and counts of valid layer rows.");

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -285,8 +286,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 def _power_note(model: Any) -> None:
     if not model.power_measured:
-        print(f"note: model {model.name} ({model.executor}) holds no power measurements: its power and energy "
-              "predictions are 0", file=sys.stderr)
+        print(
+            f"note: model {model.name} ({model.executor}) holds no power measurements: its power and energy "
+            "predictions are 0",
+            file=sys.stderr,
+        )
 
 
 def _arch_errors(table: Any, archs: list[str]) -> Any:
@@ -494,8 +498,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
                 "layer_types": len(model.layer_types),
                 "median_rmspe_runtime": float(np.median(metrics["runtime_ms"])) if metrics["runtime_ms"] else None,
                 "median_rmspe_power": float(np.median(metrics["power_w"])) if metrics["power_w"] else None,
-            "power_measured": model.power_measured,
-            "default": name == default_model_name(),
+                "power_measured": model.power_measured,
+                "default": name == default_model_name(),
                 "description": model.doc.get("description", ""),
             }
         )
@@ -638,7 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument(
         "--alpha", type=float, default=1.0, help="exponent of the error in epr = error^alpha x energy_mj (default: 1.0)"
     )
-    sc.add_argument("--threads", type=_positive_int, default=1, help="evaluator threads (default: 1)")
+    sc.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        help="evaluator threads (default: the machine's cores)",
+    )
     sc.set_defaults(run=_cmd_score)
 
     pr = verbs.add_parser(

@@ -446,7 +446,7 @@ def _parse(path: str, fmt: str, table: pa.Table) -> LayerTable:
                 )
 
     rows, bad_row, field_index, message = _ev.prepare_columns(
-        [None if c is None else np.ascontiguousarray(c, dtype=np.int64) for c in cols], n
+        [None if c is None else np.ascontiguousarray(c, dtype=np.int64) for c in cols], n, os.cpu_count() or 1
     )
     if bad_row >= 0:
         fname = FIELDS[field_index]
