@@ -116,7 +116,8 @@ def validate_model(doc: Any) -> None:
             _expect(isinstance(block, dict), tw, "must be an object")
             models = block.get("models")
             _expect(isinstance(models, dict) and len(models) > 0, f"{tw}.models", "must be a non-empty object")
-            _expect(block.get("default") in models, f"{tw}.default", "must name one of its models")
+            default = block.get("default")
+            _expect(isinstance(default, str) and default in models, f"{tw}.default", "must name one of its models")
             _expect(
                 block.get("fallback") is None or isinstance(block.get("fallback"), str),
                 f"{tw}.fallback",
