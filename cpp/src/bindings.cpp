@@ -83,8 +83,7 @@ std::tuple<py::array_t<std::int64_t>, py::ssize_t, int, std::string> prepare_col
             for (py::ssize_t i = begin; i < end; ++i) {
                 std::int64_t* r = out + i * np::kNumFields;
                 for (int f = 0; f < np::kNumFields; ++f) r[f] = ptr[f] ? ptr[f][i] : np::kMissing;
-                np::ValidationError e = np::normalize(r);
-                if (!e) e = np::validate(r);
+                np::ValidationError e = np::prepare(r);
                 if (e) {
                     err_of[t] = std::move(e);
                     bad_of[t] = i;

@@ -507,11 +507,14 @@ void compute_features(const std::int64_t* r, const std::int64_t* info, double* o
     out[kFElementsOut] = d(r[kBatch]) * d(info[kInfoOutChannels]) * d(info[kInfoOutH]) * d(info[kInfoOutW]);
 }
 
+ValidationError prepare(std::int64_t* row) {
+    ValidationError e = normalize(row);
+    return e ? e : validate(row);
+}
+
 std::ptrdiff_t prepare_rows(std::int64_t* rows, std::size_t n, ValidationError* err) {
     for (std::size_t i = 0; i < n; ++i) {
-        std::int64_t* r = rows + i * kNumFields;
-        ValidationError e = normalize(r);
-        if (!e) e = validate(r);
+        ValidationError e = prepare(rows + i * kNumFields);
         if (e) {
             if (err) *err = std::move(e);
             return static_cast<std::ptrdiff_t>(i);

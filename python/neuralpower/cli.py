@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import __version__
+from ._text import text_table
 from .errors import InputError, NeuralPowerError
 from .layers import LAYER_TYPES, Architecture, Layer
 
@@ -111,22 +112,9 @@ def _describe_table(arch: Architecture) -> str:
     ]
     t = arch.totals()
     total = ("", "total", f"{t['layers']} layers", "", "", "", _si(t["macs"]), _si(t["params"]), _si(t["bytes"]))
-    widths = [max(len(r[c]) for r in [header, *rows, total]) for c in range(len(header))]
-    right = {0, 6, 7, 8}
-
-    def fmt(r: Sequence[str]) -> str:
-        return "  ".join(
-            v.rjust(w) if c in right else v.ljust(w) for c, (v, w) in enumerate(zip(r, widths, strict=True))
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
     lines = [
         f"{arch.name}: batch {arch.batch}, {arch.dtype}",
-        fmt(header),
-        rule,
-        *(fmt(r) for r in rows),
-        rule,
-        fmt(total),
+        *text_table(header, rows, {0, 6, 7, 8}, total),
         f"FLOPs {_si(t['flops'])} ({t['flops']:,}), MACs {t['macs']:,}, params {t['params']:,}, "
         f"bytes read {t['bytes_read']:,}, written {t['bytes_written']:,}",
     ]
@@ -266,17 +254,13 @@ def _cmd_score(args: argparse.Namespace) -> int:
         _write_table(result, sys.stdout.buffer)
         sys.stdout.buffer.flush()
     if args.per_layer:
-        order, offsets, _ = table.grouping()
-        index = np.arange(len(table)) if order is None else order
         assert scores.per_layer is not None
+        index = scores.per_layer["row"]
         per_layer = pa.table(
             {
                 "arch": table.arch_column.take(pa.array(index)),
-                "layer": pa.array(
-                    table.layer_names_at(index, np.arange(len(index)) - np.repeat(offsets[:-1], np.diff(offsets))),
-                    pa.string(),
-                ),
-                "type": pa.array([LAYER_TYPES[int(t)] for t in table.rows[index, 0]], pa.string()),
+                "layer": pa.array(table.layer_names_at(index, scores.per_layer["position"]), pa.string()),
+                "type": pa.array(np.asarray(LAYER_TYPES, dtype=object)[table.rows[index, 0]], pa.string()),
                 **{k: scores.per_layer[k] for k in ("runtime_ms", "power_w", "energy_mj", "extrapolated")},
             }
         )
@@ -420,16 +404,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             f"{p.energy_mj:.4f}",
             "",
         )
-        widths = [max(len(r[c]) for r in [header, *rows, total]) for c in range(len(header))]
-        right = {0, 4, 5, 6}
-
-        def fmt(r: Sequence[str]) -> str:
-            cells = zip(r, widths, strict=True)
-            return "  ".join(v.rjust(w) if c in right else v.ljust(w) for c, (v, w) in enumerate(cells)).rstrip()
-
-        rule = "  ".join("-" * w for w in widths)
         print(f"{arch.name}: batch {arch.batch}, {arch.dtype}; model {model.name} ({model.gpu}, {model.executor})")
-        print("\n".join([fmt(header), rule, *(fmt(r) for r in rows), rule, fmt(total)]))
+        print("\n".join(text_table(header, rows, {0, 4, 5, 6}, total)))
         print(
             f"runtime {p.runtime_ms:.4f} ms, power {p.power_w:.1f} W, energy {p.energy_mj:.4f} mJ; "
             f"bottleneck by energy: {p.bottleneck}"
@@ -532,6 +508,21 @@ def _degree(text: str) -> int:
     return value
 
 
+def _add_arch_options(parser: argparse.ArgumentParser, *, image_size_default: str, dtype_default: str) -> None:
+    """The options of verbs that take one architecture (a zoo name or a layer table)."""
+    parser.add_argument("--arch", metavar="ID", help="which architecture of a layer table holding several")
+    parser.add_argument(
+        "--batch", type=_positive_int, help="batch size (default: 1 for zoo networks, the table's own for files)"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=_positive_int,
+        metavar="N",
+        help=f"input height and width of a zoo network (default: {image_size_default})",
+    )
+    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help=f"element type (default: {dtype_default})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="neuralpower",
@@ -551,20 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ARCH",
         help="a zoo network name (see `neuralpower zoo`) or a layer table file (.csv or .parquet)",
     )
-    d.add_argument("--arch", metavar="ID", help="which architecture of a layer table holding several")
-    d.add_argument(
-        "--batch", type=_positive_int, help="batch size (default: 1 for zoo networks, the table's own for files)"
-    )
-    d.add_argument(
-        "--image-size",
-        type=_positive_int,
-        metavar="N",
-        help="input height and width of a zoo network (default: its published resolution)",
-    )
-    d.add_argument(
-        "--dtype",
-        choices=["fp32", "fp16", "bf16"],
-        help="element type (default: fp32 for zoo networks, the table's own for files)",
+    _add_arch_options(
+        d,
+        image_size_default="its published resolution",
+        dtype_default="fp32 for zoo networks, the table's own for files",
     )
     d.add_argument(
         "--format",
@@ -656,15 +637,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict one network layer by layer: runtime, power and energy per layer and in total.",
     )
     pr.add_argument("arch_source", metavar="ARCH", help="a zoo network name or a layer table file")
-    pr.add_argument("--arch", metavar="ID", help="which architecture of a layer table holding several")
+    _add_arch_options(pr, image_size_default="its published resolution", dtype_default="the model's")
     pr.add_argument(
         "--model", metavar="M", help="a bundled model's name or a model JSON file (default: the bundled default)"
     )
-    pr.add_argument(
-        "--batch", type=_positive_int, help="batch size (default: 1 for zoo networks, the table's own for files)"
-    )
-    pr.add_argument("--image-size", type=_positive_int, metavar="N", help="input height and width of a zoo network")
-    pr.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="element type (default: the model's)")
     pr.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
     pr.add_argument("--plot", metavar="OUT.png", help="also draw energy and runtime per layer as bar charts")
     pr.set_defaults(run=_cmd_predict)

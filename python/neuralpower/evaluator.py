@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from . import _evaluator as _ev
 from .errors import InputError
-from .layers import FEATURES, FIELD_INDEX, LAYER_TYPES, Architecture
+from .layers import DTYPES, FEATURES, FIELD_INDEX, LAYER_TYPES, Architecture
 from .models.format import read_model_file, validate_model
 
 __all__ = ["Model", "Prediction", "Scores", "bundled_models", "default_model_name", "load_model"]
@@ -81,9 +81,9 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, *, method: st
         spec = default
     if spec in bundled and not os.path.exists(spec):
         path = bundled[spec]
-        return Model(read_model_file(path), name=spec, path=str(path), method=method)
+        return Model(read_model_file(path), name=spec, path=str(path), method=method, validate=False)
     if os.path.exists(spec) or spec.endswith(".json") or os.sep in spec:
-        return Model(read_model_file(spec), name=Path(spec).stem, path=spec, method=method)
+        return Model(read_model_file(spec), name=Path(spec).stem, path=spec, method=method, validate=False)
     known = ", ".join(bundled) if bundled else "none bundled"
     raise InputError(f"{spec!r} is neither a model file nor a bundled model ({known})")
 
@@ -220,7 +220,8 @@ class Prediction:
 
 @dataclass
 class Scores:
-    """Per-architecture totals of :meth:`Model.score`; per-layer arrays when asked for."""
+    """Per-architecture totals of :meth:`Model.score`; per-layer arrays when asked for (``score_table`` adds
+    each layer's ``row`` in the table and ``position`` in its architecture)."""
 
     arch: list[str]
     layers: npt.NDArray[np.int64]
@@ -241,18 +242,27 @@ class Model:
     Parameters
     ----------
     doc
-        A model document (as :func:`~neuralpower.models.format.read_model_file` returns); validated again.
+        A model document, validated unless ``validate`` is false (``read_model_file`` has validated it).
     name, path
         Where it came from.
     method
         Evaluate this model kind where a layer type has it, instead of each type's default.
     """
 
-    def __init__(self, doc: Mapping[str, Any], *, name: str = "", path: str = "", method: str | None = None) -> None:
-        try:
-            validate_model(doc)
-        except ValueError as e:
-            raise InputError(f"not a valid model: {e}", path=path or None) from None
+    def __init__(
+        self,
+        doc: Mapping[str, Any],
+        *,
+        name: str = "",
+        path: str = "",
+        method: str | None = None,
+        validate: bool = True,
+    ) -> None:
+        if validate:
+            try:
+                validate_model(doc)
+            except ValueError as e:
+                raise InputError(f"not a valid model: {e}", path=path or None) from None
         self.doc = dict(doc)
         self.name = name
         self.path = path
@@ -325,8 +335,6 @@ class Model:
         """Evaluate prepared layer rows of architectures ``rows[offsets[k]:offsets[k + 1]]`` (the fast path)."""
         dtypes = np.unique(rows[:, FIELD_INDEX["dtype"]]) if len(rows) else np.array([], dtype=np.int64)
         for code in dtypes:
-            from .layers import DTYPES
-
             if DTYPES[int(code)] != self._dtype:
                 i = int(np.argmax(rows[:, FIELD_INDEX["dtype"]] == code))
                 raise InputError(
@@ -370,11 +378,16 @@ class Model:
             return list(table.layer_names_at(index if order is None else order[index], position))
 
         try:
-            return self._scores(archs, rows, offsets, names, per_layer, threads)
+            scores = self._scores(archs, rows, offsets, names, per_layer, threads)
         except InputError as e:
             if e.path is None:
                 raise InputError(e.message, path=table.path, column=e.column) from None
             raise
+        if scores.per_layer is not None:
+            # where each evaluated layer stands in the table, and in its architecture
+            scores.per_layer["row"] = np.arange(len(rows)) if order is None else order
+            scores.per_layer["position"] = np.arange(len(rows)) - np.repeat(offsets[:-1], np.diff(offsets))
+        return scores
 
     def _scores(
         self,

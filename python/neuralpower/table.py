@@ -100,6 +100,7 @@ class LayerTable:
     fmt: str = "csv"
     _line: npt.NDArray[np.int64] | None = field(default=None, repr=False)
     _arch: list[str] | None = field(default=None, repr=False)
+    _layer: list[str] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
@@ -114,7 +115,9 @@ class LayerTable:
     @property
     def layer(self) -> list[str]:
         """Each row's layer name (``""`` where the table names none)."""
-        return ["" if v is None else v for v in self.layer_column.to_pylist()]
+        if self._layer is None:
+            self._layer = ["" if v is None else v for v in self.layer_column.to_pylist()]
+        return self._layer
 
     def grouping(self) -> tuple[npt.NDArray[np.int64] | None, npt.NDArray[np.int64], list[str]]:
         """How rows group into architectures, in order of first appearance: ``(order, offsets, names)``.
@@ -159,7 +162,6 @@ class LayerTable:
         for i, name in enumerate(self.arch):
             groups.setdefault(name, []).append(i)
         meta_columns, layer_columns = self._split_extra(groups)
-        layer_names = self.layer
         archs = []
         batch_i, dtype_i = FIELD_INDEX["batch"], FIELD_INDEX["dtype"]
         for name, idx in groups.items():
@@ -180,7 +182,7 @@ class LayerTable:
                 values = [v for v in (meta_columns[col][i] for i in idx) if v is not None]
                 if values:
                     meta[col] = values[0]
-            layers = [Layer.from_row(self.rows[i], layer_names[i]) for i in idx]
+            layers = [Layer.from_row(self.rows[i], self.layer[i]) for i in idx]
             layer_data = {col: [values[i] for i in idx] for col, values in layer_columns.items()}
             layer_data = {col: v for col, v in layer_data.items() if any(x is not None for x in v)}
             archs.append(Architecture(name, layers, meta, layer_data))
@@ -554,25 +556,16 @@ def write_architectures(
     """
     if isinstance(archs, Architecture):
         archs = [archs]
-    table = to_arrow(list(archs))
+    write_arrow(to_arrow(list(archs)), path, format)
+
+
+def write_arrow(table: pa.Table, path: str | os.PathLike[str] | Any, format: str | None = None) -> None:
+    """Write any pyarrow table as CSV (a readable header) or Parquet, by ``format`` or the file's suffix;
+    ``path`` may also be a binary file object (CSV)."""
     if format not in (None, "csv", "parquet"):
         raise ValueError(f"unknown table format {format!r} (csv or parquet)")
-    if format is None or (format == "parquet") == (table_format(path) == "parquet"):
-        write_arrow(table, path)
-    elif format == "parquet":
-        import pyarrow.parquet as pq
-
-        pq.write_table(table, path)
-    else:
-        import pyarrow.csv as pacsv
-
-        pacsv.write_csv(table, path)
-
-
-def write_arrow(table: pa.Table, path: str | os.PathLike[str] | Any) -> None:
-    """Write any pyarrow table as CSV (a readable header) or Parquet, by the file's suffix; ``path`` may
-    also be a binary file object (CSV)."""
-    if isinstance(path, str | os.PathLike) and table_format(path) == "parquet":
+    is_path = isinstance(path, str | os.PathLike)
+    if format == "parquet" or (format is None and is_path and table_format(path) == "parquet"):
         import pyarrow.parquet as pq
 
         pq.write_table(table, path)

@@ -168,6 +168,9 @@ InfoRow compute_info(const std::int64_t* row);
 // Feature vector of one valid row, given its info.
 void compute_features(const std::int64_t* row, const std::int64_t* info, double* out);
 
+// normalize, then validate: what every row from outside goes through before anything is computed from it.
+ValidationError prepare(std::int64_t* row);
+
 // Batch forms over contiguous row-major arrays of n rows. prepare_rows normalizes then validates each
 // row in place and returns the index of the first bad row (its error in *error), or -1.
 std::ptrdiff_t prepare_rows(std::int64_t* rows, std::size_t n, ValidationError* error);

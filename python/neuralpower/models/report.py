@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .._text import text_table
 from ..errors import NeuralPowerError
 from .fit import BASELINES, METHODS, fit_summary
 
@@ -33,7 +34,7 @@ def format_summary(doc: dict[str, Any]) -> str:
     """The fit table as text: rows, terms kept and held-out RMSPE of each method, per type and target."""
     records = fit_summary(doc)
     header = ["type", "target", "rows", "default", "mode", "terms", "poly", "tree", "roofline", "flops-lin"]
-    lines = [header]
+    lines: list[list[str]] = [header]
     notes = []
     for r in records:
         lines.append(
@@ -49,12 +50,7 @@ def format_summary(doc: dict[str, Any]) -> str:
         )
         if r["fallback"]:
             notes.append(f"{r['type']} {r['target']}: {r['fallback']}")
-    widths = [max(len(row[c]) for row in lines) for c in range(len(header))]
-    text = [
-        "  ".join(v.rjust(w) if c >= 2 else v.ljust(w) for c, (v, w) in enumerate(zip(row, widths, strict=True)))
-        for row in lines
-    ]
-    text.insert(1, "  ".join("-" * w for w in widths))
+    text = text_table(header, lines[1:], range(2, len(header)))
     out = [f"held-out RMSPE per layer type and target ({doc['gpu']}, {doc['executor']}, {doc['dtype']})", *text]
     if notes:
         out += ["", *notes]
