@@ -11,40 +11,29 @@ import argparse
 import sys
 from typing import Any
 
+from ..cli import _positive_int
 from ..errors import InputError
 from .executors import EXECUTORS
 
 __all__ = ["add_bench_parsers", "cmd_bench", "cmd_bench_network"]
 
 
-def _positive_int(text: str) -> int:
+def _float(text: str, *, allow_zero: bool) -> float:
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be {'zero or more' if allow_zero else 'a positive number'}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
-    return value
+    return _float(text, allow_zero=False)
 
 
 def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be zero or more")
-    return value
+    return _float(text, allow_zero=True)
 
 
 def _batches(text: str) -> list[int]:

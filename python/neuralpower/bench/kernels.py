@@ -346,16 +346,7 @@ def _plan_conv(layer: Layer, impl: str, d: str) -> tuple[str, tuple[str, ...], t
     bias = "bias" if layer.bias else "dummy"
     params = ("weight", bias)
     bufs = (Buf("x0"), Buf("weight"), Buf(bias), Buf("y"))
-    window = (
-        layer.kernel_h,
-        layer.kernel_w,
-        layer.stride_h,
-        layer.stride_w,
-        layer.padding_h,
-        layer.padding_w,
-        layer.dilation_h,
-        layer.dilation_w,
-    )
+    window = _window(layer)
     if impl == "implicit_gemm":
         grid = (_cdiv(n * oh * ow, 64), _cdiv(co // layer.groups, 64), layer.groups)
         args = bufs + _i32(n, c, h, w, co, oh, ow, *window, layer.groups, layer.bias)
@@ -395,43 +386,21 @@ def _plan_linear(layer: Layer, impl: str, d: str) -> tuple[str, tuple[str, ...],
     return impl, ("weight", bias), (launch,)
 
 
+def _window(layer: Layer, *, dilation: bool = True) -> tuple[int, ...]:
+    """A conv or pooling window's kernel, stride, padding (and dilation) fields, as the kernels take them."""
+    fields = (layer.kernel_h, layer.kernel_w, layer.stride_h, layer.stride_w, layer.padding_h, layer.padding_w)
+    return (*fields, layer.dilation_h, layer.dilation_w) if dilation else fields
+
+
 def _plan_pool(layer: Layer, d: str) -> tuple[Step, ...]:
     n, c, h, w = layer.in_shape
     oh, ow = layer.out_h, layer.out_w
     planes = n * c
     io = (Buf("x0"), Buf("y"))
-    if layer.type == "maxpool2d":
-        args = io + _i32(
-            planes,
-            h,
-            w,
-            oh,
-            ow,
-            layer.kernel_h,
-            layer.kernel_w,
-            layer.stride_h,
-            layer.stride_w,
-            layer.padding_h,
-            layer.padding_w,
-            layer.dilation_h,
-            layer.dilation_w,
-        )
-        return (_flat("np_pool_max", d, planes * oh * ow, args),)
-    if layer.type == "avgpool2d":
-        args = io + _i32(
-            planes,
-            h,
-            w,
-            oh,
-            ow,
-            layer.kernel_h,
-            layer.kernel_w,
-            layer.stride_h,
-            layer.stride_w,
-            layer.padding_h,
-            layer.padding_w,
-        )
-        return (_flat("np_pool_avg", d, planes * oh * ow, args),)
+    if layer.type in ("maxpool2d", "avgpool2d"):
+        is_max = layer.type == "maxpool2d"
+        args = io + _i32(planes, h, w, oh, ow, *_window(layer, dilation=is_max))
+        return (_flat("np_pool_max" if is_max else "np_pool_avg", d, planes * oh * ow, args),)
     if (oh, ow) == (1, 1):
         hw = h * w
         bx = 256 if hw >= 2048 else 32  # a block per large plane, else a warp

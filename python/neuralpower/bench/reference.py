@@ -27,7 +27,7 @@ Operand conventions (what :func:`make_operands` returns, and what :func:`forward
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -233,6 +233,13 @@ def adaptive_avg_pool2d(x: npt.ArrayLike, out_size: tuple[int, int]) -> F64:
             b0, b1 = (j * w) // ow, -((-(j + 1) * w) // ow)
             out[:, :, i, j] = xd[:, :, a0:a1, b0:b1].mean(axis=(2, 3))
     return out
+
+
+def fold_batchnorm(params: Mapping[str, np.ndarray], eps: float = BN_EPS) -> tuple[np.ndarray, np.ndarray]:
+    """Inference batchnorm as one per-channel scale and shift (float64), as the executors run it."""
+    p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+    scale = p["weight"] / np.sqrt(p["running_var"] + eps)
+    return scale, p["bias"] - p["running_mean"] * scale
 
 
 def batch_norm(

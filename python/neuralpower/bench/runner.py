@@ -180,9 +180,11 @@ def _software_versions() -> dict[str, str]:
     return {"neuralpower": __version__}
 
 
-def _context(executor: Executor, meter: PowerMeter | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Row context (executor's, completed by NVML's device info) and the device info itself."""
-    context: dict[str, Any] = {k: v for k, v in executor.context().items()}
+def _context(
+    executor: Executor, meter: PowerMeter | None, base: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Row context (``base``, the executor's, completed by NVML's device info) and the device info itself."""
+    context: dict[str, Any] = dict(base)
     info: dict[str, Any] = meter.info() if meter is not None and meter.available else {}
     for key in ("gpu", "gpu_uuid", "driver", "cuda_driver"):
         if not context.get(key) and info.get(key):
@@ -502,7 +504,7 @@ def _start(
     uuid = context_seed.get("gpu_uuid") or None
     if meter is None:
         meter = _open_meter(executor, options, str(uuid) if uuid else None)
-    context, info = _context(executor, meter)
+    context, info = _context(executor, meter, context_seed)
     extra = [k for k in context if k not in CONTEXT_COLUMNS]
     run_dir = RunDirectory(out, kind, extra_context=extra, identity=_identity(context, options.dtype))
     return run_dir, meter, context, info

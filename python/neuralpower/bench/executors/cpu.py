@@ -453,9 +453,7 @@ def _adaptive_avgpool2d(layer: Layer, ops: ref.Operands, out: Array, workspace: 
 
 def _batchnorm2d(layer: Layer, ops: ref.Operands, out: Array, workspace: int) -> Kernel:
     x = ops.inputs[0]
-    p = {k: v.astype(np.float64) for k, v in ops.params.items()}
-    scale64 = p["weight"] / np.sqrt(p["running_var"] + ref.BN_EPS)
-    shift64 = p["bias"] - p["running_mean"] * scale64
+    scale64, shift64 = ref.fold_batchnorm(ops.params)
     scale = scale64.astype(x.dtype).reshape(1, -1, 1, 1)
     shift = shift64.astype(x.dtype).reshape(1, -1, 1, 1)
 

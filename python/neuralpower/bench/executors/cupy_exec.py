@@ -396,8 +396,7 @@ class CupyExecutor(Executor):
             elif name == "dummy":
                 bufs[name] = cp.zeros((1,), dtype=reference.numpy_dtype(plan.layer.dtype))
             elif name in ("scale", "shift"):
-                scale = p["weight"].astype(np.float64) / np.sqrt(p["running_var"].astype(np.float64) + reference.BN_EPS)
-                shift = p["bias"].astype(np.float64) - p["running_mean"].astype(np.float64) * scale
+                scale, shift = reference.fold_batchnorm(p)
                 bufs[name] = cp.asarray((scale if name == "scale" else shift).astype(np.float32))
         bufs.update(self._output(plan, bufs))
         if plan.output == "y":
