@@ -205,10 +205,7 @@ class CsvLog:
         data = self.path.read_bytes()
         end = data.rfind(b"\n") + 1
         if end != len(data):
-            with open(self.path, "r+b") as f:
-                f.truncate(end)
-                f.flush()
-                os.fsync(f.fileno())
+            self._truncate(end)
             data = data[:end]
         return data
 
@@ -243,7 +240,9 @@ class CsvLog:
         return header
 
     def _drop_last_line(self, data: bytes) -> None:
-        end = data.rstrip(b"\n").rfind(b"\n") + 1
+        self._truncate(data.rstrip(b"\n").rfind(b"\n") + 1)
+
+    def _truncate(self, end: int) -> None:
         with open(self.path, "r+b") as f:
             f.truncate(end)
             f.flush()
@@ -257,10 +256,17 @@ class CsvLog:
         except ValueError:
             raise DatasetError(f"{self.path}: trial {row.get('trial')!r} is not an integer") from None
 
-    def _line(self, row: Mapping[str, Any]) -> str:
+    def _cells(self, row: Mapping[str, Any]) -> list[str]:
+        return [format_cell(row.get(c)) for c in self.columns]
+
+    @staticmethod
+    def _join(cells: Sequence[str]) -> str:
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow([format_cell(row.get(c)) for c in self.columns])
+        csv.writer(buf, lineterminator="\n").writerow(cells)
         return buf.getvalue()
+
+    def _line(self, row: Mapping[str, Any]) -> str:
+        return self._join(self._cells(row))
 
     def __contains__(self, key: object) -> bool:
         """``(config_id, trial)`` in the file; a bare ``config_id``: any trial of it."""
@@ -273,11 +279,12 @@ class CsvLog:
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Write one row (one ``write``), flush it and fsync it before returning."""
-        line = self._line(row)
-        self._file.write(line)
+        cells = self._cells(row)
+        self._file.write(self._join(cells))
         self._file.flush()
         os.fsync(self._file.fileno())
-        stored = dict(zip(self.columns, next(csv.reader([line])), strict=True))
+        # what a reader gets back from the line: the cells themselves (format_cell writes no line break)
+        stored = dict(zip(self.columns, cells, strict=True))
         self.rows.append(stored)
         self._remember(stored)
 
