@@ -5,10 +5,28 @@ Importing this package never imports CuPy, PyTorch or ONNX.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from typing import Any
+
 from .errors import InputError, NeuralPowerError
 from .evaluator import Model, Prediction, Scores, load_model
 from .layers import DTYPES, FEATURES, FIELDS, LAYER_TYPES, Architecture, Layer
 from .table import LayerTable, read_architectures, read_layer_table, write_architectures
+
+
+def from_torch(module: Any, input_shape: Sequence[int], **options: Any) -> Architecture:
+    """The architecture of a PyTorch module (see :func:`neuralpower.importers.from_torch`)."""
+    from .importers import from_torch as _from_torch
+
+    return _from_torch(module, input_shape, **options)
+
+
+def from_onnx(path: str | os.PathLike[str], **options: Any) -> Architecture:
+    """The architecture of an ONNX file (see :func:`neuralpower.importers.from_onnx`)."""
+    from .importers import from_onnx as _from_onnx
+
+    return _from_onnx(path, **options)
 
 
 def epr(error: float, energy_mj: float, alpha: float = 1.0) -> float:
@@ -35,6 +53,8 @@ __all__ = [
     "Scores",
     "__version__",
     "epr",
+    "from_onnx",
+    "from_torch",
     "load_model",
     "read_architectures",
     "read_layer_table",

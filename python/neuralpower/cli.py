@@ -124,8 +124,12 @@ def _describe_table(arch: Architecture) -> str:
 def _cmd_describe(args: argparse.Namespace) -> int:
     from .sources import load_architectures, select_architecture
 
-    archs = load_architectures(args.arch_source, batch=args.batch, image_size=args.image_size, dtype=args.dtype)
+    archs = load_architectures(
+        args.arch_source, batch=args.batch, image_size=args.image_size, dtype=args.dtype,
+        allow_unknown=args.allow_unknown,
+    )
     arch = select_architecture(archs, args.arch_source, args.arch)
+    _skipped_note([arch])
     if args.format == "json":
         out = {"name": arch.name, "batch": arch.batch, "dtype": arch.dtype, **arch.totals(), "meta": arch.meta}
         out["per_layer"] = [_layer_record(i, layer) for i, layer in enumerate(arch.layers)]
@@ -220,7 +224,15 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
     model = load_model(args.model)
     _power_note(model)
-    table = read_layer_table(args.table, extra={"error"})
+    if args.table.lower().endswith(".onnx"):
+        from .sources import load_architectures
+        from .table import layer_table
+
+        archs = load_architectures(args.table, allow_unknown=args.allow_unknown)
+        _skipped_note(archs)
+        table = layer_table(archs, args.table)
+    else:
+        table = read_layer_table(args.table, extra={"error"})
     progress = _Progress(len(table), enabled=len(table) >= 500_000)
     scores = model.score_table(table, per_layer=args.per_layer is not None, threads=args.threads)
     progress.done()
@@ -266,6 +278,16 @@ def _cmd_score(args: argparse.Namespace) -> int:
         )
         _write_table(per_layer, args.per_layer)
     return 0
+
+
+def _skipped_note(archs: Sequence[Architecture]) -> None:
+    """Say which operations an import skipped (``--allow-unknown``)."""
+    for arch in archs:
+        skipped = str(arch.meta.get("skipped", ""))
+        if skipped:
+            items = skipped.split("; ")
+            noun = "operation" if len(items) == 1 else "operations"
+            print(f"note: {arch.name}: skipped {len(items)} unsupported {noun}: {skipped}", file=sys.stderr)
 
 
 def _power_note(model: Any) -> None:
@@ -332,9 +354,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     _power_note(model)
     archs = load_architectures(
-        args.arch_source, batch=args.batch, image_size=args.image_size, dtype=args.dtype or model.dtype
+        args.arch_source, batch=args.batch, image_size=args.image_size, dtype=args.dtype or model.dtype,
+        allow_unknown=args.allow_unknown,
     )
     arch = select_architecture(archs, args.arch_source, args.arch)
+    _skipped_note([arch])
     p = model.predict(arch)
     if args.format == "json":
         out = {
@@ -521,6 +545,16 @@ def _add_arch_options(parser: argparse.ArgumentParser, *, image_size_default: st
         help=f"input height and width of a zoo network (default: {image_size_default})",
     )
     parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help=f"element type (default: {dtype_default})")
+    _add_allow_unknown(parser)
+
+
+def _add_allow_unknown(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-unknown",
+        action="store_true",
+        help="for an ONNX file: skip operators neuralpower has no layer type for (listed on stderr) instead of "
+        "stopping",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -540,7 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "arch_source",
         metavar="ARCH",
-        help="a zoo network name (see `neuralpower zoo`) or a layer table file (.csv or .parquet)",
+        help="a zoo network name (see `neuralpower zoo`), a layer table file (.csv or .parquet) or an .onnx file",
     )
     _add_arch_options(
         d,
@@ -608,7 +642,10 @@ def build_parser() -> argparse.ArgumentParser:
         "runtime_ms, power_w, energy_mj, the energy-precision ratio (epr) when the table has an error column, "
         "the bottleneck layer by energy and how many layers lie outside the model's training ranges.",
     )
-    sc.add_argument("table", metavar="TABLE", help="a layer table (.csv or .parquet) holding the architectures")
+    sc.add_argument(
+        "table", metavar="TABLE", help="a layer table (.csv or .parquet) holding the architectures, or an .onnx file"
+    )
+    _add_allow_unknown(sc)
     sc.add_argument(
         "--model",
         metavar="M",
@@ -636,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-layer runtime, power and energy of one network",
         description="Predict one network layer by layer: runtime, power and energy per layer and in total.",
     )
-    pr.add_argument("arch_source", metavar="ARCH", help="a zoo network name or a layer table file")
+    pr.add_argument("arch_source", metavar="ARCH", help="a zoo network name, a layer table file or an .onnx file")
     _add_arch_options(pr, image_size_default="its published resolution", dtype_default="the model's")
     pr.add_argument(
         "--model", metavar="M", help="a bundled model's name or a model JSON file (default: the bundled default)"

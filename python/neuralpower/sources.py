@@ -1,4 +1,4 @@
-"""Where an architecture can come from: a zoo name or a layer table file."""
+"""Where an architecture can come from: a zoo name, a layer table file or an ONNX file."""
 
 from __future__ import annotations
 
@@ -15,13 +15,27 @@ _TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".txt", ".gz", ".bz2", ".zst", ".l
 
 
 def load_architectures(
-    spec: str, *, batch: int | None = None, image_size: int | None = None, dtype: str | None = None
+    spec: str,
+    *,
+    batch: int | None = None,
+    image_size: int | None = None,
+    dtype: str | None = None,
+    allow_unknown: bool = False,
 ) -> list[Architecture]:
-    """The architectures that ``spec`` names: a zoo network or every architecture of a layer table.
+    """The architectures that ``spec`` names: a zoo network, every architecture of a layer table, or an
+    ONNX model (``.onnx``).
 
     ``batch`` and ``dtype`` override what the source says; ``image_size`` applies to zoo networks only
-    (a layer table states every layer's input size).
+    (a layer table or an ONNX file states every layer's input size); ``allow_unknown`` skips ONNX
+    operators neuralpower has no layer type for (listed in the architecture's ``meta["skipped"]``).
     """
+    if spec.lower().endswith(".onnx"):
+        if image_size is not None:
+            raise InputError(f"--image-size applies to zoo networks, not to an ONNX file ({spec})")
+        from .importers import from_onnx
+
+        arch = from_onnx(spec, batch=batch, allow_unknown=allow_unknown)
+        return [arch.with_dtype(dtype) if dtype is not None and dtype != arch.dtype else arch]
     is_file = os.path.exists(spec) or spec.lower().endswith(_TABLE_SUFFIXES) or os.sep in spec
     if is_file:
         if image_size is not None:

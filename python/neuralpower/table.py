@@ -591,6 +591,11 @@ def write_arrow(table: pa.Table, path: str | os.PathLike[str] | Any, format: str
         pacsv.write_csv(table, f, options)
 
 
+def layer_table(archs: Sequence[Architecture], path: str) -> LayerTable:
+    """The :class:`LayerTable` of architectures already in memory (an imported ONNX model, say)."""
+    return _parse(path, "parquet", to_arrow(archs))
+
+
 def to_arrow(archs: Sequence[Architecture]) -> pa.Table:
     """The layer table of some architectures, as a pyarrow Table."""
     all_layers = [(a, layer) for a in archs for layer in a.layers]

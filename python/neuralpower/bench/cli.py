@@ -170,9 +170,14 @@ def add_bench_parsers(verbs: Any) -> None:
         "archs",
         metavar="ARCH",
         nargs="+",
-        help="zoo network names (see `neuralpower zoo`) or layer table files (.csv or .parquet)",
+        help="zoo network names (see `neuralpower zoo`), layer table files (.csv or .parquet) or .onnx files",
     )
     _common(n)
+    n.add_argument(
+        "--allow-unknown",
+        action="store_true",
+        help="for an ONNX file: skip operators neuralpower has no layer type for instead of stopping",
+    )
     n.add_argument(
         "--batch",
         type=_batches,
@@ -242,7 +247,11 @@ def cmd_bench_network(args: argparse.Namespace) -> int:
     archs = []
     for spec in args.archs:
         for batch in args.batch:
-            archs.extend(load_architectures(spec, batch=batch, image_size=args.image_size, dtype=args.dtype))
+            archs.extend(
+                load_architectures(
+                    spec, batch=batch, image_size=args.image_size, dtype=args.dtype, allow_unknown=args.allow_unknown
+                )
+            )
     executor = _executor(args)
     options = _options(args, trials=args.trials)
     summary = run_networks(executor, archs, args.out, options, argv=sys.argv)

@@ -1,0 +1,96 @@
+"""What the PyTorch and ONNX importers share: turning recognized operations into checked layers."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import InputError
+from ..layers import Architecture, Layer
+
+__all__ = ["Emitter", "Shape", "chw"]
+
+# A tensor's shape without its batch dimension: (C, H, W) for images, (F,) for vectors.
+Shape = tuple[int, ...]
+
+
+def chw(shape: Sequence[int]) -> tuple[int, int, int]:
+    """``(C, H, W)`` of a shape without batch: a vector ``(F,)`` is ``F x 1 x 1``."""
+    if len(shape) == 1:
+        return (int(shape[0]), 1, 1)
+    if len(shape) == 3:
+        return (int(shape[0]), int(shape[1]), int(shape[2]))
+    raise ValueError(f"not an image or vector shape: {tuple(shape)}")
+
+
+class Emitter:
+    """Collects layers in execution order, with unique names and shape checks, and what was not recognized.
+
+    Parameters
+    ----------
+    source
+        What is being imported, for messages (a file name or a module's class name).
+    batch, dtype
+        Applied to every layer.
+    """
+
+    def __init__(self, source: str, batch: int, dtype: str) -> None:
+        self.source = source
+        self.batch = batch
+        self.dtype = dtype
+        self.layers: list[Layer] = []
+        self.unknown: list[str] = []
+        self._seen: Counter[str] = Counter()
+
+    def _unique(self, name: str) -> str:
+        self._seen[name] += 1
+        count = self._seen[name]
+        return name if count == 1 else f"{name}#{count}"
+
+    def layer(
+        self, type_name: str, name: str, in_shape: Shape, out_shape: Shape | None = None, **fields: Any
+    ) -> Layer:
+        """Append one layer reading ``in_shape``; when ``out_shape`` is given, check ours equals it."""
+        if type_name == "linear":
+            if len(in_shape) != 1:
+                raise InputError(f"{self.source}: {name}: linear on a {len(in_shape) + 1}-D input is not supported")
+            fields = {"in_features": in_shape[0], **fields}
+        else:
+            c, h, w = chw(in_shape)
+            fields = {"in_channels": c, "in_h": h, "in_w": w, **fields}
+        try:
+            layer = Layer(type_name, name=self._unique(name), batch=self.batch, dtype=self.dtype, **fields)
+        except InputError as e:
+            raise InputError(f"{self.source}: {name} ({type_name}): {e.message}") from None
+        if out_shape is not None:
+            ours = layer.out_shape[1:]
+            theirs = tuple(int(d) for d in out_shape)
+            if len(theirs) not in (1, 3) or chw(ours) != chw(theirs):
+                raise InputError(
+                    f"{self.source}: {name} ({type_name}): the source gives output shape {_text(theirs)}, "
+                    f"neuralpower computes {_text(ours)}"
+                )
+        self.layers.append(layer)
+        return layer
+
+    def skip(self, where: str, what: str) -> None:
+        """Record an operation neuralpower has no layer type for."""
+        self.unknown.append(f"{where} ({what})")
+
+    def build(self, name: str, allow_unknown: bool, hint: str) -> Architecture:
+        """The architecture; an error listing what was not recognized unless ``allow_unknown``."""
+        if self.unknown and not allow_unknown:
+            more = len(self.unknown) - 6
+            shown = ", ".join(self.unknown[:6]) + (f", and {more} more" if more > 0 else "")
+            raise InputError(f"{self.source}: not supported: {shown} ({hint} skips them)")
+        if not self.layers:
+            raise InputError(f"{self.source}: no operation neuralpower models was found")
+        meta: dict[str, Any] = {}
+        if self.unknown:
+            meta["skipped"] = "; ".join(self.unknown)
+        return Architecture(name, self.layers, meta)
+
+
+def _text(shape: Sequence[int]) -> str:
+    return "x".join(str(d) for d in shape)
