@@ -62,7 +62,8 @@ class Emitter:
         try:
             layer = Layer(type_name, name=self._unique(name), batch=self.batch, dtype=self.dtype, **fields)
         except InputError as e:
-            raise InputError(f"{self.source}: {name} ({type_name}): {e.message}") from None
+            field_name = f"{e.column}: " if e.column else ""
+            raise InputError(f"{self.source}: {name} ({type_name}): {field_name}{e.message}") from None
         if out_shape is not None:
             ours = layer.out_shape[1:]
             theirs = tuple(int(d) for d in out_shape)
