@@ -45,16 +45,63 @@ def candidates(tmp_path: Path) -> Path:
 
 def test_score_to_stdout_with_epr(candidates: Path, model_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["score", str(candidates), "--model", str(model_path), "--alpha", "2"]) == 0
-    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert [r["arch"] for r in rows] == ["resnet18", "mobilenet_v2", "alexnet"]
-    r = rows[0]
-    assert set(r) >= {"arch", "layers", "runtime_ms", "power_w", "energy_mj", "error", "epr", "bottleneck"}
+    rows = {r["arch"]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    r = rows["resnet18"]
+    assert set(r) >= {"arch", "layers", "runtime_ms", "power_w", "energy_mj", "rank", "error", "epr", "bottleneck"}
     assert float(r["epr"]) == pytest.approx(0.3**2 * float(r["energy_mj"]))
-    assert rows[2]["error"] == "" and rows[2]["epr"] == ""  # alexnet has no error value
+    assert rows["alexnet"]["error"] == "" and rows["alexnet"]["epr"] == ""  # alexnet has no error value
+    assert rows["alexnet"]["rank"] == "" and list(rows)[-1] == "alexnet"  # unranked, last
+    # ranked by epr, lowest first
+    ranked = sorted(["resnet18", "mobilenet_v2"], key=lambda a: float(rows[a]["epr"]))
+    assert list(rows)[:2] == ranked and [rows[a]["rank"] for a in ranked] == ["1", "2"]
     model = npw.load_model(model_path)
     p = model.predict(convs("mobilenet_v2", 2))
-    assert float(rows[1]["runtime_ms"]) == pytest.approx(p.runtime_ms, rel=1e-12)
-    assert rows[1]["bottleneck"] == p.bottleneck and int(rows[1]["layers"]) == len(p.arch)
+    assert float(rows["mobilenet_v2"]["runtime_ms"]) == pytest.approx(p.runtime_ms, rel=1e-12)
+    assert rows["mobilenet_v2"]["bottleneck"] == p.bottleneck and int(rows["mobilenet_v2"]["layers"]) == len(p.arch)
+
+
+def test_score_pareto(model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--pareto keeps the (error, energy) front, ranked by epr; its per-layer output holds the front's layers."""
+    errors = {"r18": 0.30, "r18b2": 0.25, "mb": 0.28, "mb4": 0.20, "alex": 0.45, "vgg": 0.27, "noerr": None}
+    sources = {"r18": ("resnet18", 1), "r18b2": ("resnet18", 2), "mb": ("mobilenet_v2", 1), "mb4": ("mobilenet_v2", 4),
+               "alex": ("alexnet", 1), "vgg": ("vgg11", 1), "noerr": ("squeezenet1_0", 1)}
+    archs = []
+    for name, (net, batch) in sources.items():
+        meta = {} if errors[name] is None else {"error": errors[name]}
+        arch = convs(net, batch)
+        archs.append(npw.Architecture(name, arch.layers, meta))
+    path = tmp_path / "c.parquet"
+    npw.write_architectures(archs, path)
+    energy = dict(zip([a.name for a in archs], npw.load_model(model_path).score(archs).energy_mj, strict=True))
+    expected = {
+        a for a, e in errors.items() if e is not None
+        and not any(e2 is not None and e2 <= e and energy[b] <= energy[a] and (e2 < e or energy[b] < energy[a])
+                    for b, e2 in errors.items())
+    }
+    assert 1 < len(expected) < 6
+    layers = tmp_path / "layers.csv"
+    rows = _score_rows(["score", str(path), "--model", str(model_path), "--pareto", "--per-layer", str(layers)], capsys)
+    assert {r["arch"] for r in rows} == expected
+    assert [float(r["epr"]) for r in rows] == sorted(float(r["epr"]) for r in rows)
+    per_layer = pacsv.read_csv(layers)
+    assert set(per_layer.column("arch").to_pylist()) == expected
+    assert per_layer.num_rows == sum(int(r["layers"]) for r in rows)
+
+    no_error = tmp_path / "n.csv"
+    npw.write_architectures([convs("resnet18")], no_error)
+    assert main(["score", str(no_error), "--model", str(model_path), "--pareto"]) == 2
+    assert capsys.readouterr().err == f"neuralpower score: error: {no_error}: --pareto needs an error column (top-1 " \
+        "error per architecture)\n"
+    # the bundled model holds no power: the front is over runtime, and says so
+    npw.write_architectures([npw.Architecture(a.name, zoo.build(sources[a.name][0], batch=sources[a.name][1]).layers,
+                                              a.meta) for a in archs if a.name in ("r18", "mb", "alex")], no_error)
+    rows = _score_rows(["score", str(no_error), "--pareto"], capsys)
+    assert rows and all(float(r["energy_mj"]) == 0 for r in rows)
+
+
+def _score_rows(argv: list[str], capsys: pytest.CaptureFixture[str]) -> list[dict[str, str]]:
+    assert main(argv) == 0
+    return list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
 
 
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])

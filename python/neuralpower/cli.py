@@ -244,17 +244,35 @@ def _cmd_score(args: argparse.Namespace) -> int:
         "energy_mj": scores.energy_mj,
     }
     error = _arch_errors(table, scores.arch)
+    order = np.arange(len(scores))
     if error is not None:
         if args.alpha < 0:
             raise InputError(f"--alpha {args.alpha} must not be negative")
         with np.errstate(invalid="ignore"):
             epr = np.where(np.isnan(error), np.nan, np.power(error, args.alpha) * scores.energy_mj)
-        # an architecture without an error value gets empty cells, not NaN
+        # ranked by epr, lowest first; an architecture without an error value comes last, unranked, with
+        # empty cells (not NaN)
+        order = np.argsort(np.where(np.isnan(epr), np.inf, epr), kind="stable")
+        order = np.concatenate([order[~np.isnan(epr[order])], order[np.isnan(epr[order])]])
+        rank = np.full(len(scores), np.nan)
+        rank[order[: int((~np.isnan(epr)).sum())]] = np.arange(1, int((~np.isnan(epr)).sum()) + 1)
+        columns["rank"] = pa.array(rank, pa.float64(), from_pandas=True).cast(pa.int64())
         columns["error"] = pa.array(error, pa.float64(), from_pandas=True)
         columns["epr"] = pa.array(epr, pa.float64(), from_pandas=True)
     columns["bottleneck"] = pa.array(scores.bottleneck, pa.string())
     columns["extrapolated_layers"] = scores.extrapolated_layers
     result = pa.table(columns)
+    if args.pareto:
+        if error is None:
+            raise InputError("--pareto needs an error column (top-1 error per architecture)", path=table.path)
+        from .search import pareto_front
+
+        cost, cost_name = (scores.energy_mj, "energy_mj") if model.power_measured else (scores.runtime_ms, "runtime_ms")
+        if not model.power_measured:
+            print(f"note: the Pareto front is over error and {cost_name} (the model holds no power)", file=sys.stderr)
+        on = pareto_front(error, cost)
+        order = order[on[order]]
+    result = result.take(pa.array(order))
     if args.out:
         _write_table(result, args.out)
         print(
@@ -268,6 +286,12 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if args.per_layer:
         assert scores.per_layer is not None
         index = scores.per_layer["row"]
+        if args.pareto:  # the front's layers only
+            kept = np.zeros(len(scores), dtype=bool)
+            kept[order] = True
+            keep = np.repeat(kept, scores.layers)
+            index = index[keep]
+            scores.per_layer = {k: v[keep] for k, v in scores.per_layer.items()}
         per_layer = pa.table(
             {
                 "arch": table.arch_column.take(pa.array(index)),
@@ -639,8 +663,9 @@ def build_parser() -> argparse.ArgumentParser:
         "score",
         help="predict runtime, power and energy of every architecture in a layer table",
         description="Score many candidate architectures at once: one row per architecture with its layers, "
-        "runtime_ms, power_w, energy_mj, the energy-precision ratio (epr) when the table has an error column, "
-        "the bottleneck layer by energy and how many layers lie outside the model's training ranges.",
+        "runtime_ms, power_w, energy_mj, the energy-precision ratio (epr) when the table has an error column "
+        "(rows then ranked by it, lowest first, with a rank column), the bottleneck layer by energy and how many "
+        "layers lie outside the model's training ranges.",
     )
     sc.add_argument(
         "table", metavar="TABLE", help="a layer table (.csv or .parquet) holding the architectures, or an .onnx file"
@@ -659,6 +684,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sc.add_argument(
         "--alpha", type=float, default=1.0, help="exponent of the error in epr = error^alpha x energy_mj (default: 1.0)"
+    )
+    sc.add_argument(
+        "--pareto",
+        action="store_true",
+        help="keep only the architectures on the Pareto front of (error, energy_mj): none other has both a "
+        "lower or equal error and a lower or equal energy (runtime_ms under a model without power); needs an "
+        "error column",
     )
     sc.add_argument(
         "--threads",
