@@ -549,6 +549,90 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fraction(text: str) -> float:
+    """``10%`` or ``0.1``."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction (10% or 0.1)") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be above 0 and at most 100%")
+    return value
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from .evaluator import load_model
+    from .sources import load_architectures, select_architecture
+    from .tune import tune
+
+    model = load_model(args.model)
+    archs = load_architectures(
+        args.arch_source, batch=args.batch, image_size=args.image_size, dtype=args.dtype or model.dtype,
+        allow_unknown=args.allow_unknown,
+    )
+    arch = select_architecture(archs, args.arch_source, args.arch)
+    _skipped_note([arch])
+    result = tune(arch, model, objective=args.objective, max_change=args.max_change)
+    unit = "ms" if args.objective == "runtime" else "mJ"
+    pct = 100 * result.saving / result.total_before if result.total_before > 0 else 0.0
+    changed_layers = [
+        (arch.layers[i].name, float(b), float(a))
+        for i, (b, a) in enumerate(zip(result.layer_before, result.layer_after, strict=True))
+        if b != a
+    ]
+    if args.format == "json":
+        out = {
+            "name": arch.name, "batch": arch.batch, "dtype": arch.dtype, "model": model.name,
+            "objective": args.objective, "unit": unit, "max_change": args.max_change,
+            "total_before": result.total_before, "total_after": result.total_after, "saving": result.saving,
+            "saving_pct": pct,
+            "suggestions": [
+                {"layer": s.layer, "index": s.index, "width": s.width, "suggested": s.suggested,
+                 "before": s.cost_before, "after": s.cost_after, "saving": s.saving, "local_minima": s.local_minima,
+                 "layers": [arch.layers[i].name for i in s.layers]}
+                for s in result.suggestions
+            ],
+            "per_layer": [{"layer": n, "before": b, "after": a, "saving": b - a} for n, b, a in changed_layers],
+            "kept": [{"layer": n, "reason": r} for n, r in result.kept],
+        }
+        json.dump(out, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(f"{arch.name}: batch {arch.batch}, {arch.dtype}; model {model.name} ({model.gpu}, {model.executor}); "
+              f"{args.objective} within {args.max_change:.0%} of each width")
+        header = ("#", "layer", "width", "suggested", f"before_{unit}", f"after_{unit}", f"saving_{unit}", "saving",
+                  "local minima")
+        rows = []
+        for s in result.suggestions:
+            minima = ",".join(map(str, s.local_minima[:8])) + (",..." if len(s.local_minima) > 8 else "")
+            rows.append((
+                str(s.index), s.layer, str(s.width), str(s.suggested) if s.changed else "=", f"{s.cost_before:.4f}",
+                f"{s.cost_after:.4f}", f"{s.saving:.4f}",
+                f"{100 * s.saving / s.cost_before:.1f}%" if s.cost_before > 0 else "", minima or "none",
+            ))
+        print("\n".join(text_table(header, rows, {0, 2, 3, 4, 5, 6, 7})))
+        if changed_layers:
+            print(f"per layer ({unit}):")
+            print("\n".join(text_table(
+                ("layer", "before", "after", "saving"),
+                [(n, f"{b:.4f}", f"{a:.4f}", f"{b - a:.4f}") for n, b, a in changed_layers], {1, 2, 3},
+            )))
+        print(f"network {args.objective}: {result.total_before:.4f} -> {result.total_after:.4f} {unit} "
+              f"(saving {result.saving:.4f} {unit}, {pct:.1f}%); {sum(s.changed for s in result.suggestions)} of "
+              f"{len(result.suggestions)} widths changed, {len(result.kept)} kept (tied or not a plain chain)")
+        if result.kept:
+            shown = "; ".join(f"{n}: {r}" for n, r in result.kept[:3])
+            print(f"kept: {shown}" + (f"; and {len(result.kept) - 3} more (--format json lists all)"
+                                       if len(result.kept) > 3 else ""))
+    if args.out:
+        from .table import write_architectures
+
+        write_architectures([result.tuned], args.out)
+        print(f"wrote the tuned architecture to {args.out}", file=sys.stderr)
+    return 0
+
+
 def _degree(text: str) -> int:
     value = _positive_int(text)
     if value > 4:
@@ -713,6 +797,33 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
     pr.add_argument("--plot", metavar="OUT.png", help="also draw energy and runtime per layer as bar charts")
     pr.set_defaults(run=_cmd_predict)
+
+    tu = verbs.add_parser(
+        "tune",
+        help="suggest nearby channel counts that run faster or use less energy",
+        description="Width steering (FastDeepIoT): for every conv and linear layer whose width can change on its "
+        "own, try the widths within --max-change, find the local minima of the predicted runtime or energy of the "
+        "layers that width touches, and suggest the nearest one that costs less. Widths feeding add, mul, concat "
+        "or a branch are kept, and said so. A smooth model (poly) has no local minima; a tree model "
+        "(fit --method tree) captures the integer-multiple effects.",
+    )
+    tu.add_argument("arch_source", metavar="ARCH", help="a zoo network name, a layer table file or an .onnx file")
+    _add_arch_options(tu, image_size_default="its published resolution", dtype_default="the model's")
+    tu.add_argument(
+        "--model", metavar="M", help="a bundled model's name or a model JSON file (default: the bundled default)"
+    )
+    tu.add_argument(
+        "--objective", choices=["runtime", "energy"], default="runtime", help="what to lower (default: runtime)"
+    )
+    tu.add_argument(
+        "--max-change", type=_fraction, default=0.10, metavar="P",
+        help="how far from each width to look: 10%% or 0.1 (default: 10%%)",
+    )
+    tu.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
+    tu.add_argument(
+        "--out", metavar="PATH", help="also write the tuned architecture as a layer table (.csv or .parquet)"
+    )
+    tu.set_defaults(run=_cmd_tune)
 
     mo = verbs.add_parser(
         "models",
