@@ -346,3 +346,19 @@ def test_power_rows_in_a_dataset(fake: FakeNVML, tmp_path: Path) -> None:
     assert all(float(r["idle_power_w"]) > 0 for r in rows)
     assert all(r["temperature_c_before"] == "55.0" and r["energy_mj"] and r["window_calls"] for r in with_power)
     assert {r["trial"] for r in with_power} == {"0", "1", "2"}
+
+
+def test_one_limit_given_keeps_the_devices_default_for_the_other() -> None:
+    """--max-flops alone: max_bytes stays an eighth of the device's memory (it was 4 GiB whatever the GPU)."""
+    from types import SimpleNamespace
+
+    from neuralpower.bench.runner import resolve_limits
+
+    gpu: Any = SimpleNamespace(device="cuda:0")
+    options = BenchOptions(limit_overrides={"max_flops": 10**9})
+    assert resolve_limits(gpu, options, 80 << 30) == Limits(max_bytes=10 << 30, max_flops=10**9)
+    assert resolve_limits(gpu, BenchOptions(limit_overrides={"max_bytes": 1 << 30}), 80 << 30) == Limits(
+        max_bytes=1 << 30, max_flops=2 * 10**11
+    )
+    assert resolve_limits(CpuExecutor(), BenchOptions(), None) == Limits(max_bytes=32 << 20, max_flops=2 * 10**8)
+    assert resolve_limits(gpu, BenchOptions(limits=Limits(1, 2), limit_overrides={"max_bytes": 5}), 1) == Limits(1, 2)

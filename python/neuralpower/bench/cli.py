@@ -221,18 +221,17 @@ def _options(args: argparse.Namespace, **extra: Any) -> Any:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """``neuralpower bench``: returns the exit code."""
-    from .runner import default_limits, run_bench
-    from .sweep import Limits
+    from .runner import run_bench
 
     executor = _executor(args)
-    limits = None
-    if args.max_bytes is not None or args.max_flops is not None:
-        base = default_limits(executor, None)
-        limits = Limits(
-            max_bytes=int(args.max_bytes) if args.max_bytes is not None else base.max_bytes,
-            max_flops=int(args.max_flops) if args.max_flops is not None else base.max_flops,
-        )
-    options = _options(args, suite=args.suite, types=args.types, zoo=args.zoo, configs=args.configs, limits=limits)
+    # what is not given stays the device's default (known once the run has read the device's memory)
+    overrides = {
+        name: int(value) for name, value in (("max_bytes", args.max_bytes), ("max_flops", args.max_flops))
+        if value is not None
+    }
+    options = _options(
+        args, suite=args.suite, types=args.types, zoo=args.zoo, configs=args.configs, limit_overrides=overrides
+    )
     summary = run_bench(executor, args.out, options, argv=sys.argv)
     print(f"neuralpower bench: {executor.name} on {executor.device}, suite {args.suite}, {args.dtype}")
     print(summary.table())

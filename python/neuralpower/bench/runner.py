@@ -28,7 +28,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TextIO
 
 import numpy as np
@@ -76,6 +76,9 @@ class BenchOptions:
         What to sweep (see :func:`~neuralpower.bench.sweep.generate`).
     limits
         Largest configuration (default: :func:`default_limits`).
+    limit_overrides
+        Some of :func:`default_limits`'s fields replaced (``max_bytes``, ``max_flops``), the others kept as
+        the device's defaults (``limits`` wins over it).
     timing
         The timing protocol (default: 30 ms loops on a GPU, 20 ms on the CPU).
     power
@@ -101,6 +104,7 @@ class BenchOptions:
     zoo: bool = False
     configs: int | None = None
     limits: Limits | None = None
+    limit_overrides: dict[str, int] | None = None
     timing: TimingConfig | None = None
     power: bool = True
     window_s: float = 1.0
@@ -174,6 +178,13 @@ def default_limits(executor: Executor, device_memory: int | None) -> Limits:
         return Limits(max_bytes=32 << 20, max_flops=2 * 10**8)
     memory = device_memory if device_memory else 32 << 30
     return Limits(max_bytes=memory // 8, max_flops=2 * 10**11)
+
+
+def resolve_limits(executor: Executor, options: BenchOptions, device_memory: int | None) -> Limits:
+    """The run's limits: ``options.limits``, else the defaults for the device with ``limit_overrides``."""
+    if options.limits is not None:
+        return options.limits
+    return replace(default_limits(executor, device_memory), **(options.limit_overrides or {}))
 
 
 def _software_versions() -> dict[str, str]:
@@ -568,7 +579,7 @@ def run_bench(
     stream = stream or sys.stderr
     run_dir, meter, context, info = _start(executor, out, "layers", options, stream, meter)
     try:
-        limits = options.limits or default_limits(executor, info.get("memory_total_bytes"))
+        limits = resolve_limits(executor, options, info.get("memory_total_bytes"))
         configs = generate(
             options.suite,
             dtype=options.dtype,

@@ -76,8 +76,9 @@ def from_torch(
     flags = [(m, m.training) for m in module.modules()]
     try:
         gm.eval()
+        device = next((p.device for p in module.parameters()), torch.device("cpu"))
         with torch.no_grad():
-            ShapeProp(gm).propagate(torch.zeros((1, *shape[1:])))
+            ShapeProp(gm).propagate(torch.zeros((1, *shape[1:]), device=device))
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"{source}: running it on a {'x'.join(map(str, shape))} input failed: {first}") from None
