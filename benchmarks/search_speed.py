@@ -2,8 +2,9 @@
 
 1. The evolutionary search of ``examples/search.py`` (``neuralpower.search.evolve``) from a cold start
    (no block built yet): mutation, candidate construction, prediction and the Pareto front included.
-2. The same candidates through the plain path, as a loop without the search API would do it: an
-   :class:`~neuralpower.Architecture` built layer by layer with the zoo's builder, then ``model.score``.
+2. The plain path, as a loop without the search API would do it: each candidate's
+   :class:`~neuralpower.Architecture` built layer by layer with the zoo's builder (``space.architecture``
+   builds every block afresh), then ``model.score``.
 
     python benchmarks/search_speed.py [--model NAME_OR_JSON] [--generations 30] [--children 2000]
 
@@ -20,25 +21,6 @@ import numpy as np
 
 import neuralpower as npw
 from neuralpower.search import MobileNetV2Space, evolve
-from neuralpower.zoo.builder import Builder, T
-
-
-def plain_architecture(space: MobileNetV2Space, config: object, name: str) -> npw.Architecture:
-    """A configuration's architecture built layer by layer, no caches (what a loop without the API does)."""
-    from neuralpower.search import _divisible, head, inverted_residual, stem
-
-    c = config
-    w = c.width  # type: ignore[attr-defined]
-    b = Builder(space.batch, space.dtype)
-    res = c.resolution  # type: ignore[attr-defined]
-    x = stem(b, T(3, res, res), _divisible(space.stem_channels * w))
-    for stage, stride in enumerate(space.strides):
-        out = _divisible(c.channels[stage] * w)  # type: ignore[attr-defined]
-        expansion = 1 if stage == 0 else c.expansions[stage]  # type: ignore[attr-defined]
-        for i in range(c.depths[stage]):  # type: ignore[attr-defined]
-            x = inverted_residual(b, x, out, expansion, c.kernels[stage], stride if i == 0 else 1)  # type: ignore[attr-defined]
-    head(b, x, _divisible(space.last_channels * max(1.0, w)), space.classes)
-    return npw.Architecture(name, b.layers)
 
 
 def main() -> None:
@@ -62,7 +44,7 @@ def main() -> None:
     rng = np.random.default_rng(1)
     configs = [space.mutate(result.configs[int(rng.integers(len(result.configs)))], rng) for _ in range(500)]
     start = time.perf_counter()
-    archs = [plain_architecture(space, c, f"c{i}") for i, c in enumerate(configs)]
+    archs = [space.architecture(c, f"c{i}") for i, c in enumerate(configs)]  # every block built afresh
     model.score(archs, threads=args.threads)
     plain = len(configs) / (time.perf_counter() - start)
     print(f"plain path (Architecture built layer by layer, then model.score): {plain:,.0f} candidates/s")

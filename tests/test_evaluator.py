@@ -13,6 +13,7 @@ import pyarrow.csv as pacsv
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from model_docs import model_doc
 
 import neuralpower as npw
 from neuralpower import InputError, zoo
@@ -21,7 +22,7 @@ from neuralpower.evaluator import Model, load_model
 from neuralpower.layers import FEATURES, LAYER_TYPES
 from neuralpower.models.data import read_measurements
 from neuralpower.models.fit import FitOptions, fit_models
-from neuralpower.models.format import SCHEMA, SCHEMA_VERSION, validate_model, write_model_file
+from neuralpower.models.format import validate_model, write_model_file
 from neuralpower.models.predict import predict_network
 from neuralpower.models.synthetic import synthetic_table
 
@@ -116,17 +117,7 @@ def models(draw: st.DrawFn) -> dict[str, Any]:
                 "metrics": {},
             }
         layer_types[t] = entry
-    doc = {
-        "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
-        "created": "2026-01-01T00:00:00+00:00",
-        "gpu": "test",
-        "executor": "test",
-        "dtype": "fp32",
-        "software": {},
-        "features": list(FEATURES),
-        "layer_types": layer_types,
-    }
+    doc = model_doc(layer_types)
     validate_model(doc)
     return doc
 

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from model_docs import layer_entry, model_doc
 
 import neuralpower as npw
 from neuralpower import InputError, zoo
-from neuralpower.layers import FEATURES
-from neuralpower.models.format import SCHEMA, SCHEMA_VERSION
 from neuralpower.search import (
     Blocks,
     Candidate,
@@ -35,20 +34,12 @@ TYPES = ["conv2d", "batchnorm2d", "relu6", "add", "adaptive_avgpool2d", "flatten
 
 def power_model(**extra: Any) -> npw.Model:
     """A model with power: roofline runtime, power rising with FLOPs (so energy is not runtime in disguise)."""
-    entry = {
-        "rows": 100,
-        "ranges": {"flops": [0.0, 2e7]},
-        "runtime_ms": {"default": "r", "fallback": None, "metrics": {},
-                       "models": {"r": {"kind": "roofline", "ms_per_flop": 2e-10, "ms_per_byte": 3e-9,
-                                        "overhead": 0.004}}},
-        "power_w": {"default": "p", "fallback": None, "metrics": {},
-                    "models": {"p": {"kind": "flops_linear", "slope": 1e-7, "intercept": 90.0}}},
-    }
-    doc = {
-        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created": "2026-01-01T00:00:00+00:00", "gpu": "test",
-        "executor": "test", "dtype": "fp32", "software": {}, "features": list(FEATURES),
-        "layer_types": {t: entry for t in TYPES}, **extra,
-    }
+    entry = layer_entry(
+        {"kind": "roofline", "ms_per_flop": 2e-10, "ms_per_byte": 3e-9, "overhead": 0.004},
+        {"kind": "flops_linear", "slope": 1e-7, "intercept": 90.0},
+        {"flops": [0.0, 2e7]},
+    )
+    doc = model_doc({t: entry for t in TYPES}, **extra)
     return npw.Model(doc, name="power-test")
 
 

@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from model_docs import layer_entry, model_doc
 
 import neuralpower as npw
 from neuralpower import InputError, zoo
 from neuralpower.cli import main
-from neuralpower.layers import FEATURES
-from neuralpower.models.format import SCHEMA, SCHEMA_VERSION
 from neuralpower.tune import tune, width_slots
 from neuralpower.zoo.builder import Builder, T
 
@@ -33,23 +32,13 @@ CONV_TREE = {
 
 def synthetic_model(power: bool = True) -> npw.Model:
     def entry(runtime: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "rows": 100, "ranges": {},
-            "runtime_ms": {"default": "m", "fallback": None, "metrics": {}, "models": {"m": runtime}},
-            "power_w": {"default": "p", "fallback": None, "metrics": {},
-                        "models": {"p": {"kind": "constant", "value": 100.0 if power else 0.0}}},
-        }
+        return layer_entry(runtime, {"kind": "constant", "value": 100.0 if power else 0.0})
 
     types: dict[str, Any] = {t: entry({"kind": "constant", "value": 0.001})
                              for t in ("batchnorm2d", "relu", "maxpool2d", "flatten", "add")}
     types["conv2d"] = entry(CONV_TREE)
     types["linear"] = entry({"kind": "flops_linear", "slope": 1e-9, "intercept": 0.002})
-    doc = {
-        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created": "2026-01-01T00:00:00+00:00", "gpu": "test",
-        "executor": "test", "dtype": "fp32", "software": {}, "features": list(FEATURES), "layer_types": types,
-        "power_measured": power,
-    }
-    return npw.Model(doc, name="steps")
+    return npw.Model(model_doc(types, power_measured=power), name="steps")
 
 
 def chain(w1: int = 30, w2: int = 60) -> npw.Architecture:

@@ -121,15 +121,20 @@ def _describe_table(arch: Architecture) -> str:
     return "\n".join(lines)
 
 
-def _cmd_describe(args: argparse.Namespace) -> int:
+def _one_architecture(args: argparse.Namespace, dtype: str | None) -> Architecture:
+    """The architecture the options of :func:`_add_arch_options` name (with a note on what an import skipped)."""
     from .sources import load_architectures, select_architecture
 
     archs = load_architectures(
-        args.arch_source, batch=args.batch, image_size=args.image_size, dtype=args.dtype,
-        allow_unknown=args.allow_unknown,
+        args.arch_source, batch=args.batch, image_size=args.image_size, dtype=dtype, allow_unknown=args.allow_unknown
     )
     arch = select_architecture(archs, args.arch_source, args.arch)
     _skipped_note([arch])
+    return arch
+
+
+def _cmd_describe(args: argparse.Namespace) -> int:
+    arch = _one_architecture(args, args.dtype)
     if args.format == "json":
         out = {"name": arch.name, "batch": arch.batch, "dtype": arch.dtype, **arch.totals(), "meta": arch.meta}
         out["per_layer"] = [_layer_record(i, layer) for i, layer in enumerate(arch.layers)]
@@ -252,10 +257,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
             epr = np.where(np.isnan(error), np.nan, np.power(error, args.alpha) * scores.energy_mj)
         # ranked by epr, lowest first; an architecture without an error value comes last, unranked, with
         # empty cells (not NaN)
-        order = np.argsort(np.where(np.isnan(epr), np.inf, epr), kind="stable")
-        order = np.concatenate([order[~np.isnan(epr[order])], order[np.isnan(epr[order])]])
+        unranked = np.isnan(epr)
+        order = np.lexsort((np.nan_to_num(epr), unranked))  # by epr, the unranked last; stable
+        ranked = int((~unranked).sum())
         rank = np.full(len(scores), np.nan)
-        rank[order[: int((~np.isnan(epr)).sum())]] = np.arange(1, int((~np.isnan(epr)).sum()) + 1)
+        rank[order[:ranked]] = np.arange(1, ranked + 1)
         columns["rank"] = pa.array(rank, pa.float64(), from_pandas=True).cast(pa.int64())
         columns["error"] = pa.array(error, pa.float64(), from_pandas=True)
         columns["epr"] = pa.array(epr, pa.float64(), from_pandas=True)
@@ -373,16 +379,10 @@ class _Progress:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .evaluator import load_model
-    from .sources import load_architectures, select_architecture
 
     model = load_model(args.model)
     _power_note(model)
-    archs = load_architectures(
-        args.arch_source, batch=args.batch, image_size=args.image_size, dtype=args.dtype or model.dtype,
-        allow_unknown=args.allow_unknown,
-    )
-    arch = select_architecture(archs, args.arch_source, args.arch)
-    _skipped_note([arch])
+    arch = _one_architecture(args, args.dtype or model.dtype)
     p = model.predict(arch)
     if args.format == "json":
         out = {
@@ -563,16 +563,10 @@ def _fraction(text: str) -> float:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from .evaluator import load_model
-    from .sources import load_architectures, select_architecture
     from .tune import tune
 
     model = load_model(args.model)
-    archs = load_architectures(
-        args.arch_source, batch=args.batch, image_size=args.image_size, dtype=args.dtype or model.dtype,
-        allow_unknown=args.allow_unknown,
-    )
-    arch = select_architecture(archs, args.arch_source, args.arch)
-    _skipped_note([arch])
+    arch = _one_architecture(args, args.dtype or model.dtype)
     result = tune(arch, model, objective=args.objective, max_change=args.max_change)
     unit = "ms" if args.objective == "runtime" else "mJ"
     pct = 100 * result.saving / result.total_before if result.total_before > 0 else 0.0

@@ -74,6 +74,15 @@ def type_fields(type_name: str) -> frozenset[str]:
     return _TYPE_FIELDS[type_code(type_name)]
 
 
+def chw(shape: Sequence[int]) -> tuple[int, int, int]:
+    """``(C, H, W)`` of a shape without batch: a vector ``(F,)`` is ``F x 1 x 1``."""
+    if len(shape) == 1:
+        return (int(shape[0]), 1, 1)
+    if len(shape) == 3:
+        return (int(shape[0]), int(shape[1]), int(shape[2]))
+    raise ValueError(f"not an image or vector shape: {tuple(shape)}")
+
+
 def prepare_rows(rows: npt.NDArray[np.int64]) -> tuple[int, str, str] | None:
     """Fill defaults and validate layer rows in place (``MISSING`` marks an empty field).
 

@@ -37,6 +37,7 @@ from . import _evaluator as _ev
 from .errors import InputError
 from .layers import INFO, Architecture, Layer
 from .zoo.builder import Builder, T
+from .zoo.networks import _cna, _inverted_residual, _make_divisible
 
 __all__ = [
     "Blocks",
@@ -56,8 +57,9 @@ _PARAMS = INFO.index("params")
 
 
 class _CachingBuilder(Builder):
-    """The zoo's builder, but each distinct layer (type, input shape, configuration) is built, validated and
-    shaped once; afterwards it costs a dictionary lookup."""
+    """The zoo's builder, but each distinct image layer (type, input shape, configuration) is built, validated
+    and shaped once; afterwards it costs a dictionary lookup (linear layers, rare in blocks, are built each
+    time)."""
 
     def __init__(self, batch: int, dtype: str, cache: dict[tuple[Any, ...], tuple[Layer, T]]) -> None:
         super().__init__(batch, dtype)
@@ -72,16 +74,6 @@ class _CachingBuilder(Builder):
         else:
             self.layers.append(hit[0])
         return hit[1]
-
-    def _add(self, type_name: str, name: str, **fields: Any) -> Layer:
-        key = (type_name, *fields.items())
-        hit = self._layer_cache.get(key)
-        if hit is None:
-            layer = super()._add(type_name, name, **fields)
-            self._layer_cache[key] = (layer, T(0))
-            return layer
-        self.layers.append(hit[0])
-        return hit[0]
 
 
 class Blocks:
@@ -101,6 +93,9 @@ class Blocks:
         self._rows: list[npt.NDArray[np.int64]] = []
         self._keys: list[tuple[Any, ...]] = []
         self._layers: dict[tuple[Any, ...], tuple[Layer, T]] = {}
+        self._counts: dict[str, npt.NDArray[np.int64]] = {
+            "macs": np.zeros(0, dtype=np.int64), "params": np.zeros(0, dtype=np.int64)
+        }
         self._predicted: weakref.WeakKeyDictionary[Any, dict[str, npt.NDArray[Any]]] = weakref.WeakKeyDictionary()
 
     def __len__(self) -> int:
@@ -142,21 +137,33 @@ class Blocks:
         self._run(b, fn, x, params)
         return b.layers
 
+    def _stacked(self, start: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The rows of blocks ``start:`` in one array, and each block's first row in it (plus the end)."""
+        new = self._rows[start:]
+        offsets = np.zeros(len(new) + 1, dtype=np.int64)
+        np.cumsum([len(r) for r in new], out=offsets[1:])
+        return np.concatenate(new), offsets
+
+    def counts(self) -> dict[str, npt.NDArray[np.int64]]:
+        """Per block: ``macs`` and ``params`` (the same under every model)."""
+        have = len(self._counts["macs"])
+        if have < len(self._rows):
+            rows, offsets = self._stacked(have)
+            info = _ev.info(rows)
+            for name, column in (("macs", _MACS), ("params", _PARAMS)):
+                fresh = np.add.reduceat(info[:, column], offsets[:-1])
+                self._counts[name] = np.concatenate([self._counts[name], fresh])
+        return self._counts
+
     def predictions(self, model: Any, *, threads: int = 1) -> dict[str, npt.NDArray[Any]]:
-        """Per block: ``runtime_ms``, ``energy_mj``, ``extrapolated`` (layers) under ``model``, and ``macs``
-        and ``params``, evaluating the blocks built since the last call in one evaluator call."""
+        """Per block: ``runtime_ms``, ``energy_mj`` and ``extrapolated`` (layers) under ``model``, evaluating
+        the blocks built since the last call in one evaluator call."""
         done = self._predicted.get(model)
         have = 0 if done is None else len(done["runtime_ms"])
         if have == len(self._rows) and done is not None:
             return done
-        new = self._rows[have:]
-        offsets = np.zeros(len(new) + 1, dtype=np.int64)
-        np.cumsum([len(r) for r in new], out=offsets[1:])
-        out = model.score_rows(np.concatenate(new), offsets, threads=threads)
+        out = model.score_rows(*self._stacked(have), threads=threads)
         fresh = {k: out[k] for k in ("runtime_ms", "energy_mj", "extrapolated")}
-        info = [_ev.info(r) for r in new]
-        fresh["macs"] = np.array([int(i[:, _MACS].sum()) for i in info], dtype=np.int64)
-        fresh["params"] = np.array([int(i[:, _PARAMS].sum()) for i in info], dtype=np.int64)
         if done is not None:
             fresh = {k: np.concatenate([done[k], v]) for k, v in fresh.items()}
         self._predicted[model] = fresh
@@ -224,7 +231,7 @@ def score_candidates(model: Any, candidates: Sequence[Candidate], *, threads: in
     ids = np.fromiter(itertools.chain.from_iterable(c.ids for c in candidates), np.int64)
     counts = np.fromiter((len(c.ids) for c in candidates), np.int64, len(candidates))
     owner = np.repeat(np.arange(len(candidates)), counts)
-    per_block = blocks.predictions(model, threads=threads)
+    per_block = {**blocks.predictions(model, threads=threads), **blocks.counts()}
     n = len(candidates)
     runtime = np.bincount(owner, weights=per_block["runtime_ms"][ids], minlength=n)
     energy = np.bincount(owner, weights=per_block["energy_mj"][ids], minlength=n)
@@ -272,43 +279,27 @@ def pareto_front(a: npt.ArrayLike, b: npt.ArrayLike) -> npt.NDArray[np.bool_]:
 # -- a MobileNetV2-style space --------------------------------------------------------------------------
 
 
-def _cna(b: Builder, x: T, out: int, kernel: int, stride: int = 1, groups: int = 1, *, name: str) -> T:
-    x = b.conv(x, out, kernel, stride, (kernel - 1) // 2, groups=groups, name=f"{name}.conv")
-    x = b.bn(x, name=f"{name}.bn")
-    return b.act(x, "relu6", name=f"{name}.relu6")
-
-
 def stem(b: Builder, x: T, out: int) -> T:
     """3x3 stride-2 conv, batchnorm, relu6."""
-    return _cna(b, x, out, 3, 2, name="stem")
+    return _cna(b, x, out, 3, 2, act="relu6", name="stem")
 
 
 def inverted_residual(b: Builder, x: T, out: int, expansion: int, kernel: int, stride: int) -> T:
-    """MobileNetV2's block: 1x1 expansion (unless ``expansion`` is 1), depthwise conv, 1x1 projection,
-    residual add when the shape is kept."""
-    hidden = x.c * expansion
-    y = x
-    if expansion != 1:
-        y = _cna(b, y, hidden, 1, name="expand")
-    y = _cna(b, y, hidden, kernel, stride, groups=hidden, name="depthwise")
-    y = b.conv(y, out, 1, name="project")
-    y = b.bn(y, name="project_bn")
-    return b.add(y, x, name="add") if stride == 1 and x.c == out else y
+    """MobileNetV2's block, the zoo's: 1x1 expansion (unless ``expansion`` is 1), depthwise conv, 1x1
+    projection, residual add when the shape is kept."""
+    return _inverted_residual(b, x, "block", out, kernel, stride, x.c * expansion, "relu6", v2=True)
 
 
 def head(b: Builder, x: T, last: int, classes: int) -> T:
     """1x1 conv to ``last`` channels, global average pool, flatten, linear classifier."""
-    x = _cna(b, x, last, 1, name="last")
+    x = _cna(b, x, last, 1, act="relu6", name="last")
     x = b.adaptive_avgpool(x, 1, name="pool")
     x = b.flatten(x, name="flatten")
     return b.linear(x, classes, name="classifier")
 
 
-@functools.lru_cache(maxsize=4096)
-def _divisible(v: float, divisor: int = 8) -> int:
-    """Round ``v`` to a multiple of ``divisor``, not below 90 % of it (torchvision's ``_make_divisible``)."""
-    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return new_v + divisor if new_v < 0.9 * v else new_v
+# torchvision's rounding of scaled channel counts, memoized (a search calls it for every stage of every candidate)
+_divisible = functools.lru_cache(maxsize=4096)(_make_divisible)
 
 
 class MobileNetV2Config(NamedTuple):

@@ -19,14 +19,14 @@ or the network's output is kept and reported with the reason.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from .errors import InputError
-from .layers import FIELD_INDEX, LAYER_TYPES, Architecture, Layer, prepare_rows
+from .layers import FIELD_INDEX, LAYER_TYPES, Architecture, Layer, chw, prepare_rows
 
 __all__ = ["Slot", "Suggestion", "TuneResult", "tune", "width_slots"]
 
@@ -61,7 +61,7 @@ class Suggestion:
     cost_before: float
     cost_after: float
     local_minima: list[int]
-    layers: list[int] = field(default_factory=list)
+    layers: list[int]
 
     @property
     def changed(self) -> bool:
@@ -93,14 +93,11 @@ class TuneResult:
 
 
 def _chw(layer: Layer) -> tuple[int, int, int]:
-    if layer.type == "linear":
-        return (layer.in_features, 1, 1)
-    return (layer.in_channels, layer.in_h, layer.in_w)
+    return chw(layer.in_shape[1:])
 
 
 def _out_chw(layer: Layer) -> tuple[int, int, int]:
-    shape = layer.out_shape[1:]
-    return (shape[0], 1, 1) if len(shape) == 1 else (shape[0], shape[1], shape[2])
+    return chw(layer.out_shape[1:])
 
 
 def width_slots(arch: Architecture) -> tuple[list[Slot], list[tuple[int, str]]]:
@@ -143,7 +140,7 @@ def width_slots(arch: Architecture) -> tuple[list[Slot], list[tuple[int, str]]]:
         if consumer < 0:
             kept.append((i, reason))
             continue
-        width = layer.out_features if layer.type == "linear" else layer.info[0]
+        width = layer.out_features if layer.type == "linear" else layer.out_channels
         slots.append(Slot(i, followers, consumer, scale, int(width)))
     return slots, kept
 
@@ -172,6 +169,26 @@ def _local_minima(widths: list[int], cost: npt.NDArray[np.float64]) -> list[int]
         if cost[k] <= cost[k - 1] and cost[k] < cost[k + 1]:
             minima.append(k)
     return minima
+
+
+def _window(
+    model: Any, key: str, arch: Architecture, rows: npt.NDArray[np.int64], slot: Slot, widths: list[int]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """The slot's layer rows at each width (prepared), and the predicted cost of those layers at each."""
+    index = slot.layers
+    variants = np.repeat(rows[index][None, :, :], len(widths), axis=0)
+    for v, w in enumerate(widths):
+        _set_width(variants[v], slot, w)
+    flat = variants.reshape(-1, rows.shape[1])
+    bad = prepare_rows(flat)
+    if bad is not None:
+        at, field_name, message = bad
+        raise InputError(
+            f"{arch.layers[index[at % len(index)]].name}: width {widths[at // len(index)]}: {field_name}: {message}"
+        )
+    offsets = np.arange(len(widths) + 1, dtype=np.int64) * len(index)
+    out = model.score_rows(flat, offsets, per_layer=True)
+    return variants, np.add.reduceat(np.asarray(out[key], dtype=np.float64), offsets[:-1])
 
 
 def tune(arch: Architecture, model: Any, *, objective: str = "runtime", max_change: float = 0.10) -> TuneResult:
@@ -203,24 +220,10 @@ def tune(arch: Architecture, model: Any, *, objective: str = "runtime", max_chan
     for _ in range(4):  # coordinate descent: a layer can be one width's consumer and another's producer
         changed = False
         for slot in slots:
-            index = slot.layers
             lo = max(1, math.ceil(slot.width * (1 - max_change)))
             hi = max(lo, math.floor(slot.width * (1 + max_change)))
             widths = list(range(max(1, lo - 1), hi + 2))  # one beyond each edge, to judge the edges
-            variants = np.repeat(rows[index][None, :, :], len(widths), axis=0)
-            for v, w in enumerate(widths):
-                _set_width(variants[v], slot, w)
-            flat = variants.reshape(-1, rows.shape[1])
-            bad = prepare_rows(flat)
-            if bad is not None:
-                at, field_name, message = bad
-                raise InputError(
-                    f"{arch.layers[index[at % len(index)]].name}: width {widths[at // len(index)]}: {field_name}: "
-                    f"{message}"
-                )
-            offsets = np.arange(len(widths) + 1, dtype=np.int64) * len(index)
-            out = model.score_rows(flat, offsets, per_layer=True)
-            cost = np.add.reduceat(np.asarray(out[key], dtype=np.float64), offsets[:-1])
+            variants, cost = _window(model, key, arch, rows, slot, widths)
             inside = [k for k in _local_minima(widths, cost) if lo <= widths[k] <= hi]
             minima_of[slot.producer] = [widths[k] for k in inside]
             # the local minimum nearest the original width (ties: the wider) among those that cost less than it,
@@ -232,7 +235,7 @@ def tune(arch: Architecture, model: Any, *, objective: str = "runtime", max_chan
             if choice != current[slot.producer]:
                 current[slot.producer] = choice
                 changed = True
-                rows[index] = variants[widths.index(choice)]
+                rows[slot.layers] = variants[widths.index(choice)]
         if not changed:
             break
     after = layer_costs(rows)

@@ -7,21 +7,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import InputError
-from ..layers import Architecture, Layer
+from ..layers import Architecture, Layer, chw
 
-__all__ = ["Emitter", "Shape", "chw"]
+__all__ = ["Emitter", "Shape", "chw", "first_line"]
 
 # A tensor's shape without its batch dimension: (C, H, W) for images, (F,) for vectors.
 Shape = tuple[int, ...]
 
 
-def chw(shape: Sequence[int]) -> tuple[int, int, int]:
-    """``(C, H, W)`` of a shape without batch: a vector ``(F,)`` is ``F x 1 x 1``."""
-    if len(shape) == 1:
-        return (int(shape[0]), 1, 1)
-    if len(shape) == 3:
-        return (int(shape[0]), int(shape[1]), int(shape[2]))
-    raise ValueError(f"not an image or vector shape: {tuple(shape)}")
+def first_line(e: BaseException) -> str:
+    """An exception's first line (its type's name when it says nothing)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 class Emitter:
@@ -74,6 +71,27 @@ class Emitter:
                 )
         self.layers.append(layer)
         return layer
+
+    def reading(
+        self, type_name: str, where: str, in_shape: Shape | None, out_shape: Shape | None, what: str, **fields: Any
+    ) -> None:
+        """:meth:`layer`, or :meth:`skip` when the input is not an image or a vector (``what`` names it)."""
+        if in_shape is None or len(in_shape) not in (1, 3):
+            rank = "an unknown" if in_shape is None else f"a {len(in_shape) + 1}-D"
+            self.skip(where, f"{what} on {rank} tensor")
+            return
+        self.layer(type_name, where, in_shape, out_shape, **fields)
+
+    def elementwise(self, kind: str, where: str, out: Shape, shapes: Sequence[Shape], what: str) -> None:
+        """An ``add`` or ``mul`` of ``shapes`` into ``out``: all the same shape, or two of which one is
+        ``C x 1 x 1`` (squeeze-and-excite's broadcast); anything else is skipped."""
+        full = chw(out)
+        parts = [chw(s) for s in shapes]
+        broadcast = any(p != full for p in parts)
+        if broadcast and (len(parts) != 2 or not all(p in (full, (full[0], 1, 1)) for p in parts)):
+            self.skip(where, f"{what} broadcasting {' and '.join(map(str, shapes))}")
+            return
+        self.layer(kind, where, out, out, inputs=len(parts), broadcast=int(broadcast))
 
     def skip(self, where: str, what: str) -> None:
         """Record an operation neuralpower has no layer type for."""

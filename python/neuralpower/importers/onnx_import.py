@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..layers import Architecture
-from ._common import Emitter, Shape
+from ._common import Emitter, Shape, first_line
 
 __all__ = ["from_onnx"]
 
@@ -23,11 +23,6 @@ _SAME = {
     "Relu": "relu", "Sigmoid": "sigmoid", "HardSigmoid": "hardsigmoid", "HardSwish": "hardswish", "Gelu": "gelu",
     "BatchNormalization": "batchnorm2d",
 }
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 def from_onnx(
@@ -69,7 +64,7 @@ def from_onnx(
     try:
         model = onnx.load(source, load_external_data=False)  # shapes are all it needs
     except Exception as e:
-        raise InputError(f"{source}: not an ONNX model ({_first_line(e)})") from None
+        raise InputError(f"{source}: not an ONNX model ({first_line(e)})") from None
     graph = model.graph
     if len(graph.node) == 0:
         raise InputError(f"{source}: not an ONNX model (its graph has no nodes)")
@@ -94,7 +89,7 @@ def from_onnx(
     try:
         inferred = shape_inference.infer_shapes(model, strict_mode=True)
     except Exception as e:
-        raise InputError(f"{source}: ONNX shape inference failed ({_first_line(e)})") from None
+        raise InputError(f"{source}: ONNX shape inference failed ({first_line(e)})") from None
     shapes: dict[str, tuple[int, ...]] = {}
     for vi in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
         d = vi.type.tensor_type.shape.dim
@@ -187,12 +182,9 @@ class _Walker:
                 self.e.skip(where, op)
 
     def _emit(self, type_name: str, node: Any, where: str, **fields: Any) -> None:
-        in_shape = self._shape(node.input[0])
-        if in_shape is None or len(in_shape) not in (1, 3):
-            rank = "an unknown" if in_shape is None else f"a {len(in_shape) + 1}-D"
-            self.e.skip(where, f"{node.op_type} on {rank} tensor")
-            return
-        self.e.layer(type_name, where, in_shape, self._shape(node.output[0]), **fields)
+        self.e.reading(
+            type_name, where, self._shape(node.input[0]), self._shape(node.output[0]), node.op_type, **fields
+        )
 
     def _value(self, name: str) -> Any:
         return self.to_array(self.constants[name]) if name in self.constants else None
@@ -323,22 +315,14 @@ class _Walker:
                 and shapes[1] is None and names[1] in self.constants:
             index = self.last_matmul[1]  # MatMul + constant Add: the linear layer's bias
             self.e.layers[index] = self.e.layers[index].replace(bias=1)
-            self.shapes[node.output[0]] = self.shapes.get(names[0], ())
             self.last_matmul = None
             return
         out = self._shape(node.output[0])
-        if any(s is None for s in shapes) or out is None or len(names) < 2:
+        known = [s for s in shapes if s is not None]
+        if len(known) < len(shapes) or out is None or len(names) < 2:
             self.e.skip(where, f"{node.op_type} with a constant operand")
             return
-        from ._common import chw
-
-        full = chw(out)
-        parts = [chw(s) for s in shapes if s is not None]
-        broadcast = any(p != full for p in parts)
-        if broadcast and (len(parts) != 2 or not all(p == full or p == (full[0], 1, 1) for p in parts)):
-            self.e.skip(where, f"{node.op_type} broadcasting {' and '.join(map(str, shapes))}")
-            return
-        self.e.layer(kind, where, out, out, inputs=len(parts), broadcast=int(broadcast))
+        self.e.elementwise(kind, where, out, known, node.op_type)
 
     def _concat(self, node: Any, where: str, attrs: dict[str, Any]) -> None:
         out = self._shape(node.output[0])

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..layers import Architecture
-from ._common import Emitter, Shape
+from ._common import Emitter, Shape, first_line
 
 __all__ = ["from_torch"]
 
@@ -71,8 +71,7 @@ def from_torch(
     try:
         gm = torch.fx.symbolic_trace(module)
     except Exception as e:  # torch.fx raises many kinds; the first line says why
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{source}: torch.fx cannot trace it: {first}") from None
+        raise InputError(f"{source}: torch.fx cannot trace it: {first_line(e)}") from None
     flags = [(m, m.training) for m in module.modules()]
     try:
         gm.eval()
@@ -80,8 +79,9 @@ def from_torch(
         with torch.no_grad():
             ShapeProp(gm).propagate(torch.zeros((1, *shape[1:]), device=device))
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{source}: running it on a {'x'.join(map(str, shape))} input failed: {first}") from None
+        raise InputError(
+            f"{source}: running it on a {'x'.join(map(str, shape))} input failed: {first_line(e)}"
+        ) from None
     finally:
         for m, training in flags:
             m.train(training)
@@ -228,13 +228,10 @@ class _Walker:
         handler(node, dict(bound.kwargs), node.name)
 
     # -- layers ---------------------------------------------------------------------------------------
-    def _emit(self, type_name: str, node: Any, where: str, in_node: Any = None, **fields: Any) -> None:
-        source = in_node if in_node is not None else self._input(node)
+    def _emit(self, type_name: str, node: Any, where: str, **fields: Any) -> None:
+        source = self._input(node)
         in_shape = self._shape(source) if source is not None else None
-        if in_shape is None or len(in_shape) not in (1, 3):
-            self.e.skip(where, f"{type_name} on a {0 if in_shape is None else len(in_shape) + 1}-D tensor")
-            return
-        self.e.layer(type_name, where, in_shape, self._shape(node), **fields)
+        self.e.reading(type_name, where, in_shape, self._shape(node), type_name, **fields)
 
     def _same(self, type_name: str, node: Any, where: str) -> None:
         self._emit(type_name, node, where)
@@ -335,21 +332,12 @@ class _Walker:
         self.e.layer("concat", where, out, out, inputs=len(shapes))
 
     def _binary(self, kind: str, node: Any, where: str) -> None:
-        tensors = [a for a in (*node.args, *node.kwargs.values()) if self._shape(a) is not None]
-        shapes = [self._shape(t) for t in tensors]
+        shapes = [s for s in (self._shape(a) for a in (*node.args, *node.kwargs.values())) if s is not None]
         out = self._shape(node)
-        if len(tensors) != 2 or out is None:
+        if len(shapes) != 2 or out is None:
             self.e.skip(where, f"{kind} of a tensor and a constant")
             return
-        from ._common import chw
-
-        full = chw(out)
-        others = [chw(s) for s in shapes if s is not None]
-        broadcast = any(o != full for o in others)
-        if broadcast and not all(o == full or o == (full[0], 1, 1) for o in others):
-            self.e.skip(where, f"{kind} broadcasting {' and '.join(map(str, shapes))}")
-            return
-        self.e.layer(kind, where, out, out, inputs=2, broadcast=int(broadcast))
+        self.e.elementwise(kind, where, out, shapes, kind)
 
     def _contiguous(self, node: Any, where: str) -> None:
         """``view -> transpose(1, 2) -> contiguous`` on a 5-D tensor is a channel shuffle (a copy)."""
