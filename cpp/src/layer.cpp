@@ -1,6 +1,7 @@
 #include "neuralpower/layer.hpp"
 
 #include <algorithm>
+#include <numeric>
 #include <initializer_list>
 
 namespace neuralpower {
@@ -63,15 +64,12 @@ std::int64_t window_out(std::int64_t in, std::int64_t k, std::int64_t s, std::in
     return out;
 }
 
-// Input elements summed by an adaptive average pool along one axis (PyTorch's window bounds).
+// Input elements summed by an adaptive average pool along one axis (PyTorch's window bounds: output i reads
+// [floor(i in / out), ceil((i + 1) in / out))). The sum of those window lengths has a closed form,
+// in + out - gcd(in, out) (sum the ceilings and floors with the reciprocity of floor sums), so a layer's cost
+// takes constant time however large its output (a loop over 16M outputs took 20 ms a row).
 std::int64_t adaptive_window_sum(std::int64_t in, std::int64_t out) {
-    std::int64_t total = 0;
-    for (std::int64_t i = 0; i < out; ++i) {
-        const std::int64_t start = (i * in) / out;
-        const std::int64_t end = ((i + 1) * in + out - 1) / out;
-        total += end - start;
-    }
-    return total;
+    return in + out - std::gcd(in, out);
 }
 
 std::vector<int> fields_of(T t) {

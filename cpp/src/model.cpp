@@ -13,7 +13,6 @@ namespace {
 
 constexpr int kRuntime = 0;
 constexpr int kPower = 1;
-constexpr double kMaxDouble = std::numeric_limits<double>::max();
 
 void require(bool ok, const std::string& what) {
     if (!ok) throw std::invalid_argument(what);
@@ -25,10 +24,10 @@ void check_feature(int f, const char* what) {
     require(f >= 0 && f < kNumFeatures, std::string(what) + ": feature index out of range");
 }
 
-// As the NumPy reference: NaN -> 0, +inf -> the largest double, then clipped at 0.
+// As the NumPy reference: clipped at 0; a prediction that overflowed (NaN, an infinity) stays NaN, so that
+// the caller sees it and refuses it instead of reporting a number.
 double clip(double v) {
-    if (std::isnan(v)) return 0.0;
-    if (v > kMaxDouble) return kMaxDouble;
+    if (!std::isfinite(v)) return std::numeric_limits<double>::quiet_NaN();
     return v > 0.0 ? v : 0.0;
 }
 
@@ -279,7 +278,9 @@ std::ptrdiff_t Model::evaluate(const std::int64_t* rows, std::size_t n, LayerRes
 std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_t* offsets, std::size_t n_archs,
                                      double* runtime_ms, double* power_w, double* energy_mj, std::int64_t* bottleneck,
                                      std::int64_t* extrapolated, LayerResult* layers, int threads) const {
-    const std::size_t n_threads = static_cast<std::size_t>(std::max(1, threads));
+    // never more threads than architectures (a huge request is not an allocation of that many slots)
+    const std::size_t n_threads =
+        std::max<std::size_t>(1, std::min<std::size_t>(static_cast<std::size_t>(std::max(1, threads)), n_archs));
     std::vector<std::ptrdiff_t> bad(n_threads, -1);
     auto work = [&](std::size_t tid, std::size_t a0, std::size_t a1) {
         std::vector<LayerResult> local;

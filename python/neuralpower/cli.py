@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import __version__
+from ._args import bounded_int, finite_float, seed, size_int, threads
+from ._output import PLOT_SUFFIXES, TABLE_SUFFIXES, atomic_path, check_output, check_output_dir, same_file
 from ._text import text_table
 from .errors import InputError, NeuralPowerError
 from .layers import LAYER_TYPES, Architecture, Layer
@@ -26,16 +28,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def _si(value: float) -> str:
@@ -121,6 +113,11 @@ def _describe_table(arch: Architecture) -> str:
     return "\n".join(lines)
 
 
+def _source_files(args: argparse.Namespace) -> list[str]:
+    """The files a verb that takes one architecture (and maybe a model file) reads."""
+    return [p for p in (args.arch_source, getattr(args, "model", None)) if p and os.path.exists(p)]
+
+
 def _one_architecture(args: argparse.Namespace, dtype: str | None) -> Architecture:
     """The architecture the options of :func:`_add_arch_options` name (with a note on what an import skipped)."""
     from .sources import load_architectures, select_architecture
@@ -190,6 +187,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from .models.format import write_model_file
     from .models.report import format_summary, write_report
 
+    check_output(args.out, option="--out", inputs=[t for t in args.tables if os.path.exists(t)], suffixes=(".json",))
+    if args.report:
+        check_output_dir(args.report, option="--report", inputs=args.tables)
     start = time.perf_counter()
     data = read_measurements(args.tables)
     holdout: dict[tuple[str, str], tuple[Any, dict[str, Any]]] = {}
@@ -214,10 +214,21 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _write_table(table: Any, path: Any) -> None:
-    """Write a pyarrow table as CSV or Parquet, by the file's suffix."""
+    """Write a pyarrow table as CSV or Parquet, by the file's suffix (a file path: through a temporary file,
+    renamed into place)."""
     from .table import write_arrow
 
-    write_arrow(table, path)
+    if not isinstance(path, str):
+        write_arrow(table, path)
+        return
+    with atomic_path(path) as tmp:
+        write_arrow(table, tmp)
+
+
+def _check_table_output(path: str | None, option: str, inputs: Sequence[str]) -> None:
+    """Refuse a table output path before any work (see :func:`neuralpower._output.check_output`)."""
+    if path is not None:
+        check_output(path, option=option, inputs=[i for i in inputs if os.path.exists(i)], suffixes=TABLE_SUFFIXES)
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -227,6 +238,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from .evaluator import load_model
     from .table import read_layer_table
 
+    inputs = [p for p in (args.table, args.model) if p]
+    _check_table_output(args.out, "--out", inputs)
+    _check_table_output(args.per_layer, "--per-layer", inputs)
+    if args.out and args.per_layer and same_file(args.out, args.per_layer):
+        raise InputError(f"--out and --per-layer name the same file ({args.out})")
     model = load_model(args.model)
     _power_note(model)
     if args.table.lower().endswith(".onnx"):
@@ -251,8 +267,6 @@ def _cmd_score(args: argparse.Namespace) -> int:
     error = _arch_errors(table, scores.arch)
     order = np.arange(len(scores))
     if error is not None:
-        if args.alpha < 0:
-            raise InputError(f"--alpha {args.alpha} must not be negative")
         with np.errstate(invalid="ignore"):
             epr = np.where(np.isnan(error), np.nan, np.power(error, args.alpha) * scores.energy_mj)
         # ranked by epr, lowest first; an architecture without an error value comes last, unranked, with
@@ -380,6 +394,8 @@ class _Progress:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .evaluator import load_model
 
+    if args.plot:
+        check_output(args.plot, option="--plot", inputs=_source_files(args), suffixes=PLOT_SUFFIXES)
     model = load_model(args.model)
     _power_note(model)
     arch = _one_architecture(args, args.dtype or model.dtype)
@@ -493,7 +509,8 @@ def _plot_prediction(p: Any, arch: Architecture, model: Any, path: str) -> None:
     if n <= 60:
         ax2.set_xticks(list(x), [layer.name for layer in arch.layers], rotation=90, fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -565,6 +582,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from .evaluator import load_model
     from .tune import tune
 
+    _check_table_output(args.out, "--out", _source_files(args))
     model = load_model(args.model)
     arch = _one_architecture(args, args.dtype or model.dtype)
     result = tune(arch, model, objective=args.objective, max_change=args.max_change)
@@ -622,27 +640,21 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     if args.out:
         from .table import write_architectures
 
-        write_architectures([result.tuned], args.out)
+        with atomic_path(args.out) as tmp:
+            write_architectures([result.tuned], tmp)
         print(f"wrote the tuned architecture to {args.out}", file=sys.stderr)
     return 0
-
-
-def _degree(text: str) -> int:
-    value = _positive_int(text)
-    if value > 4:
-        raise argparse.ArgumentTypeError(f"{value}: the degree must be 1 to 4")
-    return value
 
 
 def _add_arch_options(parser: argparse.ArgumentParser, *, image_size_default: str, dtype_default: str) -> None:
     """The options of verbs that take one architecture (a zoo name or a layer table)."""
     parser.add_argument("--arch", metavar="ID", help="which architecture of a layer table holding several")
     parser.add_argument(
-        "--batch", type=_positive_int, help="batch size (default: 1 for zoo networks, the table's own for files)"
+        "--batch", type=size_int, help="batch size (default: 1 for zoo networks, the table's own for files)"
     )
     parser.add_argument(
         "--image-size",
-        type=_positive_int,
+        type=size_int,
         metavar="N",
         help=f"input height and width of a zoo network (default: {image_size_default})",
     )
@@ -724,7 +736,10 @@ def build_parser() -> argparse.ArgumentParser:
         "held-out error becoming each type's default (default: poly)",
     )
     f.add_argument(
-        "--degree", type=_degree, default=3, help="highest degree of the polynomial terms, 1 to 4 (default: 3)"
+        "--degree",
+        type=bounded_int(1, 4),
+        default=3,
+        help="highest degree of the polynomial terms, 1 to 4 (default: 3)",
     )
     f.add_argument(
         "--report",
@@ -734,7 +749,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--gpu", help="GPU name to record in the model (default: the tables' gpu column)")
     f.add_argument("--executor", help="executor to record (default: the tables' executor column)")
     f.add_argument("--description", help="a sentence saying what the model is, shown by `neuralpower models`")
-    f.add_argument("--seed", type=int, default=0, help="seed of the held-out split and cross-validation (default: 0)")
+    f.add_argument("--seed", type=seed, default=0, help="seed of the held-out split and cross-validation (default: 0)")
     f.set_defaults(run=_cmd_fit)
 
     sc = verbs.add_parser(
@@ -761,7 +776,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-layer", metavar="PATH", help="also write every layer's prediction to PATH (.csv or .parquet)"
     )
     sc.add_argument(
-        "--alpha", type=float, default=1.0, help="exponent of the error in epr = error^alpha x energy_mj (default: 1.0)"
+        "--alpha",
+        type=finite_float(minimum=0.0),
+        default=1.0,
+        help="exponent of the error in epr = error^alpha x energy_mj, 0 or more (default: 1.0)",
     )
     sc.add_argument(
         "--pareto",
@@ -772,7 +790,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sc.add_argument(
         "--threads",
-        type=_positive_int,
+        type=threads,
         default=os.cpu_count() or 1,
         help="evaluator threads (default: the machine's cores)",
     )

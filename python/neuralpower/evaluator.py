@@ -312,6 +312,9 @@ class Model:
         r = self._compiled.evaluate(rows, False)
         if r["uncovered"] >= 0:
             raise self._uncovered(rows, r["uncovered"], f"{arch.name}: ")
+        if not (np.isfinite(r["total_runtime_ms"]) and np.isfinite(r["total_energy_mj"])):
+            bad = self._first_overflow(rows)
+            raise self._overflow(arch.name, None if bad < 0 else (f"layer {arch.layers[bad].name}", rows[bad]))
         total_runtime, total_energy = r["total_runtime_ms"], r["total_energy_mj"]
         return Prediction(
             arch,
@@ -332,18 +335,77 @@ class Model:
         per_layer: bool = False,
         threads: int = 1,
     ) -> dict[str, Any]:
-        """Evaluate prepared layer rows of architectures ``rows[offsets[k]:offsets[k + 1]]`` (the fast path)."""
+        """Evaluate layer rows of architectures ``rows[offsets[k]:offsets[k + 1]]`` (the fast path).
+
+        ``rows`` are normalized layer rows (:func:`neuralpower.prepare_rows` makes them); each is validated
+        again here, so that no row can make the evaluator compute from an invalid layer.
+
+        Raises
+        ------
+        InputError
+            A row is not a valid layer, ``offsets`` do not partition the rows, a layer's dtype differs from
+            the model's, the model has no model of a layer's type, or its prediction is not finite.
+        """
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        if rows.ndim != 2 or rows.shape[1] != len(FIELD_INDEX):
+            raise InputError(f"rows must be an (n, {len(FIELD_INDEX)}) array of layer rows, not {rows.shape}")
+        return self._evaluate(rows, offsets, per_layer=per_layer, threads=threads, validate=True)
+
+    def _evaluate(
+        self,
+        rows: npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+        *,
+        per_layer: bool,
+        threads: int,
+        validate: bool,
+        arch_names: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`score_rows` over rows that are checked (``validate``) or known valid (a layer table's)."""
         dtypes = np.unique(rows[:, FIELD_INDEX["dtype"]]) if len(rows) else np.array([], dtype=np.int64)
         for code in dtypes:
+            if not 0 <= code < len(DTYPES):
+                i = int(np.argmax(rows[:, FIELD_INDEX["dtype"]] == code))
+                raise InputError(f"row {i}, field dtype: unknown dtype code {int(code)}")
             if DTYPES[int(code)] != self._dtype:
                 i = int(np.argmax(rows[:, FIELD_INDEX["dtype"]] == code))
                 raise InputError(
                     f"the model was fit for {self._dtype}, layer {i} is {DTYPES[int(code)]}", column="dtype"
                 )
-        out: dict[str, Any] = self._compiled.evaluate_archs(rows, offsets, per_layer, threads, False)
+        try:
+            out: dict[str, Any] = self._compiled.evaluate_archs(rows, offsets, per_layer, threads, validate)
+        except ValueError as e:  # a row or the offsets, checked by the bindings
+            raise InputError(str(e)) from None
         if out["uncovered"] >= 0:
             raise self._uncovered(rows, out["uncovered"], "")
+        finite = np.isfinite(out["runtime_ms"]) & np.isfinite(out["energy_mj"])
+        if not finite.all():
+            arch = int(np.flatnonzero(~finite)[0])
+            start = int(offsets[arch])
+            layer = self._first_overflow(rows[start : int(offsets[arch + 1])])
+            name = arch_names[arch] if arch_names is not None else f"architecture {arch}"
+            raise self._overflow(name, None if layer < 0 else (f"layer {layer}", rows[start + layer]))
         return out
+
+    def _first_overflow(self, rows: npt.NDArray[np.int64]) -> int:
+        """The first of some rows whose runtime, power or energy prediction is not finite (-1: none is, but
+        their sum is not)."""
+        r = self._compiled.evaluate(rows, False)
+        bad = ~(np.isfinite(r["runtime_ms"]) & np.isfinite(r["power_w"]) & np.isfinite(r["energy_mj"]))
+        return int(np.flatnonzero(bad)[0]) if bad.any() else -1
+
+    def _overflow(self, arch: str, layer: tuple[str, npt.NDArray[np.int64]] | None) -> InputError:
+        """The error of a prediction that is not a finite number: the model's arithmetic overflowed, at a
+        layer (its name and row) or in the architecture's total."""
+        model = self.name or "(unnamed)"
+        if layer is None:
+            return InputError(f"{arch}: the total runtime or energy that model {model} predicts overflows")
+        return InputError(
+            f"{arch}, {layer[0]} ({LAYER_TYPES[int(layer[1][0])]}): model {model} predicts a runtime, power or "
+            "energy that is not a finite number (its arithmetic overflows: the layer lies far outside what the "
+            "model was fit on)"
+        )
 
     def score(
         self, archs: Iterable[Architecture] | str | os.PathLike[str], *, per_layer: bool = False, threads: int = 1
@@ -398,7 +460,7 @@ class Model:
         per_layer: bool,
         threads: int,
     ) -> Scores:
-        out = self.score_rows(rows, offsets, per_layer=per_layer, threads=threads)
+        out = self._evaluate(rows, offsets, per_layer=per_layer, threads=threads, validate=False, arch_names=archs)
         bottleneck = layer_names(np.arange(len(archs), dtype=np.int64), out["bottleneck"])
         layers_dict = None
         if per_layer:

@@ -25,6 +25,7 @@ __all__ = [
     "LAYER_TYPES",
     "Architecture",
     "Layer",
+    "exact_sum",
     "prepare_rows",
 ]
 
@@ -81,6 +82,14 @@ def chw(shape: Sequence[int]) -> tuple[int, int, int]:
     if len(shape) == 3:
         return (int(shape[0]), int(shape[1]), int(shape[2]))
     raise ValueError(f"not an image or vector shape: {tuple(shape)}")
+
+
+def exact_sum(values: npt.NDArray[np.int64]) -> int:
+    """The exact sum of non-negative int64 counts, as a Python int: a network's total may pass 2**63 where
+    every layer's count fits (NumPy's sum would wrap around). Summed as 32-bit halves, each of whose sums fits
+    int64 for up to 2**31 values."""
+    v = np.asarray(values, dtype=np.int64)
+    return (int((v >> 32).sum()) << 32) + int((v & 0xFFFFFFFF).sum())
 
 
 def prepare_rows(rows: npt.NDArray[np.int64]) -> tuple[int, str, str] | None:
@@ -197,7 +206,30 @@ class Layer:
 
     @classmethod
     def from_row(cls, row: Iterable[int], name: str = "") -> Layer:
-        """A layer from a row that :func:`prepare_rows` has already accepted (no checks)."""
+        """A layer from a row of :data:`FIELDS` (``MISSING`` fields take their defaults), normalized and
+        validated like any other input.
+
+        Raises
+        ------
+        InputError
+            The row is not a valid layer (names the field), or not one integer per field.
+        """
+        try:
+            array = np.array([list(row)], dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"a layer row must be {_NUM_FIELDS} integers (one per field)") from None
+        if array.shape != (1, _NUM_FIELDS):
+            raise InputError(f"a layer row must be {_NUM_FIELDS} integers (one per field), not {array.shape[1]}")
+        bad = prepare_rows(array)
+        if bad is not None:
+            _, field, message = bad
+            raise InputError(message, column=field)
+        return cls._trusted(tuple(int(v) for v in array[0]), name)
+
+    @classmethod
+    def _trusted(cls, row: Iterable[int], name: str = "") -> Layer:
+        """A layer from a row that :func:`prepare_rows` has already accepted (no checks: neuralpower's own
+        rows only; a row from outside goes through :meth:`from_row`)."""
         layer = cls.__new__(cls)
         layer._row = tuple(int(v) for v in row)
         layer._info = None
@@ -353,7 +385,7 @@ class Architecture:
             raise InputError(f"architecture {self.name!r} has no layers")
         for i, layer in enumerate(items):
             if not layer.name:
-                items[i] = Layer.from_row(layer.row, f"{layer.type}_{i}")
+                items[i] = Layer._trusted(layer.row, f"{layer.type}_{i}")
         first = items[0]
         for layer in items[1:]:
             if layer.batch != first.batch:
@@ -408,7 +440,7 @@ class Architecture:
     def totals(self) -> dict[str, int]:
         """Network totals: layers, params, macs, flops, bytes read, written and moved."""
         info = self.info()
-        total = {name: int(info[:, _INFO_INDEX[name]].sum()) for name in INFO[4:]}
+        total = {name: exact_sum(info[:, _INFO_INDEX[name]]) for name in INFO[4:]}
         read = total["bytes_input"] + total["bytes_weights"]
         return {
             "layers": len(self.layers),

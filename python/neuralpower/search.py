@@ -206,7 +206,7 @@ class Candidate:
         for i, block_id in enumerate(self.ids):
             fn, c, h, w, *params = self.blocks._keys[block_id]
             for layer in self.blocks.layers(fn, T(c, h, w), *params):
-                layers.append(Layer.from_row(layer.row, f"{i}.{layer.name}"))
+                layers.append(Layer._trusted(layer.row, f"{i}.{layer.name}"))
         return Architecture(self.name, layers, meta)
 
 

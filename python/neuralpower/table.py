@@ -182,7 +182,7 @@ class LayerTable:
                 values = [v for v in (meta_columns[col][i] for i in idx) if v is not None]
                 if values:
                     meta[col] = values[0]
-            layers = [Layer.from_row(self.rows[i], self.layer[i]) for i in idx]
+            layers = [Layer._trusted(self.rows[i], self.layer[i]) for i in idx]
             layer_data = {col: [values[i] for i in idx] for col, values in layer_columns.items()}
             layer_data = {col: v for col, v in layer_data.items() if any(x is not None for x in v)}
             archs.append(Architecture(name, layers, meta, layer_data))
@@ -204,7 +204,12 @@ class LayerTable:
 
 
 def _key(value: Any) -> Any:
-    return ("nan",) if isinstance(value, float) and math.isnan(value) else value
+    """A hashable stand-in of a cell (list and struct cells of a Parquet file are not hashable)."""
+    if isinstance(value, float) and math.isnan(value):
+        return ("nan",)
+    if isinstance(value, list | dict):
+        return ("repr", repr(value))
+    return value
 
 
 def read_layer_table(path: str | os.PathLike[str], extra: Collection[str] | None = None) -> LayerTable:
@@ -380,8 +385,8 @@ def _read_parquet(path: str, extra: Collection[str] | None = None) -> pa.Table:
 def _parse(path: str, fmt: str, table: pa.Table) -> LayerTable:
     n = table.num_rows
 
-    def err(index: int, column: str | None, message: str) -> InputError:
-        row = int(_spreadsheet_rows(path, fmt, n)[index])
+    def err(index: int | None, column: str | None, message: str) -> InputError:
+        row = None if index is None else int(_spreadsheet_rows(path, fmt, n)[index])
         return InputError(message, path=path, row=row, column=column)
 
     columns: dict[str, str] = {}  # normalized name -> name in the file
@@ -456,10 +461,7 @@ def _parse(path: str, fmt: str, table: pa.Table) -> LayerTable:
 
     arch = _names(table, columns.get("arch"), err, default=Path(path).stem)
     layer_col = columns.get("layer")
-    if layer_col is None:
-        layer = pa.nulls(n, pa.string())
-    else:
-        layer = table.column(layer_col).cast(pa.string()).combine_chunks()
+    layer = pa.nulls(n, pa.string()) if layer_col is None else _strings(table.column(layer_col), layer_col, err)
     known = {name for key, name in columns.items() if key in _KNOWN}
     extra = table.select([c for c in table.column_names if c not in known])
     return LayerTable(path, rows, arch, layer, extra, fmt)
@@ -469,7 +471,7 @@ def _names(table: pa.Table, column: str | None, err: Any, default: str) -> pa.Ar
     """The architecture column as strings; an empty cell is an error."""
     if column is None:
         return pa.array([default] * table.num_rows, pa.string())
-    values = table.column(column).cast(pa.string()).combine_chunks()
+    values = _strings(table.column(column), column, err)
     empty = pc.or_kleene(values.is_null(), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0))
     empty = np.asarray(empty.fill_null(True).to_numpy(zero_copy_only=False), dtype=bool)
     if empty.any():
@@ -481,9 +483,8 @@ def _codes(
     column: pa.ChunkedArray, codes: dict[str, int], what: str, name: str, err: Any, allow_null: bool = False
 ) -> npt.NDArray[np.int64]:
     """Map a column of names (type, dtype) to codes; matching ignores case and surrounding spaces."""
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        column = column.cast(pa.string())
-    encoded = pc.utf8_lower(pc.utf8_trim_whitespace(column)).combine_chunks().dictionary_encode()
+    column = _strings(column, name, err)
+    encoded = pc.utf8_lower(pc.utf8_trim_whitespace(column)).dictionary_encode()
     lookup = np.array([codes.get(v, -1) if v else -2 for v in encoded.dictionary.to_pylist()] + [-2], dtype=np.int64)
     index = np.asarray(encoded.indices.fill_null(len(lookup) - 1).to_numpy(), dtype=np.int64)
     out = lookup[index]
@@ -498,23 +499,63 @@ def _codes(
     return out
 
 
+def _strings(column: pa.ChunkedArray | pa.Array, name: str, err: Any) -> pa.Array:
+    """A column of names (type, dtype, arch, layer) as one UTF-8 string array; text that is not UTF-8 or a
+    column that is not text (a list, say) is an error naming the cell or the column."""
+    t = column.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        out = column.cast(pa.string())
+    elif pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        try:
+            out = column.cast(pa.string())
+        except pa.ArrowInvalid:
+            for i, v in enumerate(column.to_pylist()):
+                try:
+                    if v is not None:
+                        v.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise err(i, name, "not UTF-8 text") from None
+            raise err(None, name, "not UTF-8 text") from None
+    elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_null(t):
+        out = column.cast(pa.string())
+    else:
+        raise err(None, name, f"has type {t}, expected text")
+    return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
+
+
+# Integers that no field can hold (sizes are capped far lower): refused as out of range when parsed, so that no
+# value wraps around int64 or meets the MISSING marker (INT64_MIN, an empty cell).
+_INT_LIMIT = 2**62
+
+
 def _ints(column: pa.ChunkedArray, name: str, err: Any) -> npt.NDArray[np.int64]:
     """An integer column, empty cells as MISSING. Whole floats (3.0) pass; anything else is an error."""
     t = column.type
-    if pa.types.is_integer(t) or pa.types.is_null(t):
-        arr = column.cast(pa.int64())
-        return np.asarray(arr.fill_null(MISSING).to_numpy(), dtype=np.int64)
-    if pa.types.is_boolean(t):
+    if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_null(t):
+        if pa.types.is_integer(t) and t.bit_width == 64:  # narrower integers always fit
+            if pa.types.is_unsigned_integer(t):
+                far = pc.greater_equal(column, pa.scalar(_INT_LIMIT, t))
+            else:
+                far = pc.or_(pc.greater_equal(column, _INT_LIMIT), pc.less_equal(column, -_INT_LIMIT))
+            far_np = np.asarray(far.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+            if far_np.any():
+                i = int(np.argmax(far_np))
+                raise err(i, name, f"{column[i].as_py()} is out of range")
         return np.asarray(column.cast(pa.int64()).fill_null(MISSING).to_numpy(), dtype=np.int64)
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         try:
-            return np.asarray(
+            out = np.asarray(
                 pc.cast(pc.utf8_trim_whitespace(column), pa.int64()).fill_null(MISSING).to_numpy(), dtype=np.int64
             )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass  # not plain integers: check each cell below
+        else:
+            far = (out != MISSING) & (np.abs(out.clip(-_INT_LIMIT, None)) >= _INT_LIMIT)
+            far |= (out == MISSING) & np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+            if not far.any():
+                return out
     elif not pa.types.is_floating(t):
-        raise InputError(f"has type {t}, expected integers", column=name)
+        raise err(None, name, f"has type {t}, expected integers")
     out = np.empty(len(column), dtype=np.int64)
     for i, v in enumerate(column.to_pylist()):
         out[i] = _int_cell(v, i, name, err)
@@ -528,9 +569,13 @@ def _int_cell(value: Any, i: int, name: str, err: Any) -> int:
     if text == "":
         return MISSING
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         pass
+    else:
+        if abs(value) >= _INT_LIMIT:
+            raise err(i, name, f"{text!r} is out of range")
+        return value
     try:
         f = float(text)
     except ValueError:

@@ -3,7 +3,7 @@
 // The model file (JSON) is parsed and validated in Python (neuralpower.models.format); the bindings hand
 // its numbers to a ModelBuilder, which checks every index again, so that no model can make the evaluator
 // read out of bounds or loop. Evaluation follows neuralpower.models.predict (the NumPy reference) exactly:
-// the same features (layer.hpp), the same term order, predictions clipped at zero.
+// the same features (layer.hpp), the same term order, predictions clipped at zero (NaN where they overflow).
 //
 // Plain C++17, no Python headers.
 #pragma once

@@ -11,36 +11,22 @@ import argparse
 import sys
 from typing import Any
 
-from ..cli import _positive_int
+from .._args import finite_float, positive_int, seed, size_int
 from ..errors import InputError
 from .executors import EXECUTORS
 
 __all__ = ["add_bench_parsers", "cmd_bench", "cmd_bench_network"]
 
 
-def _float(text: str, *, allow_zero: bool) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be {'zero or more' if allow_zero else 'a positive number'}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    return _float(text, allow_zero=False)
-
-
-def _non_negative_float(text: str) -> float:
-    return _float(text, allow_zero=True)
+_positive_float = finite_float(minimum=0.0, allow_minimum=False)
+_non_negative_float = finite_float(minimum=0.0)
 
 
 def _batches(text: str) -> list[int]:
     out = []
     for item in text.split(","):
         if item.strip():
-            out.append(_positive_int(item.strip()))
+            out.append(size_int(item.strip()))
     if not out:
         raise argparse.ArgumentTypeError("give at least one batch size, e.g. 1,8,64")
     return list(dict.fromkeys(out))
@@ -77,7 +63,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="stop cleanly after the configuration running when N minutes have passed (run again to continue)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs, sampling and order (default: 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the random inputs, sampling and order (default: 0)")
     p.add_argument(
         "--variants",
         choices=["all", "first"],
@@ -108,7 +94,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="length of one timed loop of back-to-back calls (default: 30 on a GPU, 20 on the CPU)",
     )
     p.add_argument(
-        "--loops", type=_positive_int, default=5, metavar="N", help="timed loops per measurement (default: 5)"
+        "--loops", type=positive_int, default=5, metavar="N", help="timed loops per measurement (default: 5)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines (the summary is still printed)")
 
@@ -141,7 +127,7 @@ def add_bench_parsers(verbs: Any) -> None:
     b.add_argument("--zoo", action="store_true", help="also measure the distinct layers of the zoo's networks")
     b.add_argument(
         "--configs",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="number of sampled configurations instead of the suite's",
     )
@@ -185,8 +171,8 @@ def add_bench_parsers(verbs: Any) -> None:
         metavar="B,B,...",
         help="batch sizes, comma-separated (default: 1)",
     )
-    n.add_argument("--image-size", type=_positive_int, metavar="N", help="input height and width of zoo networks")
-    n.add_argument("--trials", type=_positive_int, default=3, metavar="N", help="trials per network (default: 3)")
+    n.add_argument("--image-size", type=size_int, metavar="N", help="input height and width of zoo networks")
+    n.add_argument("--trials", type=positive_int, default=3, metavar="N", help="trials per network (default: 3)")
     n.set_defaults(run=cmd_bench_network)
 
 

@@ -13,12 +13,13 @@ Both are fitted to power as well as to runtime, for comparison; they are plain d
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from ._values import is_finite_number
 
 __all__ = ["fit_flops_linear", "fit_roofline", "predict_baseline", "validate_baseline"]
 
@@ -69,7 +70,7 @@ def validate_baseline(spec: Any) -> None:
     keys = ("ms_per_flop", "ms_per_byte", "overhead") if spec["kind"] == "roofline" else ("slope", "intercept")
     for k in keys:
         v = spec.get(k)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        if not is_finite_number(v):
             raise ValueError(f"{spec['kind']}: {k!r} must be a finite number, not {v!r}")
         if spec["kind"] == "roofline" and v < 0:
             raise ValueError(f"roofline: {k!r} must not be negative")

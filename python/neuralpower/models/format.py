@@ -23,13 +23,13 @@ Predictions are clipped at zero. Units: runtime in milliseconds, power in watts.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import InputError
 from ..layers import DTYPES, FEATURES, LAYER_TYPES
+from ._values import is_finite_number
 from .baselines import validate_baseline
 from .poly import validate_poly
 from .tree import validate_tree
@@ -63,7 +63,7 @@ def validate_spec(spec: Any, feature_names: Sequence[str]) -> None:
         validate_baseline(spec)
     elif kind == "constant":
         v = spec.get("value")
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+        if not is_finite_number(v) or v < 0:
             raise ValueError("constant: 'value' must be a non-negative finite number")
     else:
         raise ValueError(f"'kind' must be one of {', '.join(KINDS)}")
@@ -106,7 +106,7 @@ def validate_model(doc: Any) -> None:
                 name in FEATURES
                 and isinstance(r, list)
                 and len(r) == 2
-                and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in r),
+                and all(is_finite_number(v) for v in r),
                 f"{where}.ranges.{name}",
                 "must be a known feature's [min, max]",
             )
@@ -165,9 +165,9 @@ def _reject_constant(name: str) -> None:
 
 def write_model_file(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Validate then write a model document (atomically: a crash leaves the old file, if any)."""
+    from .._output import atomic_path
+
     validate_model(doc)
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=1, allow_nan=False)
         f.write("\n")
-    os.replace(tmp, path)

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from ._values import is_finite_number
 
 __all__ = ["TARGET_MODES", "fit_poly", "predict_poly", "terms_matrix", "validate_poly"]
 
@@ -161,7 +162,7 @@ def predict_poly(
 
 
 def _finite(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not is_finite_number(value):
         raise ValueError(f"{where} must be a finite number, not {value!r}")
     return float(value)
 
@@ -201,3 +202,7 @@ def validate_poly(spec: Any, feature_names: Sequence[str]) -> None:
                 raise ValueError(
                     f"terms[{j}].powers: {p!r} is not [input index < {len(inputs)}, exponent 1..{MAX_EXPONENT}]"
                 )
+        named = [p[0] for p in powers]
+        if len(set(named)) != len(named):
+            # x^8 * x^8 would be x^16: an input appears once per term, so MAX_EXPONENT bounds every power
+            raise ValueError(f"terms[{j}].powers names input {next(i for i in named if named.count(i) > 1)} twice")

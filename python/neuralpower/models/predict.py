@@ -30,7 +30,8 @@ def predict_spec(
 ) -> npt.NDArray[np.float64]:
     """Evaluate one (validated) model on features ``X``; predictions are clipped at zero.
 
-    A model may overflow (a hostile or extrapolating one): infinities are the largest double, NaN is 0.
+    A model may overflow (a hostile or extrapolating one): a prediction that is not finite is NaN, never a
+    number (the compiled evaluator does the same, and :class:`neuralpower.Model` refuses it).
     """
     kind = spec["kind"]
     with np.errstate(over="ignore", invalid="ignore"):
@@ -42,7 +43,8 @@ def predict_spec(
             out = np.full(X.shape[0], float(spec["value"]))
         else:
             out = predict_baseline(spec, X, feature_names)
-    return np.maximum(np.nan_to_num(out, nan=0.0, posinf=np.finfo(np.float64).max), 0.0)
+    out = np.asarray(out, dtype=np.float64)
+    return np.where(np.isfinite(out), np.maximum(out, 0.0), np.nan)
 
 
 def predict_layers(

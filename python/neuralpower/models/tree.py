@@ -23,13 +23,14 @@ metadata); keys a node does not know are refused.
 from __future__ import annotations
 
 import importlib
-import math
 import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from ._values import is_finite_number
 
 __all__ = ["fit_tree", "predict_tree", "validate_tree"]
 
@@ -488,7 +489,7 @@ def validate_tree(spec: Any, feature_names: Sequence[str]) -> None:
                 raise ValueError(
                     f"{where}: 'value' must be a positive integer (at most 2**53) for a 'mod' test, got {_show(value)}"
                 )
-        elif not _is_finite_number(value):
+        elif not is_finite_number(value):
             raise ValueError(f"{where}: 'value' must be a finite number for an 'le' test, got {_show(value)}")
         stack.append((node["no"], depth + 1, path + "/no"))
         stack.append((node["yes"], depth + 1, path + "/yes"))
@@ -509,14 +510,14 @@ def _check_leaf(leaf: Any, n_weights: int, where: str) -> None:
     if "intercept" not in leaf or "weights" not in leaf:
         raise ValueError(f"{where}: 'leaf' needs 'intercept' and 'weights'")
     intercept, weights = leaf["intercept"], leaf["weights"]
-    if not _is_finite_number(intercept) or intercept < 0:
+    if not is_finite_number(intercept) or intercept < 0:
         raise ValueError(f"{where}: leaf 'intercept' must be a finite non-negative number, got {_show(intercept)}")
     if not isinstance(weights, list | tuple):
         raise ValueError(f"{where}: leaf 'weights' must be a list, got {type(weights).__name__}")
     if len(weights) != n_weights:
         raise ValueError(f"{where}: leaf has {len(weights)} weights for {n_weights} leaf features")
     for i, w in enumerate(weights):
-        if not _is_finite_number(w) or w < 0:
+        if not is_finite_number(w) or w < 0:
             raise ValueError(f"{where}: leaf weight {i} must be a finite non-negative number, got {_show(w)}")
 
 
@@ -526,15 +527,6 @@ def _is_int_in(v: Any, low: int, high: int | None) -> bool:
         return False
     i = int(v)
     return low <= i and (high is None or i <= high)
-
-
-def _is_finite_number(v: Any) -> bool:
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        return False
-    try:
-        return math.isfinite(float(v))
-    except (OverflowError, ValueError, TypeError):
-        return False
 
 
 def _show(v: Any, limit: int = 60) -> str:

@@ -1,0 +1,128 @@
+"""Output files: checked before any work is done, written to a temporary file and renamed into place.
+
+Every verb that writes a file goes through :func:`check_output` (before it reads or computes anything
+costly) and :func:`atomic_path` (when it writes), so that no verb overwrites its own input, writes CSV
+into a file called ``.xlsx``, fails on a missing folder after minutes of work, or leaves a partial file
+behind when it is interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from .errors import InputError
+
+__all__ = ["PLOT_SUFFIXES", "TABLE_SUFFIXES", "atomic_path", "check_output", "check_output_dir", "same_file"]
+
+#: Suffixes a layer or score table may be written with (CSV, compressed CSV, Parquet).
+TABLE_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.lz4", ".txt", ".parquet", ".pq")
+#: Suffixes of the plots neuralpower draws (matplotlib picks the format by suffix).
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file (the same path, a symbolic or a hard link)."""
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _suffix_ok(path: str, suffixes: Sequence[str]) -> bool:
+    name = Path(path).name.lower()
+    return any(name.endswith(s) and len(name) > len(s) for s in suffixes)
+
+
+def check_output(
+    path: str,
+    *,
+    option: str,
+    inputs: Iterable[str | os.PathLike[str]] = (),
+    suffixes: Sequence[str] | None = None,
+) -> None:
+    """Refuse, before any work, an output path that cannot or must not be written.
+
+    Parameters
+    ----------
+    path
+        The output file.
+    option
+        How the user gave it (``--out``), for the message.
+    inputs
+        Files the verb reads: the output must not be one of them.
+    suffixes
+        The suffixes the output's format allows (None: any).
+
+    Raises
+    ------
+    InputError
+        The path is a folder, its folder does not exist or cannot be written, its suffix says another
+        format, or it is one of the inputs.
+    """
+    where = f"{option} {path}"
+    if not path:
+        raise InputError(f"{option}: the output path is empty")
+    if os.path.isdir(path):
+        raise InputError(f"{where}: is a folder, not a file")
+    if suffixes is not None and not _suffix_ok(path, suffixes):
+        raise InputError(f"{where}: unknown output format (use a name ending in {', '.join(suffixes)})")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InputError(f"{where}: the folder {os.path.dirname(path) or folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{where}: the folder {os.path.dirname(path) or folder} is not writable")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise InputError(f"{where}: the file exists and is not writable")
+    for source in inputs:
+        if same_file(path, source):
+            raise InputError(f"{where}: is the input {os.fspath(source)}; write the output to another file")
+
+
+def check_output_dir(path: str, *, option: str, inputs: Iterable[str | os.PathLike[str]] = ()) -> None:
+    """Refuse an output folder that is a file, whose parent does not exist, or that is not writable."""
+    where = f"{option} {path}"
+    if not path:
+        raise InputError(f"{option}: the output folder is empty")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise InputError(f"{where}: is a file, not a folder")
+    if os.path.isdir(path):
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise InputError(f"{where}: the folder is not writable")
+    else:
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise InputError(f"{where}: the folder {os.path.dirname(path) or parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise InputError(f"{where}: the folder {os.path.dirname(path) or parent} is not writable")
+    for source in inputs:
+        if same_file(path, source):
+            raise InputError(f"{where}: is the input {os.fspath(source)}")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
+    """A temporary path beside ``path`` (with the same suffixes, so that writers that pick a format by suffix
+    pick the same one), renamed to ``path`` when the block succeeds and removed when it fails."""
+    target = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(target))
+    tmp = os.path.join(folder, f".{secrets.token_hex(4)}.tmp-{name}")
+    try:
+        yield tmp
+        if os.path.exists(tmp):
+            os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
