@@ -6,7 +6,6 @@ Every verb reports bad input as one line on stderr and exits with code 2; no tra
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -17,8 +16,9 @@ from . import __version__
 from ._args import bounded_int, finite_float, seed, size_int, threads
 from ._output import PLOT_SUFFIXES, TABLE_SUFFIXES, atomic_path, check_output, check_output_dir, same_file
 from ._text import text_table
+from .describe import shape_text, si
 from .errors import InputError, NeuralPowerError
-from .layers import LAYER_TYPES, Architecture, Layer
+from .layers import LAYER_TYPES, Architecture
 
 __all__ = ["main"]
 
@@ -30,122 +30,54 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _si(value: float) -> str:
-    """A count in engineering notation: 1.23G, 45.6M, 789."""
-    for threshold, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= threshold:
-            return f"{value / threshold:.2f}{suffix}"
-    return f"{value:.0f}"
-
-
-def _shape(shape: Sequence[int]) -> str:
-    return "x".join(str(d) for d in shape)
-
-
-def _config(layer: Layer) -> str:
-    """The layer's configuration in a few characters: k3 s2 p1 g32."""
-    parts = []
-    if layer.type in ("conv2d", "maxpool2d", "avgpool2d"):
-
-        def pair(label: str, v: tuple[int, int], default: int) -> None:
-            if v[0] != v[1]:
-                parts.append(f"{label}{v[0]}x{v[1]}")
-            elif v[0] != default or label == "k":
-                parts.append(f"{label}{v[0]}")
-
-        pair("k", layer.kernel, 0)
-        pair("s", layer.stride, 1)
-        pair("p", layer.padding, 0)
-        if layer.type != "avgpool2d":
-            pair("d", layer.dilation, 1)
-    if layer.type == "conv2d" and layer.groups != 1:
-        parts.append(f"g{layer.groups}")
-    if layer.type in ("add", "mul", "concat") and layer.inputs != 2:
-        parts.append(f"x{layer.inputs}")
-    if layer.type in ("add", "mul") and layer.broadcast:
-        parts.append("bcast")
-    if layer.type == "channel_shuffle":
-        parts.append(f"g{layer.groups}")
-    return " ".join(parts)
-
-
-def _layer_record(index: int, layer: Layer) -> dict[str, Any]:
-    return {
-        "index": index,
-        "layer": layer.name,
-        "type": layer.type,
-        "in_shape": list(layer.in_shape),
-        "out_shape": list(layer.out_shape),
-        "config": _config(layer),
-        "macs": layer.macs,
-        "flops": layer.flops,
-        "params": layer.params,
-        "bytes_read": layer.bytes_read,
-        "bytes_written": layer.bytes_written,
-        "bytes": layer.bytes_moved,
-    }
-
-
-def _describe_table(arch: Architecture) -> str:
-    header = ("#", "layer", "type", "input", "output", "config", "MACs", "params", "bytes")
-    rows = [
-        (
-            str(i),
-            layer.name,
-            layer.type,
-            _shape(layer.in_shape),
-            _shape(layer.out_shape),
-            _config(layer),
-            _si(layer.macs),
-            _si(layer.params),
-            _si(layer.bytes_moved),
-        )
-        for i, layer in enumerate(arch.layers)
-    ]
-    t = arch.totals()
-    total = ("", "total", f"{t['layers']} layers", "", "", "", _si(t["macs"]), _si(t["params"]), _si(t["bytes"]))
-    lines = [
-        f"{arch.name}: batch {arch.batch}, {arch.dtype}",
-        *text_table(header, rows, {0, 6, 7, 8}, total),
-        f"FLOPs {_si(t['flops'])} ({t['flops']:,}), MACs {t['macs']:,}, params {t['params']:,}, "
-        f"bytes read {t['bytes_read']:,}, written {t['bytes_written']:,}",
-    ]
-    return "\n".join(lines)
-
-
 def _source_files(args: argparse.Namespace) -> list[str]:
     """The files a verb that takes one architecture (and maybe a model file) reads."""
     return [p for p in (args.arch_source, getattr(args, "model", None)) if p and os.path.exists(p)]
 
 
-def _one_architecture(args: argparse.Namespace, dtype: str | None) -> Architecture:
-    """The architecture the options of :func:`_add_arch_options` name (with a note on what an import skipped)."""
-    from .sources import load_architectures, select_architecture
+def _one_architecture(args: argparse.Namespace, dtype: str | None, model: Any = None) -> Architecture:
+    """The architecture the options of :func:`_add_arch_options` name (with a note on what an import skipped).
 
+    With a ``model``, a zoo network is built in the model's dtype unless ``--dtype`` says otherwise, while a
+    file keeps its own dtype: one that differs from the model's is refused (as ``score`` does), never
+    predicted as another dtype behind the user's back.
+    """
+    from .sources import is_zoo_name, load_architectures, select_architecture
+
+    if model is not None and dtype is None and is_zoo_name(args.arch_source):
+        dtype = model.dtype
     archs = load_architectures(
         args.arch_source, batch=args.batch, image_size=args.image_size, dtype=dtype, allow_unknown=args.allow_unknown
     )
     arch = select_architecture(archs, args.arch_source, args.arch)
     _skipped_note([arch])
+    if model is not None and arch.dtype != model.dtype:
+        raise InputError(
+            f"{args.arch_source}: {arch.name} is {arch.dtype}, model {model.name} was fit for {model.dtype} "
+            f"(--dtype {model.dtype} predicts it as {model.dtype})"
+        )
     return arch
 
 
 def _cmd_describe(args: argparse.Namespace) -> int:
-    arch = _one_architecture(args, args.dtype)
-    if args.format == "json":
-        out = {"name": arch.name, "batch": arch.batch, "dtype": arch.dtype, **arch.totals(), "meta": arch.meta}
-        out["per_layer"] = [_layer_record(i, layer) for i, layer in enumerate(arch.layers)]
-        json.dump(out, sys.stdout, indent=1)
-        sys.stdout.write("\n")
-    elif args.format == "csv":
-        records = [_layer_record(i, layer) for i, layer in enumerate(arch.layers)]
-        writer = csv.DictWriter(sys.stdout, fieldnames=["arch", *records[0]], lineterminator="\n")
-        writer.writeheader()
-        for r in records:
-            r["in_shape"], r["out_shape"] = _shape(r["in_shape"]), _shape(r["out_shape"])
-            writer.writerow({"arch": arch.name, **r})
+    from .describe import Listing
+    from .sources import is_table_file
+
+    if is_table_file(args.arch_source):
+        from .table import read_layer_table
+
+        if args.image_size is not None:
+            raise InputError(f"--image-size applies to zoo networks, not to a layer table ({args.arch_source})")
+        table = read_layer_table(args.arch_source)
+        listing = Listing.from_table(table, args.arch_source, args.arch, batch=args.batch, dtype=args.dtype)
     else:
-        print(_describe_table(arch))
+        listing = Listing.from_architecture(_one_architecture(args, args.dtype))
+    if args.format == "json":
+        listing.write_json(sys.stdout)
+    elif args.format == "csv":
+        listing.write_csv(sys.stdout)
+    else:
+        print(listing.text())
     return 0
 
 
@@ -173,8 +105,8 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     print(f"{'name'.ljust(width)}  input  layers   params     MACs  description")
     for r in records:
         print(
-            f"{r['name'].ljust(width)}  {r['image_size']:>5}  {r['layers']:>6}  {_si(r['params']):>7}  "
-            f"{_si(r['macs']):>7}  {r['description']}"
+            f"{r['name'].ljust(width)}  {r['image_size']:>5}  {r['layers']:>6}  {si(r['params']):>7}  "
+            f"{si(r['macs']):>7}  {r['description']}"
         )
     return 0
 
@@ -254,6 +186,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
         table = layer_table(archs, args.table)
     else:
         table = read_layer_table(args.table, extra={"error"})
+    if args.pareto and "error" not in table.extra.column_names:
+        raise InputError("--pareto needs an error column (top-1 error per architecture)", path=table.path)
     progress = _Progress(len(table), enabled=len(table) >= 500_000)
     scores = model.score_table(table, per_layer=args.per_layer is not None, threads=args.threads)
     progress.done()
@@ -267,12 +201,22 @@ def _cmd_score(args: argparse.Namespace) -> int:
     error = _arch_errors(table, scores.arch)
     order = np.arange(len(scores))
     if error is not None:
+        # Under a model without power every energy is 0, so every epr would be 0 and the rank file order: the
+        # rank then orders by error^alpha x runtime instead, epr stays empty, and a note says so.
+        cost = scores.energy_mj if model.power_measured else scores.runtime_ms
+        if not model.power_measured:
+            print(
+                f"note: model {model.name} holds no power: epr is left empty and rank orders by "
+                "error^alpha x runtime_ms",
+                file=sys.stderr,
+            )
         with np.errstate(invalid="ignore"):
-            epr = np.where(np.isnan(error), np.nan, np.power(error, args.alpha) * scores.energy_mj)
-        # ranked by epr, lowest first; an architecture without an error value comes last, unranked, with
-        # empty cells (not NaN)
-        unranked = np.isnan(epr)
-        order = np.lexsort((np.nan_to_num(epr), unranked))  # by epr, the unranked last; stable
+            key = np.where(np.isnan(error), np.nan, np.power(error, args.alpha) * cost)
+        epr = key if model.power_measured else np.full(len(scores), np.nan)
+        # ranked lowest first; an architecture without an error value comes last, unranked, with empty cells
+        # (not NaN)
+        unranked = np.isnan(key)
+        order = np.lexsort((np.nan_to_num(key), unranked))  # by the key, the unranked last; stable
         ranked = int((~unranked).sum())
         rank = np.full(len(scores), np.nan)
         rank[order[:ranked]] = np.arange(1, ranked + 1)
@@ -283,8 +227,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     columns["extrapolated_layers"] = scores.extrapolated_layers
     result = pa.table(columns)
     if args.pareto:
-        if error is None:
-            raise InputError("--pareto needs an error column (top-1 error per architecture)", path=table.path)
+        assert error is not None
         from .search import pareto_front
 
         cost, cost_name = (scores.energy_mj, "energy_mj") if model.power_measured else (scores.runtime_ms, "runtime_ms")
@@ -398,7 +341,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         check_output(args.plot, option="--plot", inputs=_source_files(args), suffixes=PLOT_SUFFIXES)
     model = load_model(args.model)
     _power_note(model)
-    arch = _one_architecture(args, args.dtype or model.dtype)
+    arch = _one_architecture(args, args.dtype, model)
     p = model.predict(arch)
     if args.format == "json":
         out = {
@@ -441,7 +384,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 str(i),
                 layer.name,
                 layer.type,
-                _shape(layer.out_shape),
+                shape_text(layer.out_shape),
                 f"{r:.4f}",
                 f"{w:.1f}",
                 f"{e:.4f}",
@@ -472,7 +415,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print("\n".join(text_table(header, rows, {0, 4, 5, 6}, total)))
         print(
             f"runtime {p.runtime_ms:.4f} ms, power {p.power_w:.1f} W, energy {p.energy_mj:.4f} mJ; "
-            f"bottleneck by energy: {p.bottleneck}"
+            f"bottleneck by {'energy' if model.power_measured else 'runtime'}: {p.bottleneck}"
             + (
                 f"; {int(p.layer_extrapolated.sum())} layers outside the model's training ranges"
                 if p.extrapolated
@@ -494,15 +437,18 @@ def _plot_prediction(p: Any, arch: Architecture, model: Any, path: str) -> None:
     except ImportError:
         raise NeuralPowerError("--plot needs matplotlib: pip install 'neuralpower[plot]'") from None
     n = len(arch)
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(6.0, min(0.12 * n + 2, 40.0)), 6), sharex=True)
+    title = f"{arch.name}, batch {arch.batch}, {arch.dtype}: {p.runtime_ms:.3f} ms"
+    source = f"model {model.name} ({model.gpu}, {model.executor})"
+    width = max(6.0, min(0.12 * n + 2, 40.0))
     x = range(n)
-    ax1.bar(x, p.layer_energy_mj, color="tab:red")
-    ax1.set_ylabel("energy (mJ)")
-    ax1.set_title(
-        f"{arch.name}, batch {arch.batch}, {arch.dtype}: {p.runtime_ms:.3f} ms, {p.power_w:.0f} W, "
-        f"{p.energy_mj:.2f} mJ\nmodel {model.name} ({model.gpu}, {model.executor})",
-        fontsize=9,
-    )
+    if model.power_measured:
+        fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(width, 6), sharex=True)
+        ax1.bar(x, p.layer_energy_mj, color="tab:red")
+        ax1.set_ylabel("energy (mJ)")
+        ax1.set_title(f"{title}, {p.power_w:.0f} W, {p.energy_mj:.2f} mJ\n{source}", fontsize=9)
+    else:  # no power: an energy panel would be empty, so runtime is drawn alone and the title says why
+        fig, ax2 = plt.subplots(1, 1, figsize=(width, 3.5))
+        ax2.set_title(f"{title}\n{source}; it holds no power, so no energy is drawn", fontsize=9)
     ax2.bar(x, p.layer_runtime_ms, color="tab:blue")
     ax2.set_ylabel("runtime (ms)")
     ax2.set_xlabel("layer")
@@ -584,7 +530,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     _check_table_output(args.out, "--out", _source_files(args))
     model = load_model(args.model)
-    arch = _one_architecture(args, args.dtype or model.dtype)
+    arch = _one_architecture(args, args.dtype, model)
     result = tune(arch, model, objective=args.objective, max_change=args.max_change)
     unit = "ms" if args.objective == "runtime" else "mJ"
     pct = 100 * result.saving / result.total_before if result.total_before > 0 else 0.0
@@ -757,7 +703,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="predict runtime, power and energy of every architecture in a layer table",
         description="Score many candidate architectures at once: one row per architecture with its layers, "
         "runtime_ms, power_w, energy_mj, the energy-precision ratio (epr) when the table has an error column "
-        "(rows then ranked by it, lowest first, with a rank column), the bottleneck layer by energy and how many "
+        "(rows then ranked by it, lowest first, with a rank column), the bottleneck layer by energy (by runtime "
+        "under a model without power) and how many "
         "layers lie outside the model's training ranges.",
     )
     sc.add_argument(

@@ -9,7 +9,7 @@ from .errors import InputError
 from .layers import Architecture
 from .table import read_architectures
 
-__all__ = ["load_architectures", "select_architecture"]
+__all__ = ["is_table_file", "is_zoo_name", "load_architectures", "select_architecture"]
 
 _TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".txt", ".gz", ".bz2", ".zst", ".lz4")
 
@@ -36,8 +36,7 @@ def load_architectures(
 
         arch = from_onnx(spec, batch=batch, allow_unknown=allow_unknown)
         return [arch.with_dtype(dtype) if dtype is not None and dtype != arch.dtype else arch]
-    is_file = os.path.exists(spec) or spec.lower().endswith(_TABLE_SUFFIXES) or os.sep in spec
-    if is_file:
+    if _is_file(spec):
         if image_size is not None:
             raise InputError(f"--image-size applies to zoo networks, not to a layer table ({spec})")
         archs = read_architectures(spec)
@@ -49,6 +48,20 @@ def load_architectures(
     if spec.strip().lower() not in zoo.names():
         raise InputError(f"{spec!r} is neither a layer table file nor a zoo network (zoo: {', '.join(zoo.names())})")
     return [zoo.build(spec, batch=batch or 1, image_size=image_size, dtype=dtype or "fp32")]
+
+
+def is_zoo_name(spec: str) -> bool:
+    """Whether ``spec`` names a zoo network (not a file)."""
+    return not spec.lower().endswith(".onnx") and not _is_file(spec) and spec.strip().lower() in zoo.names()
+
+
+def is_table_file(spec: str) -> bool:
+    """Whether ``spec`` names a layer table file (not a zoo network, not an ONNX file)."""
+    return not spec.lower().endswith(".onnx") and _is_file(spec)
+
+
+def _is_file(spec: str) -> bool:
+    return os.path.exists(spec) or spec.lower().endswith(_TABLE_SUFFIXES) or os.sep in spec
 
 
 def select_architecture(archs: list[Architecture], spec: str, arch_id: str | None) -> Architecture:

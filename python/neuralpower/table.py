@@ -140,9 +140,10 @@ class LayerTable:
         """Names of the layers at row ``index``, ``position`` being each one's index in its architecture
         (an unnamed layer is called ``<type>_<position>``, as :class:`Architecture` names it)."""
         names = self.layer_column.take(pa.array(index, pa.int64())).to_pylist()
+        types = self.rows[np.asarray(index, dtype=np.int64), 0].tolist()
         return [
-            n if n else f"{LAYER_TYPES[int(self.rows[i, 0])]}_{int(p)}"
-            for n, i, p in zip(names, index, position, strict=True)
+            n if n else f"{LAYER_TYPES[t]}_{p}"
+            for n, t, p in zip(names, types, np.asarray(position).tolist(), strict=True)
         ]
 
     @property

@@ -171,6 +171,10 @@ def _local_minima(widths: list[int], cost: npt.NDArray[np.float64]) -> list[int]
     return minima
 
 
+#: The most widths tried around one width (a window of 16M-wide layers would need gigabytes).
+MAX_WIDTHS = 65_536
+
+
 def _window(
     model: Any, key: str, arch: Architecture, rows: npt.NDArray[np.int64], slot: Slot, widths: list[int]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
@@ -222,6 +226,11 @@ def tune(arch: Architecture, model: Any, *, objective: str = "runtime", max_chan
         for slot in slots:
             lo = max(1, math.ceil(slot.width * (1 - max_change)))
             hi = max(lo, math.floor(slot.width * (1 + max_change)))
+            if hi - lo + 1 > MAX_WIDTHS:  # bounded work: memory and time grow with the window
+                raise InputError(
+                    f"{arch.layers[slot.producer].name}: width {slot.width:,} within {max_change:.0%} spans "
+                    f"{hi - lo + 1:,} widths; at most {MAX_WIDTHS:,} are tried: lower --max-change"
+                )
             widths = list(range(max(1, lo - 1), hi + 2))  # one beyond each edge, to judge the edges
             variants, cost = _window(model, key, arch, rows, slot, widths)
             inside = [k for k in _local_minima(widths, cost) if lo <= widths[k] <= hi]

@@ -186,9 +186,13 @@ class CsvLog:
         self.rows: list[dict[str, str]] = []
         self._keys: set[tuple[str, int]] = set()
         self._ids: set[str] = set()
-        existing = self._repair()
+        existing, torn = self._complete_lines()
+        if not existing and torn:
+            # Only a line without its newline: our own header cut short by a crash, or someone else's file.
+            if not self._join([format_cell(c) for c in columns]).encode().startswith(torn):
+                raise DatasetError(f"{self.path}: not a neuralpower dataset (no header row)")
         if existing:
-            self.columns = self._read(existing)
+            self.columns = self._read(existing, torn)
         else:
             self.columns = list(columns)
             with open(self.path, "w", encoding="utf-8", newline="") as f:
@@ -198,18 +202,18 @@ class CsvLog:
             _fsync_dir(self.path.parent)
         self._file = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115 - closed in close()
 
-    def _repair(self) -> bytes:
-        """The file's bytes up to its last complete line; a torn tail is cut off the file itself."""
+    def _complete_lines(self) -> tuple[bytes, bytes]:
+        """The file's bytes up to its last complete line, and the torn tail after it (a row without its
+        newline). Nothing is cut off the file here: only once the header says the file is a dataset."""
         if not self.path.exists():
-            return b""
+            return b"", b""
         data = self.path.read_bytes()
         end = data.rfind(b"\n") + 1
-        if end != len(data):
-            self._truncate(end)
-            data = data[:end]
-        return data
+        return data[:end], data[end:]
 
-    def _read(self, data: bytes) -> list[str]:
+    def _read(self, data: bytes, torn: bytes = b"") -> list[str]:
+        """The rows of a dataset's complete lines; a torn tail is cut off the file once the header says it is
+        a dataset (never off someone else's file)."""
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
@@ -224,6 +228,8 @@ class CsvLog:
         for needed in ("config_id", "trial"):
             if needed not in header:
                 raise DatasetError(f"{self.path}: not a neuralpower dataset (no {needed!r} column)")
+        if torn:
+            self._truncate(len(data))
         body = records[1:]
         for number, record in enumerate(body, start=2):
             if not record:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, NeuralPowerError
 from ..layers import Architecture
 from ._common import Emitter, Shape, first_line
 
@@ -53,8 +53,11 @@ def from_onnx(
         A file that is not an ONNX model, shapes that cannot be inferred, or unsupported operators, named by
         node and operator in one line.
     """
-    import onnx
-    from onnx import numpy_helper, shape_inference
+    try:
+        import onnx
+        from onnx import numpy_helper, shape_inference
+    except ImportError as e:
+        raise NeuralPowerError(f"reading an ONNX file needs onnx ({e}): pip install 'neuralpower[onnx]'") from None
 
     source = os.fspath(path)
     if not os.path.isfile(source):
@@ -279,10 +282,13 @@ class _Walker:
                 if value is None:
                     self.e.skip(where, "Clip with computed bounds")
                     return
+                if value.size != 1:  # per-element bounds: no activation layer type clips like that
+                    self.e.skip(where, f"Clip with a bound of shape {tuple(value.shape)}")
+                    return
                 if index == 1:
-                    lo = float(value)
+                    lo = float(value.reshape(-1)[0])
                 else:
-                    hi = float(value)
+                    hi = float(value.reshape(-1)[0])
         if lo == 0 and hi == 6:
             self._emit("relu6", node, where)
         elif lo == 0 and hi is None:

@@ -67,7 +67,7 @@ def _target(table: LayerTable, name: str) -> npt.NDArray[np.float64]:
         return np.full(len(table), np.nan)
     column = table.extra.column(name)
     if pa.types.is_floating(column.type) or pa.types.is_integer(column.type) or pa.types.is_null(column.type):
-        out = np.array(column.cast(pa.float64()).fill_null(np.nan).to_numpy(), dtype=np.float64)
+        out = np.array(column.cast(pa.float64(), safe=False).fill_null(np.nan).to_numpy(), dtype=np.float64)
         given = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     else:
         texts = ["" if v is None else str(v).strip() for v in column.to_pylist()]
@@ -85,7 +85,19 @@ def _target(table: LayerTable, name: str) -> npt.NDArray[np.float64]:
         raise table.error(
             i, name, f"{float(out[i])!r} is not a measurement: give a positive finite number or leave the cell empty"
         )
+    low, high = TARGET_RANGE[name]
+    far = given & ((out < low) | (out > high))
+    if far.any():
+        i = int(np.argmax(far))
+        raise table.error(
+            i, name, f"{float(out[i])!r} is outside the range a measurement can have ({low:g} to {high:g} {name[-2:]})"
+        )
     return out
+
+
+#: What a measured layer can cost: a femtosecond to eleven days, a microwatt to a megawatt. Values outside are a
+#: unit mistake or garbage, and their squares (the relative fit weights by 1/y**2) overflow a fit.
+TARGET_RANGE = {"runtime_ms": (1e-9, 1e9), "power_w": (1e-6, 1e6)}
 
 
 # Rows the microbenchmark suite flagged (see neuralpower.bench.power): a throttled GPU ran slow, so neither

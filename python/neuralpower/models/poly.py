@@ -126,6 +126,12 @@ def fit_poly(
     T, scale, powers = T[:, keep] / scale[keep], scale[keep], [powers[j] for j in keep]
     target = np.log(y) if mode == "log" else y
     weight = 1.0 / y**2 if mode == "relative" else None
+    if len(keep) == 0:
+        # Every candidate term is constant on these rows (one configuration measured many times): the fit is
+        # its (weighted) mean, with no terms, rather than a Lasso over no columns.
+        intercept = float(np.average(target, weights=weight))
+        return {"kind": "poly", "target": mode, "degree": degree, "inputs": inputs, "intercept": intercept,
+                "terms": [], "alpha": 0.0, "candidates": 0}
     model = _lasso(alphas=40, cv=min(cv, len(y)), max_iter=20_000, tol=1e-4, random_state=seed, selection="random")
     with warnings.catch_warnings():
         # LassoCV warns when its path has not fully converged on the weakest penalties; the chosen alpha is
