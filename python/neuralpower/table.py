@@ -570,13 +570,13 @@ def _int_cell(value: Any, i: int, name: str, err: Any) -> int:
     if text == "":
         return MISSING
     try:
-        value = int(text)
+        number = int(text)
     except ValueError:
         pass
     else:
-        if abs(value) >= _INT_LIMIT:
+        if abs(number) >= _INT_LIMIT:
             raise err(i, name, f"{text!r} is out of range")
-        return value
+        return number
     try:
         f = float(text)
     except ValueError:

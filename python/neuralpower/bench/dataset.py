@@ -187,10 +187,9 @@ class CsvLog:
         self._keys: set[tuple[str, int]] = set()
         self._ids: set[str] = set()
         existing, torn = self._complete_lines()
-        if not existing and torn:
-            # Only a line without its newline: our own header cut short by a crash, or someone else's file.
-            if not self._join([format_cell(c) for c in columns]).encode().startswith(torn):
-                raise DatasetError(f"{self.path}: not a neuralpower dataset (no header row)")
+        # Only a line without its newline: our own header cut short by a crash, or someone else's file.
+        if not existing and torn and not self._join([format_cell(c) for c in columns]).encode().startswith(torn):
+            raise DatasetError(f"{self.path}: not a neuralpower dataset (no header row)")
         if existing:
             self.columns = self._read(existing, torn)
         else:

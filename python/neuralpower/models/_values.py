@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = ["is_finite_number"]
 
 
-def is_finite_number(v: Any) -> bool:
+def is_finite_number(v: Any) -> TypeGuard[float]:
     """Whether ``v`` is a real number (not a bool) that is finite as a float.
 
     JSON integers have no size limit, and ``math.isfinite(10**400)`` raises OverflowError: such a value is
