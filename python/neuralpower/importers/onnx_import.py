@@ -41,7 +41,9 @@ def from_onnx(
     path
         An ``.onnx`` file with one graph input of shape ``(N, C, H, W)`` or ``(N, F)``.
     batch
-        The batch size; needed when the file's batch dimension is symbolic (default there: 1).
+        The batch size (default: the file's own, 1 where its batch dimension is symbolic). A file exported
+        with a fixed batch is read at that batch and its layers then set to this one, since its reshapes may
+        hold the exported batch as constants.
     name
         The architecture's name (default: the file's name without ``.onnx``).
     allow_unknown
@@ -83,14 +85,19 @@ def from_onnx(
     dims = tensor_type.shape.dim
     if len(dims) not in (2, 4):
         raise InputError(f"{source}: input {inputs[0].name!r} has rank {len(dims)}; expected (N, C, H, W) or (N, F)")
-    if batch is not None or not dims[0].HasField("dim_value"):
+    rebatch = None
+    if batch is not None and dims[0].HasField("dim_value") and dims[0].dim_value != batch:
+        # Exported with a fixed batch: its reshapes may hold that batch as constants, so the graph is read at
+        # its own batch and the layers are then set to the batch asked for (each layer states its batch).
+        rebatch = batch
+    elif batch is not None or not dims[0].HasField("dim_value"):
         dims[0].Clear()
         dims[0].dim_value = batch or 1
     for i, d in enumerate(dims[1:], 1):
         if not d.HasField("dim_value") or d.dim_value < 1:
             raise InputError(f"{source}: input {inputs[0].name!r} dimension {i} is not a fixed size ({d.dim_param!r})")
     try:
-        inferred = shape_inference.infer_shapes(model, strict_mode=True)
+        inferred = shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as e:
         raise InputError(f"{source}: ONNX shape inference failed ({first_line(e)})") from None
     shapes: dict[str, tuple[int, ...]] = {}
@@ -106,7 +113,8 @@ def from_onnx(
     emitter = Emitter(source, int(dims[0].dim_value), dtype)
     _Walker(emitter, shapes, constants, numpy_helper.to_array).run(inferred.graph.node)
     arch_name = name or os.path.splitext(os.path.basename(source))[0]
-    return emitter.build(arch_name, allow_unknown, "allow_unknown=True (--allow-unknown)")
+    arch = emitter.build(arch_name, allow_unknown, "allow_unknown=True (--allow-unknown)")
+    return arch if rebatch is None else arch.with_batch(rebatch)
 
 
 def _attrs(node: Any) -> dict[str, Any]:
