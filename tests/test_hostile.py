@@ -31,8 +31,10 @@ from model_docs import layer_entry, model_doc
 import neuralpower as npw
 from neuralpower import InputError, zoo
 from neuralpower.cli import main
+from neuralpower.describe import Listing
 from neuralpower.evaluator import Model
 from neuralpower.layers import FIELDS, LAYER_TYPES, MISSING
+from neuralpower.table import read_layer_table
 
 HEADER = "arch,type,batch,in_channels,in_h,in_w,out_channels,kernel"
 CONV = "a,conv2d,1,16,8,8,16,3"
@@ -572,3 +574,21 @@ def test_the_fuzzer_reaches_valid_results() -> None:
     if not _OUTCOMES:
         pytest.skip("the fuzz test did not run")
     assert _OUTCOMES.get(0, 0) >= 10 and _OUTCOMES.get(2, 0) >= 10, _OUTCOMES
+
+
+def test_describe_columns_equal_the_layer_objects(tmp_path: Path) -> None:
+    # the column-wise listing (shapes, configurations, counts made once per distinct value) says what each
+    # Layer says of itself, for every zoo network, read from a table or built in memory
+    archs = [zoo.build(name, batch=2) for name in zoo.names()]
+    path = tmp_path / "zoo.parquet"
+    npw.write_architectures(archs, path)
+    layers = read_layer_table(path)
+    for arch in archs:
+        listing = Listing.from_table(layers, str(path), arch.name)
+        assert listing.records() == Listing.from_architecture(arch).records()
+        assert listing.totals() == arch.totals()
+        for record, layer in zip(listing.records(), arch.layers, strict=True):
+            assert record["layer"] == layer.name and record["type"] == layer.type
+            assert tuple(record["in_shape"]) == layer.in_shape and tuple(record["out_shape"]) == layer.out_shape
+            assert (record["macs"], record["flops"], record["params"]) == (layer.macs, layer.flops, layer.params)
+            assert record["bytes"] == layer.bytes_moved

@@ -81,14 +81,25 @@ def _per_distinct(columns: npt.NDArray[np.int64], make: Callable[[Sequence[int]]
     n = len(columns)
     if n == 0:
         return []
-    # A code per distinct row, column by column (np.unique(axis=0) sorts rows as records: ten times slower);
-    # constant columns, most of them, cost one comparison.
+    # A code per distinct row, the columns packed into one integer by their ranges (np.unique(axis=0) sorts rows
+    # as records: ten times slower); constant columns, most of them, cost a comparison, and the code is
+    # renumbered only when the next column would overflow it.
+    limit = 2**62
     codes = np.zeros(n, dtype=np.int64)
+    span = 1
     for col in columns.T:
-        if col.min() == col.max():
+        lo, hi = int(col.min()), int(col.max())
+        if lo == hi:
             continue
-        values, inverse = np.unique(col, return_inverse=True)
-        codes = np.unique(codes * len(values) + inverse.reshape(-1), return_inverse=True)[1].reshape(-1)
+        width = hi - lo + 1
+        if span * width >= limit:
+            codes = np.unique(codes, return_inverse=True)[1].reshape(-1).astype(np.int64)
+            span = int(codes.max()) + 1
+        if span * width >= limit:
+            values, inverse = np.unique(col, return_inverse=True)
+            col, lo, width = inverse.reshape(-1).astype(np.int64), 0, len(values)
+        codes = codes * width + (col - lo)
+        span *= width
     _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
     made = [make(row) for row in columns[first].tolist()]
     return [made[i] for i in inverse.reshape(-1).tolist()]
