@@ -19,7 +19,7 @@ import numpy.typing as npt
 from . import _evaluator as _ev
 from ._text import text_table
 from .errors import InputError
-from .layers import DTYPE_CODE, DTYPES, FIELD_INDEX, INFO, LAYER_TYPES, Architecture, exact_sum, prepare_rows
+from .layers import DTYPE_CODE, DTYPES, FIELD_INDEX, INFO, LAYER_TYPES, Architecture, network_totals, prepare_rows
 
 __all__ = ["Listing", "config_text", "shape_text", "si"]
 
@@ -187,18 +187,8 @@ class Listing:
         return DTYPES[int(self.rows[0, _F["dtype"]])]
 
     def totals(self) -> dict[str, int]:
-        """Network totals, exact (as Python ints: a sum may pass 2**63 where every layer's count fits)."""
-        total = {name: exact_sum(self.info[:, _I[name]]) for name in INFO[4:]}
-        read = total["bytes_input"] + total["bytes_weights"]
-        return {
-            "layers": len(self),
-            "params": total["params"],
-            "macs": total["macs"],
-            "flops": total["flops"],
-            "bytes_read": read,
-            "bytes_written": total["bytes_output"],
-            "bytes": read + total["bytes_output"],
-        }
+        """Network totals, exact (see :func:`neuralpower.layers.network_totals`)."""
+        return network_totals(self.info)
 
     # -- per-layer columns ---------------------------------------------------------------------------------
     def types(self) -> list[str]:

@@ -26,6 +26,7 @@ __all__ = [
     "Architecture",
     "Layer",
     "exact_sum",
+    "network_totals",
     "prepare_rows",
 ]
 
@@ -90,6 +91,22 @@ def exact_sum(values: npt.NDArray[np.int64]) -> int:
     int64 for up to 2**31 values."""
     v = np.asarray(values, dtype=np.int64)
     return (int((v >> 32).sum()) << 32) + int((v & 0xFFFFFFFF).sum())
+
+
+def network_totals(info: npt.NDArray[np.int64]) -> dict[str, int]:
+    """Totals of layers given by their :data:`INFO` rows: layers, params, macs, flops, bytes read, written and
+    moved, exact (Python ints: a network's sum may pass 2**63 where every layer's count fits)."""
+    total = {name: exact_sum(info[:, _INFO_INDEX[name]]) for name in INFO[4:]}
+    read = total["bytes_input"] + total["bytes_weights"]
+    return {
+        "layers": len(info),
+        "params": total["params"],
+        "macs": total["macs"],
+        "flops": total["flops"],
+        "bytes_read": read,
+        "bytes_written": total["bytes_output"],
+        "bytes": read + total["bytes_output"],
+    }
 
 
 def prepare_rows(rows: npt.NDArray[np.int64]) -> tuple[int, str, str] | None:
@@ -439,18 +456,7 @@ class Architecture:
 
     def totals(self) -> dict[str, int]:
         """Network totals: layers, params, macs, flops, bytes read, written and moved."""
-        info = self.info()
-        total = {name: exact_sum(info[:, _INFO_INDEX[name]]) for name in INFO[4:]}
-        read = total["bytes_input"] + total["bytes_weights"]
-        return {
-            "layers": len(self.layers),
-            "params": total["params"],
-            "macs": total["macs"],
-            "flops": total["flops"],
-            "bytes_read": read,
-            "bytes_written": total["bytes_output"],
-            "bytes": read + total["bytes_output"],
-        }
+        return network_totals(self.info())
 
     def with_batch(self, batch: int) -> Architecture:
         """The same architecture at another batch size (without ``layer_data``, which was for the old one)."""
