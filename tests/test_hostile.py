@@ -203,6 +203,11 @@ def test_parquet_columns_of_any_type(tmp_path: Path) -> None:
     path = tmp_path / "ok.parquet"
     pq.write_table(pa.table({**base, "batch": pa.array([2], pa.uint64())}), path)
     assert npw.read_architectures(path)[0].batch == 2
+    categorical = {**base, "arch": pa.array(["a"]).dictionary_encode(),
+                   "type": pa.array(["conv2d"]).dictionary_encode()}
+    pq.write_table(pa.table(categorical), path)  # as pandas writes a categorical column
+    assert pa.types.is_dictionary(pq.read_table(path).schema.field("type").type)
+    assert npw.read_architectures(path)[0][0].type == "conv2d"
 
 
 def test_overflowing_models_are_refused_not_reported_as_zero(tmp_path: Path) -> None:

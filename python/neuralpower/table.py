@@ -504,6 +504,8 @@ def _strings(column: pa.ChunkedArray | pa.Array, name: str, err: Any) -> pa.Arra
     """A column of names (type, dtype, arch, layer) as one UTF-8 string array; text that is not UTF-8 or a
     column that is not text (a list, say) is an error naming the cell or the column."""
     t = column.type
+    if pa.types.is_dictionary(t):  # a categorical column (pandas writes them): its values, decoded
+        return _strings(column.cast(t.value_type), name, err)
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         out = column.cast(pa.string())
     elif pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):

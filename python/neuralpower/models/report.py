@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .._output import atomic_path
 from .._text import text_table
 from ..errors import NeuralPowerError
 from .fit import BASELINES, METHODS, fit_summary
@@ -64,7 +65,7 @@ def write_report(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "summary.csv"]
-    with open(written[0], "w", newline="") as f:
+    with atomic_path(written[0]) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[*_COLUMNS, "fallback"], extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(fit_summary(doc))
@@ -98,7 +99,8 @@ def write_report(
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = out / f"{layer_type}_{target}.png"
-        fig.savefig(path, dpi=100)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
         plt.close(fig)
         written.append(path)
     return written
