@@ -166,22 +166,23 @@ void bind_layers(py::module_& m) {
     m.def("features", &features, py::arg("rows"), py::arg("info"), "Model feature vectors of valid layer rows.");
 }
 
-// Rows handed to the evaluator: checked here (type codes always; everything when validate is true) so that
-// no input can make the C++ core read out of bounds.
+// Rows handed to the evaluator: their type codes checked here, so that no input can make the C++ core read
+// out of bounds. With validate, the evaluator validates every row itself as it goes (one pass, the counts
+// computed once), and the first invalid row is raised by invalid_row.
 void check_eval_rows(const RowsIn& rows, bool validate) {
     const std::size_t n = check_rows(rows, np::kNumFields, "rows");
+    if (validate) return;
     const std::int64_t* r = rows.data();
     for (std::size_t i = 0; i < n; ++i) {
         const std::int64_t* row = r + i * np::kNumFields;
         if (row[np::kType] < 0 || row[np::kType] >= np::kNumLayerTypes)
             throw std::invalid_argument("row " + std::to_string(i) + ": unknown layer type code");
-        if (validate) {
-            np::ValidationError e = np::validate(row);
-            if (e)
-                throw std::invalid_argument("row " + std::to_string(i) + ", field " + np::field_names()[e.field] +
-                                            ": " + e.message);
-        }
     }
+}
+
+[[noreturn]] void invalid_row(std::ptrdiff_t i, const np::ValidationError& e) {
+    throw std::invalid_argument("row " + std::to_string(i) + ", field " + np::field_names()[e.field] + ": " +
+                                e.message);
 }
 
 py::dict evaluate(const np::Model& model, const RowsIn& rows, bool validate) {
@@ -189,10 +190,12 @@ py::dict evaluate(const np::Model& model, const RowsIn& rows, bool validate) {
     const std::size_t n = static_cast<std::size_t>(rows.shape(0));
     std::vector<np::LayerResult> res(n);
     std::ptrdiff_t bad;
+    np::ValidationError invalid;
     {
         py::gil_scoped_release release;
-        bad = model.evaluate(rows.data(), n, res.data());
+        bad = model.evaluate(rows.data(), n, res.data(), validate ? &invalid : nullptr);
     }
+    if (invalid) invalid_row(bad, invalid);
     py::dict out;
     out["uncovered"] = bad;
     py::array_t<double> runtime(static_cast<py::ssize_t>(n)), power(static_cast<py::ssize_t>(n)),
@@ -234,14 +237,16 @@ py::dict evaluate_archs(const np::Model& model, const RowsIn& rows, const RowsIn
     py::array_t<std::int64_t> bottleneck(na), extrapolated(na);
     std::vector<np::LayerResult> layers(per_layer ? n : 0);
     std::ptrdiff_t bad;
+    np::ValidationError invalid;
     {
         double *pr = runtime.mutable_data(), *pp = power.mutable_data(), *pe = energy.mutable_data();
         std::int64_t *pb = bottleneck.mutable_data(), *px = extrapolated.mutable_data();
         const std::int64_t* r = rows.data();
         np::LayerResult* pl = per_layer ? layers.data() : nullptr;
         py::gil_scoped_release release;
-        bad = model.evaluate_archs(r, off, n_archs, pr, pp, pe, pb, px, pl, threads);
+        bad = model.evaluate_archs(r, off, n_archs, pr, pp, pe, pb, px, pl, threads, validate ? &invalid : nullptr);
     }
+    if (invalid) invalid_row(bad, invalid);
     py::dict out;
     out["uncovered"] = bad;
     out["runtime_ms"] = runtime;

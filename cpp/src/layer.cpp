@@ -406,7 +406,9 @@ ValidationError normalize(std::int64_t* row) {
     return {};
 }
 
-ValidationError validate(const std::int64_t* r) {
+ValidationError validate(const std::int64_t* r) { return validate(r, nullptr); }
+
+ValidationError validate(const std::int64_t* r, InfoRow* info_out) {
     if (r[kType] < 0 || r[kType] >= kNumLayerTypes)
         return error(kType, "unknown layer type code " + std::to_string(r[kType]));
     const T t = static_cast<T>(r[kType]);
@@ -462,6 +464,7 @@ ValidationError validate(const std::int64_t* r) {
     if (info[kInfoOutW] < 1)
         return error(kKernelW, "kernel " + std::to_string(r[kKernelW]) + " leaves no output for in_w " +
                                    std::to_string(r[kInW]));
+    if (info_out != nullptr) *info_out = info;
     return {};
 }
 

@@ -243,11 +243,20 @@ void Model::finish() {
     for (int t = 0; t < kNumLayerTypes; ++t) types_[t].present = has_runtime_[t] && has_power_[t];
 }
 
-std::ptrdiff_t Model::evaluate(const std::int64_t* rows, std::size_t n, LayerResult* out) const {
+std::ptrdiff_t Model::evaluate(const std::int64_t* rows, std::size_t n, LayerResult* out,
+                               ValidationError* invalid) const {
     std::array<double, kNumFeatures> f{};
     std::vector<double> scratch;
     for (std::size_t i = 0; i < n; ++i) {
         const std::int64_t* r = rows + i * kNumFields;
+        InfoRow info;
+        if (invalid != nullptr) {
+            ValidationError e = validate(r, &info);
+            if (e) {
+                *invalid = std::move(e);
+                return static_cast<std::ptrdiff_t>(i);
+            }
+        }
         const int type = static_cast<int>(r[kType]);
         const TypeModel& tm = types_[type];
         LayerResult& res = out[i];
@@ -258,7 +267,7 @@ std::ptrdiff_t Model::evaluate(const std::int64_t* rows, std::size_t n, LayerRes
             }
             return static_cast<std::ptrdiff_t>(i);
         }
-        const InfoRow info = compute_info(r);
+        if (invalid == nullptr) info = compute_info(r);
         compute_features(r, info.data(), f.data());
         const std::size_t need = std::max(tm.runtime.scratch_size(), tm.power.scratch_size());
         if (scratch.size() < need) scratch.resize(need);
@@ -277,11 +286,13 @@ std::ptrdiff_t Model::evaluate(const std::int64_t* rows, std::size_t n, LayerRes
 
 std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_t* offsets, std::size_t n_archs,
                                      double* runtime_ms, double* power_w, double* energy_mj, std::int64_t* bottleneck,
-                                     std::int64_t* extrapolated, LayerResult* layers, int threads) const {
+                                     std::int64_t* extrapolated, LayerResult* layers, int threads,
+                                     ValidationError* invalid) const {
     // never more threads than architectures (a huge request is not an allocation of that many slots)
     const std::size_t n_threads =
         std::max<std::size_t>(1, std::min<std::size_t>(static_cast<std::size_t>(std::max(1, threads)), n_archs));
     std::vector<std::ptrdiff_t> bad(n_threads, -1);
+    std::vector<ValidationError> errors(n_threads);
     auto work = [&](std::size_t tid, std::size_t a0, std::size_t a1) {
         std::vector<LayerResult> local;
         for (std::size_t a = a0; a < a1; ++a) {
@@ -294,7 +305,8 @@ std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_
                 if (local.size() < count) local.resize(count);
                 res = local.data();
             }
-            const std::ptrdiff_t b = evaluate(rows + begin * kNumFields, count, res);
+            const std::ptrdiff_t b =
+                evaluate(rows + begin * kNumFields, count, res, invalid != nullptr ? &errors[tid] : nullptr);
             if (b >= 0) {
                 bad[tid] = begin + b;
                 return;
@@ -331,8 +343,11 @@ std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_
         for (auto& th : pool) th.join();
     }
     std::ptrdiff_t first = -1;
-    for (std::ptrdiff_t b : bad)
-        if (b >= 0 && (first < 0 || b < first)) first = b;
+    for (std::size_t t = 0; t < n_threads; ++t)
+        if (bad[t] >= 0 && (first < 0 || bad[t] < first)) {
+            first = bad[t];
+            if (invalid != nullptr) *invalid = errors[t];
+        }
     return first;
 }
 

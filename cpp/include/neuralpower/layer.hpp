@@ -161,6 +161,9 @@ ValidationError normalize(std::int64_t* row);
 // Checks one normalized row: value ranges, group divisibility, kernels that do not fit the padded input,
 // counts that would overflow 64 bits. Rows that pass can be given to compute_info safely.
 ValidationError validate(const std::int64_t* row);
+// The same, also giving the row's info when it is valid (what compute_info would give), so that a caller that
+// validates and then computes pays for the counts once.
+ValidationError validate(const std::int64_t* row, InfoRow* info);
 
 // Output shape and counts of one valid row.
 InfoRow compute_info(const std::int64_t* row);

@@ -86,8 +86,11 @@ public:
     void finish();
 
     // Evaluates n prepared (validated) layer rows. Returns the index of the first row whose type the
-    // model does not cover (free types such as flatten cost nothing), or -1.
-    std::ptrdiff_t evaluate(const std::int64_t* rows, std::size_t n, LayerResult* out) const;
+    // model does not cover (free types such as flatten cost nothing), or -1. With `invalid`, every row is
+    // validated as it is evaluated (rows from outside): the first invalid row's index is returned and its
+    // error written to *invalid.
+    std::ptrdiff_t evaluate(const std::int64_t* rows, std::size_t n, LayerResult* out,
+                            ValidationError* invalid = nullptr) const;
 
     // Evaluates architectures laid out as consecutive rows: architecture k is rows [offsets[k], offsets[k+1]).
     // Totals per architecture: runtime, energy, power = energy / runtime, the index (within the
@@ -95,7 +98,8 @@ public:
     // results are written when layers is not null. Splits the work over `threads` threads (>= 1).
     std::ptrdiff_t evaluate_archs(const std::int64_t* rows, const std::int64_t* offsets, std::size_t n_archs,
                                   double* runtime_ms, double* power_w, double* energy_mj, std::int64_t* bottleneck,
-                                  std::int64_t* extrapolated, LayerResult* layers, int threads) const;
+                                  std::int64_t* extrapolated, LayerResult* layers, int threads,
+                                  ValidationError* invalid = nullptr) const;
 
 private:
     SubModel& sub(int type, int target);
