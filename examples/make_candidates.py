@@ -86,4 +86,7 @@ def main(count: int = 3000, out: str = "examples/candidates.csv.gz") -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3000, sys.argv[2] if len(sys.argv) > 2 else "examples/candidates.csv.gz")
+    main(
+        int(sys.argv[1]) if len(sys.argv) > 1 else 3000,
+        sys.argv[2] if len(sys.argv) > 2 else "examples/candidates.csv.gz",
+    )
