@@ -105,12 +105,6 @@ def check_output_dir(path: str, *, option: str, inputs: Iterable[str | os.PathLi
             raise InputError(f"{where}: is the input {os.fspath(source)}")
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
     """A temporary path beside ``path`` (with the same suffixes, so that writers that pick a format by suffix
@@ -119,9 +113,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
     folder, name = os.path.split(os.path.abspath(target))
     tmp = os.path.join(folder, f".{secrets.token_hex(4)}.tmp-{name}")
     try:
-        yield tmp
-        if os.path.exists(tmp):
-            os.chmod(tmp, 0o666 & ~_umask())
+        yield tmp  # the writer creates it, with the permissions it would give the target
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(OSError):
