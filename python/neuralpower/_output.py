@@ -72,11 +72,7 @@ def check_output(
         raise InputError(f"{where}: is a folder, not a file")
     if suffixes is not None and not _suffix_ok(path, suffixes):
         raise InputError(f"{where}: unknown output format (use a name ending in {', '.join(suffixes)})")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise InputError(f"{where}: the folder {os.path.dirname(path) or folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"{where}: the folder {os.path.dirname(path) or folder} is not writable")
+    _check_parent(path, where)
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise InputError(f"{where}: the file exists and is not writable")
     for source in inputs:
@@ -95,14 +91,20 @@ def check_output_dir(path: str, *, option: str, inputs: Iterable[str | os.PathLi
         if not os.access(path, os.W_OK | os.X_OK):
             raise InputError(f"{where}: the folder is not writable")
     else:
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            raise InputError(f"{where}: the folder {os.path.dirname(path) or parent} does not exist")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise InputError(f"{where}: the folder {os.path.dirname(path) or parent} is not writable")
+        _check_parent(path, where)
     for source in inputs:
         if same_file(path, source):
             raise InputError(f"{where}: is the input {os.fspath(source)}")
+
+
+def _check_parent(path: str, where: str) -> None:
+    """Refuse a path whose folder does not exist or cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    shown = os.path.dirname(path) or folder
+    if not os.path.isdir(folder):
+        raise InputError(f"{where}: the folder {shown} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{where}: the folder {shown} is not writable")
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _source_files(args: argparse.Namespace) -> list[str]:
     """The files a verb that takes one architecture (and maybe a model file) reads."""
-    return [p for p in (args.arch_source, getattr(args, "model", None)) if p and os.path.exists(p)]
+    return [p for p in (args.arch_source, getattr(args, "model", None)) if p]
 
 
 def _one_architecture(args: argparse.Namespace, dtype: str | None, model: Any = None) -> Architecture:
@@ -61,14 +61,10 @@ def _one_architecture(args: argparse.Namespace, dtype: str | None, model: Any = 
 
 def _cmd_describe(args: argparse.Namespace) -> int:
     from .describe import Listing
-    from .sources import is_table_file
+    from .sources import is_table_file, read_table_source
 
     if is_table_file(args.arch_source):
-        from .table import read_layer_table
-
-        if args.image_size is not None:
-            raise InputError(f"--image-size applies to zoo networks, not to a layer table ({args.arch_source})")
-        table = read_layer_table(args.arch_source)
+        table = read_table_source(args.arch_source, args.image_size)
         listing = Listing.from_table(table, args.arch_source, args.arch, batch=args.batch, dtype=args.dtype)
     else:
         listing = Listing.from_architecture(_one_architecture(args, args.dtype))
@@ -119,7 +115,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from .models.format import write_model_file
     from .models.report import format_summary, write_report
 
-    check_output(args.out, option="--out", inputs=[t for t in args.tables if os.path.exists(t)], suffixes=(".json",))
+    check_output(args.out, option="--out", inputs=args.tables, suffixes=(".json",))
     if args.report:
         check_output_dir(args.report, option="--report", inputs=args.tables)
     start = time.perf_counter()
@@ -160,7 +156,7 @@ def _write_table(table: Any, path: Any) -> None:
 def _check_table_output(path: str | None, option: str, inputs: Sequence[str]) -> None:
     """Refuse a table output path before any work (see :func:`neuralpower._output.check_output`)."""
     if path is not None:
-        check_output(path, option=option, inputs=[i for i in inputs if os.path.exists(i)], suffixes=TABLE_SUFFIXES)
+        check_output(path, option=option, inputs=inputs, suffixes=TABLE_SUFFIXES)
 
 
 def _cmd_score(args: argparse.Namespace) -> int:

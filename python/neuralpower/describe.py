@@ -128,31 +128,14 @@ class Listing:
     ) -> Listing:
         """One architecture of a :class:`~neuralpower.table.LayerTable` (``arch_id``, or its only one), with
         ``batch`` and ``dtype`` overriding the table's."""
+        from .sources import pick_architecture
+
         order, offsets, archs = table.grouping()
-        if arch_id is not None:
-            if arch_id not in archs:
-                shown = ", ".join(archs[:10]) + (", ..." if len(archs) > 10 else "")
-                raise InputError(f"{spec}: no architecture named {arch_id!r} (it holds {shown})")
-            k = archs.index(arch_id)
-        elif len(archs) > 1:
-            shown = ", ".join(archs[:5]) + (", ..." if len(archs) > 5 else "")
-            raise InputError(f"{spec} holds {len(archs)} architectures ({shown}): pick one with --arch")
-        else:
-            k = 0
+        k = pick_architecture(archs, spec, arch_id)
         span = np.arange(offsets[k], offsets[k + 1], dtype=np.int64)
         index = span if order is None else order[span]
+        table.check_one_batch_and_dtype(index)
         rows = np.array(table.rows[index], dtype=np.int64)
-        for column in ("batch", "dtype"):  # one per architecture, as Architecture requires
-            values = rows[:, _F[column]]
-            differs = np.flatnonzero(values != values[0])
-            if len(differs):
-                i = int(differs[0])
-                here, there = (DTYPES[v] if column == "dtype" else str(v) for v in (values[i], values[0]))
-                raise table.error(
-                    int(index[i]),
-                    column,
-                    f"{here} differs from {there} on row {table.line[int(index[0])]}: an architecture has one {column}",
-                )
         if batch is not None or dtype is not None:
             if batch is not None:
                 rows[:, _F["batch"]] = batch

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from . import zoo
 from .errors import InputError
 from .layers import Architecture
-from .table import read_architectures
+from .table import LayerTable, read_layer_table
 
-__all__ = ["is_table_file", "is_zoo_name", "load_architectures", "select_architecture"]
+__all__ = [
+    "is_table_file",
+    "is_zoo_name",
+    "load_architectures",
+    "pick_architecture",
+    "read_table_source",
+    "select_architecture",
+]
 
 _TABLE_SUFFIXES = (".csv", ".parquet", ".pq", ".txt", ".gz", ".bz2", ".zst", ".lz4")
 
@@ -37,9 +45,7 @@ def load_architectures(
         arch = from_onnx(spec, batch=batch, allow_unknown=allow_unknown)
         return [arch.with_dtype(dtype) if dtype is not None and dtype != arch.dtype else arch]
     if _is_file(spec):
-        if image_size is not None:
-            raise InputError(f"--image-size applies to zoo networks, not to a layer table ({spec})")
-        archs = read_architectures(spec)
+        archs = read_table_source(spec, image_size).architectures()
         if dtype is not None:
             archs = [a.with_dtype(dtype) for a in archs]
         if batch is not None:
@@ -64,15 +70,26 @@ def _is_file(spec: str) -> bool:
     return os.path.exists(spec) or spec.lower().endswith(_TABLE_SUFFIXES) or os.sep in spec
 
 
+def read_table_source(spec: str, image_size: int | None = None) -> LayerTable:
+    """The layer table file ``spec`` names (``--image-size`` applies to zoo networks only)."""
+    if image_size is not None:
+        raise InputError(f"--image-size applies to zoo networks, not to a layer table ({spec})")
+    return read_layer_table(spec)
+
+
+def pick_architecture(names: Sequence[str], spec: str, arch_id: str | None) -> int:
+    """The index of the architecture named ``arch_id`` among a source's, or of its only one."""
+    if arch_id is not None:
+        if arch_id in names:
+            return list(names).index(arch_id)
+        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+        raise InputError(f"{spec}: no architecture named {arch_id!r} (it holds {shown})")
+    if len(names) > 1:
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise InputError(f"{spec} holds {len(names)} architectures ({shown}): pick one with --arch")
+    return 0
+
+
 def select_architecture(archs: list[Architecture], spec: str, arch_id: str | None) -> Architecture:
     """One architecture of a source: the one named ``arch_id``, or the only one."""
-    if arch_id is not None:
-        for a in archs:
-            if a.name == arch_id:
-                return a
-        shown = ", ".join(a.name for a in archs[:10]) + (", ..." if len(archs) > 10 else "")
-        raise InputError(f"{spec}: no architecture named {arch_id!r} (it holds {shown})")
-    if len(archs) > 1:
-        shown = ", ".join(a.name for a in archs[:5]) + (", ..." if len(archs) > 5 else "")
-        raise InputError(f"{spec} holds {len(archs)} architectures ({shown}): pick one with --arch")
-    return archs[0]
+    return archs[pick_architecture([a.name for a in archs], spec, arch_id)]

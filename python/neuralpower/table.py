@@ -164,20 +164,8 @@ class LayerTable:
             groups.setdefault(name, []).append(i)
         meta_columns, layer_columns = self._split_extra(groups)
         archs = []
-        batch_i, dtype_i = FIELD_INDEX["batch"], FIELD_INDEX["dtype"]
         for name, idx in groups.items():
-            first = idx[0]
-            for i in idx[1:]:
-                for col, fi in (("batch", batch_i), ("dtype", dtype_i)):
-                    if self.rows[i, fi] != self.rows[first, fi]:
-                        here, there = (
-                            DTYPES[v] if col == "dtype" else str(v) for v in (self.rows[i, fi], self.rows[first, fi])
-                        )
-                        raise self.error(
-                            i,
-                            col,
-                            f"{here} differs from {there} on row {self.line[first]}: an architecture has one {col}",
-                        )
+            self.check_one_batch_and_dtype(np.asarray(idx, dtype=np.int64))
             meta = {}
             for col in meta_columns:
                 values = [v for v in (meta_columns[col][i] for i in idx) if v is not None]
@@ -188,6 +176,21 @@ class LayerTable:
             layer_data = {col: v for col, v in layer_data.items() if any(x is not None for x in v)}
             archs.append(Architecture(name, layers, meta, layer_data))
         return archs
+
+    def check_one_batch_and_dtype(self, index: npt.NDArray[np.int64]) -> None:
+        """Raise the error of the first of the rows ``index`` (one architecture's, in order) whose batch or
+        dtype differs from its first row's: an architecture has one of each."""
+        for col in ("batch", "dtype"):
+            values = self.rows[index, FIELD_INDEX[col]]
+            differs = np.flatnonzero(values != values[0])
+            if len(differs):
+                i = int(differs[0])
+                here, there = (DTYPES[v] if col == "dtype" else str(v) for v in (values[i], values[0]))
+                raise self.error(
+                    int(index[i]),
+                    col,
+                    f"{here} differs from {there} on row {self.line[int(index[0])]}: an architecture has one {col}",
+                )
 
     def _split_extra(self, groups: dict[str, list[int]]) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
         meta: dict[str, list[Any]] = {}
