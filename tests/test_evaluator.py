@@ -25,6 +25,7 @@ from neuralpower.models.fit import FitOptions, fit_models
 from neuralpower.models.format import validate_model, write_model_file
 from neuralpower.models.predict import predict_network
 from neuralpower.models.synthetic import synthetic_table
+from neuralpower.table import _parse
 
 RTOL = 1e-9
 ZOO_TYPES = sorted({layer.type for name in zoo.names() for layer in zoo.build(name)})
@@ -368,3 +369,85 @@ def test_random_rows_never_crash_the_evaluator(values: list[int]) -> None:
     except ValueError:
         return
     assert out["runtime_ms"][0] >= 0
+
+
+# -- the caches of repeated rows ----------------------------------------------------------------------------
+
+
+def _conv_rows(n: int, seed: int) -> np.ndarray:
+    """``n`` valid conv2d rows with many repeats and more distinct rows than a cache holds (16,384)."""
+    rng = np.random.default_rng(seed)
+    table = synthetic_table(n, seed=seed)
+    distinct = _parse("t.parquet", "parquet", table.drop_columns(["runtime_ms", "power_w", "executor", "gpu"])).rows
+    # a third of the rows drawn from a few configurations (repeats), the rest all distinct
+    index = np.where(rng.random(n) < 0.33, rng.integers(0, 50, n), np.arange(n))
+    return np.ascontiguousarray(distinct[index])
+
+
+def test_cached_rows_give_the_uncached_results(fitted: Path) -> None:
+    """evaluate_archs caches the results of repeated rows per thread; the results equal a row-by-row evaluation
+    (no cache), exactly, across the cache's restarts and with any number of threads."""
+    model = load_model(fitted)
+    rows = _conv_rows(40_000, seed=3)
+    offsets = np.arange(0, len(rows) + 1, 40, dtype=np.int64)
+    single = model._compiled.evaluate(rows, False)
+    for threads in (1, 3):
+        for validate in (False, True):
+            out = model._compiled.evaluate_archs(rows, offsets, True, threads, validate)
+            assert np.array_equal(out["layer_runtime_ms"], single["runtime_ms"])
+            assert np.array_equal(out["layer_power_w"], single["power_w"])
+            assert np.array_equal(out["layer_extrapolated"], single["extrapolated"])
+            totals = np.add.reduceat(single["runtime_ms"], offsets[:-1])
+            assert np.allclose(out["runtime_ms"], totals, rtol=1e-12)
+            best = out["bottleneck"] + offsets[:-1]
+            assert np.array_equal(out["bottleneck_energy_mj"], single["energy_mj"][best])
+            assert np.array_equal(out["bottleneck_runtime_ms"], single["runtime_ms"][best])
+
+
+def test_prepare_columns_reads_arrow_buffers_and_caches_repeats() -> None:
+    """prepare_columns takes an Arrow column's (values, validity, offset) as well as a plain array, and gives
+    the same rows; a repeated raw row is prepared once, invalid ones are still found at their own row."""
+    import pyarrow as pa
+
+    from neuralpower.layers import FIELD_INDEX, FIELDS, MISSING
+
+    n = 50_000
+    rng = np.random.default_rng(1)
+    kernel = rng.choice([1, 3, 5], n)
+    values = {
+        "type": np.zeros(n, dtype=np.int64),
+        "in_channels": rng.integers(1, 40, n),
+        "in_h": rng.integers(7, 30, n),
+        "out_channels": rng.integers(1, 40, n),
+        "kernel_h": kernel,
+        "kernel_w": kernel,
+    }
+    stride = pa.array(np.where(rng.random(n) < 0.5, None, 2).tolist(), pa.int64()).slice(0)
+    plain: list[Any] = [None] * len(FIELDS)
+    arrow: list[Any] = [None] * len(FIELDS)
+    for name, v in values.items():
+        plain[FIELD_INDEX[name]] = np.asarray(v, dtype=np.int64)
+        arrow[FIELD_INDEX[name]] = (np.asarray(v, dtype=np.int64), None, 0)
+    plain[FIELD_INDEX["in_w"]] = plain[FIELD_INDEX["in_h"]]
+    arrow[FIELD_INDEX["in_w"]] = arrow[FIELD_INDEX["in_h"]]
+    # a sliced Arrow column with nulls: values and bitmap at an offset
+    sliced = pa.concat_arrays([pa.array([7, 7, 7], pa.int64()), stride]).slice(3)
+    validity, data = sliced.buffers()
+    values_np = np.frombuffer(data, dtype=np.int64)[sliced.offset : sliced.offset + n]
+    arrow[FIELD_INDEX["stride_h"]] = (values_np, np.frombuffer(validity, dtype=np.uint8), sliced.offset)
+    plain[FIELD_INDEX["stride_h"]] = np.asarray(sliced.fill_null(MISSING).to_numpy(), dtype=np.int64)
+    a, bad_a, _, _ = _ev.prepare_columns(arrow, n, 2)
+    b, bad_b, _, _ = _ev.prepare_columns(plain, n, 2)
+    assert bad_a == bad_b == -1
+    assert np.array_equal(a, b)
+    # an invalid row after many repeats of it valid elsewhere: still reported at its own index
+    plain[FIELD_INDEX["in_channels"]] = plain[FIELD_INDEX["in_channels"]].copy()
+    plain[FIELD_INDEX["in_channels"]][40_000] = -3
+    _, bad, field, message = _ev.prepare_columns(plain, n, 1)
+    assert (bad, FIELDS[field]) == (40_000, "in_channels"), message
+    # a value too large for any field, in an Arrow column: refused by the core, with its field
+    big = np.asarray(values["out_channels"], dtype=np.int64).copy()
+    big[123] = 2**62
+    arrow[FIELD_INDEX["out_channels"]] = (big, None, 0)
+    _, bad, field, message = _ev.prepare_columns(arrow, n, 1)
+    assert (bad, FIELDS[field], message) == (123, "out_channels", f"{2**62} is out of range")

@@ -55,17 +55,40 @@ std::tuple<py::ssize_t, int, std::string> prepare(py::array_t<std::int64_t> rows
     return {bad, err.field, err.message};
 }
 
-// Builds rows from one array per field (None: every row leaves the field empty), then normalizes and
-// validates them, in one pass over memory. Returns (rows, bad_row, field, message) as prepare does.
+// Builds rows from one array per field (None: every row leaves the field empty; a tuple (values, validity,
+// offset): an Arrow column, whose values are empty where bit offset + i of the validity bitmap is 0), then
+// normalizes and validates them, in one pass over memory. Returns (rows, bad_row, field, message) as prepare
+// does.
 std::tuple<py::array_t<std::int64_t>, py::ssize_t, int, std::string> prepare_columns(const py::list& columns,
                                                                                    py::ssize_t n, int threads) {
     if (static_cast<int>(columns.size()) != np::kNumFields)
         throw std::invalid_argument("prepare_columns needs one entry per field");
+    using BitsIn = py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast>;
     std::vector<RowsIn> keep;
+    std::vector<BitsIn> keep_bits;
     std::vector<const std::int64_t*> ptr(np::kNumFields, nullptr);
+    std::vector<const std::uint8_t*> bits(np::kNumFields, nullptr);
+    std::vector<py::ssize_t> bit_offset(np::kNumFields, 0);
+    std::vector<char> raw(np::kNumFields, 0);  // an Arrow column (a tuple): its values are range-checked here
+    constexpr std::int64_t kIntLimit = std::int64_t{1} << 62;
     for (int f = 0; f < np::kNumFields; ++f) {
-        if (columns[f].is_none()) continue;
-        keep.emplace_back(RowsIn::ensure(columns[f]));
+        py::object column = columns[f];
+        if (column.is_none()) continue;
+        if (py::isinstance<py::tuple>(column)) {
+            const py::tuple t = column.cast<py::tuple>();
+            if (t.size() != 3) throw std::invalid_argument("a column tuple is (values, validity, offset)");
+            column = t[0];
+            raw[f] = 1;
+            if (!t[1].is_none()) {
+                keep_bits.emplace_back(BitsIn::ensure(t[1]));
+                bit_offset[f] = t[2].cast<py::ssize_t>();
+                if (!keep_bits.back() || keep_bits.back().ndim() != 1 || bit_offset[f] < 0 ||
+                    keep_bits.back().shape(0) * 8 < bit_offset[f] + n)
+                    throw std::invalid_argument("a validity bitmap must hold offset + n bits");
+                bits[f] = keep_bits.back().data();
+            }
+        }
+        keep.emplace_back(RowsIn::ensure(column));
         if (!keep.back() || keep.back().ndim() != 1 || keep.back().shape(0) != n)
             throw std::invalid_argument("each column must be a 1-D int64 array of n values");
         ptr[f] = keep.back().data();
@@ -79,16 +102,49 @@ std::tuple<py::array_t<std::int64_t>, py::ssize_t, int, std::string> prepare_col
     {
         py::gil_scoped_release release;
         auto work = [&](int t) {
+            using PreparedCache = np::RowCache<np::LayerRow>;
+            PreparedCache cache;
             const py::ssize_t begin = n * t / n_threads, end = n * (t + 1) / n_threads;
             for (py::ssize_t i = begin; i < end; ++i) {
                 std::int64_t* r = out + i * np::kNumFields;
-                for (int f = 0; f < np::kNumFields; ++f) r[f] = ptr[f] ? ptr[f][i] : np::kMissing;
+                for (int f = 0; f < np::kNumFields; ++f) {
+                    if (ptr[f] == nullptr) {
+                        r[f] = np::kMissing;
+                        continue;
+                    }
+                    if (bits[f] != nullptr) {
+                        const py::ssize_t b = bit_offset[f] + i;
+                        if (!((bits[f][b >> 3] >> (b & 7)) & 1)) {
+                            r[f] = np::kMissing;
+                            continue;
+                        }
+                    }
+                    r[f] = ptr[f][i];
+                    // an Arrow column's cells are checked here: no field holds a value this large, and none may
+                    // meet the empty-cell marker (INT64_MIN)
+                    if (raw[f] && (r[f] >= kIntLimit || r[f] <= -kIntLimit)) {
+                        err_of[t] = np::ValidationError{f, std::to_string(r[f]) + " is out of range"};
+                        bad_of[t] = i;
+                        return;
+                    }
+                }
+                // a row equal to one prepared before gets its prepared form (a repeated row is valid: the first was)
+                const std::uint64_t h = PreparedCache::hash(r);
+                if (const np::LayerRow* hit = cache.find(r, h)) {
+                    std::copy(hit->begin(), hit->end(), r);
+                    continue;
+                }
+                np::LayerRow raw_row;
+                std::copy(r, r + np::kNumFields, raw_row.begin());
                 np::ValidationError e = np::prepare(r);
                 if (e) {
                     err_of[t] = std::move(e);
                     bad_of[t] = i;
                     return;
                 }
+                np::LayerRow prepared;
+                std::copy(r, r + np::kNumFields, prepared.begin());
+                cache.insert(raw_row.data(), h, prepared);
             }
         };
         std::vector<std::thread> pool;
@@ -233,7 +289,7 @@ py::dict evaluate_archs(const np::Model& model, const RowsIn& rows, const RowsIn
     for (std::size_t a = 0; a < n_archs; ++a)
         if (off[a + 1] < off[a]) throw std::invalid_argument("offsets must not decrease");
     const auto na = static_cast<py::ssize_t>(n_archs);
-    py::array_t<double> runtime(na), power(na), energy(na);
+    py::array_t<double> runtime(na), power(na), energy(na), best_energy(na), best_runtime(na);
     py::array_t<std::int64_t> bottleneck(na), extrapolated(na);
     std::vector<np::LayerResult> layers(per_layer ? n : 0);
     std::ptrdiff_t bad;
@@ -241,10 +297,12 @@ py::dict evaluate_archs(const np::Model& model, const RowsIn& rows, const RowsIn
     {
         double *pr = runtime.mutable_data(), *pp = power.mutable_data(), *pe = energy.mutable_data();
         std::int64_t *pb = bottleneck.mutable_data(), *px = extrapolated.mutable_data();
+        double *pbe = best_energy.mutable_data(), *pbr = best_runtime.mutable_data();
         const std::int64_t* r = rows.data();
         np::LayerResult* pl = per_layer ? layers.data() : nullptr;
         py::gil_scoped_release release;
-        bad = model.evaluate_archs(r, off, n_archs, pr, pp, pe, pb, px, pl, threads, validate ? &invalid : nullptr);
+        bad = model.evaluate_archs(r, off, n_archs, pr, pp, pe, pb, pbe, pbr, px, pl, threads,
+                                   validate ? &invalid : nullptr);
     }
     if (invalid) invalid_row(bad, invalid);
     py::dict out;
@@ -253,6 +311,8 @@ py::dict evaluate_archs(const np::Model& model, const RowsIn& rows, const RowsIn
     out["power_w"] = power;
     out["energy_mj"] = energy;
     out["bottleneck"] = bottleneck;
+    out["bottleneck_energy_mj"] = best_energy;
+    out["bottleneck_runtime_ms"] = best_runtime;
     out["extrapolated"] = extrapolated;
     if (per_layer) {
         const auto nl = static_cast<py::ssize_t>(n);

@@ -243,12 +243,20 @@ void Model::finish() {
     for (int t = 0; t < kNumLayerTypes; ++t) types_[t].present = has_runtime_[t] && has_power_[t];
 }
 
-std::ptrdiff_t Model::evaluate(const std::int64_t* rows, std::size_t n, LayerResult* out,
-                               ValidationError* invalid) const {
+std::ptrdiff_t Model::evaluate(const std::int64_t* rows, std::size_t n, LayerResult* out, ValidationError* invalid,
+                               ResultCache* cache) const {
     std::array<double, kNumFeatures> f{};
     std::vector<double> scratch;
     for (std::size_t i = 0; i < n; ++i) {
         const std::int64_t* r = rows + i * kNumFields;
+        std::uint64_t h = 0;
+        if (cache != nullptr) {
+            h = ResultCache::hash(r);
+            if (const LayerResult* hit = cache->find(r, h)) {
+                out[i] = *hit;
+                continue;
+            }
+        }
         InfoRow info;
         if (invalid != nullptr) {
             ValidationError e = validate(r, &info);
@@ -280,12 +288,14 @@ std::ptrdiff_t Model::evaluate(const std::int64_t* rows, std::size_t n, LayerRes
             extrapolated |= v < tm.range_lo[k] || v > tm.range_hi[k];
         }
         res.extrapolated = extrapolated;
+        if (cache != nullptr) cache->insert(r, h, res);
     }
     return -1;
 }
 
 std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_t* offsets, std::size_t n_archs,
                                      double* runtime_ms, double* power_w, double* energy_mj, std::int64_t* bottleneck,
+                                     double* bottleneck_energy_mj, double* bottleneck_runtime_ms,
                                      std::int64_t* extrapolated, LayerResult* layers, int threads,
                                      ValidationError* invalid) const {
     // never more threads than architectures (a huge request is not an allocation of that many slots)
@@ -295,6 +305,7 @@ std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_
     std::vector<ValidationError> errors(n_threads);
     auto work = [&](std::size_t tid, std::size_t a0, std::size_t a1) {
         std::vector<LayerResult> local;
+        ResultCache cache;
         for (std::size_t a = a0; a < a1; ++a) {
             const std::int64_t begin = offsets[a], end = offsets[a + 1];
             const std::size_t count = static_cast<std::size_t>(end - begin);
@@ -306,7 +317,7 @@ std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_
                 res = local.data();
             }
             const std::ptrdiff_t b =
-                evaluate(rows + begin * kNumFields, count, res, invalid != nullptr ? &errors[tid] : nullptr);
+                evaluate(rows + begin * kNumFields, count, res, invalid != nullptr ? &errors[tid] : nullptr, &cache);
             if (b >= 0) {
                 bad[tid] = begin + b;
                 return;
@@ -328,6 +339,8 @@ std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_
             energy_mj[a] = e;
             power_w[a] = t > 0.0 ? e / t : 0.0;
             bottleneck[a] = best_i;
+            bottleneck_energy_mj[a] = best_i >= 0 ? best : 0.0;
+            bottleneck_runtime_ms[a] = best_i >= 0 ? best_t : 0.0;
             extrapolated[a] = n_extra;
         }
     };

@@ -363,7 +363,10 @@ class Model:
         arch_names: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """:meth:`score_rows` over rows that are checked (``validate``) or known valid (a layer table's)."""
-        dtypes = np.unique(rows[:, FIELD_INDEX["dtype"]]) if len(rows) else np.array([], dtype=np.int64)
+        column = rows[:, FIELD_INDEX["dtype"]]
+        own = DTYPES.index(self._dtype)
+        # every row of the model's dtype is the common case, checked at once; otherwise find the first other one
+        dtypes = np.array([], dtype=np.int64) if (column == own).all() else np.unique(column)
         for code in dtypes:
             if not 0 <= code < len(DTYPES):
                 i = int(np.argmax(rows[:, FIELD_INDEX["dtype"]] == code))

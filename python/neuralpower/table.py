@@ -90,6 +90,9 @@ class LayerTable:
         Columns the format does not know, unchanged.
     fmt
         ``"csv"`` or ``"parquet"``.
+    first
+        The data row of ``path`` (0-based) that this table's first row is: a block of a larger table read in
+        parts (:func:`neuralpower.stream.read_blocks`) counts its rows from there in messages.
     """
 
     path: str
@@ -98,7 +101,9 @@ class LayerTable:
     layer_column: pa.Array
     extra: pa.Table
     fmt: str = "csv"
+    first: int = 0
     _line: npt.NDArray[np.int64] | None = field(default=None, repr=False)
+    _encoded: pa.DictionaryArray | None = field(default=None, repr=False)
     _arch: list[str] | None = field(default=None, repr=False)
     _layer: list[str] | None = field(default=None, repr=False)
 
@@ -125,7 +130,7 @@ class LayerTable:
         Architecture ``k`` is rows ``order[offsets[k]:offsets[k + 1]]`` (``order`` is ``None`` when every
         architecture's rows are already contiguous, the common case).
         """
-        encoded = self.arch_column.dictionary_encode()
+        encoded = self.arch_encoded()
         codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         names = encoded.dictionary.to_pylist()
         n = len(codes)
@@ -135,6 +140,12 @@ class LayerTable:
         order = np.argsort(codes, kind="stable").astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(names)))]).astype(np.int64)
         return order, offsets, names
+
+    def arch_encoded(self) -> pa.DictionaryArray:
+        """The architecture column dictionary-encoded (in order of first appearance), made once."""
+        if self._encoded is None:
+            self._encoded = self.arch_column.dictionary_encode()
+        return self._encoded
 
     def layer_names_at(self, index: npt.NDArray[np.int64], position: npt.NDArray[np.int64]) -> list[str]:
         """Names of the layers at row ``index``, ``position`` being each one's index in its architecture
@@ -150,7 +161,7 @@ class LayerTable:
     def line(self) -> npt.NDArray[np.int64]:
         """Each row's number as a spreadsheet shows it (header row 1; blank CSV lines count)."""
         if self._line is None:
-            self._line = _spreadsheet_rows(self.path, self.fmt, len(self.arch))
+            self._line = _spreadsheet_rows(self.path, self.fmt, self.first + len(self))[self.first :]
         return self._line
 
     def error(self, index: int, column: str | None, message: str) -> InputError:
@@ -298,8 +309,10 @@ def _read_csv(path: str, extra: Collection[str] | None = None) -> pa.Table:
         types = {}
         for n in names:
             key = n.strip().lower()
-            if key in _KNOWN:
-                types[n] = pa.int64() if integers and key not in ("arch", "layer", "type", "dtype") else pa.string()
+            if key in ("type", "dtype"):  # few distinct names: read as a dictionary
+                types[n] = pa.dictionary(pa.int32(), pa.string())
+            elif key in _KNOWN:
+                types[n] = pa.int64() if integers and key not in ("arch", "layer") else pa.string()
         return pacsv.read_csv(
             path,
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
@@ -386,11 +399,12 @@ def _read_parquet(path: str, extra: Collection[str] | None = None) -> pa.Table:
         raise InputError(f"not a valid Parquet file: {first}", path=path) from None
 
 
-def _parse(path: str, fmt: str, table: pa.Table) -> LayerTable:
+def _parse(path: str, fmt: str, table: pa.Table, first: int = 0) -> LayerTable:
+    """Validate a table read from ``path`` whose first row is the file's data row ``first`` (0-based)."""
     n = table.num_rows
 
     def err(index: int | None, column: str | None, message: str) -> InputError:
-        row = None if index is None else int(_spreadsheet_rows(path, fmt, n)[index])
+        row = None if index is None else int(_spreadsheet_rows(path, fmt, first + n)[first + index])
         return InputError(message, path=path, row=row, column=column)
 
     columns: dict[str, str] = {}  # normalized name -> name in the file
@@ -403,12 +417,17 @@ def _parse(path: str, fmt: str, table: pa.Table) -> LayerTable:
         raise InputError("missing required column 'type'", path=path, column="type")
 
     # Each field is built as its own column, then stacked once into the row-major array the core takes.
-    cols: list[npt.NDArray[np.int64] | None] = [None] * len(FIELDS)
+    # A column is an array (empty cells MISSING) or, straight from an Arrow int64 column, a tuple (values,
+    # validity bitmap, offset) that the core reads and range-checks itself.
+    cols: list[npt.NDArray[np.int64] | tuple[Any, Any, int] | None] = [None] * len(FIELDS)
+    names_of: dict[int, str] = {}
 
     def writable(index: int) -> npt.NDArray[np.int64]:
         col = cols[index]
         if col is None:
             col = np.full(n, MISSING, dtype=np.int64)
+        elif isinstance(col, tuple):
+            col = _materialize(col, names_of[index], err)
         elif not col.flags.writeable:
             col = col.copy()
         cols[index] = col
@@ -423,12 +442,20 @@ def _parse(path: str, fmt: str, table: pa.Table) -> LayerTable:
     source: dict[str, str] = {}  # field -> column that supplied it (for messages)
     for name in _INT_FIELDS:
         if name in columns:
-            cols[FIELD_INDEX[name]] = _ints(table.column(columns[name]), columns[name], err)
+            cols[FIELD_INDEX[name]] = _int_source(table.column(columns[name]), columns[name], err)
+            names_of[FIELD_INDEX[name]] = columns[name]
             source[name] = columns[name]
     for pair, (fh, fw) in AXIS_PAIRS.items():
         if pair not in columns:
             continue
-        values = _ints(table.column(columns[pair]), columns[pair], err)
+        pair_source = _int_source(table.column(columns[pair]), columns[pair], err)
+        if fh not in columns and fw not in columns:  # the common case: the pair's column gives both axes
+            for axis in (fh, fw):
+                cols[FIELD_INDEX[axis]] = pair_source
+                names_of[FIELD_INDEX[axis]] = columns[pair]
+                source[axis] = columns[pair]
+            continue
+        values = pair_source if isinstance(pair_source, np.ndarray) else _materialize(pair_source, columns[pair], err)
         for axis in (fh, fw):
             col = writable(FIELD_INDEX[axis])
             if axis in columns:
@@ -443,8 +470,8 @@ def _parse(path: str, fmt: str, table: pa.Table) -> LayerTable:
 
     # A required field with no column at all is a missing column, not a row problem.
     type_codes = cols[0]
-    assert type_codes is not None
-    present_types = np.unique(type_codes)
+    assert isinstance(type_codes, np.ndarray)
+    present_types = np.flatnonzero(np.bincount(type_codes, minlength=len(LAYER_TYPES)))
     for code in present_types:
         for req in _REQUIRED_FIELDS[int(code)]:
             if req not in source:
@@ -457,41 +484,64 @@ def _parse(path: str, fmt: str, table: pa.Table) -> LayerTable:
                 )
 
     rows, bad_row, field_index, message = _ev.prepare_columns(
-        [None if c is None else np.ascontiguousarray(c, dtype=np.int64) for c in cols], n, os.cpu_count() or 1
+        [c if c is None or isinstance(c, tuple) else np.ascontiguousarray(c, dtype=np.int64) for c in cols],
+        n,
+        os.cpu_count() or 1,
     )
     if bad_row >= 0:
         fname = FIELDS[field_index]
         raise err(int(bad_row), source.get(fname, fname), message)
 
-    arch = _names(table, columns.get("arch"), err, default=Path(path).stem)
+    arch, encoded = _names(table, columns.get("arch"), err, default=Path(path).stem)
     layer_col = columns.get("layer")
     layer = pa.nulls(n, pa.string()) if layer_col is None else _strings(table.column(layer_col), layer_col, err)
     known = {name for key, name in columns.items() if key in _KNOWN}
     extra = table.select([c for c in table.column_names if c not in known])
-    return LayerTable(path, rows, arch, layer, extra, fmt)
+    return LayerTable(path, rows, arch, layer, extra, fmt, first, _encoded=encoded)
 
 
-def _names(table: pa.Table, column: str | None, err: Any, default: str) -> pa.Array:
-    """The architecture column as strings; an empty cell is an error."""
+def _names(table: pa.Table, column: str | None, err: Any, default: str) -> tuple[pa.Array, pa.DictionaryArray]:
+    """The architecture column as strings, and dictionary-encoded; an empty cell is an error."""
     if column is None:
-        return pa.array([default] * table.num_rows, pa.string())
+        values = pa.array([default] * table.num_rows, pa.string())
+        return values, values.dictionary_encode()
     values = _strings(table.column(column), column, err)
-    empty = pc.or_kleene(values.is_null(), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0))
-    empty = np.asarray(empty.fill_null(True).to_numpy(zero_copy_only=False), dtype=bool)
-    if empty.any():
-        raise err(int(np.argmax(empty)), column, "empty: every row names its architecture")
-    return values
+    if values.null_count:
+        raise err(int(np.argmax(~np.asarray(values.is_valid().to_numpy(zero_copy_only=False)))), column,
+                  "empty: every row names its architecture")
+    encoded = values.dictionary_encode()
+    # emptiness is checked on the distinct names (few), then located among the rows
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(encoded.dictionary)), 0)
+    blank_np = np.asarray(blank.to_numpy(zero_copy_only=False), dtype=bool)
+    if blank_np.any():
+        codes = np.flatnonzero(blank_np)
+        at = np.isin(np.asarray(encoded.indices.to_numpy(zero_copy_only=False)), codes)
+        raise err(int(np.argmax(at)), column, "empty: every row names its architecture")
+    return values, encoded
 
 
 def _codes(
     column: pa.ChunkedArray, codes: dict[str, int], what: str, name: str, err: Any, allow_null: bool = False
 ) -> npt.NDArray[np.int64]:
     """Map a column of names (type, dtype) to codes; matching ignores case and surrounding spaces."""
-    column = _strings(column, name, err)
-    encoded = pc.utf8_lower(pc.utf8_trim_whitespace(column)).dictionary_encode()
-    lookup = np.array([codes.get(v, -1) if v else -2 for v in encoded.dictionary.to_pylist()] + [-2], dtype=np.int64)
-    index = np.asarray(encoded.indices.fill_null(len(lookup) - 1).to_numpy(), dtype=np.int64)
-    out = lookup[index]
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    if chunks and all(pa.types.is_dictionary(c.type) and pa.types.is_string(c.type.value_type) for c in chunks):
+        # read as dictionaries (the CSV reader does): each chunk's few distinct names are looked up
+        parts = []
+        for chunk in chunks:
+            names = pc.utf8_lower(pc.utf8_trim_whitespace(chunk.dictionary)).to_pylist()
+            lookup = np.array([codes.get(v, -1) if v else -2 for v in names] + [-2], dtype=np.int64)
+            parts.append(lookup[np.asarray(chunk.indices.fill_null(len(lookup) - 1).to_numpy(), dtype=np.int64)])
+        out = np.concatenate(parts) if parts else np.array([], dtype=np.int64)
+        column = pa.chunked_array(chunks, chunks[0].type)
+    else:
+        column = _strings(column, name, err)
+        encoded = pc.utf8_lower(pc.utf8_trim_whitespace(column)).dictionary_encode()
+        lookup = np.array(
+            [codes.get(v, -1) if v else -2 for v in encoded.dictionary.to_pylist()] + [-2], dtype=np.int64
+        )
+        index = np.asarray(encoded.indices.fill_null(len(lookup) - 1).to_numpy(), dtype=np.int64)
+        out = lookup[index]
     bad = out == -1 if allow_null else out < 0
     if bad.any():
         i = int(np.argmax(bad))
@@ -532,6 +582,40 @@ def _strings(column: pa.ChunkedArray | pa.Array, name: str, err: Any) -> pa.Arra
 # Integers that no field can hold (sizes are capped far lower): refused as out of range when parsed, so that no
 # value wraps around int64 or meets the MISSING marker (INT64_MIN, an empty cell).
 _INT_LIMIT = 2**62
+
+
+def _int_source(
+    column: pa.ChunkedArray, name: str, err: Any
+) -> npt.NDArray[np.int64] | tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8] | None, int]:
+    """A column for ``prepare_columns``: a signed 64-bit integer column as its Arrow buffers (values, validity,
+    offset), read and range-checked by the core without a copy per step; any other through :func:`_ints`."""
+    t = column.type
+    if not (pa.types.is_integer(t) and t.bit_width == 64 and pa.types.is_signed_integer(t)):
+        return _ints(column, name, err)
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    validity, data = arr.buffers()
+    values = np.frombuffer(data, dtype=np.int64, count=len(arr) + arr.offset)[arr.offset :]
+    if validity is None or arr.null_count == 0:
+        return values, None, 0
+    return values, np.frombuffer(validity, dtype=np.uint8), arr.offset
+
+
+def _materialize(
+    source: tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8] | None, int], name: str, err: Any
+) -> npt.NDArray[np.int64]:
+    """An Arrow column's buffers as an array with MISSING in empty cells, range-checked as :func:`_ints` does."""
+    values, bits, offset = source
+    n = len(values)
+    valid = (
+        np.ones(n, dtype=bool)
+        if bits is None
+        else np.unpackbits(bits, bitorder="little")[offset : offset + n].astype(bool)
+    )
+    far = valid & ((values >= _INT_LIMIT) | (values <= -_INT_LIMIT))
+    if far.any():
+        i = int(np.argmax(far))
+        raise err(i, name, f"{values[i]} is out of range")
+    return np.where(valid, values, MISSING).astype(np.int64)
 
 
 def _ints(column: pa.ChunkedArray, name: str, err: Any) -> npt.NDArray[np.int64]:

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "neuralpower/layer.hpp"
+#include "neuralpower/row_cache.hpp"
 
 namespace neuralpower {
 
@@ -66,6 +67,8 @@ struct LayerResult {
     bool extrapolated = false;
 };
 
+using ResultCache = RowCache<LayerResult>;
+
 class Model {
 public:
     Model();
@@ -89,15 +92,19 @@ public:
     // model does not cover (free types such as flatten cost nothing), or -1. With `invalid`, every row is
     // validated as it is evaluated (rows from outside): the first invalid row's index is returned and its
     // error written to *invalid.
+    // A cache, when given, is consulted and filled (rows equal to a cached one are neither validated nor
+    // evaluated again: the same row, the same outcome).
     std::ptrdiff_t evaluate(const std::int64_t* rows, std::size_t n, LayerResult* out,
-                            ValidationError* invalid = nullptr) const;
+                            ValidationError* invalid = nullptr, ResultCache* cache = nullptr) const;
 
     // Evaluates architectures laid out as consecutive rows: architecture k is rows [offsets[k], offsets[k+1]).
     // Totals per architecture: runtime, energy, power = energy / runtime, the index (within the
-    // architecture) of the layer with the most energy, and the number of extrapolated layers. Per-layer
-    // results are written when layers is not null. Splits the work over `threads` threads (>= 1).
+    // architecture) of the layer with the most energy and that layer's energy and runtime (so that totals of
+    // an architecture split over several calls can be merged), and the number of extrapolated layers.
+    // Per-layer results are written when layers is not null. Splits the work over `threads` threads (>= 1).
     std::ptrdiff_t evaluate_archs(const std::int64_t* rows, const std::int64_t* offsets, std::size_t n_archs,
                                   double* runtime_ms, double* power_w, double* energy_mj, std::int64_t* bottleneck,
+                                  double* bottleneck_energy_mj, double* bottleneck_runtime_ms,
                                   std::int64_t* extrapolated, LayerResult* layers, int threads,
                                   ValidationError* invalid = nullptr) const;
 
