@@ -16,7 +16,16 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["PLOT_SUFFIXES", "TABLE_SUFFIXES", "atomic_path", "check_output", "check_output_dir", "same_file"]
+__all__ = [
+    "PLOT_SUFFIXES",
+    "TABLE_SUFFIXES",
+    "atomic_dir",
+    "atomic_path",
+    "check_new_dir",
+    "check_output",
+    "check_output_dir",
+    "same_file",
+]
 
 #: Suffixes a layer or score table may be written with (CSV, compressed CSV, Parquet).
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.lz4", ".txt", ".parquet", ".pq")
@@ -120,3 +129,41 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+
+
+def check_new_dir(path: str, *, option: str, inputs: Iterable[str | os.PathLike[str]] = ()) -> None:
+    """Refuse, before any work, an output folder that would mix with other files: one that exists and is not
+    empty, lies inside an input folder, or whose parent does not exist or cannot be written."""
+    where = f"{option} {path}"
+    if not path:
+        raise InputError(f"{option}: the output folder is empty")
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise InputError(f"{where}: is a file, not a folder")
+        if os.listdir(path):
+            raise InputError(f"{where}: the folder exists and is not empty; name a new one")
+    _check_parent(path.rstrip(os.sep) or path, where)
+    real = os.path.realpath(path)
+    for source in inputs:
+        src = os.path.realpath(source)
+        if real == src or (os.path.isdir(src) and real.startswith(src.rstrip(os.sep) + os.sep)):
+            raise InputError(f"{where}: lies in the input {os.fspath(source)}; write the output elsewhere")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[str]:
+    """A temporary folder beside ``path``, renamed to ``path`` (which must not exist, or be empty) when the
+    block succeeds and removed with everything in it when it fails."""
+    import shutil
+
+    target = os.fspath(path).rstrip(os.sep) or os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(target))
+    tmp = os.path.join(folder, f".{secrets.token_hex(4)}.tmp-{name}")
+    os.mkdir(tmp)
+    try:
+        yield tmp
+        if os.path.isdir(target) and not os.listdir(target):
+            os.rmdir(target)
+        os.rename(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

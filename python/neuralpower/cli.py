@@ -14,11 +14,20 @@ from typing import Any, NoReturn
 
 from . import __version__
 from ._args import bounded_int, finite_float, seed, size_int, threads
-from ._output import PLOT_SUFFIXES, TABLE_SUFFIXES, atomic_path, check_output, check_output_dir, same_file
+from ._output import (
+    PLOT_SUFFIXES,
+    TABLE_SUFFIXES,
+    atomic_dir,
+    atomic_path,
+    check_new_dir,
+    check_output,
+    check_output_dir,
+    same_file,
+)
 from ._text import text_table
 from .describe import shape_text, si
 from .errors import InputError, NeuralPowerError
-from .layers import LAYER_TYPES, Architecture
+from .layers import Architecture
 
 __all__ = ["main"]
 
@@ -160,15 +169,28 @@ def _check_table_output(path: str | None, option: str, inputs: Sequence[str]) ->
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    import contextlib
+    import tempfile
+
     import numpy as np
     import pyarrow as pa
 
     from .evaluator import load_model
-    from .table import read_layer_table
+    from .stream import TableWriter, prefetch, read_blocks, score_blocks, table_files
 
-    inputs = [p for p in (args.table, args.model) if p]
-    _check_table_output(args.out, "--out", inputs)
-    _check_table_output(args.per_layer, "--per-layer", inputs)
+    folder = os.path.isdir(args.table)
+    files = table_files(args.table) if folder else [args.table]
+    inputs = [*files, *([args.table] if folder else []), *([args.model] if args.model else [])]
+    # a folder of Parquet files may be scored into a folder (one Parquet file per input file) or into one file
+    out_dir = folder and args.out is not None and not _is_table_name(args.out)
+    per_layer_dir = folder and args.per_layer is not None and not _is_table_name(args.per_layer)
+    for path, option, as_dir in ((args.out, "--out", out_dir), (args.per_layer, "--per-layer", per_layer_dir)):
+        if path is None:
+            continue
+        if as_dir:
+            check_new_dir(path, option=option, inputs=inputs)
+        else:
+            _check_table_output(path, option, inputs)
     if args.out and args.per_layer and same_file(args.out, args.per_layer):
         raise InputError(f"--out and --per-layer name the same file ({args.out})")
     model = load_model(args.model)
@@ -179,27 +201,172 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
         archs = load_architectures(args.table, allow_unknown=args.allow_unknown)
         _skipped_note(archs)
-        table = layer_table(archs, args.table)
+        blocks: Any = iter([layer_table(archs, args.table)])
     else:
-        table = read_layer_table(args.table, extra={"error"})
-    if args.pareto and "error" not in table.extra.column_names:
-        raise InputError("--pareto needs an error column (top-1 error per architecture)", path=table.path)
-    progress = _Progress(len(table), enabled=len(table) >= 500_000)
-    scores = model.score_table(table, per_layer=args.per_layer is not None, threads=args.threads)
-    progress.done()
+        blocks = prefetch(read_blocks(args.table, extra={"error"}))
+    parts = {f: i for i, f in enumerate(files)}
+    names = [_part_name(args.table, f) for f in files]
+
+    with contextlib.ExitStack() as stack:
+        sink = None
+        layer_dir = None
+        if args.per_layer:
+            # with --pareto the layers are written aside first, then those of the front copied out
+            if args.pareto:
+                aside = stack.enter_context(
+                    tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(args.per_layer.rstrip(os.sep))))
+                )
+            if per_layer_dir:
+                layer_dir = stack.enter_context(atomic_dir(args.per_layer))
+            single = os.path.join(aside, "layers.parquet") if args.pareto else args.per_layer
+            sink = stack.enter_context(
+                _PerLayerSink(
+                    single=None if per_layer_dir else single,
+                    folder=None if not per_layer_dir else (aside if args.pareto else layer_dir),
+                    names={f: names[i] for f, i in parts.items()},
+                )
+            )
+        progress = _Progress(enabled=True)
+        totals = score_blocks(
+            model, progress.wrap(blocks), threads=args.threads, per_layer=None if sink is None else sink.write,
+            parts=parts,
+        )
+        progress.done()
+        if sink is not None:
+            sink.close()
+        result, kept = _score_result(totals, model, args.alpha, args.pareto, path=args.table)
+        if args.per_layer and args.pareto:
+            front = pa.array(kept, pa.string())
+            if per_layer_dir:
+                assert layer_dir is not None
+                for name in names:
+                    _copy_front(os.path.join(aside, name), os.path.join(layer_dir, name), front)
+            else:
+                _copy_front(os.path.join(aside, "layers.parquet"), args.per_layer, front)
+        if args.out is None:
+            sys.stdout.flush()
+            with TableWriter(sys.stdout.buffer, format="csv") as w:
+                w.write(result.drop_columns(["_part"]))
+            sys.stdout.buffer.flush()
+        elif out_dir:
+            with atomic_dir(args.out) as tmp:
+                part = np.asarray(result.column("_part").to_numpy())
+                for i, name in enumerate(names):
+                    pq_write(result.filter(pa.array(part == i)).drop_columns(["_part"]), os.path.join(tmp, name))
+        else:
+            with TableWriter(args.out) as w:
+                w.write(result.drop_columns(["_part"]))
+    if args.out:
+        print(
+            f"scored {len(totals)} architectures ({int(totals.layers.sum())} layers) with {model.name}: wrote "
+            f"{args.out}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def pq_write(table: Any, path: str) -> None:
+    import pyarrow.parquet as pq
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pq.write_table(table, path)
+
+
+def _is_table_name(path: str) -> bool:
+    """Whether an output path names a table file (by its suffix) rather than a folder."""
+    return any(path.lower().endswith(s) for s in TABLE_SUFFIXES) and not path.endswith(os.sep)
+
+
+def _part_name(source: str, file: str) -> str:
+    """A file's path inside its folder (the name its scores get in an output folder), as a Parquet file."""
+    if not os.path.isdir(source):
+        return os.path.basename(file)
+    rel = os.path.relpath(file, source)
+    return rel if rel.lower().endswith((".parquet", ".pq")) else rel + ".parquet"
+
+
+class _PerLayerSink:
+    """Per-layer predictions written as the blocks are scored: into one file, or one Parquet file per input
+    file in a folder. A context manager: leaving it on an error leaves no partial file."""
+
+    def __init__(self, *, single: str | None, folder: str | None, names: dict[str, str]) -> None:
+        self.single = single
+        self.folder = folder
+        self.names = names
+        self.current: tuple[str, Any] | None = None
+
+    def __enter__(self) -> _PerLayerSink:
+        return self
+
+    def write(self, table: Any, block: Any) -> None:
+        from .stream import TableWriter
+
+        key = "" if self.single is not None else block.path
+        if self.current is None or self.current[0] != key:
+            self._close(None)
+            if self.single is not None:
+                path = self.single
+            else:
+                assert self.folder is not None
+                path = os.path.join(self.folder, self.names[block.path])
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+            writer = TableWriter(path, format=None if self.single is not None else "parquet")
+            writer.__enter__()
+            self.current = (key, writer)
+        self.current[1].write(table)
+
+    def _close(self, exc: BaseException | None) -> None:
+        if self.current is not None:
+            writer, self.current = self.current[1], None
+            writer.__exit__(type(exc) if exc else None, exc, None)
+
+    def close(self) -> None:
+        self._close(None)
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        self._close(exc)
+
+
+def _copy_front(source: str, target: str, front: Any) -> None:
+    """Copy the rows of a per-layer file whose architecture is on the Pareto front, block by block."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from .stream import TableWriter
+
+    if not os.path.exists(source):  # a file of a folder that held no rows
+        return
+    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+    pf = pq.ParquetFile(source)
+    with TableWriter(target) as w:
+        for batch in pf.iter_batches():
+            t = pa.Table.from_batches([batch])
+            w.write(t.filter(pc.is_in(t.column("arch"), value_set=front)))
+
+
+def _score_result(totals: Any, model: Any, alpha: float, pareto: bool, *, path: str) -> tuple[Any, list[str]]:
+    """The scores table (one row per architecture, ranked by epr when the table had an error column; a
+    ``_part`` column says which input file each came from) and the names it keeps."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = len(totals)
     columns: dict[str, Any] = {
-        "arch": pa.array(scores.arch, pa.string()),
-        "layers": scores.layers,
-        "runtime_ms": scores.runtime_ms,
-        "power_w": scores.power_w,
-        "energy_mj": scores.energy_mj,
+        "arch": pa.array(totals.names, pa.string()),
+        "layers": totals.layers,
+        "runtime_ms": totals.runtime_ms,
+        "power_w": totals.power_w,
+        "energy_mj": totals.energy_mj,
     }
-    error = _arch_errors(table, scores.arch)
-    order = np.arange(len(scores))
+    order = np.arange(n)
+    error = totals.error if totals.has_error else None
+    if pareto and error is None:
+        raise InputError("--pareto needs an error column (top-1 error per architecture)", path=path)
     if error is not None:
         # Under a model without power every energy is 0, so every epr would be 0 and the rank file order: the
         # rank then orders by error^alpha x runtime instead, epr stays empty, and a note says so.
-        cost = scores.energy_mj if model.power_measured else scores.runtime_ms
+        cost = totals.energy_mj if model.power_measured else totals.runtime_ms
         if not model.power_measured:
             print(
                 f"note: model {model.name} holds no power: epr is left empty and rank orders by "
@@ -207,60 +374,35 @@ def _cmd_score(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         with np.errstate(invalid="ignore"):
-            key = np.where(np.isnan(error), np.nan, np.power(error, args.alpha) * cost)
-        epr = key if model.power_measured else np.full(len(scores), np.nan)
+            key = np.where(np.isnan(error), np.nan, np.power(error, alpha) * cost)
+        epr = key if model.power_measured else np.full(n, np.nan)
         # ranked lowest first; an architecture without an error value comes last, unranked, with empty cells
         # (not NaN)
         unranked = np.isnan(key)
         order = np.lexsort((np.nan_to_num(key), unranked))  # by the key, the unranked last; stable
         ranked = int((~unranked).sum())
-        rank = np.full(len(scores), np.nan)
+        rank = np.full(n, np.nan)
         rank[order[:ranked]] = np.arange(1, ranked + 1)
         columns["rank"] = pa.array(rank, pa.float64(), from_pandas=True).cast(pa.int64())
         columns["error"] = pa.array(error, pa.float64(), from_pandas=True)
         columns["epr"] = pa.array(epr, pa.float64(), from_pandas=True)
-    columns["bottleneck"] = pa.array(scores.bottleneck, pa.string())
-    columns["extrapolated_layers"] = scores.extrapolated_layers
+    columns["bottleneck"] = pa.array(totals.bottleneck, pa.string())
+    columns["extrapolated_layers"] = totals.extrapolated_layers
+    columns["_part"] = totals.part
     result = pa.table(columns)
-    if args.pareto:
+    if pareto:
         assert error is not None
         from .search import pareto_front
 
-        cost, cost_name = (scores.energy_mj, "energy_mj") if model.power_measured else (scores.runtime_ms, "runtime_ms")
+        cost, cost_name = (
+            (totals.energy_mj, "energy_mj") if model.power_measured else (totals.runtime_ms, "runtime_ms")
+        )
         if not model.power_measured:
             print(f"note: the Pareto front is over error and {cost_name} (the model holds no power)", file=sys.stderr)
         on = pareto_front(error, cost)
         order = order[on[order]]
-    result = result.take(pa.array(order))
-    if args.out:
-        _write_table(result, args.out)
-        print(
-            f"scored {len(scores)} architectures ({len(table)} layers) with {model.name}: wrote {args.out}",
-            file=sys.stderr,
-        )
-    else:
-        sys.stdout.flush()
-        _write_table(result, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
-    if args.per_layer:
-        assert scores.per_layer is not None
-        index = scores.per_layer["row"]
-        if args.pareto:  # the front's layers only
-            kept = np.zeros(len(scores), dtype=bool)
-            kept[order] = True
-            keep = np.repeat(kept, scores.layers)
-            index = index[keep]
-            scores.per_layer = {k: v[keep] for k, v in scores.per_layer.items()}
-        per_layer = pa.table(
-            {
-                "arch": table.arch_column.take(pa.array(index)),
-                "layer": pa.array(table.layer_names_at(index, scores.per_layer["position"]), pa.string()),
-                "type": pa.array(np.asarray(LAYER_TYPES, dtype=object)[table.rows[index, 0]], pa.string()),
-                **{k: scores.per_layer[k] for k in ("runtime_ms", "power_w", "energy_mj", "extrapolated")},
-            }
-        )
-        _write_table(per_layer, args.per_layer)
-    return 0
+    kept = [totals.names[i] for i in order] if pareto else []
+    return result.take(pa.array(order)), kept
 
 
 def _skipped_note(archs: Sequence[Architecture]) -> None:
@@ -282,52 +424,35 @@ def _power_note(model: Any) -> None:
         )
 
 
-def _arch_errors(table: Any, archs: list[str]) -> Any:
-    """The ``error`` column per architecture (its first non-empty value), or None without one."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if "error" not in table.extra.column_names:
-        return None
-    try:
-        values = table.extra.column("error").cast(pa.float64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        raise InputError(
-            "the error column must hold numbers (top-1 error, a fraction)", path=table.path, column="error"
-        ) from None
-    bad = pc.or_(pc.less(values, 0), pc.greater(values, 1)).fill_null(False)
-    bad_np = np.asarray(bad.to_numpy(zero_copy_only=False), dtype=bool)
-    if bad_np.any():
-        i = int(np.argmax(bad_np))
-        raise table.error(i, "error", f"{values[i].as_py()!r} is not a top-1 error between 0 and 1")
-    first = (
-        pa.table({"arch": table.arch_column, "error": values})
-        .group_by("arch", use_threads=False)
-        .aggregate([("error", "first")])
-    )
-    lookup = dict(zip(first.column("arch").to_pylist(), first.column("error_first").to_pylist(), strict=True))
-    return np.array([np.nan if lookup.get(a) is None else lookup[a] for a in archs], dtype=np.float64)
-
-
 class _Progress:
-    """A progress line on stderr for large inputs (only on a terminal)."""
+    """A progress line on stderr while a large table is scored (only on a terminal)."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, enabled: bool) -> None:
         import time
 
-        self.total = total
+        self.rows = 0
         self.start = time.perf_counter()
         self.enabled = enabled and sys.stderr.isatty()
-        if self.enabled:
-            print(f"scoring {total:,} layers ...", end="\r", file=sys.stderr, flush=True)
+        self.shown = False
+
+    def wrap(self, blocks: Any) -> Any:
+        import time
+
+        for block in blocks:
+            yield block
+            self.rows += len(block)
+            if self.enabled and self.rows >= 500_000:
+                rate = self.rows / max(time.perf_counter() - self.start, 1e-9)
+                print(f"scored {self.rows:,} layers ({rate / 1e6:.1f} M layers/s) ...", end="\r", file=sys.stderr,
+                      flush=True)
+                self.shown = True
 
     def done(self) -> None:
         import time
 
-        if self.enabled:
-            rate = self.total / max(time.perf_counter() - self.start, 1e-9)
-            print(f"scored {self.total:,} layers ({rate / 1e6:.1f} M layers/s)", file=sys.stderr)
+        if self.shown:
+            rate = self.rows / max(time.perf_counter() - self.start, 1e-9)
+            print(f"scored {self.rows:,} layers ({rate / 1e6:.1f} M layers/s)    ", file=sys.stderr)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -704,7 +829,11 @@ def build_parser() -> argparse.ArgumentParser:
         "layers lie outside the model's training ranges.",
     )
     sc.add_argument(
-        "table", metavar="TABLE", help="a layer table (.csv or .parquet) holding the architectures, or an .onnx file"
+        "table",
+        metavar="TABLE",
+        help="a layer table (.csv or .parquet) holding the architectures, a folder of Parquet layer tables (a "
+        "dataset: scored file after file; --out and --per-layer may then name a new folder, which gets one "
+        "Parquet file per input file), or an .onnx file",
     )
     _add_allow_unknown(sc)
     sc.add_argument(
@@ -713,10 +842,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="a bundled model's name (see `neuralpower models`) or a model JSON file (default: the bundled default)",
     )
     sc.add_argument(
-        "--out", metavar="OUT", help="write the scores to OUT.csv or OUT.parquet (default: CSV on standard output)"
+        "--out",
+        metavar="OUT",
+        help="write the scores to OUT.csv or OUT.parquet, or to a new folder OUT for a folder TABLE (default: CSV "
+        "on standard output)",
     )
     sc.add_argument(
-        "--per-layer", metavar="PATH", help="also write every layer's prediction to PATH (.csv or .parquet)"
+        "--per-layer",
+        metavar="PATH",
+        help="also write every layer's prediction to PATH (.csv or .parquet; a new folder for a folder TABLE), "
+        "as the table is read",
     )
     sc.add_argument(
         "--alpha",

@@ -304,20 +304,11 @@ def _read_csv(path: str, extra: Collection[str] | None = None) -> pa.Table:
         raise _csv_error(path, e) from None
 
     def read(integers: bool) -> pa.Table:
-        # Fast path: pyarrow parses the integer columns itself. When a cell is not a plain integer, the file
-        # is read again with every known column as text, and _parse finds the cell and says what is wrong.
-        types = {}
-        for n in names:
-            key = n.strip().lower()
-            if key in ("type", "dtype"):  # few distinct names: read as a dictionary
-                types[n] = pa.dictionary(pa.int32(), pa.string())
-            elif key in _KNOWN:
-                types[n] = pa.int64() if integers and key not in ("arch", "layer") else pa.string()
         return pacsv.read_csv(
             path,
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
-                column_types=types,
+                column_types=_read_csv_types(names, integers),
                 include_columns=_wanted(names, extra),
                 null_values=[""],
                 strings_can_be_null=True,
@@ -332,6 +323,20 @@ def _read_csv(path: str, extra: Collection[str] | None = None) -> pa.Table:
             return read(integers=False)
     except (pa.ArrowInvalid, UnicodeDecodeError, OSError, EOFError) as e:
         raise _csv_error(path, e) from None
+
+
+def _read_csv_types(names: Sequence[str], integers: bool) -> dict[str, pa.DataType]:
+    """The types the CSV reader gives the known columns. Fast path (``integers``): pyarrow parses the integer
+    columns itself; when a cell is not a plain integer, the text is read again with every known column as
+    text, and _parse finds the cell and says what is wrong."""
+    types = {}
+    for n in names:
+        key = n.strip().lower()
+        if key in ("type", "dtype"):  # few distinct names: read as a dictionary
+            types[n] = pa.dictionary(pa.int32(), pa.string())
+        elif key in _KNOWN:
+            types[n] = pa.int64() if integers and key not in ("arch", "layer") else pa.string()
+    return types
 
 
 def _csv_header(path: str) -> list[str]:

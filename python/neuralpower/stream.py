@@ -1,0 +1,581 @@
+"""Layer tables of any size, read and scored in blocks with bounded memory.
+
+A table is read block by block (CSV: about :data:`BLOCK_BYTES` of text at a time, split between records;
+Parquet: :data:`BLOCK_ROWS` rows at a time, by row group; a folder: its Parquet files one after another, as a
+pyarrow dataset finds them). Each block is validated as :func:`neuralpower.read_layer_table` validates a whole
+table, and errors name the file and the row in it. While one block is scored the next is read.
+
+Scoring keeps, per architecture, only its running totals (:class:`Totals`): an architecture whose rows
+cross a block edge, or a file edge, or that reappears further down, is merged into one, in order of first
+appearance, exactly as a whole-table read would group it. Memory is a few blocks plus about a hundred bytes
+per architecture, whatever the number of layers.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import csv
+import io
+import os
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import InputError
+from .layers import LAYER_TYPES
+from .table import (
+    LayerTable,
+    _csv_error,
+    _csv_header,
+    _open_binary,
+    _parse,
+    _read_csv_types,
+    _wanted,
+    table_format,
+)
+
+__all__ = ["BLOCK_BYTES", "BLOCK_ROWS", "TableWriter", "Totals", "read_blocks", "score_blocks", "table_files"]
+
+#: CSV text read per block (bytes); a block ends at a record's end.
+BLOCK_BYTES = 16 << 20
+#: Parquet rows read per block.
+BLOCK_ROWS = 1 << 18
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def table_files(path: str | os.PathLike[str]) -> list[str]:
+    """The files of a table source: the file itself, or a folder's Parquet files (a pyarrow dataset: nested
+    and Hive-partitioned folders included, files whose names start with ``.`` or ``_`` left out), sorted."""
+    spath = os.fspath(path)
+    if not os.path.isdir(spath):
+        return [spath]
+    import pyarrow.dataset as ds
+
+    try:
+        dataset = ds.dataset(spath, format="parquet", exclude_invalid_files=False)
+    except (pa.ArrowException, OSError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"not a folder of Parquet files: {first}", path=spath) from None
+    files = sorted(dataset.files)
+    if not files:
+        raise InputError("the folder holds no Parquet files", path=spath)
+    return files
+
+
+def _check_file(path: str) -> None:
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise InputError(f"cannot read the file: {e.strerror or e}", path=path) from None
+    if size == 0:
+        raise InputError("the file is empty", path=path)
+
+
+def read_blocks(
+    path: str | os.PathLike[str],
+    extra: Collection[str] | None = None,
+    *,
+    block_bytes: int | None = None,
+    block_rows: int | None = None,
+) -> Iterator[LayerTable]:
+    """The validated blocks of a layer table (a CSV or Parquet file, or a folder of Parquet files), in order.
+
+    ``extra`` names the columns beyond the layer-table format to keep (default: all). ``block_bytes`` and
+    ``block_rows`` default to :data:`BLOCK_BYTES` and :data:`BLOCK_ROWS`. Each block's
+    :attr:`~neuralpower.table.LayerTable.first` is its first row's index in its file.
+
+    Raises
+    ------
+    InputError
+        The first problem found, naming the file, row and column.
+    """
+    block_bytes = BLOCK_BYTES if block_bytes is None else block_bytes
+    block_rows = BLOCK_ROWS if block_rows is None else block_rows
+    files = table_files(path)
+    folder = len(files) > 1 or os.path.isdir(os.fspath(path))
+    any_rows = False
+    for file in files:
+        _check_file(file)
+        fmt = table_format(file)
+        rows = 0
+        parts = _parquet_parts(file, extra, block_rows) if fmt == "parquet" else _csv_parts(file, extra, block_bytes)
+        for table, first in parts:
+            rows += table.num_rows
+            yield _parse(file, fmt, table, first)
+        if rows == 0 and not folder:
+            raise InputError("the table has a header but no rows", path=file)
+        any_rows = any_rows or rows > 0
+    if not any_rows:
+        raise InputError("no file of the folder holds a row", path=os.fspath(path))
+
+
+def prefetch(blocks: Iterator[LayerTable]) -> Iterator[LayerTable]:
+    """The same blocks, the next one read (in a thread: reading and validating release the GIL) while the
+    caller works on the current one."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="neuralpower-read") as pool:
+        sentinel = object()
+        pending = pool.submit(next, blocks, sentinel)
+        while True:
+            block = pending.result()
+            if block is sentinel:
+                return
+            pending = pool.submit(next, blocks, sentinel)
+            yield block  # type: ignore[misc]
+
+
+def _parquet_parts(path: str, extra: Collection[str] | None, block_rows: int) -> Iterator[tuple[pa.Table, int]]:
+    import pyarrow.parquet as pq
+
+    def bad(e: Exception) -> InputError:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return InputError(f"not a valid Parquet file: {first}", path=path)
+
+    try:
+        pf = pq.ParquetFile(path)
+        columns = None if extra is None else _wanted(pf.schema_arrow.names, extra)
+        batches = pf.iter_batches(batch_size=block_rows, columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise bad(e) from None
+    first = 0
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as e:
+            raise bad(e) from None
+        if batch.num_rows:
+            yield pa.Table.from_batches([batch]), first
+            first += batch.num_rows
+
+
+def _quotes(buf: bytes, end: int) -> int:
+    """The number of quote characters in ``buf[:end]``."""
+    return int(np.count_nonzero(np.frombuffer(buf, dtype=np.uint8, count=end) == 34))
+
+
+def _record_end(buf: bytes) -> int | None:
+    """The index just past the last newline of ``buf`` that ends a record (one outside quotes: an even number
+    of quote characters before it), or None."""
+    pos = buf.rfind(b"\n")
+    if pos < 0:
+        return None
+    quotes = _quotes(buf, pos)
+    while pos >= 0:
+        if quotes % 2 == 0:
+            return pos + 1
+        before = buf.rfind(b"\n", 0, pos)
+        quotes -= buf.count(b'"', before + 1, pos)
+        pos = before
+    return None
+
+
+def _first_record_end(buf: bytes) -> int | None:
+    """The index just past the header record (blank lines before it included), or None."""
+    quotes = 0
+    start = 0
+    while True:
+        pos = buf.find(b"\n", start)
+        if pos < 0:
+            return None
+        quotes += buf.count(b'"', start, pos)
+        if quotes % 2 == 0 and buf[:pos].strip():
+            return pos + 1
+        start = pos + 1
+
+
+def _csv_parts(path: str, extra: Collection[str] | None, block_bytes: int) -> Iterator[tuple[pa.Table, int]]:
+    """A CSV file as tables of about ``block_bytes`` of text each, split between records."""
+    import pyarrow.csv as pacsv
+
+    try:
+        with _open_binary(path) as f:
+            head = f.read(1 << 16)
+    except (OSError, EOFError, pa.ArrowException) as e:
+        raise InputError(f"cannot decompress the file: {e}", path=path) from None
+    if b"\0" in head:
+        raise InputError("not a CSV text file (binary data)", path=path)
+    try:
+        names = _csv_header(path)
+    except (UnicodeDecodeError, OSError, EOFError) as e:
+        raise _csv_error(path, e) from None
+    include = _wanted(names, extra)
+
+    def parse(text: bytes) -> pa.Table:
+        def read(integers: bool) -> pa.Table:
+            return pacsv.read_csv(
+                pa.BufferReader(text),
+                read_options=pacsv.ReadOptions(column_names=names),  # the text holds no header
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=_read_csv_types(names, integers),
+                    include_columns=include,
+                    null_values=[""],
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=True,
+                ),
+            )
+
+        try:
+            try:
+                return read(integers=True)
+            except pa.ArrowInvalid:  # a cell that is not a plain integer: read as text, _parse names it
+                return read(integers=False)
+        except (pa.ArrowInvalid, UnicodeDecodeError) as e:
+            raise _csv_error(path, e) from None
+
+    try:
+        with _open_binary(path) as f:
+            pending = b""
+            header: bytes | None = None
+            eof = False
+            first = 0
+            while True:
+                if not eof:
+                    chunk = f.read(block_bytes)
+                    eof = not chunk
+                    pending += chunk
+                if header is None:
+                    end = _first_record_end(pending)
+                    if end is None:
+                        if eof:  # a header alone, without a newline
+                            header, pending = pending + b"\n", b""
+                        else:
+                            continue
+                    else:
+                        header, pending = pending[:end], pending[end:]
+                        header = header.lstrip(b"\r\n")
+                cut = len(pending) if eof else _record_end(pending)
+                if cut is None:  # no whole record yet (a very long one): read on
+                    continue
+                body, pending = pending[:cut], pending[cut:]
+                if body and not body.isspace():
+                    table = parse(body)
+                    if table.num_rows:
+                        yield table, first
+                        first += table.num_rows
+                if eof and not pending:
+                    return
+    except (OSError, EOFError, pa.ArrowException) as e:
+        if isinstance(e, pa.ArrowInvalid):
+            raise _csv_error(path, e) from None
+        raise InputError(f"cannot read the file: {e}", path=path) from None
+
+
+# -- scoring ---------------------------------------------------------------------------------------------------
+
+
+class _Growing:
+    """A NumPy column that grows by doubling."""
+
+    def __init__(self, dtype: Any, fill: Any = 0) -> None:
+        self.data = np.full(1024, fill, dtype=dtype)
+        self.fill = fill
+        self.n = 0
+
+    def extend(self, values: npt.NDArray[Any]) -> None:
+        need = self.n + len(values)
+        if need > len(self.data):
+            grown = np.full(max(need, 2 * len(self.data)), self.fill, dtype=self.data.dtype)
+            grown[: self.n] = self.data[: self.n]
+            self.data = grown
+        self.data[self.n : need] = values
+        self.n = need
+
+    @property
+    def values(self) -> npt.NDArray[Any]:
+        return self.data[: self.n]
+
+
+@dataclass
+class Totals:
+    """Per-architecture totals of a table scored block by block, in order of first appearance.
+
+    ``runtime_ms`` and ``energy_mj`` are sums over the architecture's layers, ``power_w`` their ratio; the
+    bottleneck is the layer with the most energy (ties: the most runtime, then the first); ``error`` the
+    first value of the table's ``error`` column (NaN: none); ``part`` the index of the file (of a folder)
+    where the architecture first appears.
+    """
+
+    names: list[str] = field(default_factory=list)
+    index: dict[str, int] = field(default_factory=dict)
+    bottleneck: list[str] = field(default_factory=list)
+    has_error: bool = False
+    _layers: _Growing = field(default_factory=lambda: _Growing(np.int64))
+    _runtime: _Growing = field(default_factory=lambda: _Growing(np.float64))
+    _energy: _Growing = field(default_factory=lambda: _Growing(np.float64))
+    _best_energy: _Growing = field(default_factory=lambda: _Growing(np.float64))
+    _best_runtime: _Growing = field(default_factory=lambda: _Growing(np.float64))
+    _extrapolated: _Growing = field(default_factory=lambda: _Growing(np.int64))
+    _error: _Growing = field(default_factory=lambda: _Growing(np.float64, np.nan))
+    _part: _Growing = field(default_factory=lambda: _Growing(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def layers(self) -> npt.NDArray[np.int64]:
+        return self._layers.values
+
+    @property
+    def runtime_ms(self) -> npt.NDArray[np.float64]:
+        return self._runtime.values
+
+    @property
+    def energy_mj(self) -> npt.NDArray[np.float64]:
+        return self._energy.values
+
+    @property
+    def power_w(self) -> npt.NDArray[np.float64]:
+        t, e = self.runtime_ms, self.energy_mj
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(t > 0, e / np.where(t > 0, t, 1.0), 0.0)
+
+    @property
+    def extrapolated_layers(self) -> npt.NDArray[np.int64]:
+        return self._extrapolated.values
+
+    @property
+    def error(self) -> npt.NDArray[np.float64]:
+        return self._error.values
+
+    @property
+    def part(self) -> npt.NDArray[np.int64]:
+        return self._part.values
+
+    def add(
+        self,
+        names: list[str],
+        layers: npt.NDArray[np.int64],
+        runtime_ms: npt.NDArray[np.float64],
+        energy_mj: npt.NDArray[np.float64],
+        bottleneck: list[str],
+        bottleneck_energy_mj: npt.NDArray[np.float64],
+        bottleneck_runtime_ms: npt.NDArray[np.float64],
+        extrapolated: npt.NDArray[np.int64],
+        error: npt.NDArray[np.float64] | None,
+        part: int,
+    ) -> None:
+        """Merge the partial totals of some architectures (each named once) into these, in their order."""
+        before = len(self.names)
+        index = self.index
+        ids = np.fromiter((index.setdefault(n, len(index)) for n in names), dtype=np.int64, count=len(names))
+        new = ids >= before
+        if error is not None:
+            self.has_error = True
+        if new.all():  # the common case: architectures not seen before, appended
+            self.names.extend(names)
+            self.bottleneck.extend(bottleneck)
+            self._layers.extend(layers)
+            self._runtime.extend(runtime_ms)
+            self._energy.extend(energy_mj)
+            self._best_energy.extend(bottleneck_energy_mj)
+            self._best_runtime.extend(bottleneck_runtime_ms)
+            self._extrapolated.extend(extrapolated)
+            self._error.extend(np.full(len(names), np.nan) if error is None else error)
+            self._part.extend(np.full(len(names), part, dtype=np.int64))
+            return
+        old = np.flatnonzero(~new)
+        fresh = np.flatnonzero(new)
+        # new names were given ids in their order of appearance: appended in that order
+        self.names.extend(names[i] for i in fresh)
+        self.bottleneck.extend(bottleneck[i] for i in fresh)
+        self._layers.extend(layers[fresh])
+        self._runtime.extend(runtime_ms[fresh])
+        self._energy.extend(energy_mj[fresh])
+        self._best_energy.extend(bottleneck_energy_mj[fresh])
+        self._best_runtime.extend(bottleneck_runtime_ms[fresh])
+        self._extrapolated.extend(extrapolated[fresh])
+        self._error.extend(np.full(len(fresh), np.nan) if error is None else error[fresh])
+        self._part.extend(np.full(len(fresh), part, dtype=np.int64))
+        # architectures seen before: their sums grow, a strictly larger bottleneck replaces theirs (the earlier
+        # layer wins a tie, as in one pass), and their first error value stays
+        at = ids[old]
+        self._layers.data[at] += layers[old]
+        self._runtime.data[at] += runtime_ms[old]
+        self._energy.data[at] += energy_mj[old]
+        self._extrapolated.data[at] += extrapolated[old]
+        be, br = self._best_energy.data, self._best_runtime.data
+        better = (bottleneck_energy_mj[old] > be[at]) | (
+            (bottleneck_energy_mj[old] == be[at]) & (bottleneck_runtime_ms[old] > br[at])
+        )
+        for k in np.flatnonzero(better):
+            i, j = int(old[k]), int(at[k])
+            be[j], br[j] = bottleneck_energy_mj[i], bottleneck_runtime_ms[i]
+            self.bottleneck[j] = bottleneck[i]
+        if error is not None:
+            missing = np.isnan(self._error.data[at]) & ~np.isnan(error[old])
+            self._error.data[at[missing]] = error[old][missing]
+
+
+def block_errors(
+    table: LayerTable, order: npt.NDArray[np.int64] | None, offsets: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float64] | None:
+    """The ``error`` column per architecture of a block (its first non-empty value; NaN: none), or None
+    without one; a value that is not a top-1 error between 0 and 1 is an error naming its row."""
+    if "error" not in table.extra.column_names:
+        return None
+    try:
+        values = table.extra.column("error").cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise InputError(
+            "the error column must hold numbers (top-1 error, a fraction)", path=table.path, column="error"
+        ) from None
+    bad = pc.or_(pc.less(values, 0), pc.greater(values, 1)).fill_null(False)
+    bad_np = np.asarray(bad.to_numpy(zero_copy_only=False), dtype=bool)
+    if bad_np.any():
+        i = int(np.argmax(bad_np))
+        raise table.error(i, "error", f"{values[i].as_py()!r} is not a top-1 error between 0 and 1")
+    v = np.asarray(values.fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
+    if order is not None:
+        v = v[order]
+    n = len(v)
+    if n == 0:
+        return np.array([], dtype=np.float64)
+    position = np.where(np.isnan(v), n, np.arange(n))
+    firsts = np.minimum.reduceat(position, offsets[:-1])
+    return np.where(firsts < n, v[np.minimum(firsts, n - 1)], np.nan)
+
+
+PerLayerSink = Callable[[pa.Table, LayerTable], None]
+
+
+def score_blocks(
+    model: Any,
+    blocks: Iterable[LayerTable],
+    *,
+    threads: int = 1,
+    per_layer: PerLayerSink | None = None,
+    parts: dict[str, int] | None = None,
+) -> Totals:
+    """Score a table's blocks with a :class:`~neuralpower.evaluator.Model`, merging architectures across
+    blocks. ``per_layer``, when given, receives each block's per-layer predictions as it is scored (arch,
+    layer, type, runtime_ms, power_w, energy_mj, extrapolated), with the block. ``parts`` maps each file of
+    a folder to its index (``Totals.part``)."""
+    totals = Totals()
+    for block in blocks:
+        order, offsets, names = block.grouping()
+        rows = block.rows if order is None else np.ascontiguousarray(block.rows[order])
+        try:
+            out = model._evaluate(
+                rows, offsets, per_layer=per_layer is not None, threads=threads, validate=False, arch_names=names
+            )
+        except InputError as e:
+            if e.path is None:
+                raise InputError(e.message, path=block.path, column=e.column) from None
+            raise
+        first = offsets[:-1]
+        where = first + out["bottleneck"]
+        index = where if order is None else order[where]
+        bottleneck = block.layer_names_at(index, out["bottleneck"])
+        totals.add(
+            list(names),
+            np.diff(offsets),
+            out["runtime_ms"],
+            out["energy_mj"],
+            bottleneck,
+            out["bottleneck_energy_mj"],
+            out["bottleneck_runtime_ms"],
+            out["extrapolated"],
+            block_errors(block, order, offsets),
+            0 if parts is None else parts.get(block.path, 0),
+        )
+        if per_layer is not None:
+            position = np.arange(len(rows)) - np.repeat(first, np.diff(offsets))
+            row = np.arange(len(rows)) if order is None else order
+            per_layer(
+                pa.table(
+                    {
+                        "arch": block.arch_column.take(pa.array(row)),
+                        "layer": pa.array(block.layer_names_at(row, position), pa.string()),
+                        "type": pa.array(np.asarray(LAYER_TYPES, dtype=object)[block.rows[row, 0]], pa.string()),
+                        "runtime_ms": out["layer_runtime_ms"],
+                        "power_w": out["layer_power_w"],
+                        "energy_mj": out["layer_energy_mj"],
+                        "extrapolated": out["layer_extrapolated"],
+                    }
+                ),
+                block,
+            )
+    bad = ~(np.isfinite(totals.runtime_ms) & np.isfinite(totals.energy_mj))
+    if bad.any():
+        name = totals.names[int(np.argmax(bad))]
+        raise InputError(
+            f"{name}: the total runtime or energy that model {model.name or '(unnamed)'} predicts overflows"
+        )
+    return totals
+
+
+# -- writing as it goes ---------------------------------------------------------------------------------------
+
+
+class TableWriter:
+    """Write a table in parts, as CSV (one header) or Parquet (one schema), by the path's suffix, to a file
+    object or a path (through :func:`neuralpower._output.atomic_path`: nothing appears unless all of it is
+    written). Use as a context manager."""
+
+    def __init__(self, path: str | Any, *, format: str | None = None) -> None:
+        self.path = path
+        self.format = format or ("parquet" if isinstance(path, str) and table_format(path) == "parquet" else "csv")
+        self.rows = 0
+        self._stack = contextlib.ExitStack()
+        self._writer: Any = None
+        self._schema: pa.Schema | None = None
+
+    def __enter__(self) -> TableWriter:
+        from ._output import atomic_path
+
+        if isinstance(self.path, str):
+            self._target = self._stack.enter_context(atomic_path(self.path))
+        else:
+            self._target = self.path
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        if self._schema is None:
+            self._schema = table.schema
+            self._open()
+        elif table.schema != self._schema:
+            table = table.cast(self._schema)
+        self._writer.write_table(table) if self.format == "parquet" else self._write_csv(table)
+        self.rows += table.num_rows
+
+    def _open(self) -> None:
+        assert self._schema is not None
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            self._writer = self._stack.enter_context(pq.ParquetWriter(self._target, self._schema))
+            return
+        import pyarrow.csv as pacsv
+
+        from .table import _COMPRESSED
+
+        if isinstance(self._target, str):
+            codec = _COMPRESSED.get(Path(self._target).suffix.lower())
+            stream: Any = self._stack.enter_context(pa.output_stream(self._target, compression=codec))
+        else:
+            stream = self._target
+        header = io.StringIO()
+        csv.writer(header, lineterminator="\n").writerow(self._schema.names)
+        stream.write(header.getvalue().encode())
+        self._stream = stream
+        self._writer = pacsv.CSVWriter(
+            stream, self._schema, write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed")
+        )
+        self._stack.callback(self._writer.close)
+
+    def _write_csv(self, table: pa.Table) -> None:
+        self._writer.write_table(table)
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None and self._schema is None:
+            raise ValueError("nothing was written")
+        self._stack.__exit__(*exc)  # type: ignore[arg-type]
