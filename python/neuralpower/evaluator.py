@@ -413,15 +413,30 @@ class Model:
     def score(
         self, archs: Iterable[Architecture] | str | os.PathLike[str], *, per_layer: bool = False, threads: int = 1
     ) -> Scores:
-        """Score many architectures at once: a list of them, or a layer table file.
+        """Score many architectures at once: a list of them, or a layer table (a CSV or Parquet file, or a
+        folder of Parquet files).
 
-        Returns per-architecture totals (and per-layer values when ``per_layer``).
+        Returns per-architecture totals (and per-layer values when ``per_layer``). A table is read block by
+        block (:mod:`neuralpower.stream`): memory stays bounded whatever its size, unless ``per_layer`` asks
+        for every layer's values in memory.
         """
         if isinstance(archs, str | os.PathLike):
-            from .table import read_layer_table
+            from .stream import prefetch, read_blocks, score_blocks
 
-            table = read_layer_table(archs)
-            return self.score_table(table, per_layer=per_layer, threads=threads)
+            if per_layer:
+                from .table import read_layer_table
+
+                return self.score_table(read_layer_table(archs), per_layer=True, threads=threads)
+            totals = score_blocks(self, prefetch(read_blocks(archs, extra={"error"})), threads=threads)
+            return Scores(
+                arch=totals.names,
+                layers=totals.layers.copy(),
+                runtime_ms=totals.runtime_ms.copy(),
+                power_w=totals.power_w,
+                energy_mj=totals.energy_mj.copy(),
+                bottleneck=totals.bottleneck,
+                extrapolated_layers=totals.extrapolated_layers.copy(),
+            )
         items = list(archs)
         if not items:
             raise InputError("no architectures to score")

@@ -1,0 +1,284 @@
+"""Tables read and scored in blocks: the same architectures, totals, errors and outputs as a whole-table read,
+whatever the block edges; folders of Parquet files; outputs written as they go, never partial."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from model_docs import layer_entry, model_doc
+
+import neuralpower as npw
+from neuralpower import InputError, stream
+from neuralpower.cli import main
+from neuralpower.layers import LAYER_TYPES
+from neuralpower.table import read_layer_table
+
+ROOT = Path(__file__).resolve().parents[1]
+CANDIDATES = ROOT / "examples" / "candidates.csv.gz"
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model of every layer type with runtime and power that vary with the layer (so bottlenecks and sums are
+    not ties of zeros): runtime = 1e-9 flops + 2e-9 bytes + 1e-4 ms, power = 20 + 2 log1p(bytes)."""
+    runtime = {"kind": "roofline", "ms_per_flop": 1e-9, "ms_per_byte": 2e-9, "overhead": 1e-4}
+    power = {
+        "kind": "poly",
+        "target": "plain",
+        "degree": 1,
+        "inputs": [{"feature": "bytes_moved", "transform": "log1p"}],
+        "intercept": 20.0,
+        "terms": [{"powers": [[0, 1]], "coef": 2.0}],
+    }
+    doc = model_doc({t: layer_entry(runtime, power) for t in LAYER_TYPES})
+    path = tmp_path_factory.mktemp("m") / "model.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.fixture(scope="module")
+def candidates() -> pa.Table:
+    """The first 300 example candidates, with an error column."""
+    table = pacsv.read_csv(CANDIDATES)
+    names = table.column("arch").to_pylist()
+    keep = sorted(set(names))[:300]
+    table = table.filter(pa.compute.is_in(table.column("arch"), pa.array(keep)))
+    rng = np.random.default_rng(0)
+    error = dict(zip(keep, rng.uniform(0.2, 0.4, len(keep)), strict=True))
+    return table.append_column("error", pa.array([error[n] for n in table.column("arch").to_pylist()]))
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def scores_of(path: Path) -> pa.Table:
+    return ds.dataset(path).to_table() if path.is_dir() else read_any(path)
+
+
+def read_any(path: Path) -> pa.Table:
+    return pq.read_table(path) if path.suffix == ".parquet" else pacsv.read_csv(path)
+
+
+def same_scores(a: pa.Table, b: pa.Table) -> None:
+    assert a.column_names == b.column_names
+    assert a.column("arch").to_pylist() == b.column("arch").to_pylist()
+    for col in a.column_names:
+        x, y = a.column(col).to_pylist(), b.column(col).to_pylist()
+        if a.schema.field(col).type == pa.float64():
+            assert np.allclose(np.array(x, dtype=float), np.array(y, dtype=float), rtol=1e-12, equal_nan=True), col
+        else:
+            assert x == y, col
+
+
+@pytest.mark.parametrize("block_bytes", [1 << 15, 1 << 17, 1 << 30])
+def test_blocks_are_the_whole_table(candidates: pa.Table, tmp_path: Path, block_bytes: int) -> None:
+    """CSV blocks split between records (quoted names holding commas and newlines included) give the rows, names
+    and spreadsheet rows of a whole-table read."""
+    names = candidates.column("arch").to_pylist()
+    odd = {n: (f'{n},"x"\nline' if i % 7 == 0 else n) for i, n in enumerate(sorted(set(names)))}
+    table = candidates.set_column(0, "arch", pa.array([odd[n] for n in names]))
+    path = tmp_path / "t.csv"
+    pacsv.write_csv(table, path)
+    whole = read_layer_table(path)
+    blocks = list(stream.read_blocks(path, block_bytes=block_bytes))
+    if block_bytes < 1 << 20:
+        assert len(blocks) > 3
+    assert np.array_equal(np.concatenate([b.rows for b in blocks]), whole.rows)
+    assert [a for b in blocks for a in b.arch] == whole.arch
+    assert [n for b in blocks for n in b.layer] == whole.layer
+    assert [b.first for b in blocks] == list(np.cumsum([0] + [len(b) for b in blocks[:-1]]))
+    # a block's rows are numbered as in the file (header row 1, a quoted newline takes a line)
+    for b in (blocks[0], blocks[len(blocks) // 2], blocks[-1]):
+        assert np.array_equal(b.line, whole.line[b.first : b.first + len(b)])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "csv.gz", "parquet"])
+def test_an_error_in_a_later_block_names_its_row(candidates: pa.Table, tmp_path: Path, fmt: str) -> None:
+    bad_index = candidates.num_rows - 5
+    channels = candidates.column("in_channels").to_pylist()
+    channels[bad_index] = -3
+    table = candidates.set_column(candidates.column_names.index("in_channels"), "in_channels", pa.array(channels))
+    path = tmp_path / f"t.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(table, path, row_group_size=1000)
+    else:
+        with pa.output_stream(str(path), compression="gzip" if fmt.endswith(".gz") else None) as f:
+            pacsv.write_csv(table, f)
+    with pytest.raises(InputError) as err:
+        for _ in stream.read_blocks(path, block_bytes=1 << 16, block_rows=1000):
+            pass
+    assert (err.value.path, err.value.row, err.value.column) == (str(path), bad_index + 2, "in_channels")
+
+
+def test_a_cell_that_is_not_an_integer_in_one_block(candidates: pa.Table, tmp_path: Path) -> None:
+    """One block read as text (a float cell) and the others as integers: the same rows."""
+    path = tmp_path / "t.csv"
+    pacsv.write_csv(candidates, path)
+    text = path.read_text().splitlines()
+    header = text[0].replace('"', "").split(",")
+    k = header.index("in_channels")
+    cells = text[-3].split(",")
+    cells[k] = cells[k] + ".0"
+    text[-3] = ",".join(cells)
+    path.write_text("\n".join(text) + "\n")
+    blocks = list(stream.read_blocks(path, block_bytes=1 << 16))
+    assert np.array_equal(np.concatenate([b.rows for b in blocks]), read_layer_table(path).rows)
+
+
+def test_scores_merge_across_blocks(model_path: Path, candidates: pa.Table, tmp_path: Path) -> None:
+    """Architectures cut by block edges and ones whose rows reappear later (interleaved) are merged: the same
+    totals, bottlenecks and errors as scoring the whole table at once."""
+    model = npw.load_model(model_path)
+    # interleave: every other block of 37 rows moved to the end, so architectures reappear far down
+    n = candidates.num_rows
+    pieces = [np.arange(i, min(i + 37, n)) for i in range(0, n, 37)]
+    order = np.concatenate(pieces[::2] + pieces[1::2])
+    table = candidates.take(pa.array(order))
+    path = tmp_path / "t.parquet"
+    pq.write_table(table, path, row_group_size=500)
+    whole = model.score_table(read_layer_table(path))
+    totals = stream.score_blocks(model, stream.read_blocks(path, block_rows=500))
+    assert totals.names == whole.arch
+    assert np.array_equal(totals.layers, whole.layers)
+    assert np.allclose(totals.runtime_ms, whole.runtime_ms, rtol=1e-12)
+    assert np.allclose(totals.energy_mj, whole.energy_mj, rtol=1e-12)
+    assert np.allclose(totals.power_w, whole.power_w, rtol=1e-12)
+    assert totals.bottleneck == whole.bottleneck
+    assert np.array_equal(totals.extrapolated_layers, whole.extrapolated_layers)
+    first_error = {}
+    for a, e in zip(table.column("arch").to_pylist(), table.column("error").to_pylist(), strict=True):
+        first_error.setdefault(a, e)
+    assert np.allclose(totals.error, [first_error[a] for a in totals.names])
+
+
+def test_score_cli_streams_with_small_blocks(
+    model_path: Path, candidates: pa.Table, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`score` with blocks of 64 KiB writes the same scores and per-layer rows as with one block."""
+    path = tmp_path / "t.csv"
+    pacsv.write_csv(candidates, path)
+    outs = {}
+    for block in (1 << 16, 1 << 30):
+        monkeypatch.setattr(stream, "BLOCK_BYTES", block)
+        out, layers = tmp_path / f"s{block}.csv", tmp_path / f"l{block}.parquet"
+        code, _, err = run(capsys, "score", str(path), "--model", str(model_path), "--out", str(out),
+                           "--per-layer", str(layers))
+        assert code == 0, err
+        outs[block] = (read_any(out), read_any(layers))
+    same_scores(outs[1 << 16][0], outs[1 << 30][0])
+    same_scores(outs[1 << 16][1], outs[1 << 30][1])
+    assert outs[1 << 16][1].num_rows == candidates.num_rows
+    assert outs[1 << 16][0].column("rank").to_pylist()[:3] == [1, 2, 3]
+
+
+def _folder(candidates: pa.Table, root: Path) -> Path:
+    """The candidates in three Parquet files of a Hive-style folder, one architecture cut across two files."""
+    n = candidates.num_rows
+    cut = n // 3 + 17  # inside an architecture
+    (root / "family=a").mkdir(parents=True)
+    (root / "family=b").mkdir()
+    pq.write_table(candidates.slice(0, cut), root / "family=a" / "part-0.parquet", row_group_size=2000)
+    pq.write_table(candidates.slice(cut, n // 3), root / "family=a" / "part-1.parquet")
+    pq.write_table(candidates.slice(cut + n // 3), root / "family=b" / "part-0.parquet")
+    (root / "_SUCCESS").write_text("")  # what Spark leaves: not a table
+    return root
+
+
+def test_a_folder_of_parquet_files(
+    model_path: Path, candidates: pa.Table, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _folder(candidates, tmp_path / "in")
+    whole = tmp_path / "whole.parquet"
+    pq.write_table(candidates, whole)
+    assert run(capsys, "score", str(whole), "--model", str(model_path), "--out", str(tmp_path / "w.csv"))[0] == 0
+    expected = read_any(tmp_path / "w.csv")
+    # into one file
+    code, _, err = run(capsys, "score", str(folder), "--model", str(model_path), "--out", str(tmp_path / "f.csv"))
+    assert code == 0, err
+    same_scores(read_any(tmp_path / "f.csv"), expected)
+    # into a folder: one file per input file, each with the architectures first seen there
+    out, layers = tmp_path / "scores", tmp_path / "layers"
+    code, _, err = run(capsys, "score", str(folder), "--model", str(model_path), "--out", str(out),
+                       "--per-layer", str(layers))
+    assert code == 0, err
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*.parquet"))
+    assert names == ["family=a/part-0.parquet", "family=a/part-1.parquet", "family=b/part-0.parquet"]
+    assert sorted(str(p.relative_to(layers)) for p in layers.rglob("*.parquet")) == names
+    parts = [pq.read_table(out / name) for name in names]
+    got = pa.concat_tables(parts).sort_by("rank")
+    same_scores(got, expected)
+    first_file = pq.read_table(folder / names[0]).column("arch").to_pylist()
+    assert set(parts[0].column("arch").to_pylist()) == set(first_file)
+    assert sum(pq.read_table(layers / n).num_rows for n in names) == candidates.num_rows
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_folder_outputs_are_refused_before_any_work(
+    model_path: Path, candidates: pa.Table, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _folder(candidates, tmp_path / "in")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    cases: list[tuple[list[str], str]] = [
+        (["--out", str(full)], "the folder exists and is not empty"),
+        (["--out", str(folder / "scores")], "lies in the input"),
+        (["--per-layer", str(tmp_path / "missing" / "x")], "does not exist"),
+    ]
+    for extra, message in cases:
+        code, _, err = run(capsys, "score", str(folder), "--model", str(model_path), *extra)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert (full / "keep.txt").read_text() == "mine"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run(capsys, "score", str(empty), "--model", str(model_path))
+    assert code == 2 and "holds no Parquet files" in err
+
+
+def test_a_failure_midway_leaves_no_output(
+    model_path: Path, candidates: pa.Table, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad row in the last file of a folder: exit 2 naming that file and row; no output file or folder, no
+    temporary left, though per-layer rows of the earlier files had been written."""
+    folder = _folder(candidates, tmp_path / "in")
+    last = folder / "family=b" / "part-0.parquet"
+    t = pq.read_table(last)
+    kernel = t.column("kernel").to_pylist()
+    i = next(k for k, v in enumerate(kernel) if v is not None and k > 50)
+    kernel[i] = 0
+    pq.write_table(t.set_column(t.column_names.index("kernel"), "kernel", pa.array(kernel, pa.int64())), last)
+    for out, layers in ((tmp_path / "s.csv", tmp_path / "l.csv"), (tmp_path / "sd", tmp_path / "ld")):
+        code, _, err = run(capsys, "score", str(folder), "--model", str(model_path), "--out", str(out),
+                           "--per-layer", str(layers))
+        assert code == 2 and f"{last}, row {i + 2}" in err and "kernel" in err, err
+        assert not out.exists() and not layers.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_the_table_writer(tmp_path: Path) -> None:
+    parts = [pa.table({"a": [1, 2], "b": ["x", "y"]}), pa.table({"a": [3], "b": ["z,w"]})]
+    for name in ("t.csv", "t.csv.gz", "t.parquet"):
+        with stream.TableWriter(str(tmp_path / name)) as w:
+            for p in parts:
+                w.write(p)
+        got = read_any(tmp_path / name) if not name.endswith(".gz") else pacsv.read_csv(tmp_path / name)
+        assert got.column("a").to_pylist() == [1, 2, 3] and got.column("b").to_pylist() == ["x", "y", "z,w"]
+    with pytest.raises(RuntimeError), stream.TableWriter(str(tmp_path / "u.csv")) as w:
+        w.write(parts[0])
+        raise RuntimeError("midway")
+    assert not (tmp_path / "u.csv").exists()
+    assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
+
+
