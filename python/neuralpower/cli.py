@@ -176,7 +176,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
     from .evaluator import load_model
-    from .stream import TableWriter, prefetch, read_blocks, score_blocks, table_files
+    from .stream import TableWriter, prefetch, read_blocks, result_table, score_blocks, table_files
 
     folder = os.path.isdir(args.table)
     files = table_files(args.table) if folder else [args.table]
@@ -226,6 +226,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
                     names={f: names[i] for f, i in parts.items()},
                 )
             )
+        if args.pareto:
+            blocks = _with_error_column(blocks)
         progress = _Progress(enabled=True)
         totals = score_blocks(
             model, progress.wrap(blocks), threads=args.threads, per_layer=None if sink is None else sink.write,
@@ -234,7 +236,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         progress.done()
         if sink is not None:
             sink.close()
-        result, kept = _score_result(totals, model, args.alpha, args.pareto, path=args.table)
+        result, kept = result_table(totals, model, args.alpha, args.pareto, path=args.table)
         if args.per_layer and args.pareto:
             front = pa.array(kept, pa.string())
             if per_layer_dir:
@@ -263,6 +265,14 @@ def _cmd_score(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _with_error_column(blocks: Any) -> Any:
+    """The blocks, refused at the first one when it has no error column (--pareto needs one)."""
+    for k, block in enumerate(blocks):
+        if k == 0 and "error" not in block.extra.column_names:
+            raise InputError("--pareto needs an error column (top-1 error per architecture)", path=block.path)
+        yield block
 
 
 def pq_write(table: Any, path: str) -> None:
@@ -343,66 +353,6 @@ def _copy_front(source: str, target: str, front: Any) -> None:
         for batch in pf.iter_batches():
             t = pa.Table.from_batches([batch])
             w.write(t.filter(pc.is_in(t.column("arch"), value_set=front)))
-
-
-def _score_result(totals: Any, model: Any, alpha: float, pareto: bool, *, path: str) -> tuple[Any, list[str]]:
-    """The scores table (one row per architecture, ranked by epr when the table had an error column; a
-    ``_part`` column says which input file each came from) and the names it keeps."""
-    import numpy as np
-    import pyarrow as pa
-
-    n = len(totals)
-    columns: dict[str, Any] = {
-        "arch": pa.array(totals.names, pa.string()),
-        "layers": totals.layers,
-        "runtime_ms": totals.runtime_ms,
-        "power_w": totals.power_w,
-        "energy_mj": totals.energy_mj,
-    }
-    order = np.arange(n)
-    error = totals.error if totals.has_error else None
-    if pareto and error is None:
-        raise InputError("--pareto needs an error column (top-1 error per architecture)", path=path)
-    if error is not None:
-        # Under a model without power every energy is 0, so every epr would be 0 and the rank file order: the
-        # rank then orders by error^alpha x runtime instead, epr stays empty, and a note says so.
-        cost = totals.energy_mj if model.power_measured else totals.runtime_ms
-        if not model.power_measured:
-            print(
-                f"note: model {model.name} holds no power: epr is left empty and rank orders by "
-                "error^alpha x runtime_ms",
-                file=sys.stderr,
-            )
-        with np.errstate(invalid="ignore"):
-            key = np.where(np.isnan(error), np.nan, np.power(error, alpha) * cost)
-        epr = key if model.power_measured else np.full(n, np.nan)
-        # ranked lowest first; an architecture without an error value comes last, unranked, with empty cells
-        # (not NaN)
-        unranked = np.isnan(key)
-        order = np.lexsort((np.nan_to_num(key), unranked))  # by the key, the unranked last; stable
-        ranked = int((~unranked).sum())
-        rank = np.full(n, np.nan)
-        rank[order[:ranked]] = np.arange(1, ranked + 1)
-        columns["rank"] = pa.array(rank, pa.float64(), from_pandas=True).cast(pa.int64())
-        columns["error"] = pa.array(error, pa.float64(), from_pandas=True)
-        columns["epr"] = pa.array(epr, pa.float64(), from_pandas=True)
-    columns["bottleneck"] = pa.array(totals.bottleneck, pa.string())
-    columns["extrapolated_layers"] = totals.extrapolated_layers
-    columns["_part"] = totals.part
-    result = pa.table(columns)
-    if pareto:
-        assert error is not None
-        from .search import pareto_front
-
-        cost, cost_name = (
-            (totals.energy_mj, "energy_mj") if model.power_measured else (totals.runtime_ms, "runtime_ms")
-        )
-        if not model.power_measured:
-            print(f"note: the Pareto front is over error and {cost_name} (the model holds no power)", file=sys.stderr)
-        on = pareto_front(error, cost)
-        order = order[on[order]]
-    kept = [totals.names[i] for i in order] if pareto else []
-    return result.take(pa.array(order)), kept
 
 
 def _skipped_note(archs: Sequence[Architecture]) -> None:

@@ -10,6 +10,7 @@ Results equal :func:`neuralpower.models.predict.predict_network` (the NumPy refe
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -174,6 +175,11 @@ def _compile(doc: Mapping[str, Any], method: str | None) -> Any:
     return compiled
 
 
+def _rebuild_model(doc: str, name: str, path: str, method: str | None) -> Model:
+    """A pickled :class:`Model`, compiled again from its document (validated: a pickle may come from anywhere)."""
+    return Model(json.loads(doc), name=name, path=path, method=method)
+
+
 @dataclass
 class Prediction:
     """A network's predicted runtime (ms), power (W) and energy (mJ), with its per-layer breakdown."""
@@ -269,6 +275,10 @@ class Model:
         self.method = method
         self._compiled = _compile(self.doc, method)
         self._dtype = str(self.doc["dtype"])
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # pickled as its JSON document: a worker process (Dask, multiprocessing) compiles it again
+        return (_rebuild_model, (json.dumps(self.doc), self.name, self.path, self.method))
 
     @property
     def gpu(self) -> str:

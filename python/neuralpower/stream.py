@@ -41,7 +41,16 @@ from .table import (
     table_format,
 )
 
-__all__ = ["BLOCK_BYTES", "BLOCK_ROWS", "TableWriter", "Totals", "read_blocks", "score_blocks", "table_files"]
+__all__ = [
+    "BLOCK_BYTES",
+    "BLOCK_ROWS",
+    "TableWriter",
+    "Totals",
+    "read_blocks",
+    "result_table",
+    "score_blocks",
+    "table_files",
+]
 
 #: CSV text read per block (bytes); a block ends at a record's end.
 BLOCK_BYTES = 16 << 20
@@ -350,6 +359,14 @@ class Totals:
     def part(self) -> npt.NDArray[np.int64]:
         return self._part.values
 
+    @property
+    def bottleneck_energy_mj(self) -> npt.NDArray[np.float64]:
+        return self._best_energy.values
+
+    @property
+    def bottleneck_runtime_ms(self) -> npt.NDArray[np.float64]:
+        return self._best_runtime.values
+
     def add(
         self,
         names: list[str],
@@ -511,6 +528,70 @@ def score_blocks(
             f"{name}: the total runtime or energy that model {model.name or '(unnamed)'} predicts overflows"
         )
     return totals
+
+
+def result_table(
+    totals: Totals, model: Any, alpha: float = 1.0, pareto: bool = False, *, path: str | None = None
+) -> tuple[pa.Table, list[str]]:
+    """What ``neuralpower score`` writes: one row per architecture (arch, layers, runtime_ms, power_w,
+    energy_mj; with an error column also rank, error and epr = error^alpha x energy_mj, ranked lowest first;
+    then bottleneck and extrapolated_layers), the Pareto front of (error, energy) only when ``pareto``; a
+    last column ``_part`` says which input file each came from. Also the front's names (empty without
+    ``pareto``). Notes on a model without power go to standard error."""
+    import sys
+
+    n = len(totals)
+    columns: dict[str, Any] = {
+        "arch": pa.array(totals.names, pa.string()),
+        "layers": totals.layers,
+        "runtime_ms": totals.runtime_ms,
+        "power_w": totals.power_w,
+        "energy_mj": totals.energy_mj,
+    }
+    order = np.arange(n)
+    error = totals.error if totals.has_error else None
+    if pareto and error is None:
+        raise InputError("--pareto needs an error column (top-1 error per architecture)", path=path)
+    if error is not None:
+        # Under a model without power every energy is 0, so every epr would be 0 and the rank file order: the
+        # rank then orders by error^alpha x runtime instead, epr stays empty, and a note says so.
+        cost = totals.energy_mj if model.power_measured else totals.runtime_ms
+        if not model.power_measured:
+            print(
+                f"note: model {model.name} holds no power: epr is left empty and rank orders by "
+                "error^alpha x runtime_ms",
+                file=sys.stderr,
+            )
+        with np.errstate(invalid="ignore"):
+            key = np.where(np.isnan(error), np.nan, np.power(error, alpha) * cost)
+        epr = key if model.power_measured else np.full(n, np.nan)
+        # ranked lowest first; an architecture without an error value comes last, unranked, with empty cells
+        # (not NaN)
+        unranked = np.isnan(key)
+        order = np.lexsort((np.nan_to_num(key), unranked))  # by the key, the unranked last; stable
+        ranked = int((~unranked).sum())
+        rank = np.full(n, np.nan)
+        rank[order[:ranked]] = np.arange(1, ranked + 1)
+        columns["rank"] = pa.array(rank, pa.float64(), from_pandas=True).cast(pa.int64())
+        columns["error"] = pa.array(error, pa.float64(), from_pandas=True)
+        columns["epr"] = pa.array(epr, pa.float64(), from_pandas=True)
+    columns["bottleneck"] = pa.array(totals.bottleneck, pa.string())
+    columns["extrapolated_layers"] = totals.extrapolated_layers
+    columns["_part"] = totals.part
+    result = pa.table(columns)
+    if pareto:
+        assert error is not None
+        from .search import pareto_front
+
+        cost, cost_name = (
+            (totals.energy_mj, "energy_mj") if model.power_measured else (totals.runtime_ms, "runtime_ms")
+        )
+        if not model.power_measured:
+            print(f"note: the Pareto front is over error and {cost_name} (the model holds no power)", file=sys.stderr)
+        on = pareto_front(error, cost)
+        order = order[on[order]]
+    kept = [totals.names[i] for i in order] if pareto else []
+    return result.take(pa.array(order)), kept
 
 
 # -- writing as it goes ---------------------------------------------------------------------------------------

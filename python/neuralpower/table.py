@@ -649,7 +649,16 @@ def _ints(column: pa.ChunkedArray, name: str, err: Any) -> npt.NDArray[np.int64]
             far |= (out == MISSING) & np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
             if not far.any():
                 return out
-    elif not pa.types.is_floating(t):
+    elif pa.types.is_floating(t):
+        # whole floats (what pandas makes of an integer column with empty cells): checked at once; a cell that
+        # is not a whole number in range is found below, one by one
+        f = np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+        empty = np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        with np.errstate(invalid="ignore"):
+            ok = empty | (np.isfinite(f) & (np.abs(f) < _INT_LIMIT) & (f == np.trunc(f)))
+        if ok.all():
+            return np.where(empty, MISSING, np.where(empty, 0, f).astype(np.int64))
+    else:
         raise err(None, name, f"has type {t}, expected integers")
     out = np.empty(len(column), dtype=np.int64)
     for i, v in enumerate(column.to_pylist()):
