@@ -3,6 +3,7 @@ whatever the block edges; folders of Parquet files; outputs written as they go, 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -282,3 +283,58 @@ def test_the_table_writer(tmp_path: Path) -> None:
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
 
 
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+def test_describe_streams(
+    fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`describe` of a table read in many blocks, its architecture's rows interleaved with another's and its
+    parts read again (too many to keep), prints what it prints from one block."""
+    from neuralpower import describe, zoo
+    from neuralpower.table import to_arrow
+
+    a, b = zoo.build("mobilenet_v2"), zoo.build("resnet18")
+    table = to_arrow([a, b])
+    names = table.column("layer").to_pylist()
+    names[3], names[4], names[7] = 'odd,"name"', "ünï\tcode", None
+    table = table.set_column(1, "layer", pa.array(names)).append_column("family", pa.array(["f"] * table.num_rows))
+    n = table.num_rows
+    # the two architectures' rows interleaved, nine at a time, each in its own order
+    chunks_a = [np.arange(i, min(i + 9, len(a))) for i in range(0, len(a), 9)]
+    chunks_b = [np.arange(i, min(i + 9, n)) for i in range(len(a), n, 9)]
+    order = np.concatenate([c for pair in itertools.zip_longest(chunks_b, chunks_a) for c in pair if c is not None])
+    path = tmp_path / "t.csv"
+    pacsv.write_csv(table.take(pa.array(order)), path)
+    outs = []
+    for block, keep in ((1 << 30, 10**9), (1 << 11, 50)):
+        monkeypatch.setattr(stream, "BLOCK_BYTES", block)
+        monkeypatch.setattr(describe, "_KEEP_ROWS", keep)
+        code, out, err = run(capsys, "describe", str(path), "--arch", "mobilenet_v2", "--format", fmt)
+        assert code == 0, err
+        outs.append(out)
+    assert outs[0] == outs[1]
+    if fmt == "json":
+        doc = json.loads(outs[0])
+        assert doc["layers"] == len(a) and doc["meta"] == {"family": "f"}
+        assert [r["layer"] for r in doc["per_layer"]][:3] == [layer.name for layer in a.layers[:3]]
+
+
+def test_describe_refuses_a_batch_that_changes_in_a_later_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from neuralpower import zoo
+
+    arch = zoo.build("resnet50")
+    path = tmp_path / "t.csv"
+    npw.write_architectures(arch, path)
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    k = header.index("batch")
+    cells = lines[-2].split(",")
+    cells[k] = "8"
+    lines[-2] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(stream, "BLOCK_BYTES", 1 << 11)
+    code, _, err = run(capsys, "describe", str(path))
+    assert code == 2 and f"row {len(lines) - 1}, column batch: 8 differs from 1 on row 2" in err, err

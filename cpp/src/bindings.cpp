@@ -13,6 +13,7 @@
 
 #include "neuralpower/layer.hpp"
 #include "neuralpower/model.hpp"
+#include "neuralpower/text.hpp"
 
 namespace py = pybind11;
 namespace np = neuralpower;
@@ -334,7 +335,186 @@ py::dict evaluate_archs(const np::Model& model, const RowsIn& rows, const RowsIn
     return out;
 }
 
+// Lines from columns (see text.hpp). Each column is bytes (a literal) or a tuple: ("int", int64 values,
+// width, right), ("str", int32 offsets, uint8 data, width, right) or ("dict", int32 indices, int32 offsets,
+// uint8 data, width, right). Arrays are checked against n (and indices and offsets against their data) here.
+py::bytes join_lines(const py::list& columns, py::ssize_t n, const std::string& end, const std::string& last_end,
+                     bool rstrip) {
+    using I64 = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>;
+    using I32 = py::array_t<std::int32_t, py::array::c_style | py::array::forcecast>;
+    using U8 = py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast>;
+    if (n < 0) throw std::invalid_argument("n must not be negative");
+    std::vector<np::TextColumn> cols;
+    std::vector<py::object> keep;
+    const auto offsets_ok = [](const I32& off, const U8& data, py::ssize_t count) {
+        if (off.ndim() != 1 || off.shape(0) < count + 1) return false;
+        const std::int32_t* o = off.data();
+        for (py::ssize_t k = 0; k < count; ++k)
+            if (o[k] < 0 || o[k + 1] < o[k]) return false;
+        return count == 0 || o[count] <= data.shape(0);
+    };
+    for (const py::handle item : columns) {
+        np::TextColumn c;
+        if (py::isinstance<py::bytes>(item)) {
+            c.literal = item.cast<std::string>();
+            cols.push_back(std::move(c));
+            continue;
+        }
+        const py::tuple t = item.cast<py::tuple>();
+        const std::string kind = t[0].cast<std::string>();
+        if (kind == "int") {
+            I64 v = I64::ensure(t[1]);
+            if (!v || v.ndim() != 1 || v.shape(0) < n) throw std::invalid_argument("an int column needs n values");
+            c.kind = np::TextColumn::Kind::Int;
+            c.ints = v.data();
+            keep.push_back(v);
+        } else if (kind == "str" || kind == "dict") {
+            const int base = kind == "dict" ? 2 : 1;
+            I32 off = I32::ensure(t[base]);
+            U8 data = U8::ensure(t[base + 1]);
+            if (!off || !data || data.ndim() != 1) throw std::invalid_argument("a string column needs offsets and data");
+            if (kind == "str") {
+                if (!offsets_ok(off, data, n)) throw std::invalid_argument("bad string offsets");
+                c.kind = np::TextColumn::Kind::Str;
+            } else {
+                I32 idx = I32::ensure(t[1]);
+                const py::ssize_t size = off.ndim() == 1 ? off.shape(0) - 1 : -1;
+                if (!idx || idx.ndim() != 1 || idx.shape(0) < n || size < 0 || !offsets_ok(off, data, size))
+                    throw std::invalid_argument("bad dictionary column");
+                const std::int32_t* ix = idx.data();
+                for (py::ssize_t i = 0; i < n; ++i)
+                    if (ix[i] < 0 || ix[i] >= size) throw std::invalid_argument("dictionary index out of range");
+                c.kind = np::TextColumn::Kind::Dict;
+                c.indices = ix;
+                keep.push_back(idx);
+            }
+            c.offsets = off.data();
+            c.data = data.data();
+            keep.push_back(off);
+            keep.push_back(data);
+        } else {
+            throw std::invalid_argument("unknown column kind " + kind);
+        }
+        c.width = t[t.size() - 2].cast<int>();
+        c.right = t[t.size() - 1].cast<bool>();
+        cols.push_back(std::move(c));
+    }
+    // a line's likely length, to reserve once: literals, digits, and each string column's mean or width
+    std::size_t line = end.size();
+    for (const np::TextColumn& c : cols) {
+        std::size_t len = c.literal.size();
+        if (c.kind == np::TextColumn::Kind::Int) len = 20;
+        if (c.kind == np::TextColumn::Kind::Str && n > 0) len = static_cast<std::size_t>(c.offsets[n] - c.offsets[0]) / n + 1;
+        if (c.kind == np::TextColumn::Kind::Dict) len = 16;
+        line += std::max<std::size_t>(len, static_cast<std::size_t>(std::max(0, c.width)));
+    }
+    // rows split over threads (each writes its lines into its own buffer), then copied out back to back
+    const std::size_t rows = static_cast<std::size_t>(n);
+    const std::size_t n_threads = std::max<std::size_t>(
+        1, std::min<std::size_t>(std::thread::hardware_concurrency(), rows / 100000 + 1));
+    std::vector<std::string> parts(n_threads);
+    {
+        py::gil_scoped_release release;
+        auto work = [&](std::size_t t) {
+            const std::size_t a = rows * t / n_threads, b = rows * (t + 1) / n_threads;
+            if (a == b) return;
+            std::vector<np::TextColumn> shifted = cols;  // the same columns, from row a on
+            for (np::TextColumn& c : shifted) {
+                if (c.ints != nullptr) c.ints += a;
+                if (c.kind == np::TextColumn::Kind::Str) c.offsets += a;
+                if (c.indices != nullptr) c.indices += a;
+            }
+            parts[t].reserve((b - a) * line + 64);
+            np::join_lines(shifted, b - a, end, b == rows ? last_end : end, rstrip, &parts[t]);
+        };
+        std::vector<std::thread> pool;
+        for (std::size_t t = 1; t < n_threads; ++t) pool.emplace_back(work, t);
+        work(0);
+        for (auto& th : pool) th.join();
+    }
+    std::size_t total = 0;
+    for (const std::string& p : parts) total += p.size();
+    PyObject* bytes = PyBytes_FromStringAndSize(nullptr, static_cast<py::ssize_t>(total));
+    if (bytes == nullptr) throw py::error_already_set();
+    char* at = PyBytes_AsString(bytes);
+    for (const std::string& p : parts) {
+        std::copy(p.begin(), p.end(), at);
+        at += p.size();
+    }
+    return py::reinterpret_steal<py::bytes>(bytes);
+}
+
+// Distinct rows of some columns of a row-major int64 array: (code per row, distinct rows numbered in order of
+// first appearance; index of each distinct row's first appearance).
+std::tuple<py::array_t<std::int32_t>, py::array_t<std::int64_t>> distinct(const RowsIn& rows,
+                                                                          const std::vector<int>& columns) {
+    if (rows.ndim() != 2) throw std::invalid_argument("rows must be a 2-D array");
+    const py::ssize_t n = rows.shape(0), m = rows.shape(1);
+    for (int c : columns)
+        if (c < 0 || c >= m) throw std::invalid_argument("column index out of range");
+    if (n >= (py::ssize_t{1} << 31)) throw std::invalid_argument("too many rows");
+    py::array_t<std::int32_t> codes(n);
+    std::vector<std::int64_t> first;
+    {
+        py::gil_scoped_release release;
+        const std::int64_t* r = rows.data();
+        std::int32_t* out = codes.mutable_data();
+        const std::size_t k = columns.size();
+        std::vector<std::int32_t> slot(1024, -1);
+        std::vector<std::uint64_t> hashes;
+        auto key_of = [&](py::ssize_t i, std::size_t j) { return r[i * m + columns[j]]; };
+        for (py::ssize_t i = 0; i < n; ++i) {
+            std::uint64_t h = 0x243F6A8885A308D3ull;
+            for (std::size_t j = 0; j < k; ++j) {
+                h = (h ^ static_cast<std::uint64_t>(key_of(i, j))) * 0x9E3779B97F4A7C15ull;
+                h ^= h >> 29;
+            }
+            std::size_t mask = slot.size() - 1;
+            std::size_t s = h & mask;
+            std::int32_t found = -1;
+            while (slot[s] >= 0) {
+                const std::int32_t e = slot[s];
+                if (hashes[e] == h) {
+                    bool same = true;
+                    for (std::size_t j = 0; j < k && same; ++j) same = key_of(first[e], j) == key_of(i, j);
+                    if (same) {
+                        found = e;
+                        break;
+                    }
+                }
+                s = (s + 1) & mask;
+            }
+            if (found < 0) {
+                found = static_cast<std::int32_t>(first.size());
+                first.push_back(i);
+                hashes.push_back(h);
+                slot[s] = found;
+                if (2 * first.size() > slot.size()) {  // grow: rehash every entry
+                    slot.assign(slot.size() * 2, -1);
+                    mask = slot.size() - 1;
+                    for (std::size_t e = 0; e < first.size(); ++e) {
+                        std::size_t t = hashes[e] & mask;
+                        while (slot[t] >= 0) t = (t + 1) & mask;
+                        slot[t] = static_cast<std::int32_t>(e);
+                    }
+                }
+            }
+            out[i] = found;
+        }
+    }
+    py::array_t<std::int64_t> firsts(static_cast<py::ssize_t>(first.size()));
+    std::copy(first.begin(), first.end(), firsts.mutable_data());
+    return {codes, firsts};
+}
+
 void bind_model(py::module_& m) {
+    m.def("distinct", &distinct, py::arg("rows"), py::arg("columns"),
+          "(code per row, first row of each code) of the distinct values of some columns, in order of first "
+          "appearance.");
+    m.def("join_lines", &join_lines, py::arg("columns"), py::arg("n"), py::arg("end") = "\n",
+          py::arg("last_end") = "\n", py::arg("rstrip") = false,
+          "Lines made of columns (literal bytes, or ('int', values, width, right), ('str', offsets, data, width, "
+          "right), ('dict', indices, offsets, data, width, right)), as one bytes object.");
     py::class_<np::Model>(m, "Model", "A compiled runtime and power model (built by neuralpower.evaluator)")
         .def(py::init<>())
         .def("set_poly", &np::Model::set_poly, py::arg("type"), py::arg("target"), py::arg("mode"),

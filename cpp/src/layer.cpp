@@ -1,4 +1,5 @@
 #include "neuralpower/layer.hpp"
+#include "neuralpower/row_cache.hpp"
 
 #include <algorithm>
 #include <numeric>
@@ -525,8 +526,13 @@ std::ptrdiff_t prepare_rows(std::int64_t* rows, std::size_t n, ValidationError* 
 }
 
 void compute_info_rows(const std::int64_t* rows, std::size_t n, std::int64_t* info) {
+    RowCache<InfoRow> cache;  // a row equal to one seen before has its info
     for (std::size_t i = 0; i < n; ++i) {
-        const InfoRow r = compute_info(rows + i * kNumFields);
+        const std::int64_t* row = rows + i * kNumFields;
+        const std::uint64_t h = RowCache<InfoRow>::hash(row);
+        const InfoRow* hit = cache.find(row, h);
+        const InfoRow r = hit != nullptr ? *hit : compute_info(row);
+        if (hit == nullptr) cache.insert(row, h, r);
         std::copy(r.begin(), r.end(), info + i * kNumInfo);
     }
 }

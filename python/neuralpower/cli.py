@@ -69,20 +69,18 @@ def _one_architecture(args: argparse.Namespace, dtype: str | None, model: Any = 
 
 
 def _cmd_describe(args: argparse.Namespace) -> int:
-    from .describe import Listing
-    from .sources import is_table_file, read_table_source
+    from .describe import Listing, describe_table, write_listing
+    from .sources import is_table_file
 
+    sys.stdout.flush()
+    out = sys.stdout.buffer
     if is_table_file(args.arch_source):
-        table = read_table_source(args.arch_source, args.image_size)
-        listing = Listing.from_table(table, args.arch_source, args.arch, batch=args.batch, dtype=args.dtype)
+        if args.image_size is not None:
+            raise InputError(f"--image-size applies to zoo networks, not to a layer table ({args.arch_source})")
+        describe_table(args.arch_source, args.arch, args.format, out, batch=args.batch, dtype=args.dtype)
     else:
-        listing = Listing.from_architecture(_one_architecture(args, args.dtype))
-    if args.format == "json":
-        listing.write_json(sys.stdout)
-    elif args.format == "csv":
-        listing.write_csv(sys.stdout)
-    else:
-        print(listing.text())
+        write_listing(Listing.from_architecture(_one_architecture(args, args.dtype)), args.format, out)
+    out.flush()
     return 0
 
 

@@ -9,12 +9,14 @@ text of configurations, shapes and counts is made once per distinct value.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import _evaluator as _ev
 from ._text import text_table
@@ -286,3 +288,383 @@ class Listing:
 def shape_text(shape: Sequence[int]) -> str:
     """A shape as 8x64x56x56."""
     return "x".join(str(d) for d in shape)
+
+
+# -- streaming output: one architecture written part by part --------------------------------------------------
+#
+# A part is a run of one architecture's layers (all of a network in memory, or its share of one block of a
+# table read in blocks). Each output column is built column-wise with pyarrow: a column of few distinct values
+# (types, shapes, configurations, counts in engineering notation) as a dictionary of texts made once per
+# distinct value, the per-row ones (index, names, exact counts) by pyarrow's kernels; the lines are joined by
+# pyarrow and written from its buffer. Text tables need their column widths first: they are computed on a first
+# pass (the parts are kept when they are few, read again otherwise).
+
+_TEXT_HEADER = ("#", "layer", "type", "input", "output", "config", "MACs", "params", "bytes")
+_TEXT_RIGHT = {0, 6, 7, 8}
+_CSV_HEADER = ("arch", "index", "layer", "type", "in_shape", "out_shape", "config", "macs", "flops", "params",
+               "bytes_read", "bytes_written", "bytes")
+_COUNTS = ("macs", "flops", "params", "bytes_read", "bytes_written", "bytes")
+
+
+def _texts(
+    rows: npt.NDArray[np.int64], columns: Sequence[int], make: Callable[[Sequence[int]], str]
+) -> pa.DictionaryArray:
+    """``make`` of some ``columns`` of each row as a dictionary array, computed once per distinct value."""
+    cols = [int(c) for c in columns]
+    index, first = _ev.distinct(rows, cols)
+    made = [make(row) for row in rows[first][:, cols].tolist()]
+    return pa.DictionaryArray.from_arrays(pa.array(index, pa.int32()), pa.array(made, pa.string()))
+
+
+def _decoded(column: pa.Array) -> pa.Array:
+    return column.dictionary.take(column.indices) if isinstance(column, pa.DictionaryArray) else column
+
+
+def _width(column: pa.Array | npt.NDArray[np.int64]) -> int:
+    """The widest value of a column, in code points (a column of non-negative integers: in digits)."""
+    if isinstance(column, np.ndarray):
+        return len(str(int(column.max()))) if len(column) else 0
+    values = column.dictionary if isinstance(column, pa.DictionaryArray) else column
+    if len(values) == 0:
+        return 0
+    return int(pc.max(pc.utf8_length(values)).as_py() or 0)
+
+
+def _string_buffers(array: pa.Array) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8]]:
+    """The offsets and bytes of a string array (its nulls as empty strings)."""
+    if array.null_count:
+        array = array.fill_null("")
+    if array.type != pa.string():
+        array = array.cast(pa.string())
+    buffers = array.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int32, count=len(array) + 1, offset=4 * array.offset)
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, dtype=np.uint8)
+    return offsets, data
+
+
+def _piece(column: pa.Array | npt.NDArray[np.int64], width: int = 0, right: bool = False) -> tuple[Any, ...]:
+    """A column for the core's line joiner (``_evaluator.join_lines``)."""
+    if isinstance(column, np.ndarray):
+        return ("int", np.ascontiguousarray(column, dtype=np.int64), width, right)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if isinstance(column, pa.DictionaryArray):
+        indices = column.indices.cast(pa.int32())
+        if indices.null_count:
+            indices = indices.fill_null(0)
+        index = np.frombuffer(indices.buffers()[1], dtype=np.int32, count=len(indices), offset=4 * indices.offset)
+        return ("dict", index, *_string_buffers(column.dictionary), width, right)
+    return ("str", *_string_buffers(column), width, right)
+
+
+def _csv_field(column: pa.Array) -> pa.Array:
+    """Texts as CSV fields: quoted (quotes doubled) where they hold a comma, a quote or a line break."""
+    if isinstance(column, pa.DictionaryArray):  # few distinct values: each made once
+        return pa.DictionaryArray.from_arrays(column.indices, _csv_field(column.dictionary))
+    needs = pc.match_substring_regex(column, '[",\r\n]')
+    if not pc.any(needs).as_py():
+        return column
+    quoted = pc.binary_join_element_wise('"', pc.replace_substring(column, '"', '""'), '"', "")
+    return pc.if_else(needs, quoted, column)
+
+
+def _json_string(column: pa.Array) -> pa.Array:
+    """Texts as JSON strings, as json.dumps writes them (plain ASCII quoted at once, the others by json.dumps)."""
+    if isinstance(column, pa.DictionaryArray):  # few distinct values: each made once
+        return pa.DictionaryArray.from_arrays(column.indices, _json_string(column.dictionary))
+    plain = pc.binary_join_element_wise('"', column, '"', "")
+    special = pc.match_substring_regex(column, '[^\\x20-\\x7e]|["\\\\]')
+    if not pc.any(special).as_py():
+        return plain
+    at = np.flatnonzero(np.asarray(special.to_numpy(zero_copy_only=False), dtype=bool))
+    values = plain.to_pylist()
+    for i, text in zip(at.tolist(), column.take(pa.array(at)).to_pylist(), strict=True):
+        values[i] = json.dumps(text)
+    return pa.array(values, pa.string())
+
+
+@dataclass
+class Part:
+    """A run of one architecture's layers: rows, their info, their names (empty where unnamed) and the position
+    of the first one in the architecture."""
+
+    rows: npt.NDArray[np.int64]
+    info: npt.NDArray[np.int64]
+    names: pa.Array
+    start: int
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def layer_names(self) -> pa.Array:
+        """Names, an unnamed layer called ``<type>_<position>`` as :class:`Architecture` names it."""
+        names = self.names
+        if isinstance(names, pa.ChunkedArray):
+            names = names.combine_chunks()
+        missing = pc.or_kleene(names.is_null(), pc.equal(pc.utf8_length(names), 0)).fill_null(True)
+        if not pc.any(missing).as_py():
+            return names
+        position = pc.cast(pa.array(self.index()), pa.string())
+        generated = pc.binary_join_element_wise(_decoded(self.types()), position, "_")
+        return pc.if_else(missing, generated, names)
+
+    def types(self) -> pa.DictionaryArray:
+        return _texts(self.rows, [0], lambda r: LAYER_TYPES[r[0]])
+
+    def index(self) -> npt.NDArray[np.int64]:
+        return np.arange(self.start, self.start + len(self), dtype=np.int64)
+
+    def shapes(self, make: Callable[[Sequence[int]], str]) -> tuple[pa.DictionaryArray, pa.DictionaryArray]:
+        cols_in = [0, _F["batch"], _F["in_channels"], _F["in_h"], _F["in_w"], _F["in_features"]]
+        # the batch is one per architecture: the output shape is its info's first four (out_rank picks 2 or 4)
+        batch = int(self.rows[0, _F["batch"]]) if len(self) else 1
+        return (
+            _texts(self.rows, cols_in, lambda v: make((v[1], v[5]) if v[0] == _LINEAR else (v[1], v[2], v[3], v[4]))),
+            _texts(self.info, [0, 1, 2, 3], lambda v: make((batch, v[0]) if v[3] == 2 else (batch, v[0], v[1], v[2]))),
+        )
+
+    def configs(self) -> pa.DictionaryArray:
+        return _texts(self.rows, _CONFIG_FIELDS, config_text)
+
+    def counts(self, name: str) -> npt.NDArray[np.int64]:
+        i = self.info
+        if name == "bytes_read":
+            return i[:, _I["bytes_input"]] + i[:, _I["bytes_weights"]]
+        if name == "bytes_written":
+            return i[:, _I["bytes_output"]]
+        if name == "bytes":
+            return i[:, _I["bytes_input"]] + i[:, _I["bytes_weights"]] + i[:, _I["bytes_output"]]
+        return i[:, _I[name]]
+
+    def text_columns(self) -> list[Any]:
+        """The text table's columns (``_TEXT_HEADER``), unpadded: the index as integers, the rest as texts."""
+
+        def short(values: npt.NDArray[np.int64]) -> pa.DictionaryArray:
+            return _texts(values[:, None], [0], lambda v: si(v[0]))
+
+        shape_in, shape_out = self.shapes(shape_text)
+        return [
+            self.index(), self.layer_names(), self.types(), shape_in, shape_out, self.configs(),
+            short(self.counts("macs")), short(self.counts("params")), short(self.counts("bytes")),
+        ]
+
+    def csv_lines(self, arch: str) -> bytes:
+        shape_in, shape_out = self.shapes(shape_text)
+        arch_field = _csv_field(pa.array([arch]))[0].as_py()
+        pieces: list[Any] = [
+            f"{arch_field},".encode(), _piece(self.index()), b",", _piece(_csv_field(self.layer_names())), b",",
+            _piece(self.types()), b",", _piece(shape_in), b",", _piece(shape_out), b",",
+            _piece(_csv_field(self.configs())),
+        ]
+        for name in _COUNTS:
+            pieces += [b",", _piece(self.counts(name))]
+        return _ev.join_lines(pieces, len(self))
+
+    def json_lines(self, last: bool) -> bytes:
+        def listed(shape: Sequence[int]) -> str:
+            return json.dumps(list(shape))
+
+        shape_in, shape_out = self.shapes(listed)
+        pieces: list[Any] = [
+            b'  {"index": ', _piece(self.index()), b', "layer": ', _piece(_json_string(self.layer_names())),
+            b', "type": ', _piece(_json_string(self.types())), b', "in_shape": ', _piece(shape_in),
+            b', "out_shape": ', _piece(shape_out), b', "config": ', _piece(_json_string(self.configs())),
+        ]
+        for name in _COUNTS:
+            pieces += [f', "{name}": '.encode(), _piece(self.counts(name))]
+        return _ev.join_lines(pieces, len(self), end="},\n", last_end="}\n" if last else "},\n")
+
+
+def text_lines(columns: Sequence[Any], widths: Sequence[int]) -> bytes:
+    """Lines of the text table's body, padded to ``widths``, trailing spaces dropped, each ending in a newline."""
+    pieces: list[Any] = []
+    for k, (c, w) in enumerate(zip(columns, widths, strict=True)):
+        if k:
+            pieces.append(b"  ")
+        pieces.append(_piece(c, w, k in _TEXT_RIGHT))
+    return _ev.join_lines(pieces, len(columns[0]), rstrip=True)
+
+
+def write_lines(lines: bytes, out: Any) -> None:
+    out.write(lines)
+
+
+@dataclass
+class Summary:
+    """What a first pass over an architecture's parts learns: its totals (exact) and the text table's widths;
+    the parts themselves (with their text columns) while they are few (``kept``; None: read them again)."""
+
+    fmt: str
+    totals: dict[str, int] = field(default_factory=lambda: network_totals(np.zeros((0, len(INFO)), dtype=np.int64)))
+    widths: list[int] = field(default_factory=lambda: [len(h) for h in _TEXT_HEADER])
+    kept: list[tuple[Part, list[Any] | None]] | None = field(default_factory=list)
+
+    def add(self, part: Part) -> None:
+        columns = part.text_columns() if self.fmt == "table" else None
+        t = network_totals(part.info)
+        self.totals = {k: self.totals[k] + v for k, v in t.items()}
+        if columns is not None:
+            self.widths = [max(w, _width(c)) for w, c in zip(self.widths, columns, strict=True)]
+        if self.kept is not None:
+            self.kept.append((part, columns))
+            if self.totals["layers"] > _KEEP_ROWS:
+                self.kept = None  # too many to keep: read again
+
+    def parts(self, again: Callable[[], Iterable[Part]]) -> Iterator[tuple[Part, list[Any] | None]]:
+        if self.kept is not None:
+            yield from self.kept
+        else:
+            yield from ((p, None) for p in again())
+
+
+def write_architecture(
+    name: str,
+    batch: int,
+    dtype: str,
+    meta: dict[str, Any],
+    summary: Summary,
+    parts: Callable[[], Iterable[Part]],
+    out: Any,
+) -> None:
+    """Write one architecture in ``summary.fmt`` (table, csv or json) to a binary file: ``summary`` from a
+    first pass over its parts, ``parts`` a function that yields them again (called when they were not kept)."""
+    fmt = summary.fmt
+    t = summary.totals
+    if fmt == "csv":
+        out.write((",".join(_CSV_HEADER) + "\n").encode())
+        for part, _ in summary.parts(parts):
+            write_lines(part.csv_lines(name), out)
+        return
+    if fmt == "json":
+        head = {"name": name, "batch": batch, "dtype": dtype, **t, "meta": meta}
+        out.write(b"{\n")
+        for key, value in head.items():
+            out.write(f" {json.dumps(key)}: {json.dumps(value)},\n".encode())
+        out.write(b' "per_layer": [\n')
+        seen = 0
+        for part, _ in summary.parts(parts):
+            seen += len(part)
+            write_lines(part.json_lines(last=seen == t["layers"]), out)
+        out.write(b" ]\n}\n")
+        return
+    total = ("", "total", f"{t['layers']} layers", "", "", "", si(t["macs"]), si(t["params"]), si(t["bytes"]))
+    widths = [max(w, len(f)) for w, f in zip(summary.widths, total, strict=True)]
+    line = "  ".join(f"{{:{'>' if c in _TEXT_RIGHT else '<'}{w}}}" for c, w in enumerate(widths))
+    rule = "  ".join("-" * w for w in widths)
+    out.write(f"{name}: batch {batch}, {dtype}\n{line.format(*_TEXT_HEADER).rstrip()}\n{rule}\n".encode())
+    for part, columns in summary.parts(parts):
+        write_lines(text_lines(columns if columns is not None else part.text_columns(), widths), out)
+    out.write(
+        (
+            f"{rule}\n{line.format(*total).rstrip()}\n"
+            f"FLOPs {si(t['flops'])} ({t['flops']:,}), MACs {t['macs']:,}, params {t['params']:,}, "
+            f"bytes read {t['bytes_read']:,}, written {t['bytes_written']:,}\n"
+        ).encode()
+    )
+
+
+def describe_table(
+    spec: str, arch_id: str | None, fmt: str, out: Any, *, batch: int | None = None, dtype: str | None = None
+) -> None:
+    """Write one architecture of a layer table (``arch_id``, or its only one), read block by block: a first
+    pass validates the table, finds its architectures and sums the chosen one's totals (keeping its parts
+    while they are few), a second writes it."""
+    from .sources import pick_architecture
+    from .stream import read_blocks
+
+    names: dict[str, None] = {}
+    summary = Summary(fmt)
+    first: dict[str, Any] = {}
+    meta: dict[str, list[Any]] = {}
+    unkept: set[str] = set()
+
+    def extract(block: Any, want: str, start: int, checks: bool) -> Part | None:
+        enc = block.arch_encoded()
+        dictionary = enc.dictionary.to_pylist()
+        if want not in dictionary:
+            return None
+        code = dictionary.index(want)
+        index = np.flatnonzero(np.asarray(enc.indices.to_numpy(zero_copy_only=False)) == code).astype(np.int64)
+        if checks:
+            block.check_one_batch_and_dtype(index)
+            if not first:
+                first.update(batch=block.rows[index[0], _F["batch"]], dtype=block.rows[index[0], _F["dtype"]],
+                             block=block, row=int(index[0]))
+            for col in ("batch", "dtype"):
+                differs = np.flatnonzero(block.rows[index, _F[col]] != first[col])
+                if len(differs):
+                    i = int(index[int(differs[0])])
+                    here, there = (DTYPES[int(v)] if col == "dtype" else str(int(v))
+                                   for v in (block.rows[i, _F[col]], first[col]))
+                    line = int(first["block"].line[first["row"]])
+                    raise block.error(i, col, f"{here} differs from {there} on row {line}: an architecture has "
+                                      f"one {col}")
+            _meta(block, index)
+        whole = len(index) == len(block) and (len(index) == 0 or index[-1] == len(index) - 1)
+        rows = block.rows if whole and batch is None and dtype is None else np.array(block.rows[index], dtype=np.int64)
+        if batch is not None or dtype is not None:
+            if batch is not None:
+                rows[:, _F["batch"]] = batch
+            if dtype is not None:
+                rows[:, _F["dtype"]] = DTYPE_CODE[dtype]
+            bad = prepare_rows(rows)
+            if bad is not None:
+                i, column, message = bad
+                raise InputError(message, path=block.path, row=int(block.line[int(index[i])]), column=column)
+        names = block.layer_column if whole else block.layer_column.take(pa.array(index))
+        return Part(rows, _ev.info(rows), names, start)
+
+    def _meta(block: Any, index: npt.NDArray[np.int64]) -> None:
+        for column in block.extra.column_names:  # values constant within the architecture
+            if column in unkept:
+                continue
+            try:
+                values = block.extra.column(column).take(pa.array(index)).drop_null().unique().to_pylist()
+            except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # list or struct cells: kept per layer
+                unkept.add(column)
+                continue
+            seen = meta.setdefault(column, [])
+            for v in values:
+                if v not in seen:
+                    seen.append(v)
+            if len(seen) > 1:
+                unkept.add(column)
+
+    want = arch_id
+    for block in read_blocks(spec):
+        for n in block.arch_encoded().dictionary.to_pylist():
+            names.setdefault(n, None)
+        if want is None:
+            want = next(iter(names))
+        if arch_id is None and len(names) > 1:
+            continue  # refused below, once every name is known
+        part = extract(block, want, summary.totals["layers"], checks=True)
+        if part is not None:
+            summary.add(part)
+    k = pick_architecture(list(names), spec, arch_id)
+    chosen = list(names)[k]
+
+    def again() -> Iterator[Part]:
+        start = 0
+        for block in read_blocks(spec):
+            part = extract(block, chosen, start, checks=False)
+            if part is not None:
+                start += len(part)
+                yield part
+
+    b = int(first["batch"]) if batch is None else batch
+    d = DTYPES[int(first["dtype"])] if dtype is None else dtype
+    found = {c: v[0] for c, v in meta.items() if c not in unkept and len(v) == 1}
+    write_architecture(chosen, b, d, found, summary, again, out)
+
+
+def write_listing(listing: Listing, fmt: str, out: Any) -> None:
+    """Write a :class:`Listing` (one architecture in memory) in ``fmt`` to a binary file."""
+    summary = Summary(fmt)
+    part = Part(listing.rows, listing.info, pa.array(listing.names, pa.string()), 0)
+    summary.add(part)
+    write_architecture(listing.name, listing.batch, listing.dtype, listing.meta, summary, lambda: [part], out)
+
+
+#: Rows of an architecture kept in memory between the passes of a listing (above: read again).
+_KEEP_ROWS = 4_000_000
