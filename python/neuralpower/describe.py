@@ -586,7 +586,7 @@ def describe_table(
         code = dictionary.index(want)
         index = np.flatnonzero(np.asarray(enc.indices.to_numpy(zero_copy_only=False)) == code).astype(np.int64)
         if checks:
-            block.check_one_batch_and_dtype(index)
+            # an architecture has one batch and dtype: every row is compared with its first, whichever block
             if not first:
                 first.update(batch=block.rows[index[0], _F["batch"]], dtype=block.rows[index[0], _F["dtype"]],
                              block=block, row=int(index[0]))
