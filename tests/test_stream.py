@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -338,3 +339,59 @@ def test_describe_refuses_a_batch_that_changes_in_a_later_block(
     monkeypatch.setattr(stream, "BLOCK_BYTES", 1 << 11)
     code, _, err = run(capsys, "describe", str(path))
     assert code == 2 and f"row {len(lines) - 1}, column batch: 8 differs from 1 on row 2" in err, err
+
+
+def _blocks_equal(a: list[Any], b: list[Any]) -> None:
+    assert np.array_equal(np.concatenate([x.rows for x in a]), np.concatenate([x.rows for x in b]))
+    assert [n for x in a for n in x.arch] == [n for x in b for n in x.arch]
+    assert [n for x in a for n in x.layer] == [n for x in b for n in x.layer]
+
+
+@pytest.mark.parametrize(
+    ("body", "fast_reads_it"),
+    [
+        # plain, CRLF line ends, blank lines, no newline at the end
+        ('n1,c1,conv2d,1,fp32,3,8,8,3,1\nn1,r,relu,1,fp32,3,8,8,,\n', True),
+        ('n1,c1,conv2d,1,fp32,3,8,8,3,1\r\nn1,r,relu,1,,3,8,8,,\r\n\r\nn2,,relu,2,FP32,4,4,4,,', True),
+        # quoted names: doubled quotes, commas, newlines; an empty quoted name; spaces around a type name
+        ('"n,1","c ""1""",conv2d,1,fp32,3,8,8,3,1\n"n,1","a\nb"," ReLU ",1,fp32,3,8,8,,\n"n2","",relu,1,fp32,3,8,8,,\n',
+         True),
+        # cells the fast reader leaves to the general one: a float, a quoted number, a stray quote
+        ('n1,c1,conv2d,1,fp32,3.0,8,8,3,1\n', False),
+        ('n1,c1,conv2d,1,fp32,"3",8,8,3,1\n', False),
+        ('n1,c"1,conv2d,1,fp32,3,8,8,3,1\n', False),
+    ],
+)
+def test_the_fast_csv_reader_reads_what_the_general_one_reads(
+    body: str, fast_reads_it: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results: list[Any] = []
+    real = stream._parse_fast
+
+    def spy(*args: Any) -> Any:
+        results.append(real(*args))
+        return results[-1]
+
+    monkeypatch.setattr(stream, "_parse_fast", spy)
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"arch,layer,type,batch,dtype,in_channels,in_h,in_w,out_channels,kernel\n" + body.encode())
+    fast = list(stream.read_blocks(path, {"error"}))  # the fast reader where it applies
+    assert (results[0] is not None) == fast_reads_it
+    general = list(stream.read_blocks(path))  # every column kept: the general reader
+    _blocks_equal(fast, general)
+    whole = read_layer_table(path)
+    _blocks_equal(fast, [whole])
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [("-3", "-3 must be at least 1"), ("x", "'x' is not an integer"), ("99999999999999999999", "out of range")],
+)
+def test_the_fast_csv_reader_leaves_errors_to_the_general_one(cell: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    rows = [f"n{i},c{i},conv2d,1,fp32,3,8,8,3,1" for i in range(50)]
+    rows[37] = f"n37,c37,conv2d,1,fp32,{cell},8,8,3,1"
+    path.write_text("arch,layer,type,batch,dtype,in_channels,in_h,in_w,out_channels,kernel\n" + "\n".join(rows))
+    with pytest.raises(InputError) as err:
+        list(stream.read_blocks(path, {"error"}))
+    assert (err.value.row, err.value.column) == (39, "in_channels") and message in str(err.value)

@@ -13,6 +13,7 @@
 
 #include "neuralpower/layer.hpp"
 #include "neuralpower/model.hpp"
+#include "neuralpower/csv.hpp"
 #include "neuralpower/text.hpp"
 
 namespace py = pybind11;
@@ -106,46 +107,67 @@ std::tuple<py::array_t<std::int64_t>, py::ssize_t, int, std::string> prepare_col
             using PreparedCache = np::RowCache<np::LayerRow>;
             PreparedCache cache;
             const py::ssize_t begin = n * t / n_threads, end = n * (t + 1) / n_threads;
-            for (py::ssize_t i = begin; i < end; ++i) {
-                std::int64_t* r = out + i * np::kNumFields;
+            // Rows are built a tile at a time, one column after another (each read in order, the tile in cache),
+            // then prepared in order.
+            constexpr py::ssize_t kTile = 512;
+            for (py::ssize_t t0 = begin; t0 < end; t0 += kTile) {
+                const py::ssize_t t1 = std::min(end, t0 + kTile);
+                std::int64_t* tile = out + t0 * np::kNumFields;
+                // the first cell of the tile (by row, then field) that no field can hold
+                py::ssize_t far_row = t1;
+                int far_field = -1;
+                std::int64_t far_value = 0;
                 for (int f = 0; f < np::kNumFields; ++f) {
+                    std::int64_t* cell = tile + f;
                     if (ptr[f] == nullptr) {
-                        r[f] = np::kMissing;
+                        for (py::ssize_t i = t0; i < t1; ++i, cell += np::kNumFields) *cell = np::kMissing;
                         continue;
                     }
-                    if (bits[f] != nullptr) {
-                        const py::ssize_t b = bit_offset[f] + i;
-                        if (!((bits[f][b >> 3] >> (b & 7)) & 1)) {
-                            r[f] = np::kMissing;
+                    const std::int64_t* src = ptr[f];
+                    const std::uint8_t* valid = bits[f];
+                    const py::ssize_t off = bit_offset[f];
+                    for (py::ssize_t i = t0; i < t1; ++i, cell += np::kNumFields) {
+                        if (valid != nullptr && !((valid[(off + i) >> 3] >> ((off + i) & 7)) & 1)) {
+                            *cell = np::kMissing;
                             continue;
                         }
+                        const std::int64_t v = src[i];
+                        *cell = v;
+                        // an Arrow column's cells are checked here: no field holds a value this large, and none
+                        // may meet the empty-cell marker (INT64_MIN)
+                        if (raw[f] && (v >= kIntLimit || v <= -kIntLimit) && i < far_row) {
+                            far_row = i;
+                            far_field = f;
+                            far_value = v;
+                        }
                     }
-                    r[f] = ptr[f][i];
-                    // an Arrow column's cells are checked here: no field holds a value this large, and none may
-                    // meet the empty-cell marker (INT64_MIN)
-                    if (raw[f] && (r[f] >= kIntLimit || r[f] <= -kIntLimit)) {
-                        err_of[t] = np::ValidationError{f, std::to_string(r[f]) + " is out of range"};
+                }
+                for (py::ssize_t i = t0; i < t1; ++i) {
+                    if (i == far_row) {
+                        err_of[t] = np::ValidationError{far_field, std::to_string(far_value) + " is out of range"};
                         bad_of[t] = i;
                         return;
                     }
+                    std::int64_t* r = out + i * np::kNumFields;
+                    // a row equal to one prepared before gets its prepared form (a repeated row is valid: the
+                    // first was)
+                    const std::uint64_t h = PreparedCache::hash(r);
+                    if (const np::LayerRow* hit = cache.find(r, h)) {
+                        std::copy(hit->begin(), hit->end(), r);
+                        continue;
+                    }
+                    np::LayerRow raw_row;
+                    std::copy(r, r + np::kNumFields, raw_row.begin());
+                    np::ValidationError e = np::prepare(r);
+                    if (e) {
+                        err_of[t] = std::move(e);
+                        bad_of[t] = i;
+                        return;
+                    }
+                    np::LayerRow prepared;
+                    std::copy(r, r + np::kNumFields, prepared.begin());
+                    cache.insert(raw_row.data(), h, prepared);
                 }
-                // a row equal to one prepared before gets its prepared form (a repeated row is valid: the first was)
-                const std::uint64_t h = PreparedCache::hash(r);
-                if (const np::LayerRow* hit = cache.find(r, h)) {
-                    std::copy(hit->begin(), hit->end(), r);
-                    continue;
-                }
-                np::LayerRow raw_row;
-                std::copy(r, r + np::kNumFields, raw_row.begin());
-                np::ValidationError e = np::prepare(r);
-                if (e) {
-                    err_of[t] = std::move(e);
-                    bad_of[t] = i;
-                    return;
-                }
-                np::LayerRow prepared;
-                std::copy(r, r + np::kNumFields, prepared.begin());
-                cache.insert(raw_row.data(), h, prepared);
             }
         };
         std::vector<std::thread> pool;
@@ -507,7 +529,130 @@ std::tuple<py::array_t<std::int32_t>, py::array_t<std::int64_t>> distinct(const 
     return {codes, firsts};
 }
 
+py::tuple strings_out(const np::CsvStrings& s) {
+    py::array_t<std::int32_t> offsets(static_cast<py::ssize_t>(s.offsets.size()));
+    std::copy(s.offsets.begin(), s.offsets.end(), offsets.mutable_data());
+    py::array_t<std::uint8_t> valid(static_cast<py::ssize_t>(s.valid.size()));
+    std::copy(s.valid.begin(), s.valid.end(), valid.mutable_data());
+    return py::make_tuple(offsets, py::bytes(s.data), valid);
+}
+
+// The fast CSV path (csv.hpp) over byte ranges of `text` (each a run of whole records), one thread per range,
+// then every row normalized and validated (repeated rows once). None when any range holds what the fast path
+// does not read or any row is invalid: the caller then reads the text the general way, which names the problem.
+py::object parse_csv_block(const py::bytes& text, const std::vector<std::pair<std::size_t, std::size_t>>& ranges,
+                           const py::list& roles, std::size_t n_extras, const std::vector<std::string>& types,
+                           const std::vector<std::string>& dtypes) {
+    std::vector<np::CsvRole> rs;
+    for (const py::handle item : roles) {
+        const py::tuple t = item.cast<py::tuple>();
+        const std::string kind = t[0].cast<std::string>();
+        np::CsvRole r;
+        if (kind == "skip") r.kind = np::CsvRole::Kind::Skip;
+        else if (kind == "arch") r.kind = np::CsvRole::Kind::Arch;
+        else if (kind == "layer") r.kind = np::CsvRole::Kind::Layer;
+        else if (kind == "type") r.kind = np::CsvRole::Kind::Type;
+        else if (kind == "dtype") r.kind = np::CsvRole::Kind::DType;
+        else if (kind == "int") {
+            r.kind = np::CsvRole::Kind::Int;
+            r.field = t[1].cast<int>();
+            r.field2 = t[2].cast<int>();
+            if (r.field < 0 || r.field >= np::kNumFields || r.field2 < -1 || r.field2 >= np::kNumFields)
+                throw std::invalid_argument("int role: field out of range");
+        } else if (kind == "extra") {
+            r.kind = np::CsvRole::Kind::Extra;
+            r.extra = t[1].cast<int>();
+            if (r.extra < 0 || static_cast<std::size_t>(r.extra) >= n_extras)
+                throw std::invalid_argument("extra role: index out of range");
+        } else {
+            throw std::invalid_argument("unknown role " + kind);
+        }
+        rs.push_back(r);
+    }
+    if (rs.empty()) throw std::invalid_argument("no columns");
+    char* data = nullptr;
+    py::ssize_t len = 0;
+    if (PyBytes_AsStringAndSize(text.ptr(), &data, &len) != 0) throw py::error_already_set();
+    for (const auto& [a, b] : ranges)
+        if (a > b || b > static_cast<std::size_t>(len)) throw std::invalid_argument("range out of the text");
+    std::vector<np::CsvBlock> blocks(ranges.size());
+    bool ok = true;
+    {
+        py::gil_scoped_release release;
+        std::vector<char> good(ranges.size(), 1);
+        auto work = [&](std::size_t k) {
+            np::CsvBlock& b = blocks[k];
+            if (!np::parse_csv(data + ranges[k].first, ranges[k].second - ranges[k].first, rs, n_extras, types,
+                               dtypes, &b)) {
+                good[k] = 0;
+                return;
+            }
+            np::RowCache<np::LayerRow> cache;
+            for (std::size_t i = 0; i < b.n; ++i) {
+                std::int64_t* r = b.rows.data() + i * np::kNumFields;
+                const std::uint64_t h = np::RowCache<np::LayerRow>::hash(r);
+                if (const np::LayerRow* hit = cache.find(r, h)) {
+                    std::copy(hit->begin(), hit->end(), r);
+                    continue;
+                }
+                np::LayerRow raw;
+                std::copy(r, r + np::kNumFields, raw.begin());
+                if (np::prepare(r)) {
+                    good[k] = 0;
+                    return;
+                }
+                np::LayerRow prepared;
+                std::copy(r, r + np::kNumFields, prepared.begin());
+                cache.insert(raw.data(), h, prepared);
+            }
+        };
+        std::vector<std::thread> pool;
+        for (std::size_t k = 1; k < ranges.size(); ++k) pool.emplace_back(work, k);
+        if (!ranges.empty()) work(0);
+        for (auto& th : pool) th.join();
+        for (char g : good) ok = ok && g;
+    }
+    if (!ok) return py::none();
+    // the ranges' results, back to back (rows copied once, into the array returned)
+    std::size_t n = 0, arch_bytes = 0, layer_bytes = 0;
+    for (const np::CsvBlock& b : blocks) {
+        n += b.n;
+        arch_bytes += b.arch.data.size();
+        layer_bytes += b.layer.data.size();
+    }
+    if (arch_bytes > static_cast<std::size_t>(INT32_MAX) || layer_bytes > static_cast<std::size_t>(INT32_MAX))
+        return py::none();
+    py::array_t<std::int64_t> rows({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(np::kNumFields)});
+    {
+        std::int64_t* to = rows.mutable_data();
+        for (const np::CsvBlock& b : blocks) to = std::copy(b.rows.begin(), b.rows.end(), to);
+    }
+    auto joined = [&](auto pick) {
+        np::CsvStrings all;
+        for (const np::CsvBlock& b : blocks) {
+            const np::CsvStrings& from = pick(b);
+            const std::int32_t base = all.offsets.back();
+            for (std::size_t i = 1; i < from.offsets.size(); ++i) all.offsets.push_back(base + from.offsets[i]);
+            all.data.append(from.data);
+            all.valid.insert(all.valid.end(), from.valid.begin(), from.valid.end());
+        }
+        return strings_out(all);
+    };
+    py::list extras;
+    for (std::size_t j = 0; j < n_extras; ++j)
+        extras.append(joined([j](const np::CsvBlock& b) -> const np::CsvStrings& { return b.extras[j]; }));
+    py::dict out;
+    out["rows"] = rows;
+    out["arch"] = joined([](const np::CsvBlock& b) -> const np::CsvStrings& { return b.arch; });
+    out["layer"] = joined([](const np::CsvBlock& b) -> const np::CsvStrings& { return b.layer; });
+    out["extras"] = extras;
+    return out;
+}
+
 void bind_model(py::module_& m) {
+    m.def("parse_csv_block", &parse_csv_block, py::arg("text"), py::arg("ranges"), py::arg("roles"),
+          py::arg("n_extras"), py::arg("types"), py::arg("dtypes"),
+          "Plain CSV records straight into prepared layer rows and name buffers, or None (read it the general way).");
     m.def("distinct", &distinct, py::arg("rows"), py::arg("columns"),
           "(code per row, first row of each code) of the distinct values of some columns, in order of first "
           "appearance.");

@@ -201,7 +201,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         _skipped_note(archs)
         blocks: Any = iter([layer_table(archs, args.table)])
     else:
-        blocks = prefetch(read_blocks(args.table, extra={"error"}))
+        blocks = prefetch(read_blocks(args.table, extra={"error"}, whole=True))
     parts = {f: i for i, f in enumerate(files)}
     names = [_part_name(args.table, f) for f in files]
 

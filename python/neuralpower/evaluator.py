@@ -437,7 +437,7 @@ class Model:
                 from .table import read_layer_table
 
                 return self.score_table(read_layer_table(archs), per_layer=True, threads=threads)
-            totals = score_blocks(self, prefetch(read_blocks(archs, extra={"error"})), threads=threads)
+            totals = score_blocks(self, prefetch(read_blocks(archs, extra={"error"}, whole=True)), threads=threads)
             return Scores(
                 arch=totals.names,
                 layers=totals.layers.copy(),

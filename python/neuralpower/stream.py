@@ -17,6 +17,7 @@ import concurrent.futures
 import contextlib
 import csv
 import io
+import itertools
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,9 +29,11 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import _evaluator as _ev
 from .errors import InputError
-from .layers import LAYER_TYPES
+from .layers import AXIS_PAIRS, DTYPES, FIELD_INDEX, FIELDS, LAYER_TYPES
 from .table import (
+    _KNOWN,
     LayerTable,
     _csv_error,
     _csv_header,
@@ -93,12 +96,16 @@ def read_blocks(
     *,
     block_bytes: int | None = None,
     block_rows: int | None = None,
+    whole: bool = False,
 ) -> Iterator[LayerTable]:
     """The validated blocks of a layer table (a CSV or Parquet file, or a folder of Parquet files), in order.
 
     ``extra`` names the columns beyond the layer-table format to keep (default: all). ``block_bytes`` and
     ``block_rows`` default to :data:`BLOCK_BYTES` and :data:`BLOCK_ROWS`. Each block's
-    :attr:`~neuralpower.table.LayerTable.first` is its first row's index in its file.
+    :attr:`~neuralpower.table.LayerTable.first` is its first row's index in its file. With ``whole``, a
+    block ends between architectures: the rows of the architecture a block ends in are held back and lead
+    the next block of the same file (unless they alone outgrow a few blocks), so that each architecture is
+    evaluated in one pass, its sums in the order of a whole-table read.
 
     Raises
     ------
@@ -115,14 +122,73 @@ def read_blocks(
         fmt = table_format(file)
         rows = 0
         parts = _parquet_parts(file, extra, block_rows) if fmt == "parquet" else _csv_parts(file, extra, block_bytes)
-        for table, first in parts:
-            rows += table.num_rows
-            yield _parse(file, fmt, table, first)
+        tables = (t if isinstance(t, LayerTable) else _parse(file, fmt, t, first) for t, first in parts)
+        for table in _whole_architectures(tables, 4 * block_rows) if whole else tables:
+            rows += len(table)
+            yield table
         if rows == 0 and not folder:
             raise InputError("the table has a header but no rows", path=file)
         any_rows = any_rows or rows > 0
     if not any_rows:
         raise InputError("no file of the folder holds a row", path=os.fspath(path))
+
+
+def _whole_architectures(blocks: Iterable[LayerTable], most: int) -> Iterator[LayerTable]:
+    """Blocks of one file, each ending between architectures: the trailing run of rows of a block's last
+    architecture leads the next block (rows that follow it in the file), unless it holds more than ``most``."""
+    held: LayerTable | None = None
+    for block in blocks:
+        codes = np.asarray(block.arch_encoded().indices.to_numpy(zero_copy_only=False))
+        if len(codes) == 0:
+            continue
+        if held is not None:
+            # the held rows and the run of the same architecture this block starts with: a small block of their
+            # own (joining them to the whole block would copy it)
+            name = held.arch_encoded().dictionary[0].as_py()
+            lead = 0
+            if block.arch_encoded().dictionary[int(codes[0])].as_py() == name:
+                change = np.flatnonzero(codes != codes[0])
+                lead = int(change[0]) if len(change) else len(block)
+            joined = _joined(held, _rows_of(block, 0, lead)) if lead else held
+            held = None
+            if lead == len(block) and len(joined) <= most:
+                held = joined  # the architecture goes on into the next block
+                continue
+            yield joined
+            if lead == len(block):
+                continue
+            block = _rows_of(block, lead, len(block))
+            codes = codes[lead:]
+        change = np.flatnonzero(codes != codes[-1])
+        start = int(change[-1]) + 1 if len(change) else 0
+        if 0 < len(block) - start <= most:
+            if start == 0:
+                held = block
+                continue
+            held = _rows_of(block, start, len(block))
+            block = _rows_of(block, 0, start)
+        yield block
+    if held is not None:
+        yield held
+
+
+def _rows_of(table: LayerTable, a: int, b: int) -> LayerTable:
+    """Rows ``a`` to ``b`` of a block, a block of its own (numbered from its place in the file)."""
+    if a == 0 and b == len(table):
+        return table
+    return LayerTable(
+        table.path, table.rows[a:b], table.arch_column.slice(a, b - a), table.layer_column.slice(a, b - a),
+        table.extra.slice(a, b - a), table.fmt, table.first + a,
+    )
+
+
+def _joined(a: LayerTable, b: LayerTable) -> LayerTable:
+    """Two blocks of a file that follow each other, as one."""
+    extra = pa.concat_tables([a.extra, b.extra], promote_options="permissive") if a.extra.num_columns else b.extra
+    return LayerTable(
+        b.path, np.concatenate([a.rows, b.rows]), pa.concat_arrays([a.arch_column, b.arch_column]),
+        pa.concat_arrays([a.layer_column.cast(pa.string()), b.layer_column.cast(pa.string())]), extra, b.fmt, a.first,
+    )
 
 
 def prefetch(blocks: Iterator[LayerTable]) -> Iterator[LayerTable]:
@@ -147,7 +213,14 @@ def _parquet_parts(path: str, extra: Collection[str] | None, block_rows: int) ->
         return InputError(f"not a valid Parquet file: {first}", path=path)
 
     try:
-        pf = pq.ParquetFile(path)
+        schema = pq.read_schema(path)
+        # type and dtype (a few names each) read as the file's dictionaries, not as a string per row
+        names = [
+            f.name
+            for f in schema
+            if f.name.strip().lower() in ("type", "dtype") and pa.types.is_string(f.type)
+        ]
+        pf = pq.ParquetFile(path, read_dictionary=names)
         columns = None if extra is None else _wanted(pf.schema_arrow.names, extra)
         batches = pf.iter_batches(batch_size=block_rows, columns=columns)
     except (pa.ArrowException, OSError) as e:
@@ -170,10 +243,10 @@ def _quotes(buf: bytes, end: int) -> int:
     return int(np.count_nonzero(np.frombuffer(buf, dtype=np.uint8, count=end) == 34))
 
 
-def _record_end(buf: bytes) -> int | None:
-    """The index just past the last newline of ``buf`` that ends a record (one outside quotes: an even number
-    of quote characters before it), or None."""
-    pos = buf.rfind(b"\n")
+def _record_end(buf: bytes, end: int | None = None) -> int | None:
+    """The index just past the last newline of ``buf[:end]`` that ends a record (one outside quotes: an even
+    number of quote characters before it), or None."""
+    pos = buf.rfind(b"\n", 0, len(buf) if end is None else end)
     if pos < 0:
         return None
     quotes = _quotes(buf, pos)
@@ -200,7 +273,100 @@ def _first_record_end(buf: bytes) -> int | None:
         start = pos + 1
 
 
-def _csv_parts(path: str, extra: Collection[str] | None, block_bytes: int) -> Iterator[tuple[pa.Table, int]]:
+def _fast_roles(names: list[str], extra: Collection[str] | None) -> tuple[list[tuple[Any, ...]], list[str]] | None:
+    """The roles of a CSV header's columns for the core's fast reader, and the extra columns it keeps; None
+    when the fast reader does not apply (every column kept, a column twice, a pair column beside one of its
+    axes)."""
+    if extra is None:
+        return None
+    roles: list[tuple[Any, ...]] = []
+    kept: list[str] = []
+    seen: set[str] = set()
+    keys = [n.strip().lower() if n.strip().lower() in _KNOWN else n for n in names]
+    if len(set(keys)) != len(keys):
+        return None
+    for name, key in zip(names, keys, strict=True):
+        seen.add(key)
+        if key in ("arch", "layer", "type", "dtype"):
+            roles.append((key,))
+        elif key in AXIS_PAIRS:
+            fh, fw = AXIS_PAIRS[key]
+            if fh in keys or fw in keys:
+                return None
+            roles.append(("int", FIELD_INDEX[fh], FIELD_INDEX[fw]))
+        elif key in FIELD_INDEX:
+            roles.append(("int", FIELD_INDEX[key], -1))
+        elif name in extra:
+            roles.append(("extra", len(kept)))
+            kept.append(name)
+        else:
+            roles.append(("skip",))
+    if "type" not in seen:
+        return None
+    return roles, kept
+
+
+def _strings_array(offsets: npt.NDArray[np.int32], data: bytes, valid: npt.NDArray[np.uint8] | None) -> pa.Array:
+    n = len(offsets) - 1
+    bitmap = None
+    nulls = 0
+    if valid is not None and not valid.all():
+        bitmap = pa.py_buffer(np.packbits(valid.astype(bool), bitorder="little"))
+        nulls = int(n - valid.sum())
+    return pa.Array.from_buffers(pa.string(), n, [bitmap, pa.py_buffer(offsets), pa.py_buffer(data)], nulls)
+
+
+def _parse_fast(
+    path: str, text: bytes, first: int, roles: list[tuple[Any, ...]], kept: list[str]
+) -> LayerTable | None:
+    """A CSV block read by the core's fast reader, or None when it does not apply to this text (the general
+    reader then reads it, and says what is wrong if anything is)."""
+    threads = max(1, min(os.cpu_count() or 1, len(text) // (1 << 20) + 1))
+    cuts = [0]
+    for k in range(1, threads):
+        end = _record_end(text, k * len(text) // threads)
+        if end is not None and end > cuts[-1]:
+            cuts.append(end)
+    cuts.append(len(text))
+    out = _ev.parse_csv_block(
+        text, list(itertools.pairwise(cuts)), roles, len(kept), list(LAYER_TYPES), list(DTYPES)
+    )
+    if out is None:
+        return None
+    rows = out["rows"]
+    n = len(rows)
+    if n == 0:
+        return None
+    present = np.flatnonzero(np.bincount(rows[:, 0], minlength=len(LAYER_TYPES)))
+    supplied = {FIELDS[f] for r in roles if r[0] == "int" for f in r[1:] if f >= 0}
+    if any(FIELDS[f] not in supplied for code in present for f in _ev.type_required_fields(int(code))):
+        return None  # a missing column: the general reader names it
+    if any(r[0] == "arch" for r in roles):
+        arch = _strings_array(out["arch"][0], out["arch"][1], None)
+    else:
+        arch = pa.array([Path(path).stem] * n, pa.string())
+    encoded = arch.dictionary_encode()
+    if not pc.all(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(encoded.dictionary)), 0)).as_py():
+        return None  # a blank name: the general reader names its row
+    has_layer = any(r[0] == "layer" for r in roles)
+    layer = _strings_array(*out["layer"]) if has_layer else pa.nulls(n, pa.string())
+    columns = {}
+    for name, strings in zip(kept, out["extras"], strict=True):
+        column = _strings_array(*strings)
+        for t in (pa.int64(), pa.float64()):  # numbers as numbers, as the general reader infers them
+            try:
+                column = column.cast(t)
+                break
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue
+        columns[name] = column
+    extra = pa.table(columns) if columns else pa.table({"_": pa.nulls(n)}).drop_columns(["_"])
+    return LayerTable(path, rows, arch, layer, extra, "csv", first, _encoded=encoded)
+
+
+def _csv_parts(
+    path: str, extra: Collection[str] | None, block_bytes: int
+) -> Iterator[tuple[pa.Table | LayerTable, int]]:
     """A CSV file as tables of about ``block_bytes`` of text each, split between records."""
     import pyarrow.csv as pacsv
 
@@ -216,8 +382,16 @@ def _csv_parts(path: str, extra: Collection[str] | None, block_bytes: int) -> It
     except (UnicodeDecodeError, OSError, EOFError) as e:
         raise _csv_error(path, e) from None
     include = _wanted(names, extra)
+    fast = _fast_roles(names, extra)
 
-    def parse(text: bytes) -> pa.Table:
+    def parse(text: bytes, first: int) -> pa.Table | LayerTable:
+        if fast is not None:
+            table = _parse_fast(path, text, first, *fast)
+            if table is not None:
+                return table
+        return parse_general(text)
+
+    def parse_general(text: bytes) -> pa.Table:
         def read(integers: bool) -> pa.Table:
             return pacsv.read_csv(
                 pa.BufferReader(text),
@@ -266,10 +440,10 @@ def _csv_parts(path: str, extra: Collection[str] | None, block_bytes: int) -> It
                     continue
                 body, pending = pending[:cut], pending[cut:]
                 if body and not body.isspace():
-                    table = parse(body)
-                    if table.num_rows:
+                    table = parse(body, first)
+                    if len(table):
                         yield table, first
-                        first += table.num_rows
+                        first += len(table)
                 if eof and not pending:
                     return
     except (OSError, EOFError, pa.ArrowException) as e:
