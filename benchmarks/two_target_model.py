@@ -6,6 +6,9 @@ noise) before the fit: the values are not a GPU's, but the model has the shape o
 (a sparse polynomial per type and target), which is what the evaluator's speed depends on.
 
     python benchmarks/two_target_model.py OUT.json
+
+The speed benchmarks read the copy in benchmarks/models/two-target-cpu-synthetic-power.json (written by
+this script; the fit is deterministic, seed 0).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import pyarrow.compute as pc
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "data" / "cpu" / "fp32" / "layers.csv"
+MODEL = Path(__file__).resolve().parent / "models" / "two-target-cpu-synthetic-power.json"
 
 
 def power_table(path: str) -> None:

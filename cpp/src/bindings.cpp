@@ -151,22 +151,25 @@ std::tuple<py::array_t<std::int64_t>, py::ssize_t, int, std::string> prepare_col
                     std::int64_t* r = out + i * np::kNumFields;
                     // a row equal to one prepared before gets its prepared form (a repeated row is valid: the
                     // first was)
-                    const std::uint64_t h = PreparedCache::hash(r);
-                    if (const np::LayerRow* hit = cache.find(r, h)) {
+                    const bool cached = cache.use();
+                    const std::uint64_t h = cached ? PreparedCache::hash(r) : 0;
+                    if (const np::LayerRow* hit = cached ? cache.find(r, h) : nullptr) {
                         std::copy(hit->begin(), hit->end(), r);
                         continue;
                     }
                     np::LayerRow raw_row;
-                    std::copy(r, r + np::kNumFields, raw_row.begin());
+                    if (cached) std::copy(r, r + np::kNumFields, raw_row.begin());
                     np::ValidationError e = np::prepare(r);
                     if (e) {
                         err_of[t] = std::move(e);
                         bad_of[t] = i;
                         return;
                     }
-                    np::LayerRow prepared;
-                    std::copy(r, r + np::kNumFields, prepared.begin());
-                    cache.insert(raw_row.data(), h, prepared);
+                    if (cached) {
+                        np::LayerRow prepared;
+                        std::copy(r, r + np::kNumFields, prepared.begin());
+                        cache.insert(raw_row.data(), h, prepared);
+                    }
                 }
             }
         };
@@ -590,20 +593,23 @@ py::object parse_csv_block(const py::bytes& text, const std::vector<std::pair<st
             np::RowCache<np::LayerRow> cache;
             for (std::size_t i = 0; i < b.n; ++i) {
                 std::int64_t* r = b.rows.data() + i * np::kNumFields;
-                const std::uint64_t h = np::RowCache<np::LayerRow>::hash(r);
-                if (const np::LayerRow* hit = cache.find(r, h)) {
+                const bool cached = cache.use();
+                const std::uint64_t h = cached ? np::RowCache<np::LayerRow>::hash(r) : 0;
+                if (const np::LayerRow* hit = cached ? cache.find(r, h) : nullptr) {
                     std::copy(hit->begin(), hit->end(), r);
                     continue;
                 }
                 np::LayerRow raw;
-                std::copy(r, r + np::kNumFields, raw.begin());
+                if (cached) std::copy(r, r + np::kNumFields, raw.begin());
                 if (np::prepare(r)) {
                     good[k] = 0;
                     return;
                 }
-                np::LayerRow prepared;
-                std::copy(r, r + np::kNumFields, prepared.begin());
-                cache.insert(raw.data(), h, prepared);
+                if (cached) {
+                    np::LayerRow prepared;
+                    std::copy(r, r + np::kNumFields, prepared.begin());
+                    cache.insert(raw.data(), h, prepared);
+                }
             }
         };
         std::vector<std::thread> pool;

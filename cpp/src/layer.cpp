@@ -529,10 +529,11 @@ void compute_info_rows(const std::int64_t* rows, std::size_t n, std::int64_t* in
     RowCache<InfoRow> cache;  // a row equal to one seen before has its info
     for (std::size_t i = 0; i < n; ++i) {
         const std::int64_t* row = rows + i * kNumFields;
-        const std::uint64_t h = RowCache<InfoRow>::hash(row);
-        const InfoRow* hit = cache.find(row, h);
+        const bool cached = cache.use();
+        const std::uint64_t h = cached ? RowCache<InfoRow>::hash(row) : 0;
+        const InfoRow* hit = cached ? cache.find(row, h) : nullptr;
         const InfoRow r = hit != nullptr ? *hit : compute_info(row);
-        if (hit == nullptr) cache.insert(row, h, r);
+        if (cached && hit == nullptr) cache.insert(row, h, r);
         std::copy(r.begin(), r.end(), info + i * kNumInfo);
     }
 }

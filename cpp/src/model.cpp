@@ -250,7 +250,8 @@ std::ptrdiff_t Model::evaluate(const std::int64_t* rows, std::size_t n, LayerRes
     for (std::size_t i = 0; i < n; ++i) {
         const std::int64_t* r = rows + i * kNumFields;
         std::uint64_t h = 0;
-        if (cache != nullptr) {
+        const bool cached = cache != nullptr && cache->use();
+        if (cached) {
             h = ResultCache::hash(r);
             if (const LayerResult* hit = cache->find(r, h)) {
                 out[i] = *hit;
@@ -288,7 +289,7 @@ std::ptrdiff_t Model::evaluate(const std::int64_t* rows, std::size_t n, LayerRes
             extrapolated |= v < tm.range_lo[k] || v > tm.range_hi[k];
         }
         res.extrapolated = extrapolated;
-        if (cache != nullptr) cache->insert(r, h, res);
+        if (cached) cache->insert(r, h, res);
     }
     return -1;
 }

@@ -2,7 +2,9 @@
 //
 // Tables of candidate architectures repeat the same layer configurations many times over (a search space has
 // far fewer distinct layers than candidates x depth): a row equal to one already seen gets the same result
-// without computing it again. When full it starts over, so memory stays bounded. One per thread.
+// without computing it again. When full it starts over, so memory stays bounded. Where rows hardly repeat
+// (under 1 in 20 of a window found), it stands aside for a while, costing nothing, then tries again. One per
+// thread.
 //
 // Plain C++17, no Python headers.
 #pragma once
@@ -33,8 +35,29 @@ public:
         return x ^ (x >> 32);
     }
 
+    // Whether to look the next row up (false while standing aside).
+    bool use() {
+        if (resting_ > 0) {
+            --resting_;
+            return false;
+        }
+        if (lookups_ >= kWindow) {
+            if (hits_ * 20 < lookups_) resting_ = kRest;
+            lookups_ = hits_ = 0;
+            return resting_ == 0;
+        }
+        return true;
+    }
+
     // The value cached for `row` (whose hash is `h`), or null.
-    const Value* find(const std::int64_t* row, std::uint64_t h) const {
+    const Value* find(const std::int64_t* row, std::uint64_t h) {
+        ++lookups_;
+        const Value* found = lookup(row, h);
+        hits_ += found != nullptr;
+        return found;
+    }
+
+    const Value* lookup(const std::int64_t* row, std::uint64_t h) const {
         if (slot_.empty()) return nullptr;
         const std::size_t mask = slot_.size() - 1;
         for (std::size_t s = h & mask;; s = (s + 1) & mask) {
@@ -63,6 +86,9 @@ public:
 
 private:
     static constexpr std::size_t kMaxEntries = std::size_t{1} << 14;  // distinct rows kept (slots: twice that)
+    static constexpr std::size_t kWindow = std::size_t{1} << 14;      // lookups judged at a time
+    static constexpr std::size_t kRest = std::size_t{1} << 18;        // rows skipped when they hardly repeat
+    std::size_t lookups_ = 0, hits_ = 0, resting_ = 0;
     std::vector<std::int32_t> slot_;                                  // -1: empty; else an entry's index
     std::vector<std::uint64_t> hash_;
     std::vector<std::int64_t> keys_;  // kNumFields per entry
