@@ -26,3 +26,19 @@ def model_doc(layer_types: dict[str, Any], **extra: Any) -> dict[str, Any]:
         "executor": "test", "dtype": "fp32", "software": {}, "features": list(FEATURES), "layer_types": layer_types,
         **extra,
     }
+
+
+def varying_model_doc(layer_types: list[str]) -> dict[str, Any]:
+    """A model of every given layer type whose runtime and power vary with the layer (so that sums and
+    bottlenecks are not ties of zeros): runtime = 1e-9 flops + 2e-9 bytes + 1e-4 ms, power = 20 + 2 log1p(bytes)
+    W."""
+    runtime = {"kind": "roofline", "ms_per_flop": 1e-9, "ms_per_byte": 2e-9, "overhead": 1e-4}
+    power = {
+        "kind": "poly",
+        "target": "plain",
+        "degree": 1,
+        "inputs": [{"feature": "bytes_moved", "transform": "log1p"}],
+        "intercept": 20.0,
+        "terms": [{"powers": [[0, 1]], "coef": 2.0}],
+    }
+    return model_doc({t: layer_entry(runtime, power) for t in layer_types})

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from model_docs import layer_entry, model_doc
+from model_docs import varying_model_doc
 
 import neuralpower as npw
 from neuralpower import InputError, zoo
@@ -30,17 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    runtime = {"kind": "roofline", "ms_per_flop": 1e-9, "ms_per_byte": 2e-9, "overhead": 1e-4}
-    power = {
-        "kind": "poly",
-        "target": "plain",
-        "degree": 1,
-        "inputs": [{"feature": "bytes_moved", "transform": "log1p"}],
-        "intercept": 20.0,
-        "terms": [{"powers": [[0, 1]], "coef": 2.0}],
-    }
     path = tmp_path_factory.mktemp("m") / "model.json"
-    path.write_text(json.dumps(model_doc({t: layer_entry(runtime, power) for t in LAYER_TYPES})))
+    path.write_text(json.dumps(varying_model_doc(LAYER_TYPES)))
     return path
 
 

@@ -15,7 +15,7 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from model_docs import layer_entry, model_doc
+from model_docs import varying_model_doc
 
 import neuralpower as npw
 from neuralpower import InputError, stream
@@ -29,20 +29,8 @@ CANDIDATES = ROOT / "examples" / "candidates.csv.gz"
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model of every layer type with runtime and power that vary with the layer (so bottlenecks and sums are
-    not ties of zeros): runtime = 1e-9 flops + 2e-9 bytes + 1e-4 ms, power = 20 + 2 log1p(bytes)."""
-    runtime = {"kind": "roofline", "ms_per_flop": 1e-9, "ms_per_byte": 2e-9, "overhead": 1e-4}
-    power = {
-        "kind": "poly",
-        "target": "plain",
-        "degree": 1,
-        "inputs": [{"feature": "bytes_moved", "transform": "log1p"}],
-        "intercept": 20.0,
-        "terms": [{"powers": [[0, 1]], "coef": 2.0}],
-    }
-    doc = model_doc({t: layer_entry(runtime, power) for t in LAYER_TYPES})
     path = tmp_path_factory.mktemp("m") / "model.json"
-    path.write_text(json.dumps(doc))
+    path.write_text(json.dumps(varying_model_doc(LAYER_TYPES)))
     return path
 
 

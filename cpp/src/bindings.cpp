@@ -57,6 +57,28 @@ std::tuple<py::ssize_t, int, std::string> prepare(py::array_t<std::int64_t> rows
     return {bad, err.field, err.message};
 }
 
+using PreparedCache = np::RowCache<np::LayerRow>;
+
+// Normalizes and validates a row in place (np::prepare); a row equal to one prepared before gets its prepared
+// form from the cache (a repeated row is valid: the first was).
+np::ValidationError prepare_cached(std::int64_t* r, PreparedCache* cache) {
+    const bool cached = cache->use();
+    const std::uint64_t h = cached ? PreparedCache::hash(r) : 0;
+    if (const np::LayerRow* hit = cached ? cache->find(r, h) : nullptr) {
+        std::copy(hit->begin(), hit->end(), r);
+        return {};
+    }
+    np::LayerRow raw;
+    if (cached) std::copy(r, r + np::kNumFields, raw.begin());
+    np::ValidationError e = np::prepare(r);
+    if (!e && cached) {
+        np::LayerRow prepared;
+        std::copy(r, r + np::kNumFields, prepared.begin());
+        cache->insert(raw.data(), h, prepared);
+    }
+    return e;
+}
+
 // Builds rows from one array per field (None: every row leaves the field empty; a tuple (values, validity,
 // offset): an Arrow column, whose values are empty where bit offset + i of the validity bitmap is 0), then
 // normalizes and validates them, in one pass over memory. Returns (rows, bad_row, field, message) as prepare
@@ -104,7 +126,6 @@ std::tuple<py::array_t<std::int64_t>, py::ssize_t, int, std::string> prepare_col
     {
         py::gil_scoped_release release;
         auto work = [&](int t) {
-            using PreparedCache = np::RowCache<np::LayerRow>;
             PreparedCache cache;
             const py::ssize_t begin = n * t / n_threads, end = n * (t + 1) / n_threads;
             // Rows are built a tile at a time, one column after another (each read in order, the tile in cache),
@@ -148,27 +169,11 @@ std::tuple<py::array_t<std::int64_t>, py::ssize_t, int, std::string> prepare_col
                         bad_of[t] = i;
                         return;
                     }
-                    std::int64_t* r = out + i * np::kNumFields;
-                    // a row equal to one prepared before gets its prepared form (a repeated row is valid: the
-                    // first was)
-                    const bool cached = cache.use();
-                    const std::uint64_t h = cached ? PreparedCache::hash(r) : 0;
-                    if (const np::LayerRow* hit = cached ? cache.find(r, h) : nullptr) {
-                        std::copy(hit->begin(), hit->end(), r);
-                        continue;
-                    }
-                    np::LayerRow raw_row;
-                    if (cached) std::copy(r, r + np::kNumFields, raw_row.begin());
-                    np::ValidationError e = np::prepare(r);
+                    np::ValidationError e = prepare_cached(out + i * np::kNumFields, &cache);
                     if (e) {
                         err_of[t] = std::move(e);
                         bad_of[t] = i;
                         return;
-                    }
-                    if (cached) {
-                        np::LayerRow prepared;
-                        std::copy(r, r + np::kNumFields, prepared.begin());
-                        cache.insert(raw_row.data(), h, prepared);
                     }
                 }
             }
@@ -590,25 +595,11 @@ py::object parse_csv_block(const py::bytes& text, const std::vector<std::pair<st
                 good[k] = 0;
                 return;
             }
-            np::RowCache<np::LayerRow> cache;
+            PreparedCache cache;
             for (std::size_t i = 0; i < b.n; ++i) {
-                std::int64_t* r = b.rows.data() + i * np::kNumFields;
-                const bool cached = cache.use();
-                const std::uint64_t h = cached ? np::RowCache<np::LayerRow>::hash(r) : 0;
-                if (const np::LayerRow* hit = cached ? cache.find(r, h) : nullptr) {
-                    std::copy(hit->begin(), hit->end(), r);
-                    continue;
-                }
-                np::LayerRow raw;
-                if (cached) std::copy(r, r + np::kNumFields, raw.begin());
-                if (np::prepare(r)) {
+                if (prepare_cached(b.rows.data() + i * np::kNumFields, &cache)) {
                     good[k] = 0;
                     return;
-                }
-                if (cached) {
-                    np::LayerRow prepared;
-                    std::copy(r, r + np::kNumFields, prepared.begin());
-                    cache.insert(raw.data(), h, prepared);
                 }
             }
         };

@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import _evaluator as _ev
-from ._text import text_table
 from .errors import InputError
 from .layers import DTYPE_CODE, DTYPES, FIELD_INDEX, INFO, LAYER_TYPES, Architecture, network_totals, prepare_rows
 
@@ -76,6 +75,17 @@ def config_text(values: Sequence[int]) -> str:
     if t == _SHUFFLE:
         parts.append(f"g{groups}")
     return " ".join(parts)
+
+
+def _counts(info: npt.NDArray[np.int64], name: str) -> npt.NDArray[np.int64]:
+    """One count per layer, from its info rows: macs, flops, params, bytes_read, bytes_written or bytes."""
+    if name == "bytes_read":
+        return info[:, _I["bytes_input"]] + info[:, _I["bytes_weights"]]
+    if name == "bytes_written":
+        return info[:, _I["bytes_output"]]
+    if name == "bytes":
+        return info[:, _I["bytes_input"]] + info[:, _I["bytes_weights"]] + info[:, _I["bytes_output"]]
+    return info[:, _I[name]]
 
 
 def _per_distinct(columns: npt.NDArray[np.int64], make: Callable[[Sequence[int]], Any]) -> list[Any]:
@@ -204,14 +214,7 @@ class Listing:
 
     def counts(self, name: str) -> npt.NDArray[np.int64]:
         """One count per layer: macs, flops, params, bytes_read, bytes_written or bytes."""
-        i = self.info
-        if name == "bytes_read":
-            return i[:, _I["bytes_input"]] + i[:, _I["bytes_weights"]]
-        if name == "bytes_written":
-            return i[:, _I["bytes_output"]]
-        if name == "bytes":
-            return i[:, _I["bytes_input"]] + i[:, _I["bytes_weights"]] + i[:, _I["bytes_output"]]
-        return i[:, _I[name]]
+        return _counts(self.info, name)
 
     def records(self) -> list[dict[str, Any]]:
         """One object per layer: what ``--format json`` writes as ``per_layer``."""
@@ -228,61 +231,23 @@ class Listing:
         keys = list(columns)
         return [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
-    # -- output -------------------------------------------------------------------------------------------
+    # -- output (the same writer as a table's, one part) -------------------------------------------------
     def write_json(self, out: TextIO) -> None:
-        """One JSON object: name, batch, dtype, the totals, meta and per_layer (one layer object a line, so
-        that a million layers are written by the C encoder, not the indenting Python one)."""
-        head = {"name": self.name, "batch": self.batch, "dtype": self.dtype, **self.totals(), "meta": self.meta}
-        out.write("{\n")
-        for key, value in head.items():
-            out.write(f" {json.dumps(key)}: {json.dumps(value)},\n")
-        out.write(' "per_layer": [\n')
-        records = self.records()
-        for i, record in enumerate(records):
-            out.write(f"  {json.dumps(record)}{',' if i + 1 < len(records) else ''}\n")
-        out.write(" ]\n}\n")
+        """One JSON object: name, batch, dtype, the totals, meta and per_layer (one layer object a line)."""
+        out.write(self._written("json"))
 
     def write_csv(self, out: TextIO) -> None:
-        import csv
-
-        writer = csv.writer(out, lineterminator="\n")
-        header = ["arch", "index", "layer", "type", "in_shape", "out_shape", "config", "macs", "flops", "params",
-                  "bytes_read", "bytes_written", "bytes"]
-        writer.writerow(header)
-        counts = [self.counts(n).tolist() for n in header[7:]]
-        writer.writerows(
-            zip(
-                [self.name] * len(self), range(len(self)), self.names, self.types(),
-                self.in_shapes(text=True), self.out_shapes(text=True), self.configs(),
-                *counts, strict=True,
-            )
-        )
+        out.write(self._written("csv"))
 
     def text(self) -> str:
-        header = ("#", "layer", "type", "input", "output", "config", "MACs", "params", "bytes")
+        return self._written("table").rstrip("\n")
 
-        def short(values: npt.NDArray[np.int64]) -> list[str]:
-            distinct, inverse = np.unique(values, return_inverse=True)
-            made = [si(v) for v in distinct.tolist()]
-            return [made[i] for i in inverse.reshape(-1).tolist()]
+    def _written(self, fmt: str) -> str:
+        import io
 
-        body = list(
-            zip(
-                map(str, range(len(self))), self.names, self.types(), self.in_shapes(text=True),
-                self.out_shapes(text=True), self.configs(), short(self.counts("macs")),
-                short(self.counts("params")), short(self.counts("bytes")), strict=True,
-            )
-        )
-        t = self.totals()
-        total = ("", "total", f"{t['layers']} layers", "", "", "", si(t["macs"]), si(t["params"]), si(t["bytes"]))
-        return "\n".join(
-            [
-                f"{self.name}: batch {self.batch}, {self.dtype}",
-                *text_table(header, body, {0, 6, 7, 8}, total),
-                f"FLOPs {si(t['flops'])} ({t['flops']:,}), MACs {t['macs']:,}, params {t['params']:,}, "
-                f"bytes read {t['bytes_read']:,}, written {t['bytes_written']:,}",
-            ]
-        )
+        buffer = io.BytesIO()
+        write_listing(self, fmt, buffer)
+        return buffer.getvalue().decode()
 
 
 def shape_text(shape: Sequence[int]) -> str:
@@ -427,14 +392,7 @@ class Part:
         return _texts(self.rows, _CONFIG_FIELDS, config_text)
 
     def counts(self, name: str) -> npt.NDArray[np.int64]:
-        i = self.info
-        if name == "bytes_read":
-            return i[:, _I["bytes_input"]] + i[:, _I["bytes_weights"]]
-        if name == "bytes_written":
-            return i[:, _I["bytes_output"]]
-        if name == "bytes":
-            return i[:, _I["bytes_input"]] + i[:, _I["bytes_weights"]] + i[:, _I["bytes_output"]]
-        return i[:, _I[name]]
+        return _counts(self.info, name)
 
     def text_columns(self) -> list[Any]:
         """The text table's columns (``_TEXT_HEADER``), unpadded: the index as integers, the rest as texts."""

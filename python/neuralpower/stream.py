@@ -37,7 +37,7 @@ from .table import (
     _KNOWN,
     LayerTable,
     _csv_error,
-    _csv_header,
+    _csv_names,
     _open_binary,
     _parse,
     _read_csv_types,
@@ -371,17 +371,7 @@ def _csv_parts(
     """A CSV file as tables of about ``block_bytes`` of text each, split between records."""
     import pyarrow.csv as pacsv
 
-    try:
-        with _open_binary(path) as f:
-            head = f.read(1 << 16)
-    except (OSError, EOFError, pa.ArrowException) as e:
-        raise InputError(f"cannot decompress the file: {e}", path=path) from None
-    if b"\0" in head:
-        raise InputError("not a CSV text file (binary data)", path=path)
-    try:
-        names = _csv_header(path)
-    except (UnicodeDecodeError, OSError, EOFError) as e:
-        raise _csv_error(path, e) from None
+    names = _csv_names(path)
     include = _wanted(names, extra)
     fast = _fast_roles(names, extra)
 

@@ -288,9 +288,8 @@ def _wanted(names: Sequence[str], extra: Collection[str] | None) -> list[str] | 
     return [n for n in names if n.strip().lower() in _KNOWN or n in extra]
 
 
-def _read_csv(path: str, extra: Collection[str] | None = None) -> pa.Table:
-    import pyarrow.csv as pacsv
-
+def _csv_names(path: str) -> list[str]:
+    """The header of a CSV file, after checking that it decompresses and holds text."""
     try:
         with _open_binary(path) as f:
             head = f.read(1 << 16)
@@ -299,9 +298,15 @@ def _read_csv(path: str, extra: Collection[str] | None = None) -> pa.Table:
     if b"\0" in head:
         raise InputError("not a CSV text file (binary data)", path=path)
     try:
-        names = _csv_header(path)
+        return _csv_header(path)
     except (UnicodeDecodeError, OSError, EOFError) as e:
         raise _csv_error(path, e) from None
+
+
+def _read_csv(path: str, extra: Collection[str] | None = None) -> pa.Table:
+    import pyarrow.csv as pacsv
+
+    names = _csv_names(path)
 
     def read(integers: bool) -> pa.Table:
         return pacsv.read_csv(
