@@ -235,6 +235,9 @@ def test_folder_outputs_are_refused_before_any_work(
     empty.mkdir()
     code, _, err = run(capsys, "score", str(empty), "--model", str(model_path))
     assert code == 2 and "holds no Parquet files" in err
+    (folder / "notes.txt").write_text("arch,type\nx,relu\n")
+    code, _, err = run(capsys, "score", str(folder), "--model", str(model_path))
+    assert code == 2 and f"{folder / 'notes.txt'}: not a Parquet file" in err, err
 
 
 def test_a_failure_midway_leaves_no_output(

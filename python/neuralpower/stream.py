@@ -79,7 +79,24 @@ def table_files(path: str | os.PathLike[str]) -> list[str]:
     files = sorted(dataset.files)
     if not files:
         raise InputError("the folder holds no Parquet files", path=spath)
+    for file in files:  # a folder is a dataset of Parquet files: another file is refused, not read as one
+        if table_format(file) != "parquet" or (
+            not file.lower().endswith(_PARQUET_SUFFIXES) and not _starts_with_magic(file)
+        ):
+            raise InputError(
+                "not a Parquet file: a folder is read as a dataset of Parquet files (move other files out, or "
+                "name them with a leading '.' or '_')",
+                path=file,
+            )
     return files
+
+
+def _starts_with_magic(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PAR1"
+    except OSError:
+        return False
 
 
 def _check_file(path: str) -> None:
