@@ -148,18 +148,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_table(table: Any, path: Any) -> None:
-    """Write a pyarrow table as CSV or Parquet, by the file's suffix (a file path: through a temporary file,
-    renamed into place)."""
-    from .table import write_arrow
-
-    if not isinstance(path, str):
-        write_arrow(table, path)
-        return
-    with atomic_path(path) as tmp:
-        write_arrow(table, tmp)
-
-
 def _check_table_output(path: str | None, option: str, inputs: Sequence[str]) -> None:
     """Refuse a table output path before any work (see :func:`neuralpower._output.check_output`)."""
     if path is not None:
@@ -252,7 +240,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
             with atomic_dir(args.out) as tmp:
                 part = np.asarray(result.column("_part").to_numpy())
                 for i, name in enumerate(names):
-                    pq_write(result.filter(pa.array(part == i)).drop_columns(["_part"]), os.path.join(tmp, name))
+                    _write_parquet(result.filter(pa.array(part == i)).drop_columns(["_part"]), os.path.join(tmp, name))
         else:
             with TableWriter(args.out) as w:
                 w.write(result.drop_columns(["_part"]))
@@ -273,7 +261,8 @@ def _with_error_column(blocks: Any) -> Any:
         yield block
 
 
-def pq_write(table: Any, path: str) -> None:
+def _write_parquet(table: Any, path: str) -> None:
+    """Write one file of an output folder (already a temporary folder: renamed whole when all is written)."""
     import pyarrow.parquet as pq
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
