@@ -548,7 +548,7 @@ py::tuple strings_out(const np::CsvStrings& s) {
 // The fast CSV path (csv.hpp) over byte ranges of `text` (each a run of whole records), one thread per range,
 // then every row normalized and validated (repeated rows once). None when any range holds what the fast path
 // does not read or any row is invalid: the caller then reads the text the general way, which names the problem.
-py::object parse_csv_block(const py::bytes& text, const std::vector<std::pair<std::size_t, std::size_t>>& ranges,
+py::object parse_csv_block(const py::buffer& text, const std::vector<std::pair<std::size_t, std::size_t>>& ranges,
                            const py::list& roles, std::size_t n_extras, const std::vector<std::string>& types,
                            const std::vector<std::string>& dtypes) {
     std::vector<np::CsvRole> rs;
@@ -578,9 +578,10 @@ py::object parse_csv_block(const py::bytes& text, const std::vector<std::pair<st
         rs.push_back(r);
     }
     if (rs.empty()) throw std::invalid_argument("no columns");
-    char* data = nullptr;
-    py::ssize_t len = 0;
-    if (PyBytes_AsStringAndSize(text.ptr(), &data, &len) != 0) throw py::error_already_set();
+    const py::buffer_info info = text.request();
+    if (info.ndim != 1 || info.itemsize != 1) throw std::invalid_argument("text must be bytes");
+    const char* data = static_cast<const char*>(info.ptr);
+    const py::ssize_t len = info.size;
     for (const auto& [a, b] : ranges)
         if (a > b || b > static_cast<std::size_t>(len)) throw std::invalid_argument("range out of the text");
     std::vector<np::CsvBlock> blocks(ranges.size());

@@ -9,6 +9,19 @@ namespace neuralpower {
 
 namespace {
 
+// The characters that end an unquoted field (or, a quote, make the fast reader give up).
+struct StopTable {
+    bool stop[256] = {};
+    constexpr StopTable() : stop{} {
+        stop[static_cast<unsigned char>(',')] = true;
+        stop[static_cast<unsigned char>('\n')] = true;
+        stop[static_cast<unsigned char>('\r')] = true;
+        stop[static_cast<unsigned char>('"')] = true;
+    }
+    constexpr bool operator[](unsigned char c) const { return stop[c]; }
+};
+constexpr StopTable kStop{};
+
 // The name's code among `names` (matching ignores ASCII case and surrounding spaces), or -1.
 int lookup(const char* s, std::size_t len, const std::vector<std::string>& names) {
     while (len > 0 && s[0] == ' ') ++s, --len;
@@ -80,6 +93,8 @@ bool parse_csv(const char* text, std::size_t len, const std::vector<CsvRole>& ro
         row.fill(kMissing);
         bool have_type = false;
         for (std::size_t c = 0; c < n_cols; ++c) {
+            const CsvRole& role = roles[c];
+            const bool last = c + 1 == n_cols;
             const char* start = text + i;
             std::size_t flen = 0;
             bool quoted = false;
@@ -118,15 +133,12 @@ bool parse_csv(const char* text, std::size_t len, const std::vector<CsvRole>& ro
                 const char* p = text + i;
                 const std::size_t rest = len - i;
                 std::size_t k = 0;
-                while (k < rest && p[k] != ',' && p[k] != '\n' && p[k] != '\r') {
-                    if (p[k] == '"') return false;  // a quote inside an unquoted field
-                    ++k;
-                }
+                while (k < rest && !kStop[static_cast<unsigned char>(p[k])]) ++k;
+                if (k < rest && p[k] == '"') return false;  // a quote inside an unquoted field
                 flen = k;
                 i += k;
             }
             // the field's end: a comma before the last column, a line end after it
-            const bool last = c + 1 == n_cols;
             if (last) {
                 if (i < len && text[i] == '\r') {
                     if (i + 1 >= len || text[i + 1] != '\n') return false;
@@ -138,7 +150,6 @@ bool parse_csv(const char* text, std::size_t len, const std::vector<CsvRole>& ro
                 if (i >= len || text[i] != ',') return false;
                 ++i;
             }
-            const CsvRole& role = roles[c];
             switch (role.kind) {
                 case CsvRole::Kind::Skip: break;
                 case CsvRole::Kind::Arch:

@@ -256,12 +256,12 @@ def _parquet_parts(path: str, extra: Collection[str] | None, block_rows: int) ->
             first += batch.num_rows
 
 
-def _quotes(buf: bytes, end: int) -> int:
+def _quotes(buf: bytes | bytearray, end: int) -> int:
     """The number of quote characters in ``buf[:end]``."""
     return int(np.count_nonzero(np.frombuffer(buf, dtype=np.uint8, count=end) == 34))
 
 
-def _record_end(buf: bytes, end: int | None = None) -> int | None:
+def _record_end(buf: bytes | bytearray, end: int | None = None) -> int | None:
     """The index just past the last newline of ``buf[:end]`` that ends a record (one outside quotes: an even
     number of quote characters before it), or None."""
     pos = buf.rfind(b"\n", 0, len(buf) if end is None else end)
@@ -277,12 +277,13 @@ def _record_end(buf: bytes, end: int | None = None) -> int | None:
     return None
 
 
-def _first_record_end(buf: bytes) -> int | None:
-    """The index just past the header record (blank lines before it included), or None."""
+def _first_record_end(buf: bytes | bytearray, end: int | None = None) -> int | None:
+    """The index just past the header record of ``buf[:end]`` (blank lines before it included), or None."""
     quotes = 0
     start = 0
+    end = len(buf) if end is None else end
     while True:
-        pos = buf.find(b"\n", start)
+        pos = buf.find(b"\n", start, end)
         if pos < 0:
             return None
         quotes += buf.count(b'"', start, pos)
@@ -335,17 +336,18 @@ def _strings_array(offsets: npt.NDArray[np.int32], data: bytes, valid: npt.NDArr
 
 
 def _parse_fast(
-    path: str, text: bytes, first: int, roles: list[tuple[Any, ...]], kept: list[str]
+    path: str, text: bytearray, start: int, stop: int, first: int, roles: list[tuple[Any, ...]], kept: list[str]
 ) -> LayerTable | None:
-    """A CSV block read by the core's fast reader, or None when it does not apply to this text (the general
-    reader then reads it, and says what is wrong if anything is)."""
-    threads = max(1, min(os.cpu_count() or 1, len(text) // (1 << 20) + 1))
-    cuts = [0]
+    """The CSV records of ``text[start:stop]`` read by the core's fast reader, or None when it does not apply
+    to this text (the general reader then reads it, and says what is wrong if anything is)."""
+    size = stop - start
+    threads = max(1, min(os.cpu_count() or 1, size // (1 << 20) + 1))
+    cuts = [start]
     for k in range(1, threads):
-        end = _record_end(text, k * len(text) // threads)
+        end = _record_end(text, start + k * size // threads)
         if end is not None and end > cuts[-1]:
             cuts.append(end)
-    cuts.append(len(text))
+    cuts.append(stop)
     out = _ev.parse_csv_block(
         text, list(itertools.pairwise(cuts)), roles, len(kept), list(LAYER_TYPES), list(DTYPES)
     )
@@ -392,12 +394,14 @@ def _csv_parts(
     include = _wanted(names, extra)
     fast = _fast_roles(names, extra)
 
-    def parse(text: bytes, first: int) -> pa.Table | LayerTable:
+    def parse(text: bytearray, start: int, end: int, first: int) -> pa.Table | LayerTable:
+        """The records of ``text[start:end]`` (read by the fast reader where it can, which copies what it
+        keeps; the general reader gets its own copy)."""
         if fast is not None:
-            table = _parse_fast(path, text, first, *fast)
+            table = _parse_fast(path, text, start, end, first, *fast)
             if table is not None:
                 return table
-        return parse_general(text)
+        return parse_general(bytes(text[start:end]))
 
     def parse_general(text: bytes) -> pa.Table:
         def read(integers: bool) -> pa.Table:
@@ -424,36 +428,48 @@ def _csv_parts(
 
     try:
         with _open_binary(path) as f:
-            pending = b""
-            header: bytes | None = None
+            # The text is read into one buffer, reused block after block (no copy of a block's text): a block
+            # is parsed from it, and the start of the record it cut is moved to the front.
+            buf = bytearray(block_bytes)
+            filled = 0
+            body = -1  # where the records start (after the header), once found
             eof = False
             first = 0
             while True:
-                if not eof:
-                    chunk = f.read(block_bytes)
-                    eof = not chunk
-                    pending += chunk
-                if header is None:
-                    end = _first_record_end(pending)
+                while not eof and filled < len(buf):
+                    with memoryview(buf) as view:
+                        got = f.readinto(view[filled:]) if hasattr(f, "readinto") else None
+                        if got is None:  # a stream without readinto
+                            chunk = f.read(len(buf) - filled)
+                            got = len(chunk)
+                            view[filled : filled + got] = chunk
+                    eof = got == 0
+                    filled += got
+                if body < 0:
+                    end = _first_record_end(buf, filled)
                     if end is None:
-                        if eof:  # a header alone, without a newline
-                            header, pending = pending + b"\n", b""
-                        else:
+                        if not eof:
+                            buf.extend(bytes(len(buf)))  # a header longer than a block: read on
                             continue
+                        end = filled  # a header alone, without a newline
+                    body = end
+                cut = filled if eof else _record_end(buf, filled)
+                if cut is None or cut <= body:  # no whole record yet (a very long one): read on
+                    if eof:
+                        cut = filled
                     else:
-                        header, pending = pending[:end], pending[end:]
-                        header = header.lstrip(b"\r\n")
-                cut = len(pending) if eof else _record_end(pending)
-                if cut is None:  # no whole record yet (a very long one): read on
-                    continue
-                body, pending = pending[:cut], pending[cut:]
-                if body and not body.isspace():
-                    table = parse(body, first)
+                        buf.extend(bytes(len(buf)))
+                        continue
+                if cut > body and not buf[body:cut].isspace():
+                    table = parse(buf, body, cut, first)
                     if len(table):
                         yield table, first
                         first += len(table)
-                if eof and not pending:
+                if eof:
                     return
+                buf[: filled - cut] = buf[cut:filled]
+                filled -= cut
+                body = 0
     except (OSError, EOFError, pa.ArrowException) as e:
         if isinstance(e, pa.ArrowInvalid):
             raise _csv_error(path, e) from None
