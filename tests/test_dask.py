@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import pickle
 from pathlib import Path
 
@@ -13,12 +12,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from model_docs import varying_model_doc
 
 import neuralpower as npw
 from neuralpower import InputError, zoo
 from neuralpower.cli import main
-from neuralpower.layers import LAYER_TYPES
 
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
@@ -26,13 +23,6 @@ distributed = pytest.importorskip("distributed")
 from neuralpower.dask import score_dataframe  # noqa: E402 (needs dask)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("m") / "model.json"
-    path.write_text(json.dumps(varying_model_doc(LAYER_TYPES)))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +53,14 @@ def layers(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_same_scores_as_the_score_verb(
-    client: object, model_path: Path, layers: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    client: object, varying_model_path: Path, layers: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    model = npw.load_model(model_path)
+    model = npw.load_model(varying_model_path)
     frame = dd.read_parquet(sorted(str(p) for p in layers.glob("*.parquet")))
     assert frame.npartitions >= 4
     got = score_dataframe(model, frame)
     out = tmp_path / "s.parquet"
-    assert main(["score", str(layers), "--model", str(model_path), "--out", str(out)]) == 0
+    assert main(["score", str(layers), "--model", str(varying_model_path), "--out", str(out)]) == 0
     capsys.readouterr()
     want = pq.read_table(out).to_pandas()
     assert list(got.columns) == list(want.columns)
@@ -84,8 +74,8 @@ def test_the_same_scores_as_the_score_verb(
     assert 0 < len(front) < len(got) and set(front["arch"]) <= set(got["arch"])
 
 
-def test_a_bad_row_names_its_partition(client: object, model_path: Path, layers: Path) -> None:
-    model = npw.load_model(model_path)
+def test_a_bad_row_names_its_partition(client: object, varying_model_path: Path, layers: Path) -> None:
+    model = npw.load_model(varying_model_path)
     table = pq.read_table(layers / "p1.parquet")
     channels = table.column("in_channels").to_pylist()
     channels[10] = -1
@@ -95,8 +85,8 @@ def test_a_bad_row_names_its_partition(client: object, model_path: Path, layers:
         score_dataframe(model, frame)
 
 
-def test_models_pickle_by_their_document(model_path: Path) -> None:
-    model = npw.load_model(model_path)
+def test_models_pickle_by_their_document(varying_model_path: Path) -> None:
+    model = npw.load_model(varying_model_path)
     again = pickle.loads(pickle.dumps(model))
     arch = zoo.build("resnet18")
     assert again.name == model.name and again.doc == model.doc

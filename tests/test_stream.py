@@ -15,23 +15,14 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from model_docs import varying_model_doc
 
 import neuralpower as npw
 from neuralpower import InputError, stream
 from neuralpower.cli import main
-from neuralpower.layers import LAYER_TYPES
 from neuralpower.table import read_layer_table
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = ROOT / "examples" / "candidates.csv.gz"
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("m") / "model.json"
-    path.write_text(json.dumps(varying_model_doc(LAYER_TYPES)))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -126,10 +117,10 @@ def test_a_cell_that_is_not_an_integer_in_one_block(candidates: pa.Table, tmp_pa
     assert np.array_equal(np.concatenate([b.rows for b in blocks]), read_layer_table(path).rows)
 
 
-def test_scores_merge_across_blocks(model_path: Path, candidates: pa.Table, tmp_path: Path) -> None:
+def test_scores_merge_across_blocks(varying_model_path: Path, candidates: pa.Table, tmp_path: Path) -> None:
     """Architectures cut by block edges and ones whose rows reappear later (interleaved) are merged: the same
     totals, bottlenecks and errors as scoring the whole table at once."""
-    model = npw.load_model(model_path)
+    model = npw.load_model(varying_model_path)
     # interleave: every other block of 37 rows moved to the end, so architectures reappear far down
     n = candidates.num_rows
     pieces = [np.arange(i, min(i + 37, n)) for i in range(0, n, 37)]
@@ -153,7 +144,7 @@ def test_scores_merge_across_blocks(model_path: Path, candidates: pa.Table, tmp_
 
 
 def test_score_cli_streams_with_small_blocks(
-    model_path: Path, candidates: pa.Table, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    varying_model_path: Path, candidates: pa.Table, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`score` with blocks of 64 KiB writes the same scores and per-layer rows as with one block."""
@@ -163,7 +154,7 @@ def test_score_cli_streams_with_small_blocks(
     for block in (1 << 16, 1 << 30):
         monkeypatch.setattr(stream, "BLOCK_BYTES", block)
         out, layers = tmp_path / f"s{block}.csv", tmp_path / f"l{block}.parquet"
-        code, _, err = run(capsys, "score", str(path), "--model", str(model_path), "--out", str(out),
+        code, _, err = run(capsys, "score", str(path), "--model", str(varying_model_path), "--out", str(out),
                            "--per-layer", str(layers))
         assert code == 0, err
         outs[block] = (read_any(out), read_any(layers))
@@ -187,20 +178,21 @@ def _folder(candidates: pa.Table, root: Path) -> Path:
 
 
 def test_a_folder_of_parquet_files(
-    model_path: Path, candidates: pa.Table, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    varying_model_path: Path, candidates: pa.Table, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = _folder(candidates, tmp_path / "in")
     whole = tmp_path / "whole.parquet"
     pq.write_table(candidates, whole)
-    assert run(capsys, "score", str(whole), "--model", str(model_path), "--out", str(tmp_path / "w.csv"))[0] == 0
+    model = str(varying_model_path)
+    assert run(capsys, "score", str(whole), "--model", model, "--out", str(tmp_path / "w.csv"))[0] == 0
     expected = read_any(tmp_path / "w.csv")
     # into one file
-    code, _, err = run(capsys, "score", str(folder), "--model", str(model_path), "--out", str(tmp_path / "f.csv"))
+    code, _, err = run(capsys, "score", str(folder), "--model", model, "--out", str(tmp_path / "f.csv"))
     assert code == 0, err
     same_scores(read_any(tmp_path / "f.csv"), expected)
     # into a folder: one file per input file, each with the architectures first seen there
     out, layers = tmp_path / "scores", tmp_path / "layers"
-    code, _, err = run(capsys, "score", str(folder), "--model", str(model_path), "--out", str(out),
+    code, _, err = run(capsys, "score", str(folder), "--model", str(varying_model_path), "--out", str(out),
                        "--per-layer", str(layers))
     assert code == 0, err
     names = sorted(str(p.relative_to(out)) for p in out.rglob("*.parquet"))
@@ -216,7 +208,7 @@ def test_a_folder_of_parquet_files(
 
 
 def test_folder_outputs_are_refused_before_any_work(
-    model_path: Path, candidates: pa.Table, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    varying_model_path: Path, candidates: pa.Table, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = _folder(candidates, tmp_path / "in")
     full = tmp_path / "full"
@@ -228,20 +220,20 @@ def test_folder_outputs_are_refused_before_any_work(
         (["--per-layer", str(tmp_path / "missing" / "x")], "does not exist"),
     ]
     for extra, message in cases:
-        code, _, err = run(capsys, "score", str(folder), "--model", str(model_path), *extra)
+        code, _, err = run(capsys, "score", str(folder), "--model", str(varying_model_path), *extra)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert (full / "keep.txt").read_text() == "mine"
     empty = tmp_path / "empty"
     empty.mkdir()
-    code, _, err = run(capsys, "score", str(empty), "--model", str(model_path))
+    code, _, err = run(capsys, "score", str(empty), "--model", str(varying_model_path))
     assert code == 2 and "holds no Parquet files" in err
     (folder / "notes.txt").write_text("arch,type\nx,relu\n")
-    code, _, err = run(capsys, "score", str(folder), "--model", str(model_path))
+    code, _, err = run(capsys, "score", str(folder), "--model", str(varying_model_path))
     assert code == 2 and f"{folder / 'notes.txt'}: not a Parquet file" in err, err
 
 
 def test_a_failure_midway_leaves_no_output(
-    model_path: Path, candidates: pa.Table, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    varying_model_path: Path, candidates: pa.Table, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A bad row in the last file of a folder: exit 2 naming that file and row; no output file or folder, no
     temporary left, though per-layer rows of the earlier files had been written."""
@@ -253,7 +245,7 @@ def test_a_failure_midway_leaves_no_output(
     kernel[i] = 0
     pq.write_table(t.set_column(t.column_names.index("kernel"), "kernel", pa.array(kernel, pa.int64())), last)
     for out, layers in ((tmp_path / "s.csv", tmp_path / "l.csv"), (tmp_path / "sd", tmp_path / "ld")):
-        code, _, err = run(capsys, "score", str(folder), "--model", str(model_path), "--out", str(out),
+        code, _, err = run(capsys, "score", str(folder), "--model", str(varying_model_path), "--out", str(out),
                            "--per-layer", str(layers))
         assert code == 2 and f"{last}, row {i + 2}" in err and "kernel" in err, err
         assert not out.exists() and not layers.exists()

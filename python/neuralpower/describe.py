@@ -88,6 +88,23 @@ def _counts(info: npt.NDArray[np.int64], name: str) -> npt.NDArray[np.int64]:
     return info[:, _I[name]]
 
 
+def _set_batch_and_dtype(
+    rows: npt.NDArray[np.int64], batch: int | None, dtype: str | None, table: Any, index: npt.NDArray[np.int64]
+) -> None:
+    """Give some rows (``table``'s rows ``index``) another batch and dtype, in place, and validate them again;
+    an error names the table's row."""
+    if batch is None and dtype is None:
+        return
+    if batch is not None:
+        rows[:, _F["batch"]] = batch
+    if dtype is not None:
+        rows[:, _F["dtype"]] = DTYPE_CODE[dtype]
+    bad = prepare_rows(rows)
+    if bad is not None:
+        i, column, message = bad
+        raise InputError(message, path=table.path, row=int(table.line[int(index[i])]), column=column)
+
+
 def _per_distinct(columns: npt.NDArray[np.int64], make: Callable[[Sequence[int]], Any]) -> list[Any]:
     """``make`` of each row of ``columns``, computed once per distinct row."""
     n = len(columns)
@@ -148,15 +165,7 @@ class Listing:
         index = span if order is None else order[span]
         table.check_one_batch_and_dtype(index)
         rows = np.array(table.rows[index], dtype=np.int64)
-        if batch is not None or dtype is not None:
-            if batch is not None:
-                rows[:, _F["batch"]] = batch
-            if dtype is not None:
-                rows[:, _F["dtype"]] = DTYPE_CODE[dtype]
-            bad = prepare_rows(rows)
-            if bad is not None:
-                i, column, message = bad
-                raise InputError(message, path=table.path, row=int(table.line[int(index[i])]), column=column)
+        _set_batch_and_dtype(rows, batch, dtype, table, index)
         import pyarrow as pa
 
         names = table.layer_names_at(index, span - offsets[k])
@@ -560,15 +569,7 @@ def describe_table(
             _meta(block, index)
         whole = len(index) == len(block) and (len(index) == 0 or index[-1] == len(index) - 1)
         rows = block.rows if whole and batch is None and dtype is None else np.array(block.rows[index], dtype=np.int64)
-        if batch is not None or dtype is not None:
-            if batch is not None:
-                rows[:, _F["batch"]] = batch
-            if dtype is not None:
-                rows[:, _F["dtype"]] = DTYPE_CODE[dtype]
-            bad = prepare_rows(rows)
-            if bad is not None:
-                i, column, message = bad
-                raise InputError(message, path=block.path, row=int(block.line[int(index[i])]), column=column)
+        _set_batch_and_dtype(rows, batch, dtype, block, index)
         names = block.layer_column if whole else block.layer_column.take(pa.array(index))
         return Part(rows, _ev.info(rows), names, start)
 

@@ -40,8 +40,8 @@ from .table import (
     _csv_names,
     _open_binary,
     _parse,
-    _read_csv_types,
     _wanted,
+    read_csv_text,
     table_format,
 )
 
@@ -388,8 +388,6 @@ def _csv_parts(
     path: str, extra: Collection[str] | None, block_bytes: int
 ) -> Iterator[tuple[pa.Table | LayerTable, int]]:
     """A CSV file as tables of about ``block_bytes`` of text each, split between records."""
-    import pyarrow.csv as pacsv
-
     names = _csv_names(path)
     include = _wanted(names, extra)
     fast = _fast_roles(names, extra)
@@ -404,27 +402,7 @@ def _csv_parts(
         return parse_general(bytes(text[start:end]))
 
     def parse_general(text: bytes) -> pa.Table:
-        def read(integers: bool) -> pa.Table:
-            return pacsv.read_csv(
-                pa.BufferReader(text),
-                read_options=pacsv.ReadOptions(column_names=names),  # the text holds no header
-                parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=_read_csv_types(names, integers),
-                    include_columns=include,
-                    null_values=[""],
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=True,
-                ),
-            )
-
-        try:
-            try:
-                return read(integers=True)
-            except pa.ArrowInvalid:  # a cell that is not a plain integer: read as text, _parse names it
-                return read(integers=False)
-        except (pa.ArrowInvalid, UnicodeDecodeError) as e:
-            raise _csv_error(path, e) from None
+        return read_csv_text(lambda: pa.BufferReader(text), names, include, path, header=False)
 
     try:
         with _open_binary(path) as f:

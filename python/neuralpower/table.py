@@ -13,7 +13,7 @@ import csv
 import io
 import math
 import os
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -304,17 +304,26 @@ def _csv_names(path: str) -> list[str]:
 
 
 def _read_csv(path: str, extra: Collection[str] | None = None) -> pa.Table:
-    import pyarrow.csv as pacsv
-
     names = _csv_names(path)
+    return read_csv_text(lambda: path, names, _wanted(names, extra), path, header=True)
+
+
+def read_csv_text(
+    source: Callable[[], Any], names: Sequence[str], include: list[str] | None, path: str, *, header: bool
+) -> pa.Table:
+    """CSV text read by pyarrow, ``source()`` giving a path or stream of it each time (with ``header``, its first
+    record is the header, else it holds records only, of columns ``names``): integers parsed by pyarrow, or,
+    when a cell is not a plain integer, every known column as text for _parse to find and name the cell."""
+    import pyarrow.csv as pacsv
 
     def read(integers: bool) -> pa.Table:
         return pacsv.read_csv(
-            path,
+            source(),
+            read_options=pacsv.ReadOptions() if header else pacsv.ReadOptions(column_names=list(names)),
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types=_read_csv_types(names, integers),
-                include_columns=_wanted(names, extra),
+                include_columns=include,
                 null_values=[""],
                 strings_can_be_null=True,
                 quoted_strings_can_be_null=True,
