@@ -105,33 +105,35 @@ def _set_batch_and_dtype(
         raise InputError(message, path=table.path, row=int(table.line[int(index[i])]), column=column)
 
 
-def _per_distinct(columns: npt.NDArray[np.int64], make: Callable[[Sequence[int]], Any]) -> list[Any]:
-    """``make`` of each row of ``columns``, computed once per distinct row."""
-    n = len(columns)
-    if n == 0:
-        return []
-    # A code per distinct row, the columns packed into one integer by their ranges (np.unique(axis=0) sorts rows
-    # as records: ten times slower); constant columns, most of them, cost a comparison, and the code is
-    # renumbered only when the next column would overflow it.
-    limit = 2**62
-    codes = np.zeros(n, dtype=np.int64)
-    span = 1
-    for col in columns.T:
-        lo, hi = int(col.min()), int(col.max())
-        if lo == hi:
-            continue
-        width = hi - lo + 1
-        if span * width >= limit:
-            codes = np.unique(codes, return_inverse=True)[1].reshape(-1).astype(np.int64)
-            span = int(codes.max()) + 1
-        if span * width >= limit:
-            values, inverse = np.unique(col, return_inverse=True)
-            col, lo, width = inverse.reshape(-1).astype(np.int64), 0, len(values)
-        codes = codes * width + (col - lo)
-        span *= width
-    _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-    made = [make(row) for row in columns[first].tolist()]
-    return [made[i] for i in inverse.reshape(-1).tolist()]
+def _made_per_distinct(
+    rows: npt.NDArray[np.int64], columns: Sequence[int], make: Callable[[Sequence[int]], Any]
+) -> tuple[npt.NDArray[np.int32], list[Any]]:
+    """``make`` of some ``columns`` of the rows, computed once per distinct value: (each row's code, the values
+    made, by code)."""
+    cols = [int(c) for c in columns]
+    index, first = _ev.distinct(rows, cols)
+    return index, [make(row) for row in rows[first][:, cols].tolist()]
+
+
+def _per_distinct(
+    rows: npt.NDArray[np.int64], columns: Sequence[int], make: Callable[[Sequence[int]], Any]
+) -> list[Any]:
+    """``make`` of some ``columns`` of each row, computed once per distinct value, as a list."""
+    index, made = _made_per_distinct(rows, columns, make)
+    return [made[i] for i in index.tolist()]
+
+
+# The fields a layer's input shape is read from, and its output shape's from its info (out_rank picks 2 or 4).
+_IN_SHAPE_FIELDS = [0, _F["batch"], _F["in_channels"], _F["in_h"], _F["in_w"], _F["in_features"]]
+_OUT_SHAPE_INFO = [0, 1, 2, 3]
+
+
+def _in_shape(v: Sequence[int]) -> tuple[int, ...]:
+    return (v[1], v[5]) if v[0] == _LINEAR else (v[1], v[2], v[3], v[4])
+
+
+def _out_shape(batch: int, v: Sequence[int]) -> tuple[int, ...]:
+    return (batch, v[0]) if v[3] == 2 else (batch, v[0], v[1], v[2])
 
 
 @dataclass
@@ -200,26 +202,19 @@ class Listing:
 
     def in_shapes(self, text: bool = False) -> list[Any]:
         """Each layer's (first) input shape: (N, C, H, W), or (N, F) for linear (as 8x64x56x56 with ``text``)."""
-        cols = self.rows[:, [0, _F["batch"], _F["in_channels"], _F["in_h"], _F["in_w"], _F["in_features"]]]
-
-        def shape(r: Sequence[int]) -> Any:
-            s = (r[1], r[5]) if r[0] == _LINEAR else (r[1], r[2], r[3], r[4])
-            return shape_text(s) if text else s
-
-        return _per_distinct(cols, shape)
+        return _per_distinct(self.rows, _IN_SHAPE_FIELDS, lambda v: shape_text(_in_shape(v)) if text else _in_shape(v))
 
     def out_shapes(self, text: bool = False) -> list[Any]:
         """Each layer's output shape: (N, C, H, W), or (N, F) for linear and flatten."""
-        cols = np.column_stack([self.rows[:, _F["batch"]], self.info[:, :4]])
+        batch = self.batch if len(self) else 1
 
-        def shape(r: Sequence[int]) -> Any:
-            s = (r[0], r[1]) if r[4] == 2 else (r[0], r[1], r[2], r[3])
-            return shape_text(s) if text else s
+        def shape(v: Sequence[int]) -> Any:
+            return shape_text(_out_shape(batch, v)) if text else _out_shape(batch, v)
 
-        return _per_distinct(cols, shape)
+        return _per_distinct(self.info, _OUT_SHAPE_INFO, shape)
 
     def configs(self) -> list[str]:
-        return _per_distinct(self.rows[:, _CONFIG_FIELDS], config_text)
+        return _per_distinct(self.rows, _CONFIG_FIELDS, config_text)
 
     def counts(self, name: str) -> npt.NDArray[np.int64]:
         """One count per layer: macs, flops, params, bytes_read, bytes_written or bytes."""
@@ -284,9 +279,7 @@ def _texts(
     rows: npt.NDArray[np.int64], columns: Sequence[int], make: Callable[[Sequence[int]], str]
 ) -> pa.DictionaryArray:
     """``make`` of some ``columns`` of each row as a dictionary array, computed once per distinct value."""
-    cols = [int(c) for c in columns]
-    index, first = _ev.distinct(rows, cols)
-    made = [make(row) for row in rows[first][:, cols].tolist()]
+    index, made = _made_per_distinct(rows, columns, make)
     return pa.DictionaryArray.from_arrays(pa.array(index, pa.int32()), pa.array(made, pa.string()))
 
 
@@ -389,12 +382,10 @@ class Part:
         return np.arange(self.start, self.start + len(self), dtype=np.int64)
 
     def shapes(self, make: Callable[[Sequence[int]], str]) -> tuple[pa.DictionaryArray, pa.DictionaryArray]:
-        cols_in = [0, _F["batch"], _F["in_channels"], _F["in_h"], _F["in_w"], _F["in_features"]]
-        # the batch is one per architecture: the output shape is its info's first four (out_rank picks 2 or 4)
-        batch = int(self.rows[0, _F["batch"]]) if len(self) else 1
+        batch = int(self.rows[0, _F["batch"]]) if len(self) else 1  # one per architecture
         return (
-            _texts(self.rows, cols_in, lambda v: make((v[1], v[5]) if v[0] == _LINEAR else (v[1], v[2], v[3], v[4]))),
-            _texts(self.info, [0, 1, 2, 3], lambda v: make((batch, v[0]) if v[3] == 2 else (batch, v[0], v[1], v[2]))),
+            _texts(self.rows, _IN_SHAPE_FIELDS, lambda v: make(_in_shape(v))),
+            _texts(self.info, _OUT_SHAPE_INFO, lambda v: make(_out_shape(batch, v))),
         )
 
     def configs(self) -> pa.DictionaryArray:
@@ -452,10 +443,6 @@ def text_lines(columns: Sequence[Any], widths: Sequence[int]) -> bytes:
     return _ev.join_lines(pieces, len(columns[0]), rstrip=True)
 
 
-def write_lines(lines: bytes, out: Any) -> None:
-    out.write(lines)
-
-
 @dataclass
 class Summary:
     """What a first pass over an architecture's parts learns: its totals (exact) and the text table's widths;
@@ -500,7 +487,7 @@ def write_architecture(
     if fmt == "csv":
         out.write((",".join(_CSV_HEADER) + "\n").encode())
         for part, _ in summary.parts(parts):
-            write_lines(part.csv_lines(name), out)
+            out.write(part.csv_lines(name))
         return
     if fmt == "json":
         head = {"name": name, "batch": batch, "dtype": dtype, **t, "meta": meta}
@@ -511,7 +498,7 @@ def write_architecture(
         seen = 0
         for part, _ in summary.parts(parts):
             seen += len(part)
-            write_lines(part.json_lines(last=seen == t["layers"]), out)
+            out.write(part.json_lines(last=seen == t["layers"]))
         out.write(b" ]\n}\n")
         return
     total = ("", "total", f"{t['layers']} layers", "", "", "", si(t["macs"]), si(t["params"]), si(t["bytes"]))
@@ -520,7 +507,7 @@ def write_architecture(
     rule = "  ".join("-" * w for w in widths)
     out.write(f"{name}: batch {batch}, {dtype}\n{line.format(*_TEXT_HEADER).rstrip()}\n{rule}\n".encode())
     for part, columns in summary.parts(parts):
-        write_lines(text_lines(columns if columns is not None else part.text_columns(), widths), out)
+        out.write(text_lines(columns if columns is not None else part.text_columns(), widths))
     out.write(
         (
             f"{rule}\n{line.format(*total).rstrip()}\n"

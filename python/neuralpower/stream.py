@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import csv
-import io
 import itertools
 import os
+import re
 import sys
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +40,10 @@ from .table import (
     _open_binary,
     _parse,
     _wanted,
+    check_table_file,
+    csv_output_stream,
+    csv_writer,
+    parquet_error,
     read_csv_text,
     table_format,
 )
@@ -99,15 +102,6 @@ def _starts_with_magic(path: str) -> bool:
         return False
 
 
-def _check_file(path: str) -> None:
-    try:
-        size = os.path.getsize(path)
-    except OSError as e:
-        raise InputError(f"cannot read the file: {e.strerror or e}", path=path) from None
-    if size == 0:
-        raise InputError("the file is empty", path=path)
-
-
 def read_blocks(
     path: str | os.PathLike[str],
     extra: Collection[str] | None = None,
@@ -136,7 +130,7 @@ def read_blocks(
     folder = len(files) > 1 or os.path.isdir(os.fspath(path))
     any_rows = False
     for file in files:
-        _check_file(file)
+        check_table_file(file)
         fmt = table_format(file)
         rows = 0
         parts = _parquet_parts(file, extra, block_rows) if fmt == "parquet" else _csv_parts(file, extra, block_bytes)
@@ -226,23 +220,16 @@ def prefetch(blocks: Iterator[LayerTable]) -> Iterator[LayerTable]:
 def _parquet_parts(path: str, extra: Collection[str] | None, block_rows: int) -> Iterator[tuple[pa.Table, int]]:
     import pyarrow.parquet as pq
 
-    def bad(e: Exception) -> InputError:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return InputError(f"not a valid Parquet file: {first}", path=path)
-
     try:
-        schema = pq.read_schema(path)
+        metadata = pq.read_metadata(path)
+        schema = metadata.schema.to_arrow_schema()
         # type and dtype (a few names each) read as the file's dictionaries, not as a string per row
-        names = [
-            f.name
-            for f in schema
-            if f.name.strip().lower() in ("type", "dtype") and pa.types.is_string(f.type)
-        ]
-        pf = pq.ParquetFile(path, read_dictionary=names)
-        columns = None if extra is None else _wanted(pf.schema_arrow.names, extra)
+        names = [f.name for f in schema if f.name.strip().lower() in ("type", "dtype") and pa.types.is_string(f.type)]
+        pf = pq.ParquetFile(path, metadata=metadata, read_dictionary=names)
+        columns = None if extra is None else _wanted(schema.names, extra)
         batches = pf.iter_batches(batch_size=block_rows, columns=columns)
     except (pa.ArrowException, OSError) as e:
-        raise bad(e) from None
+        raise parquet_error(path, e) from None
     first = 0
     while True:
         try:
@@ -250,10 +237,13 @@ def _parquet_parts(path: str, extra: Collection[str] | None, block_rows: int) ->
         except StopIteration:
             return
         except (pa.ArrowException, OSError) as e:
-            raise bad(e) from None
+            raise parquet_error(path, e) from None
         if batch.num_rows:
             yield pa.Table.from_batches([batch]), first
             first += batch.num_rows
+
+
+_TEXT = re.compile(rb"\S")
 
 
 def _quotes(buf: bytes | bytearray, end: int) -> int:
@@ -300,12 +290,10 @@ def _fast_roles(names: list[str], extra: Collection[str] | None) -> tuple[list[t
         return None
     roles: list[tuple[Any, ...]] = []
     kept: list[str] = []
-    seen: set[str] = set()
     keys = [n.strip().lower() if n.strip().lower() in _KNOWN else n for n in names]
-    if len(set(keys)) != len(keys):
+    if len(set(keys)) != len(keys) or "type" not in keys:
         return None
     for name, key in zip(names, keys, strict=True):
-        seen.add(key)
         if key in ("arch", "layer", "type", "dtype"):
             roles.append((key,))
         elif key in AXIS_PAIRS:
@@ -320,8 +308,6 @@ def _fast_roles(names: list[str], extra: Collection[str] | None) -> tuple[list[t
             kept.append(name)
         else:
             roles.append(("skip",))
-    if "type" not in seen:
-        return None
     return roles, kept
 
 
@@ -438,7 +424,7 @@ def _csv_parts(
                     else:
                         buf.extend(bytes(len(buf)))
                         continue
-                if cut > body and not buf[body:cut].isspace():
+                if cut > body and _TEXT.search(buf, body, cut):  # not blank (searched in place, not copied)
                     table = parse(buf, body, cut, first)
                     if len(table):
                         yield table, first
@@ -563,31 +549,22 @@ class Totals:
         new = ids >= before
         if error is not None:
             self.has_error = True
-        if new.all():  # the common case: architectures not seen before, appended
-            self.names.extend(names)
-            self.bottleneck.extend(bottleneck)
-            self._layers.extend(layers)
-            self._runtime.extend(runtime_ms)
-            self._energy.extend(energy_mj)
-            self._best_energy.extend(bottleneck_energy_mj)
-            self._best_runtime.extend(bottleneck_runtime_ms)
-            self._extrapolated.extend(extrapolated)
-            self._error.extend(np.full(len(names), np.nan) if error is None else error)
-            self._part.extend(np.full(len(names), part, dtype=np.int64))
+        else:
+            error = np.full(len(names), np.nan)
+        # architectures not seen before (given ids in their order of appearance) are appended in that order
+        fresh = np.flatnonzero(new)
+        self.names.extend(names[i] for i in fresh.tolist())
+        self.bottleneck.extend(bottleneck[i] for i in fresh.tolist())
+        for column, values in (
+            (self._layers, layers), (self._runtime, runtime_ms), (self._energy, energy_mj),
+            (self._best_energy, bottleneck_energy_mj), (self._best_runtime, bottleneck_runtime_ms),
+            (self._extrapolated, extrapolated), (self._error, error),
+        ):
+            column.extend(values[fresh])
+        self._part.extend(np.full(len(fresh), part, dtype=np.int64))
+        if len(fresh) == len(names):
             return
         old = np.flatnonzero(~new)
-        fresh = np.flatnonzero(new)
-        # new names were given ids in their order of appearance: appended in that order
-        self.names.extend(names[i] for i in fresh)
-        self.bottleneck.extend(bottleneck[i] for i in fresh)
-        self._layers.extend(layers[fresh])
-        self._runtime.extend(runtime_ms[fresh])
-        self._energy.extend(energy_mj[fresh])
-        self._best_energy.extend(bottleneck_energy_mj[fresh])
-        self._best_runtime.extend(bottleneck_runtime_ms[fresh])
-        self._extrapolated.extend(extrapolated[fresh])
-        self._error.extend(np.full(len(fresh), np.nan) if error is None else error[fresh])
-        self._part.extend(np.full(len(fresh), part, dtype=np.int64))
         # architectures seen before: their sums grow, a strictly larger bottleneck replaces theirs (the earlier
         # layer wins a tie, as in one pass), and their first error value stays
         at = ids[old]
@@ -603,9 +580,8 @@ class Totals:
             i, j = int(old[k]), int(at[k])
             be[j], br[j] = bottleneck_energy_mj[i], bottleneck_runtime_ms[i]
             self.bottleneck[j] = bottleneck[i]
-        if error is not None:
-            missing = np.isnan(self._error.data[at]) & ~np.isnan(error[old])
-            self._error.data[at[missing]] = error[old][missing]
+        missing = np.isnan(self._error.data[at]) & ~np.isnan(error[old])
+        self._error.data[at[missing]] = error[old][missing]
 
 
 def block_errors(
@@ -730,8 +706,6 @@ def result_table(
     then bottleneck and extrapolated_layers), the Pareto front of (error, energy) only when ``pareto``; a
     last column ``_part`` says which input file each came from. Also the front's names (empty without
     ``pareto``). Notes on a model without power go to standard error."""
-    import sys
-
     n = len(totals)
     columns: dict[str, Any] = {
         "arch": pa.array(totals.names, pa.string()),
@@ -797,7 +771,6 @@ class TableWriter:
     def __init__(self, path: str | Any, *, format: str | None = None) -> None:
         self.path = path
         self.format = format or ("parquet" if isinstance(path, str) and table_format(path) == "parquet" else "csv")
-        self.rows = 0
         self._stack = contextlib.ExitStack()
         self._writer: Any = None
         self._schema: pa.Schema | None = None
@@ -805,48 +778,26 @@ class TableWriter:
     def __enter__(self) -> TableWriter:
         from ._output import atomic_path
 
-        if isinstance(self.path, str):
-            self._target = self._stack.enter_context(atomic_path(self.path))
-        else:
-            self._target = self.path
+        self._target = self._stack.enter_context(atomic_path(self.path)) if isinstance(self.path, str) else self.path
         return self
 
     def write(self, table: pa.Table) -> None:
         if self._schema is None:
             self._schema = table.schema
-            self._open()
+            self._writer = self._stack.enter_context(self._open(self._schema))
         elif table.schema != self._schema:
             table = table.cast(self._schema)
-        self._writer.write_table(table) if self.format == "parquet" else self._write_csv(table)
-        self.rows += table.num_rows
+        self._writer.write_table(table)
 
-    def _open(self) -> None:
-        assert self._schema is not None
+    def _open(self, schema: pa.Schema) -> Any:
         if self.format == "parquet":
             import pyarrow.parquet as pq
 
-            self._writer = self._stack.enter_context(pq.ParquetWriter(self._target, self._schema))
-            return
-        import pyarrow.csv as pacsv
-
-        from .table import _COMPRESSED
-
-        if isinstance(self._target, str):
-            codec = _COMPRESSED.get(Path(self._target).suffix.lower())
-            stream: Any = self._stack.enter_context(pa.output_stream(self._target, compression=codec))
-        else:
-            stream = self._target
-        header = io.StringIO()
-        csv.writer(header, lineterminator="\n").writerow(self._schema.names)
-        stream.write(header.getvalue().encode())
-        self._stream = stream
-        self._writer = pacsv.CSVWriter(
-            stream, self._schema, write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed")
+            return pq.ParquetWriter(self._target, schema)
+        stream = self._stack.enter_context(csv_output_stream(self._target)) if isinstance(self._target, str) else (
+            self._target
         )
-        self._stack.callback(self._writer.close)
-
-    def _write_csv(self, table: pa.Table) -> None:
-        self._writer.write_table(table)
+        return csv_writer(stream, schema)
 
     def __exit__(self, *exc: object) -> None:
         if exc[0] is None and self._schema is None:

@@ -239,19 +239,30 @@ def read_layer_table(path: str | os.PathLike[str], extra: Collection[str] | None
         The first problem found, naming the file, row and column.
     """
     spath = str(path)
-    try:
-        size = os.path.getsize(spath)
-    except OSError as e:
-        raise InputError(f"cannot read the file: {e.strerror or e}", path=spath) from None
-    if os.path.isdir(spath):
-        raise InputError("is a directory, not a layer table", path=spath)
-    if size == 0:
-        raise InputError("the file is empty", path=spath)
+    check_table_file(spath)
     fmt = table_format(spath)
     table = _read_parquet(spath, extra) if fmt == "parquet" else _read_csv(spath, extra)
     if table.num_rows == 0:
         raise InputError("the table has a header but no rows", path=spath)
     return _parse(spath, fmt, table)
+
+
+def check_table_file(path: str) -> None:
+    """Refuse a table file that cannot be read, is a folder or is empty."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise InputError(f"cannot read the file: {e.strerror or e}", path=path) from None
+    if os.path.isdir(path):
+        raise InputError("is a directory, not a layer table", path=path)
+    if size == 0:
+        raise InputError("the file is empty", path=path)
+
+
+def parquet_error(path: str, err: Exception) -> InputError:
+    """The error of a Parquet file pyarrow cannot read: its first line."""
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return InputError(f"not a valid Parquet file: {first}", path=path)
 
 
 def read_architectures(path: str | os.PathLike[str]) -> list[Architecture]:
@@ -414,8 +425,7 @@ def _read_parquet(path: str, extra: Collection[str] | None = None) -> pa.Table:
             return pq.read_table(path)
         return pq.read_table(path, columns=_wanted(pq.read_schema(path).names, extra))
     except (pa.ArrowException, OSError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"not a valid Parquet file: {first}", path=path) from None
+        raise parquet_error(path, e) from None
 
 
 def _parse(path: str, fmt: str, table: pa.Table, first: int = 0) -> LayerTable:
@@ -733,25 +743,29 @@ def write_arrow(table: pa.Table, path: str | os.PathLike[str] | Any, format: str
 
         pq.write_table(table, path)
         return
+    if not isinstance(path, str | os.PathLike):
+        with csv_writer(path, table.schema) as writer:
+            writer.write_table(table)
+        return
+    with csv_output_stream(os.fspath(path)) as stream, csv_writer(stream, table.schema) as writer:
+        writer.write_table(table)
+
+
+def csv_output_stream(path: str) -> Any:
+    """A stream writing ``path``, compressed when its suffix says so (.gz, .bz2, .zst, .lz4)."""
+    return pa.output_stream(path, compression=_COMPRESSED.get(Path(path).suffix.lower()))
+
+
+def csv_writer(stream: Any, schema: pa.Schema) -> Any:
+    """A pyarrow CSV writer of ``schema`` onto ``stream``, after a header written by csv.writer (pyarrow quotes
+    every header name; this one quotes only where needed, as the rows are)."""
     import pyarrow.csv as pacsv
 
-    # pyarrow quotes every header name and string; a csv.writer header reads better, quoting only when needed.
     header = io.StringIO()
-    csv.writer(header, lineterminator="\n").writerow(table.column_names)
+    csv.writer(header, lineterminator="\n").writerow(schema.names)
+    stream.write(header.getvalue().encode())
     options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
-    if not isinstance(path, str | os.PathLike):
-        path.write(header.getvalue().encode())
-        pacsv.write_csv(table, path, options)
-        return
-    codec = _COMPRESSED.get(Path(path).suffix.lower())
-    if codec is not None:
-        with pa.output_stream(os.fspath(path), compression=codec) as stream:
-            stream.write(header.getvalue().encode())
-            pacsv.write_csv(table, stream, options)
-        return
-    with open(path, "wb") as f:
-        f.write(header.getvalue().encode())
-        pacsv.write_csv(table, f, options)
+    return pacsv.CSVWriter(stream, schema, write_options=options)
 
 
 def layer_table(archs: Sequence[Architecture], path: str) -> LayerTable:
