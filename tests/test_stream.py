@@ -217,6 +217,7 @@ def test_folder_outputs_are_refused_before_any_work(
     cases: list[tuple[list[str], str]] = [
         (["--out", str(full)], "the folder exists and is not empty"),
         (["--out", str(folder / "scores")], "lies in the input"),
+        (["--out", str(folder / "scores.parquet")], "lies in the input"),
         (["--per-layer", str(tmp_path / "missing" / "x")], "does not exist"),
     ]
     for extra, message in cases:

@@ -87,6 +87,14 @@ def check_output(
     for source in inputs:
         if same_file(path, source):
             raise InputError(f"{where}: is the input {os.fspath(source)}; write the output to another file")
+        if _inside(path, source):  # it would be read as input next time
+            raise InputError(f"{where}: lies in the input {os.fspath(source)}; write the output elsewhere")
+
+
+def _inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` lies inside the folder ``folder`` (False when ``folder`` is not a folder)."""
+    src = os.path.realpath(folder)
+    return os.path.isdir(src) and os.path.realpath(path).startswith(src.rstrip(os.sep) + os.sep)
 
 
 def check_output_dir(path: str, *, option: str, inputs: Iterable[str | os.PathLike[str]] = ()) -> None:
@@ -143,10 +151,8 @@ def check_new_dir(path: str, *, option: str, inputs: Iterable[str | os.PathLike[
         if os.listdir(path):
             raise InputError(f"{where}: the folder exists and is not empty; name a new one")
     _check_parent(path.rstrip(os.sep) or path, where)
-    real = os.path.realpath(path)
     for source in inputs:
-        src = os.path.realpath(source)
-        if real == src or (os.path.isdir(src) and real.startswith(src.rstrip(os.sep) + os.sep)):
+        if same_file(path, source) or _inside(path, source):
             raise InputError(f"{where}: lies in the input {os.fspath(source)}; write the output elsewhere")
 
 
