@@ -148,6 +148,130 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_neusight(args: argparse.Namespace) -> int:
+    from ._output import atomic_dir, check_new_dir
+    from .neusight import SKIPPED_OPS, import_neusight
+    from .table import write_arrow
+
+    check_new_dir(args.out, option="--out", inputs=args.sources)
+    result = import_neusight(args.sources)
+    for path, op in result.skipped:
+        print(f"skipped {path}: {op} has no neuralpower layer type yet (it will be {SKIPPED_OPS[op]})",
+              file=sys.stderr)
+    if not result.tables:
+        raise InputError("nothing to import: every file holds an operator without a layer type", path=args.sources[0])
+    with atomic_dir(args.out) as tmp:
+        for name, table in result.tables.items():
+            write_arrow(table, os.path.join(tmp, name), format="csv")
+    for name, ops in result.rows.items():
+        counts = ", ".join(f"{op} {n}" for op, n in ops.items())
+        print(f"{os.path.join(args.out, name)}: {sum(ops.values())} rows ({counts})")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .evaluator import load_model
+    from .sources import load_architectures
+    from .validate import read_networks, validate_networks
+
+    if args.plot:
+        check_output(args.plot, option="--plot", inputs=[args.networks, *(args.archs or [])], suffixes=(".png",))
+    model = load_model(args.model)
+    archs = []
+    if args.archs:
+        batches = sorted({m.batch for m in read_networks(args.networks)})
+        for spec in args.archs:
+            for batch in batches:
+                archs += load_architectures(spec, batch=batch, image_size=args.image_size, dtype=model.dtype)
+    result = validate_networks(args.networks, model, archs=archs, image_size=args.image_size)
+    record = result.record()
+    if args.format == "json":
+        json.dump(record, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(_validation_table(record))
+    if args.plot:
+        _plot_validation(record, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr if args.format == "json" else sys.stdout)
+    return 0
+
+
+def _validation_table(record: dict[str, Any]) -> str:
+    from ._text import text_table
+    from .validate import QUANTITIES
+
+    def num(v: float | None, digits: int = 3) -> str:
+        return "-" if v is None else f"{v:.{digits}g}"
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:+.1f}%"
+
+    head = ["network", "batch", "trials"]
+    for q, unit in zip(QUANTITIES, ("ms", "W", "mJ"), strict=True):
+        name = q.split("_")[0]
+        head += [f"{name} {unit}", "predicted", "error"]
+    rows = []
+    for c in record["cases"]:
+        row = [c["arch"], str(c["batch"]), str(c["trials"])]
+        for q in QUANTITIES:
+            row += [num(c[f"measured_{q}"]), num(c[f"predicted_{q}"]), pct(c[f"{q}_error_pct"])]
+        rows.append(row)
+    lines = [f"{record['model']}: {record['networks']} networks measured",
+             *text_table(head, rows, right=range(1, len(head))), ""]
+    mape_head = ["method", "runtime MAPE", "power MAPE", "energy MAPE"]
+
+    def mp(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f}%"
+
+    mape_rows = [["default", *(mp(record[f"{q}_mape"]) for q in ("runtime", "power", "energy"))]]
+    for method, m in record["methods"].items():
+        mape_rows.append([method, *(mp(m[f"{q}_mape"]) for q in ("runtime", "power", "energy"))])
+    lines += text_table(mape_head, mape_rows, right=range(1, 4))
+    return "\n".join(lines)
+
+
+def _plot_validation(record: dict[str, Any], path: str) -> None:
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ._output import atomic_path
+    from .validate import QUANTITIES
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    for ax, q, unit in zip(axes, QUANTITIES, ("ms", "W", "mJ"), strict=True):
+        pairs = [(c[f"measured_{q}"], c[f"predicted_{q}"]) for c in record["cases"]
+                 if c[f"measured_{q}"] is not None and c[f"predicted_{q}"] is not None]
+        name = q.split("_")[0]
+        ax.set_title(f"{name} ({unit})")
+        ax.set_xlabel("measured")
+        ax.set_ylabel("predicted")
+        if not pairs:
+            ax.text(0.5, 0.5, "not measured or not predicted", ha="center", va="center", transform=ax.transAxes)
+            continue
+        x, y = np.array(pairs, dtype=np.float64).T
+        ax.scatter(x, y, s=18)
+        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        ax.plot([lo, hi], [lo, hi], color="grey", linewidth=1)
+        if lo > 0:
+            from matplotlib.ticker import NullFormatter
+
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_minor_formatter(NullFormatter())
+        mape = record[f"{name}_mape"]
+        if mape is not None:
+            ax.set_title(f"{name} ({unit}): MAPE {mape:.1f}%")
+    fig.suptitle(f"{record['model']}: {record['networks']} networks")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
 def _check_table_output(path: str | None, option: str, inputs: Sequence[str]) -> None:
     """Refuse a table output path before any work (see :func:`neuralpower._output.check_output`)."""
     if path is not None:
@@ -755,6 +879,42 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--description", help="a sentence saying what the model is, shown by `neuralpower models`")
     f.add_argument("--seed", type=seed, default=0, help="seed of the held-out split and cross-validation (default: 0)")
     f.set_defaults(run=_cmd_fit)
+
+    va = verbs.add_parser(
+        "validate",
+        help="compare predictions with whole networks measured by bench-network",
+        description="Predict every network that `neuralpower bench-network` measured and compare: per network "
+        "and batch size the measured and predicted runtime, power and energy and their errors, then the MAPE of "
+        "each quantity for the model's default and for each method it holds (poly, tree, roofline, "
+        "flops_linear). Trials are combined by their median.",
+    )
+    va.add_argument("networks", metavar="NETWORKS", help="what bench-network wrote: networks.csv or its folder")
+    va.add_argument(
+        "--model", metavar="M", help="a bundled model's name or a model JSON file (default: the bundled default)"
+    )
+    va.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
+    va.add_argument("--plot", metavar="OUT.png", help="also draw predicted against measured (PNG)")
+    va.add_argument(
+        "--archs",
+        metavar="ARCH",
+        nargs="+",
+        help="the architectures bench-network ran, where they are not zoo networks at their published size "
+        "(layer tables, .onnx files or zoo names)",
+    )
+    va.add_argument("--image-size", type=size_int, metavar="N", help="input size the zoo networks were run at")
+    va.set_defaults(run=_cmd_validate)
+
+    im = verbs.add_parser(
+        "import-neusight",
+        help="turn NeuSight's public GPU operator measurements into measurement tables",
+        description="Read NeuSight's operator measurement files (<op>/<gpu>.csv or .csv.gz, from "
+        "github.com/sitar-lab/NeuSight) and write one measurement table per GPU (runtime_ms, no power) "
+        "that `neuralpower fit` reads. conv, linear, relu, gelu, softmax, add and mul are imported; bmm and "
+        "ln are skipped until neuralpower has their layer types.",
+    )
+    im.add_argument("sources", metavar="SOURCE", nargs="+", help="NeuSight CSV files, or folders searched for them")
+    im.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) folder for the tables")
+    im.set_defaults(run=_cmd_import_neusight)
 
     sc = verbs.add_parser(
         "score",

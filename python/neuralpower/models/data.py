@@ -41,6 +41,9 @@ class Measurements:
         Distinct values of each context column (``gpu``, ``executor``, ``dtype``).
     sources
         The tables read and their row counts.
+    noisy
+        Rows the microbenchmark suite flagged ``noisy`` (timed loops that disagreed): a configuration's noisy
+        trials count only where all its trials are noisy.
     """
 
     rows: npt.NDArray[np.int64]
@@ -48,6 +51,7 @@ class Measurements:
     targets: dict[str, npt.NDArray[np.float64]]
     context: dict[str, list[str]]
     sources: list[tuple[str, int]]
+    noisy: npt.NDArray[np.bool_]
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
@@ -107,19 +111,23 @@ _DROP_BOTH = ("throttled",)
 _DROP_POWER = ("zero_delta", "disagree", "no_counter", "nvml_error")
 
 
-def _drop_flagged(table: LayerTable, values: dict[str, npt.NDArray[np.float64]]) -> None:
+def _drop_flagged(table: LayerTable, values: dict[str, npt.NDArray[np.float64]]) -> npt.NDArray[np.bool_]:
+    """Blank the targets flagged rows may not give; returns which rows are flagged noisy."""
+    noisy = np.zeros(len(table), dtype=bool)
     if "flags" not in table.extra.column_names:
-        return
+        return noisy
     flags = table.extra.column("flags").cast(pa.string()).to_pylist()
     for i, f in enumerate(flags):
         if not f:
             continue
         names = set(str(f).replace(";", " ").replace(",", " ").split())
+        noisy[i] = "noisy" in names
         if names & set(_DROP_BOTH):
             values["runtime_ms"][i] = np.nan
             values["power_w"][i] = np.nan
         elif names & set(_DROP_POWER):
             values["power_w"][i] = np.nan
+    return noisy
 
 
 def read_measurements(paths: Sequence[str | os.PathLike[str]]) -> Measurements:
@@ -133,7 +141,7 @@ def read_measurements(paths: Sequence[str | os.PathLike[str]]) -> Measurements:
     """
     if not paths:
         raise InputError("no measurement tables given")
-    rows, targets, sources = [], {t: [] for t in TARGETS}, []  # type: ignore[var-annotated]
+    rows, targets, sources, noisy = [], {t: [] for t in TARGETS}, [], []  # type: ignore[var-annotated]
     context: dict[str, list[str]] = {c: [] for c in (*CONTEXT_COLUMNS, "dtype")}
     for path in paths:
         table = read_layer_table(path)
@@ -144,7 +152,7 @@ def read_measurements(paths: Sequence[str | os.PathLike[str]]) -> Measurements:
             )
         rows.append(table.rows)
         values = {t: _target(table, t) for t in TARGETS}
-        _drop_flagged(table, values)
+        noisy.append(_drop_flagged(table, values))
         for t in TARGETS:
             targets[t].append(values[t])
         for c in CONTEXT_COLUMNS:
@@ -166,4 +174,5 @@ def read_measurements(paths: Sequence[str | os.PathLike[str]]) -> Measurements:
         targets={t: np.concatenate(v) for t, v in targets.items()},
         context=context,
         sources=sources,
+        noisy=np.concatenate(noisy),
     )

@@ -22,7 +22,7 @@ from .poly import TARGET_MODES, fit_poly
 from .predict import predict_spec
 from .tree import fit_tree
 
-__all__ = ["METHODS", "MIN_ROWS", "FitOptions", "fit_models", "metrics"]
+__all__ = ["METHODS", "MIN_ROWS", "FitOptions", "combine_trials", "fit_models", "metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,10 @@ METHODS = ("poly", "tree")
 BASELINES = ("roofline", "flops_linear")
 # Below this many rows a layer type's target gets a simpler model (see _fallback), said in the file.
 MIN_ROWS = 30
+# Prediction intervals: the share of held-out ratios measured / predicted they are calibrated to hold, and the
+# fewest validation rows that calibrate one.
+INTERVAL_COVERAGE = 0.9
+MIN_INTERVAL_ROWS = 10
 LEAF_FEATURES = ("flops", "bytes_moved", "params")
 _SPECIAL = {"flops", "bytes_moved"}
 
@@ -60,7 +64,7 @@ class FitOptions:
 
 
 def metrics(y: npt.NDArray[np.float64], pred: npt.NDArray[np.float64]) -> dict[str, float]:
-    """Held-out RMSPE, MAPE and maximum APE (percent) and R²."""
+    """Held-out RMSPE, MAPE, maximum APE and mean signed error (percent) and R²."""
     rel = (pred - y) / y
     ss_res = float(np.sum((pred - y) ** 2))
     ss_tot = float(np.sum((y - y.mean()) ** 2))
@@ -68,6 +72,7 @@ def metrics(y: npt.NDArray[np.float64], pred: npt.NDArray[np.float64]) -> dict[s
         "rmspe": float(100 * np.sqrt(np.mean(rel**2))),
         "mape": float(100 * np.mean(np.abs(rel))),
         "max_ape": float(100 * np.max(np.abs(rel))),
+        "bias": float(100 * np.mean(rel)),
         "r2": float(1 - ss_res / ss_tot) if ss_tot > 0 else 0.0,
     }
 
@@ -100,6 +105,60 @@ def _split(n: int, fraction: float, rng: np.random.Generator) -> tuple[npt.NDArr
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
+def combine_trials(
+    rows: npt.NDArray[np.int64], y: npt.NDArray[np.float64], noisy: npt.NDArray[np.bool_] | None = None
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """One value per configuration: the median of its trials (of its clean trials where it has any).
+
+    Returns the index of each configuration's first row, the combined values and the number of trials combined.
+    A trial flagged noisy counts only where every trial of its configuration is flagged.
+    """
+    _, first, group = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    group = group.reshape(-1)
+    keep = np.ones(len(y), dtype=bool)
+    if noisy is not None and noisy.any():
+        clean = np.bincount(group, weights=~noisy, minlength=len(first))
+        keep = ~noisy | (clean[group] == 0)
+    g, v = group[keep], y[keep]
+    order = np.lexsort((v, g))
+    g, v = g[order], v[order]
+    counts = np.bincount(g, minlength=len(first))
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    median = (v[start + (counts - 1) // 2] + v[start + counts // 2]) / 2
+    return first, median, counts
+
+
+def _interval(y: npt.NDArray[np.float64], pred: npt.NDArray[np.float64]) -> dict[str, float] | None:
+    """Multiplicative bounds that held ``INTERVAL_COVERAGE`` of the ratios measured / predicted."""
+    ok = pred > 0
+    if ok.sum() < MIN_INTERVAL_ROWS:
+        return None
+    ratio = y[ok] / pred[ok]
+    tail = (1 - INTERVAL_COVERAGE) / 2
+    lo, hi = np.quantile(ratio, [tail, 1 - tail])
+    return {"coverage": INTERVAL_COVERAGE, "lo": float(min(lo, 1.0)), "hi": float(max(hi, 1.0)),
+            "rows": int(ok.sum())}
+
+
+def _covered(y: npt.NDArray[np.float64], pred: npt.NDArray[np.float64], interval: dict[str, float]) -> float:
+    return float(100 * np.mean((y >= pred * interval["lo"]) & (y <= pred * interval["hi"])))
+
+
+def _candidates(
+    methods: tuple[str, ...], X: npt.NDArray[np.float64], y: npt.NDArray[np.float64], config: list[str],
+    options: FitOptions,
+) -> dict[str, dict[str, Any]]:
+    """Every model ``fit`` considers, fitted to (X, y): poly once per target mode (as ``poly:<mode>``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for method in (*methods, *BASELINES):
+        if method == "poly":
+            for mode in TARGET_MODES:
+                out[f"poly:{mode}"] = _fit_method("poly", X, y, config, options, mode)
+        else:
+            out[method] = _fit_method(method, X, y, config, options)
+    return out
+
+
 def _fit_target(
     X: npt.NDArray[np.float64],
     y: npt.NDArray[np.float64],
@@ -107,41 +166,55 @@ def _fit_target(
     options: FitOptions,
     fallback_value: float | None,
     key: tuple[str, str],
+    trials: npt.NDArray[np.int64] | None = None,
 ) -> dict[str, Any]:
+    """Fit one layer type's target from one row per configuration (see :func:`combine_trials`).
+
+    The configurations are split three ways: models are fitted to the first part, chosen (the poly target
+    mode; the default among the methods and the baselines) on the validation part, fitted again to both, and
+    scored on the test part, which nothing was chosen on. The prediction interval is calibrated on the
+    validation residuals and its coverage reported on the test rows.
+    """
     n = len(y)
     if n < MIN_ROWS:
         return {"rows": n, **_fallback(X, y, n, fallback_value)}
     rng = np.random.default_rng(options.seed)
     train, test = _split(n, options.test_fraction, rng)
+    fit_part, val_part = _split(len(train), options.test_fraction, rng)
+    fit_rows, val_rows = train[fit_part], train[val_part]
     methods = METHODS if options.method == "all" else (options.method,)
+    first = _candidates(methods, X[fit_rows], y[fit_rows], config, options)
+    val_pred = {name: predict_spec(spec, X[val_rows], FEATURES) for name, spec in first.items()}
+    val_rmspe = {name: metrics(y[val_rows], pred)["rmspe"] for name, pred in val_pred.items()}
+    modes = {mode: val_rmspe[f"poly:{mode}"] for mode in TARGET_MODES} if "poly" in methods else {}
+    chosen = {m: (f"poly:{min(modes, key=lambda k: modes[k])}" if m == "poly" else m) for m in (*methods, *BASELINES)}
+    validation = {m: val_rmspe[name] for m, name in chosen.items()}
+    default = min(validation, key=lambda m: validation[m])
     models: dict[str, Any] = {}
-    scores: dict[str, Any] = {}
-    modes: dict[str, float] = {}
-    if "poly" in methods:
-        # How to handle the target's range: chosen on a validation split of the training rows.
-        fit_rows, val_rows = _split(len(train), options.test_fraction, rng)
-        Xf, yf, Xv, yv = X[train][fit_rows], y[train][fit_rows], X[train][val_rows], y[train][val_rows]
-        for mode in TARGET_MODES:
-            spec = _fit_method("poly", Xf, yf, config, options, mode)
-            modes[mode] = metrics(yv, predict_spec(spec, Xv, FEATURES))["rmspe"]
-        best = min(modes, key=lambda m: modes[m])
-        models["poly"] = _fit_method("poly", X[train], y[train], config, options, best)
-    for method in (*(m for m in methods if m != "poly"), *BASELINES):
-        models[method] = _fit_method(method, X[train], y[train], config, options)
+    for method, name in chosen.items():
+        mode = name.split(":")[1] if method == "poly" else "plain"
+        models[method] = _fit_method(method, X[train], y[train], config, options, mode)
     predictions = {method: predict_spec(spec, X[test], FEATURES) for method, spec in models.items()}
     if options.holdout is not None:
         options.holdout[key] = (y[test], predictions)
+    scores: dict[str, Any] = {}
     for method, spec in models.items():
         scores[method] = metrics(y[test], predictions[method])
         scores[method]["rows_train"] = len(train)
         scores[method]["rows_test"] = len(test)
+        scores[method]["validation_rmspe"] = validation[method]
         if spec["kind"] == "poly":
             scores[method]["terms"] = len(spec["terms"])
             scores[method]["candidates"] = spec["candidates"]
         elif spec["kind"] == "tree":
             scores[method]["leaves"] = _leaves(spec["root"])
-    default = min(methods, key=lambda m: scores[m]["rmspe"])
     block: dict[str, Any] = {"rows": n, "default": default, "fallback": None, "models": models, "metrics": scores}
+    if trials is not None:
+        block["trials"] = int(trials.sum())
+    interval = _interval(y[val_rows], val_pred[chosen[default]])
+    if interval is not None:
+        interval["test_coverage"] = _covered(y[test], predictions[default], interval)
+        block["interval"] = interval
     if modes:
         block["target_modes"] = modes
     return block
@@ -244,7 +317,8 @@ def fit_models(
                 options.progress(f"{t} {target}: {int(ok.sum())} rows")
             if target == "runtime_ms" and not ok.any():
                 break
-            entry[target] = _fit_target(X[ok], y[ok], config, options, mean_power, (t, target))
+            first, combined, trials = combine_trials(data.rows[rows][ok], y[ok], data.noisy[rows][ok])
+            entry[target] = _fit_target(X[ok][first], combined, config, options, mean_power, (t, target), trials)
         else:
             layer_types[t] = entry
             continue

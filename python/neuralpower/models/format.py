@@ -14,7 +14,8 @@
            "runtime_ms": {"default": "poly", "fallback": null,
                           "models": {"poly": {...}, "tree": {...}, "roofline": {...}, "flops_linear": {...}},
                           "metrics": {"poly": {"rmspe": 7.1, "mape": 5.2, "r2": 0.99, "terms": 41, ...}, ...},
-                          "target_modes": {"plain": 31.0, "relative": 8.2, "log": 7.4}},
+                          "target_modes": {"plain": 31.0, "relative": 8.2, "log": 7.4},
+                          "interval": {"coverage": 0.9, "lo": 0.8, "hi": 1.3, ...}},   # optional
            "power_w": {...}}}}
 
 Predictions are clipped at zero. Units: runtime in milliseconds, power in watts.
@@ -129,6 +130,18 @@ def validate_model(doc: Any) -> None:
                 except ValueError as e:
                     raise ValueError(f"{tw}.models.{name}: {e}") from None
             _expect(isinstance(block.get("metrics", {}), dict), f"{tw}.metrics", "must be an object")
+            if block.get("interval") is not None:
+                validate_interval(block["interval"], f"{tw}.interval")
+
+
+def validate_interval(interval: Any, where: str) -> None:
+    """A prediction interval: measured / predicted fell in [lo, hi] for ``coverage`` of held-out rows."""
+    _expect(isinstance(interval, dict), where, "must be an object")
+    for key in ("coverage", "lo", "hi"):
+        _expect(is_finite_number(interval.get(key)), f"{where}.{key}", "must be a finite number")
+    _expect(0 < interval["coverage"] < 1, f"{where}.coverage", "must be between 0 and 1")
+    _expect(0 <= interval["lo"] <= 1, f"{where}.lo", "must be from 0 to 1 (a factor on the prediction)")
+    _expect(1 <= interval["hi"] <= 1e6, f"{where}.hi", "must be from 1 to 1e6 (a factor on the prediction)")
 
 
 def read_model_file(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -1,0 +1,230 @@
+"""Import NeuSight's public operator measurements as neuralpower measurement tables.
+
+NeuSight (github.com/sitar-lab/NeuSight, MIT license) published the runtime of single PyTorch operators
+measured on real GPUs: one CSV per operator and GPU (``<op>/<gpu>.csv``, optionally gzipped) with an
+``OPName`` column, ``Latency`` in milliseconds, the ``Device`` and the operator's shape columns. This module
+turns them into the layer tables ``neuralpower fit`` reads (one per GPU, ``runtime_ms`` measured, no power):
+
+========  =====================================  =======================================================
+OPName    shape columns                          layer
+========  =====================================  =======================================================
+conv      B, Input_Channel, Output_Channel,      conv2d: square input and kernel, no bias
+          Kernel_Szie, Input_Size, Stride,
+          Padding
+linear    B, M, N, K                             linear of B*M token rows, K -> N features, no bias
+relu,     B, H                                   relu, gelu, softmax of [B, H] (batch B, H channels)
+gelu,
+softmax
+add, mul  B, H                                   add, mul of two [B, H] inputs
+========  =====================================  =======================================================
+
+``bmm`` and ``ln`` (layer norm) have no neuralpower layer type yet: their files are reported and skipped.
+The kernel columns (what ran, known only after running) are not carried over: a predictor may not use them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from .errors import InputError
+from .layers import FIELDS
+from .table import _parse, _spreadsheet_rows
+
+__all__ = ["SKIPPED_OPS", "ImportResult", "import_neusight", "neusight_files", "read_neusight"]
+
+EXECUTOR = "neusight-torch"
+# What each supported operator's shape columns are, and the smallest value each may take.
+_SHAPES: dict[str, dict[str, int]] = {
+    "conv": {"B": 1, "Input_Channel": 1, "Output_Channel": 1, "Kernel_Szie": 1, "Input_Size": 1, "Stride": 1,
+             "Padding": 0},
+    "linear": {"B": 1, "M": 1, "N": 1, "K": 1},
+    **{op: {"B": 1, "H": 1} for op in ("relu", "gelu", "softmax", "add", "mul")},
+}
+#: Operators NeuSight measured that neuralpower has no layer type for yet, and the type they will become.
+SKIPPED_OPS = {"bmm": "matmul", "ln": "layernorm"}
+_SUFFIXES = (".csv", ".csv.gz")
+_MAX_SHAPE = 2**40
+
+
+def _layers(op: str, s: dict[str, npt.NDArray[np.int64]], n: int) -> dict[str, pa.Array]:
+    """The layer columns of ``n`` operators ``op`` with shape columns ``s``."""
+    if op == "conv":
+        k, size, stride, pad = s["Kernel_Szie"], s["Input_Size"], s["Stride"], s["Padding"]
+        return {
+            "type": pa.array(["conv2d"] * n), "batch": s["B"], "in_channels": s["Input_Channel"],
+            "in_h": size, "in_w": size, "out_channels": s["Output_Channel"], "kernel_h": k, "kernel_w": k,
+            "stride_h": stride, "stride_w": stride, "padding_h": pad, "padding_w": pad, "bias": np.zeros(n, np.int64),
+        }
+    if op == "linear":
+        rows = s["B"] * s["M"]
+        return {"type": pa.array(["linear"] * n), "batch": rows, "in_features": s["K"], "out_features": s["N"],
+                "bias": np.zeros(n, np.int64)}
+    cols: dict[str, pa.Array] = {"type": pa.array([op] * n), "batch": s["B"], "in_channels": s["H"],
+                                 "in_h": np.ones(n, np.int64), "in_w": np.ones(n, np.int64)}
+    if op in ("add", "mul"):
+        cols["inputs"] = np.full(n, 2, np.int64)
+    return cols
+
+
+def _read(path: str) -> pa.Table:
+    try:
+        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(strings_can_be_null=False))
+    except (pa.ArrowException, OSError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"not a readable NeuSight CSV file: {first}", path=path) from None
+
+
+def _op_name(table: pa.Table, path: str) -> str:
+    if "OPName" not in table.column_names:
+        raise InputError("not a NeuSight table: no 'OPName' column", path=path, column="OPName")
+    ops = [str(v) for v in table.column("OPName").unique().to_pylist()]
+    if len(ops) != 1:
+        raise InputError(f"one operator per file expected, found {', '.join(ops[:4]) or 'none'}", path=path,
+                         column="OPName")
+    return ops[0]
+
+
+def _integers(table: pa.Table, name: str, low: int, path: str, row: Callable[[int], int]) -> npt.NDArray[np.int64]:
+    column = table.column(name)
+    values = column.to_pylist()
+    out = np.empty(len(values), dtype=np.int64)
+    for i, v in enumerate(values):
+        ok = isinstance(v, int) or (isinstance(v, float) and math.isfinite(v) and v == int(v))
+        if not ok or not low <= int(v) <= _MAX_SHAPE:
+            raise InputError(f"{v!r} is not a whole number from {low} to 2**40", path=path, row=row(i), column=name)
+        out[i] = int(v)
+    return out
+
+
+def _latency(table: pa.Table, path: str, row: Callable[[int], int]) -> npt.NDArray[np.float64]:
+    values = table.column("Latency").to_pylist()
+    out = np.empty(len(values), dtype=np.float64)
+    for i, v in enumerate(values):
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 < v < 1e9
+        if not ok:
+            raise InputError(f"{v!r} is not a runtime in milliseconds (a positive number)", path=path, row=row(i),
+                             column="Latency")
+        out[i] = float(v)
+    return out
+
+
+def read_neusight(path: str | os.PathLike[str]) -> tuple[str, pa.Table | None]:
+    """Read one NeuSight file: its operator name and its measurement table (None for a skipped operator).
+
+    The table holds the layer columns, ``runtime_ms``, ``gpu`` (the ``Device`` column), ``executor``
+    (``neusight-torch``) and ``origin`` (``neusight:<op>``), one row per source row, in order; every layer is
+    validated by the core.
+
+    Raises
+    ------
+    InputError
+        One line naming the file, the spreadsheet row and the column: a missing column, an operator this
+        importer does not know, a shape that is not a positive whole number, a runtime that is not positive.
+    """
+    spath = str(path)
+    table = _read(spath)
+    op = _op_name(table, spath)
+    if op in SKIPPED_OPS:
+        return op, None
+    if op not in _SHAPES:
+        known = ", ".join([*_SHAPES, *SKIPPED_OPS])
+        raise InputError(f"unknown NeuSight operator {op!r} (known: {known})", path=spath, column="OPName")
+    needed = ["Latency", "Device", *_SHAPES[op]]
+    missing = [c for c in needed if c not in table.column_names]
+    if missing:
+        raise InputError(f"missing column {missing[0]!r} (a NeuSight {op} table has {', '.join(needed)})", path=spath,
+                         column=missing[0])
+    n = table.num_rows
+    lines: list[npt.NDArray[np.int64]] = []
+
+    def row(i: int) -> int:
+        if not lines:
+            lines.append(_spreadsheet_rows(spath, "csv", n))
+        return int(lines[0][i])
+
+    shapes = {name: _integers(table, name, low, spath, row) for name, low in _SHAPES[op].items()}
+    runtime = _latency(table, spath, row)
+    devices = table.column("Device").cast(pa.string())
+    if devices.null_count or any(not str(d).strip() for d in devices.unique().to_pylist()):
+        i = next(k for k, d in enumerate(devices.to_pylist()) if d is None or not str(d).strip())
+        raise InputError("empty device name", path=spath, row=row(i), column="Device")
+    columns = {
+        **_layers(op, shapes, n),
+        "dtype": pa.array(["fp32"] * n),
+        "runtime_ms": runtime,
+        "gpu": devices,
+        "executor": pa.array([EXECUTOR] * n),
+        "origin": pa.array([f"neusight:{op}"] * n),
+    }
+    out = pa.table({k: pa.array(v) if isinstance(v, np.ndarray) else v for k, v in columns.items()})
+    _parse(spath, "csv", out)  # every layer validated, errors naming the source row
+    return op, out
+
+
+def neusight_files(sources: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """The NeuSight CSV files among ``sources`` (files, or folders searched recursively), sorted per folder."""
+    files: list[str] = []
+    for source in sources:
+        s = str(source)
+        if os.path.isdir(s):
+            found = sorted(
+                os.path.join(d, f)
+                for d, _, names in os.walk(s)
+                for f in names
+                if f.endswith(_SUFFIXES) and not f.startswith((".", "_"))
+            )
+            if not found:
+                raise InputError("no .csv or .csv.gz files in this folder", path=s)
+            files += found
+        elif os.path.isfile(s):
+            files.append(s)
+        else:
+            raise InputError("no such file or folder", path=s)
+    return files
+
+
+def slug(gpu: str) -> str:
+    """A file name for a GPU: ``Tesla V100-PCIE-32GB`` -> ``tesla_v100-pcie-32gb``."""
+    return re.sub(r"[^a-z0-9.-]+", "_", gpu.strip().lower()).strip("_") or "gpu"
+
+
+@dataclass
+class ImportResult:
+    """What :func:`import_neusight` wrote: rows per GPU file and operator, and the files skipped."""
+
+    tables: dict[str, pa.Table] = field(default_factory=dict)  # file name -> measurement table
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)  # file name -> op -> rows
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, op)
+
+
+def import_neusight(sources: Iterable[str | os.PathLike[str]]) -> ImportResult:
+    """Read NeuSight files and gather them into one measurement table per GPU (named by :func:`slug`)."""
+    result = ImportResult()
+    parts: dict[str, list[pa.Table]] = {}
+    for path in neusight_files(sources):
+        op, table = read_neusight(path)
+        if table is None:
+            result.skipped.append((path, op))
+            continue
+        gpus = table.column("gpu").unique().to_pylist()
+        for gpu in gpus:
+            name = slug(str(gpu)) + ".csv"
+            part = table if len(gpus) == 1 else table.filter(pc.equal(table.column("gpu"), gpu))
+            parts.setdefault(name, []).append(part)
+            result.rows.setdefault(name, {})
+            result.rows[name][op] = result.rows[name].get(op, 0) + part.num_rows
+    for name, tables in parts.items():
+        table = pa.concat_tables(tables, promote_options="default")
+        order = [f for f in FIELDS if f in table.column_names]
+        result.tables[name] = table.select([*order, *(c for c in table.column_names if c not in order)])
+    return result

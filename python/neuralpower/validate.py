@@ -1,0 +1,270 @@
+"""Whole-network validation: predictions against what ``bench-network`` measured.
+
+Each (network, batch, dtype) measured in ``networks.csv`` is one case: its trials are combined by the median
+(of the clean ones; throttled rows are left out, noisy ones count only where every trial is noisy), its
+architecture is rebuilt (a zoo network by name, or one of the architectures given) and checked against the
+layers, parameters and MACs recorded with the measurement, then predicted with the model's default and with
+each method the model holds (poly, tree, roofline, flops_linear).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from .errors import InputError
+from .evaluator import Model
+from .layers import Architecture
+from .models.fit import BASELINES, METHODS
+
+__all__ = ["QUANTITIES", "Case", "Validation", "read_networks", "validate_networks"]
+
+QUANTITIES = ("runtime_ms", "power_w", "energy_mj")
+ALL_METHODS = (*METHODS, *BASELINES)
+_REQUIRED = ("arch", "batch", "dtype", "runtime_ms")
+_CHECKED = ("layers", "params", "macs")
+
+
+@dataclass
+class Measured:
+    """One network at one batch size as measured: medians over its trials."""
+
+    arch: str
+    batch: int
+    dtype: str
+    trials: int
+    runtime_ms: float
+    power_w: float | None
+    energy_mj: float | None
+    recorded: dict[str, int]  # layers, params, macs as bench-network recorded them
+    row: int  # spreadsheet row of its first trial
+
+
+@dataclass
+class Case:
+    """A validated network: measured and predicted values, and the prediction of every method."""
+
+    measured: Measured
+    layers: int
+    extrapolated_layers: int
+    predicted: dict[str, float]
+    by_method: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def error(self, quantity: str, method: str | None = None) -> float | None:
+        """Percent error of a prediction, (predicted - measured) / measured; None when not measured."""
+        measured = getattr(self.measured, quantity)
+        pred = self.predicted if method is None else self.by_method.get(method)
+        if measured is None or pred is None or quantity not in pred:
+            return None
+        return float(100 * (pred[quantity] - measured) / measured)
+
+
+@dataclass
+class Validation:
+    """All cases, and the MAPE of each quantity for the default and for each method."""
+
+    model: str
+    cases: list[Case]
+    power_predicted: bool
+
+    def mape(self, quantity: str, method: str | None = None) -> float | None:
+        if quantity != "runtime_ms" and not self.power_predicted:
+            return None
+        errors = [self.cases[i].error(quantity, method) for i in range(len(self.cases))]
+        if not errors or any(e is None for e in errors):
+            return None
+        return float(np.mean(np.abs(np.array(errors, dtype=np.float64))))
+
+    def record(self) -> dict[str, Any]:
+        """What ``validate --format json`` prints."""
+        out: dict[str, Any] = {
+            "model": self.model,
+            "networks": len(self.cases),
+            **{f"{q.split('_')[0]}_mape": self.mape(q) for q in QUANTITIES},
+            "methods": {
+                m: {f"{q.split('_')[0]}_mape": self.mape(q, m) for q in QUANTITIES}
+                for m in ALL_METHODS
+                if all(m in c.by_method for c in self.cases)
+            },
+            "cases": [],
+        }
+        for c in self.cases:
+            m = c.measured
+            rec: dict[str, Any] = {"arch": m.arch, "batch": m.batch, "dtype": m.dtype, "trials": m.trials,
+                                   "layers": c.layers, "extrapolated_layers": c.extrapolated_layers}
+            for q in QUANTITIES:
+                rec[f"measured_{q}"] = getattr(m, q)
+                rec[f"predicted_{q}"] = c.predicted[q] if q == "runtime_ms" or self.power_predicted else None
+                err = c.error(q)
+                rec[f"{q}_error_pct"] = err if q == "runtime_ms" or self.power_predicted else None
+            out["cases"].append(rec)
+        return out
+
+
+def _read(path: str) -> pa.Table:
+    """The table with every cell as its text, so that a message quotes the cell as written."""
+    from .table import _csv_header
+
+    try:
+        names = _csv_header(path)
+        types = {name: pa.string() for name in names}
+        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types,
+                                                                          strings_can_be_null=True))
+    except (pa.ArrowException, OSError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"not a readable networks table: {first}", path=path) from None
+
+
+def _networks_file(path: str) -> str:
+    if os.path.isdir(path):
+        candidate = os.path.join(path, "networks.csv")
+        if not os.path.isfile(candidate):
+            raise InputError("no networks.csv in this folder (what `neuralpower bench-network --out` writes)",
+                             path=path)
+        return candidate
+    if not os.path.isfile(path):
+        raise InputError("no such file or folder", path=path)
+    return path
+
+
+def _number(value: Any, path: str, row: int, column: str, *, whole: bool = False) -> float | None:
+    """A cell as a positive number, None when empty; anything else is an error naming the cell."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{value!r} is not a number", path=path, row=row, column=column) from None
+    if not math.isfinite(v) or v <= 0 or (whole and v != int(v)):
+        kind = "a positive whole number" if whole else "a positive number"
+        raise InputError(f"{value!r} is not {kind}", path=path, row=row, column=column)
+    return v
+
+
+def read_networks(path: str | os.PathLike[str]) -> list[Measured]:
+    """Read ``networks.csv`` (or the folder holding it) into one entry per network, batch and dtype."""
+    spath = _networks_file(os.fspath(path))
+    table = _read(spath)
+    missing = [c for c in _REQUIRED if c not in table.column_names]
+    if missing:
+        raise InputError(f"not a networks table: no {missing[0]!r} column", path=spath, column=missing[0])
+    if table.num_rows == 0:
+        raise InputError("no networks measured in this table", path=spath)
+    from .table import _spreadsheet_rows
+
+    lines = _spreadsheet_rows(spath, "csv", table.num_rows)
+    columns = {name: table.column(name).to_pylist() for name in table.column_names}
+    groups: dict[tuple[str, int, str], list[int]] = {}
+    for i in range(table.num_rows):
+        row = int(lines[i])
+        arch = columns["arch"][i]
+        if arch is None or not str(arch).strip():
+            raise InputError("empty network name", path=spath, row=row, column="arch")
+        batch = _number(columns["batch"][i], spath, row, "batch", whole=True)
+        dtype = columns["dtype"][i]
+        if batch is None or dtype is None:
+            raise InputError("empty cell", path=spath, row=row, column="batch" if batch is None else "dtype")
+        groups.setdefault((str(arch), int(batch), str(dtype)), []).append(i)
+    out = []
+    for (arch, batch, dtype), index in groups.items():
+        flags = [set(str(columns["flags"][i] or "").replace(";", " ").replace(",", " ").split())
+                 if "flags" in columns else set() for i in index]
+        kept = [i for i, f in zip(index, flags, strict=True) if "throttled" not in f]
+        clean = [i for i, f in zip(index, flags, strict=True) if "throttled" not in f and "noisy" not in f]
+        use = clean or kept
+        if not use:
+            continue
+
+        def median(column: str, use: list[int] = use) -> float | None:
+            if column not in columns:
+                return None
+            values = [_number(columns[column][i], spath, int(lines[i]), column) for i in use]
+            given = [v for v in values if v is not None]
+            return float(np.median(given)) if given else None
+
+        runtime = median("runtime_ms")
+        if runtime is None:
+            raise InputError("no runtime measured", path=spath, row=int(lines[use[0]]), column="runtime_ms")
+        power, energy = median("power_w"), median("energy_mj")
+        if energy is None and power is not None:
+            energy = power * runtime
+        recorded = {}
+        for c in _CHECKED:
+            if c in columns:
+                v = _number(columns[c][use[0]], spath, int(lines[use[0]]), c, whole=True)
+                if v is not None:
+                    recorded[c] = int(v)
+        out.append(Measured(arch, batch, dtype, len(use), runtime, power, energy, recorded, int(lines[index[0]])))
+    return out
+
+
+def _architecture(m: Measured, given: dict[tuple[str, int], Architecture], image_size: int | None,
+                  path: str) -> Architecture:
+    from . import zoo
+    from .sources import is_zoo_name
+
+    arch = given.get((m.arch, m.batch))
+    if arch is None:
+        if not is_zoo_name(m.arch):
+            raise InputError(f"{m.arch} is not a zoo network: give the architectures it ran with --archs",
+                             path=path, row=m.row, column="arch")
+        arch = zoo.build(m.arch, batch=m.batch, dtype=m.dtype, image_size=image_size)
+    totals = arch.totals()
+    for c, v in m.recorded.items():
+        if int(totals[c]) != v:
+            raise InputError(
+                f"{m.arch} at batch {m.batch} has {c} {int(totals[c])} here but {v} where it was measured (another "
+                "image size or definition): give what it ran with --archs or --image-size",
+                path=path, row=m.row, column=c)
+    return arch
+
+
+def validate_networks(
+    path: str | os.PathLike[str],
+    model: Model,
+    *,
+    archs: Sequence[Architecture] = (),
+    image_size: int | None = None,
+) -> Validation:
+    """Predict every measured network with ``model`` (and each of its methods) and compare.
+
+    Raises
+    ------
+    InputError
+        A networks table that does not load; a network that cannot be rebuilt, or whose rebuilt layers,
+        parameters or MACs differ from the ones measured; a dtype or layer type the model does not cover.
+    """
+    spath = _networks_file(os.fspath(path))
+    measured = read_networks(spath)
+    given = {(a.name, a.batch): a for a in archs}
+    others: dict[str, Model] = {}
+    cases = []
+    for m in measured:
+        arch = _architecture(m, given, image_size, spath)
+        if arch.dtype != model.dtype:
+            raise InputError(f"{m.arch} was measured in {arch.dtype}, the model {model.name or model.path} was fit "
+                             f"for {model.dtype}", path=spath, row=m.row, column="dtype")
+        try:
+            p = model.predict(arch)
+        except InputError as e:
+            raise InputError(str(e), path=spath, row=m.row) from None
+        case = Case(m, len(arch), int(np.count_nonzero(p.layer_extrapolated)),
+                    {"runtime_ms": p.runtime_ms, "power_w": p.power_w, "energy_mj": p.energy_mj})
+        layer_types = {layer.type for layer in arch} & set(model.doc["layer_types"])
+        for method in ALL_METHODS:
+            # a method counts for a network only where every layer type it holds has that model
+            if not all(method in model.doc["layer_types"][t]["runtime_ms"]["models"] for t in layer_types):
+                continue
+            if method not in others:
+                others[method] = Model(model.doc, name=model.name, path=model.path, method=method, validate=False)
+            q = others[method].predict(arch)
+            case.by_method[method] = {"runtime_ms": q.runtime_ms, "power_w": q.power_w, "energy_mj": q.energy_mj}
+        cases.append(case)
+    return Validation(model.name or model.path, cases, model.power_measured)

@@ -1,0 +1,139 @@
+"""Importing NeuSight's public GPU measurements, and fitting them."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuralpower.cli import main
+from neuralpower.layers import FEATURES
+from neuralpower.models.data import read_measurements
+from neuralpower.models.fit import FitOptions, fit_models
+from neuralpower.neusight import import_neusight, read_neusight, slug
+
+DATA = Path(__file__).parent / "data" / "neusight"
+V100 = "tesla_v100-pcie-32gb.csv"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("neusight") / "tables"
+    assert main(["import-neusight", str(DATA), "--out", str(out)]) == 0
+    return out / V100
+
+
+def test_import_writes_one_table_per_gpu(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = run(capsys, "import-neusight", str(DATA), "--out", str(tmp_path / "t"))
+    assert code == 0
+    assert [p.name for p in (tmp_path / "t").iterdir()] == [V100]
+    assert "920 rows (add 60, conv 400, linear 400, relu 60)" in out
+    assert "skipped" in err and "bmm" in err and "matmul" in err
+
+
+def test_imported_layers_match_the_operators(imported: Path) -> None:
+    data = read_measurements([imported])
+    assert len(data) == 920 and data.context["gpu"] == ["Tesla V100-PCIE-32GB"]
+    assert data.context["executor"] == ["neusight-torch"] and data.context["dtype"] == ["fp32"]
+    _, conv = read_neusight(DATA / "conv" / f"{V100}.gz")
+    _, linear = read_neusight(DATA / "linear" / f"{V100}.gz")
+    assert conv is not None and linear is not None
+    with gzip.open(DATA / "conv" / f"{V100}.gz", "rt", newline="") as f:
+        src = list(csv.DictReader(f))
+    is_conv = data.types == 0
+    flops = data.features[is_conv, FEATURES.index("flops")]
+    macs = np.array(
+        [int(r["B"]) * int(r["Output_Channel"]) * int(r["Input_Size"]) ** 2 * int(r["Input_Channel"]) * 9 for r in src]
+    )
+    # 3x3 kernels, stride 1, padding 1: the output is as large as the input; no bias
+    assert np.array_equal(flops, 2 * macs)
+    runtime = data.targets["runtime_ms"][is_conv]
+    assert np.allclose(runtime, [float(r["Latency"]) for r in src])
+    with gzip.open(DATA / "linear" / f"{V100}.gz", "rt", newline="") as f:
+        lin = list(csv.DictReader(f))
+    is_linear = data.types == 1
+    macs = np.array([int(r["B"]) * int(r["M"]) * int(r["N"]) * int(r["K"]) for r in lin])
+    assert np.array_equal(data.features[is_linear, FEATURES.index("macs")], macs)
+
+
+def test_fit_on_real_gpu_rows(imported: Path) -> None:
+    doc = fit_models(read_measurements([imported]), FitOptions(method="all"))
+    for t in ("conv2d", "linear"):
+        block = doc["layer_types"][t]["runtime_ms"]
+        m = block["metrics"]
+        # the default was chosen on validation rows and is reported on test rows nothing was chosen on
+        assert block["default"] == min(m, key=lambda k: m[k]["validation_rmspe"])
+        assert m["roofline"]["rmspe"] < m["flops_linear"]["rmspe"]
+        assert m[block["default"]]["rmspe"] < 30
+        assert 75 <= block["interval"]["test_coverage"] <= 100
+    # FastDeepIoT's tree captures what a roofline cannot on convolutions (cuDNN's algorithm choices)
+    conv = doc["layer_types"]["conv2d"]["runtime_ms"]["metrics"]
+    assert conv["tree"]["rmspe"] < 0.8 * conv["roofline"]["rmspe"]
+    assert doc["layer_types"]["conv2d"]["power_w"]["default"] == "constant"
+
+
+def test_slug() -> None:
+    assert slug("Tesla V100-PCIE-32GB") == "tesla_v100-pcie-32gb"
+    assert slug(" NVIDIA H100 80GB HBM3 ") == "nvidia_h100_80gb_hbm3"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("OPName,Latency,Device,B,H\nrelu,0.1,T4,2,-3\n", "f.csv, row 2, column H: -3 is not a whole number from 1"),
+        ("OPName,Latency,Device,B,H\nrelu,0.1,T4,2,3.5\n", "f.csv, row 2, column H: 3.5 is not a whole number"),
+        ("OPName,Latency,Device,B,H\nrelu,0.1,T4,2,3\nrelu,-1,T4,2,3\n", "row 3, column Latency: -1"),
+        ("OPName,Latency,Device,B\nrelu,0.1,T4,2\n", "missing column 'H'"),
+        ("OPName,Latency,Device,B,H\nsqrt,0.1,T4,2,3\n", "unknown NeuSight operator 'sqrt'"),
+        ("OPName,Latency,Device,B,H\nrelu,0.1,T4,2,3\nadd,0.1,T4,2,3\n", "one operator per file expected"),
+        ("Latency,Device,B,H\n0.1,T4,2,3\n", "not a NeuSight table: no 'OPName' column"),
+        ("OPName,Latency,Device,B,H\nrelu,0.1,,2,3\n", "row 2, column Device: empty device name"),
+        (
+            "OPName,Latency,Device,B,Input_Channel,Output_Channel,Kernel_Szie,Input_Size,Stride,Padding\n"
+            "conv,0.1,T4,1,3,8,9,4,1,0\n",
+            "f.csv, row 2",
+        ),
+    ],
+)
+def test_bad_neusight_files(capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, message: str) -> None:
+    src = _write(tmp_path / "f.csv", text)
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "import-neusight", str(src), "--out", str(out))
+    assert code == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_output_folder_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    code, _, err = run(capsys, "import-neusight", str(DATA), "--out", str(tmp_path / "full"))
+    assert code == 2 and "not empty" in err
+    code, _, err = run(capsys, "import-neusight", str(DATA / "bmm"), "--out", str(tmp_path / "new"))
+    assert code == 2 and "nothing to import" in err and not (tmp_path / "new").exists()
+    code, _, err = run(capsys, "import-neusight", str(tmp_path / "missing"), "--out", str(tmp_path / "n2"))
+    assert code == 2 and "no such file or folder" in err
+
+
+def test_import_api_matches_the_cli(imported: Path) -> None:
+    result = import_neusight([DATA])
+    assert list(result.tables) == [V100]
+    assert result.tables[V100].num_rows == 920
+    assert json.dumps(result.rows[V100], sort_keys=True) == json.dumps(
+        {"add": 60, "conv": 400, "linear": 400, "relu": 60}, sort_keys=True
+    )
