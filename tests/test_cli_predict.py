@@ -115,8 +115,13 @@ def test_score_to_files(candidates: Path, model_path: Path, tmp_path: Path, suff
     scores, layers = read(out), read(per_layer)
     assert scores.num_rows == 3
     assert layers.num_rows == sum(int(n) for n in scores.column("layers").to_pylist())
-    assert layers.column_names == ["arch", "layer", "type", "runtime_ms", "power_w", "energy_mj", "extrapolated"]
+    bounds = [f"{q}_{side}" for q in ("runtime_ms", "power_w", "energy_mj") for side in ("lo", "hi")]
+    assert layers.column_names == ["arch", "layer", "type", "runtime_ms", "power_w", "energy_mj", "extrapolated",
+                                   *bounds]  # the fitted model holds intervals
     assert layers.column("layer").to_pylist()[0] == "conv1"
+    assert scores.column_names[:11] == ["arch", "layers", "runtime_ms", "power_w", "energy_mj", *bounds]
+    lo, mid, hi = (scores.column(c).to_numpy() for c in ("runtime_ms_lo", "runtime_ms", "runtime_ms_hi"))
+    assert (lo < mid).all() and (mid < hi).all()
 
 
 def test_score_errors(candidates: Path, model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

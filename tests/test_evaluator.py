@@ -4,6 +4,7 @@ rows never crash it."""
 from __future__ import annotations
 
 import copy
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -220,8 +221,65 @@ def test_fitted_models_match_the_reference(fitted: Path) -> None:
         "power_w",
         "energy_mj",
         "extrapolated",
+        *BOUNDS,
     )
     assert p.bottleneck in {layer.name for layer in arch}
+
+
+BOUNDS = ("runtime_ms_lo", "runtime_ms_hi", "power_w_lo", "power_w_hi", "energy_mj_lo", "energy_mj_hi")
+
+
+def test_prediction_intervals(fitted: Path, tmp_path: Path) -> None:
+    doc = json.loads(fitted.read_text())
+    conv = doc["layer_types"]["conv2d"]
+    rt, pw = conv["runtime_ms"]["interval"], conv["power_w"]["interval"]
+    assert rt["coverage"] == 0.9 and rt["lo"] < 1 < rt["hi"] and 85 <= rt["test_coverage"] <= 95
+    model = load_model(fitted)
+    assert model.has_intervals and model.interval_coverage == 0.9
+    arch = npw.Architecture("convs", [layer for layer in zoo.build("resnet18", batch=2) if layer.type == "conv2d"])
+    p = model.predict(arch)
+    # per layer: the prediction times the type's factors; per network: sums (runtime, energy) and their ratio
+    assert close(p.layer_bounds["runtime_ms_lo"], p.layer_runtime_ms * rt["lo"])
+    assert close(p.layer_bounds["power_w_hi"], p.layer_power_w * pw["hi"])
+    assert close(p.layer_bounds["energy_mj_lo"], p.layer_energy_mj * rt["lo"] * pw["lo"])
+    assert close(p.bounds["runtime_ms_lo"], p.runtime_ms * rt["lo"])
+    assert close(p.bounds["runtime_ms_hi"], p.runtime_ms * rt["hi"])
+    assert close(p.bounds["energy_mj_hi"], p.energy_mj * rt["hi"] * pw["hi"])
+    assert close(p.bounds["power_w_lo"], p.bounds["energy_mj_lo"] / p.bounds["runtime_ms_lo"])
+    assert p.bounds["power_w_lo"] < p.power_w < p.bounds["power_w_hi"]
+    # the compiled architecture sums (score) agree with predict
+    scores = model.score([arch, npw.Architecture("other", list(arch.layers[:3]))])
+    for k in BOUNDS:
+        assert close(scores.bounds[k][0], p.bounds[k]), k
+    # an interval belongs to the default model: another method has none
+    other = load_model(fitted, method="roofline" if conv["runtime_ms"]["default"] != "roofline" else "poly")
+    assert all(np.isnan(v) for v in other.predict(arch).bounds.values())
+    # a model without intervals has none
+    plain = copy.deepcopy(doc)
+    for entry in plain["layer_types"].values():
+        for target in ("runtime_ms", "power_w"):
+            entry[target].pop("interval", None)
+    bare = npw.Model(plain)
+    assert not bare.has_intervals and bare.predict(arch).bounds == {} and bare.score([arch]).bounds == {}
+
+
+def test_intervals_in_score_output(fitted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from neuralpower.cli import main
+
+    archs = [npw.Architecture(f"n{i}", [layer for layer in zoo.build("resnet18", batch=b) if layer.type == "conv2d"])
+             for i, b in enumerate((1, 2))]
+    path = tmp_path / "c.csv"
+    npw.write_architectures(archs, path)
+    out, per = tmp_path / "s.csv", tmp_path / "l.csv"
+    assert main(["score", str(path), "--model", str(fitted), "--out", str(out), "--per-layer", str(per)]) == 0
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert list(rows[0])[:11] == ["arch", "layers", "runtime_ms", "power_w", "energy_mj", *BOUNDS]
+    p = load_model(fitted).predict(archs[1])
+    for k in BOUNDS:
+        assert close(float(rows[1][k]), p.bounds[k]), k
+    layers = list(csv.DictReader(per.read_text().splitlines()))
+    first = load_model(fitted).predict(archs[0]).layer_bounds["runtime_ms_hi"][0]
+    assert close(float(layers[0]["runtime_ms_hi"]), first)
 
 
 def test_score_a_table_file(fitted: Path, tmp_path: Path) -> None:

@@ -141,3 +141,22 @@ def test_missing_inputs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     (tmp_path / "e.csv").write_text("arch,batch,dtype,runtime_ms\n")
     code, _, err = run(capsys, "validate", str(tmp_path / "e.csv"))
     assert code == 2 and "no networks measured" in err
+
+
+def test_interval_coverage(capsys: pytest.CaptureFixture[str], measured: Path, varying_model_path: Path,
+                           tmp_path: Path) -> None:
+    doc = json.loads(varying_model_path.read_text())
+    for entry in doc["layer_types"].values():
+        for target in ("runtime_ms", "power_w"):
+            entry[target]["interval"] = {"coverage": 0.9, "lo": 0.9, "hi": 1.3}
+    path = tmp_path / "with-intervals.json"
+    path.write_text(json.dumps(doc))
+    code, out, _ = run(capsys, "validate", str(measured), "--model", str(path), "--format", "json")
+    assert code == 0
+    rec = json.loads(out)
+    # measured at 1.25x, 0.8x and 1x the prediction: the first and the last inside [0.9, 1.3]x
+    assert rec["runtime_interval_coverage"] == pytest.approx(200 / 3)
+    case = next(c for c in rec["cases"] if c["batch"] == 4)
+    assert case["predicted_runtime_ms_lo"] == pytest.approx(0.9 * case["predicted_runtime_ms"])
+    code, out, _ = run(capsys, "validate", str(measured), "--model", str(varying_model_path), "--format", "json")
+    assert json.loads(out)["runtime_interval_coverage"] is None

@@ -322,6 +322,7 @@ py::dict evaluate_archs(const np::Model& model, const RowsIn& rows, const RowsIn
     const auto na = static_cast<py::ssize_t>(n_archs);
     py::array_t<double> runtime(na), power(na), energy(na), best_energy(na), best_runtime(na);
     py::array_t<std::int64_t> bottleneck(na), extrapolated(na);
+    py::array_t<double> bounds({na, static_cast<py::ssize_t>(4)});
     std::vector<np::LayerResult> layers(per_layer ? n : 0);
     std::ptrdiff_t bad;
     np::ValidationError invalid;
@@ -331,9 +332,10 @@ py::dict evaluate_archs(const np::Model& model, const RowsIn& rows, const RowsIn
         double *pbe = best_energy.mutable_data(), *pbr = best_runtime.mutable_data();
         const std::int64_t* r = rows.data();
         np::LayerResult* pl = per_layer ? layers.data() : nullptr;
+        double* pbounds = bounds.mutable_data();
         py::gil_scoped_release release;
         bad = model.evaluate_archs(r, off, n_archs, pr, pp, pe, pb, pbe, pbr, px, pl, threads,
-                                   validate ? &invalid : nullptr);
+                                   validate ? &invalid : nullptr, pbounds);
     }
     if (invalid) invalid_row(bad, invalid);
     py::dict out;
@@ -345,6 +347,7 @@ py::dict evaluate_archs(const np::Model& model, const RowsIn& rows, const RowsIn
     out["bottleneck_energy_mj"] = best_energy;
     out["bottleneck_runtime_ms"] = best_runtime;
     out["extrapolated"] = extrapolated;
+    out["bounds"] = bounds;
     if (per_layer) {
         const auto nl = static_cast<py::ssize_t>(n);
         py::array_t<double> lr(nl), lp(nl), le(nl);
@@ -669,6 +672,9 @@ void bind_model(py::module_& m) {
         .def("set_linear", &np::Model::set_linear, py::arg("type"), py::arg("target"), py::arg("kind"), py::arg("a"),
              py::arg("b"), py::arg("c"))
         .def("set_ranges", &np::Model::set_ranges, py::arg("type"), py::arg("feature"), py::arg("lo"), py::arg("hi"))
+        .def("set_interval", &np::Model::set_interval, py::arg("type"), py::arg("target"), py::arg("lo"),
+             py::arg("hi"))
+        .def_property_readonly("has_intervals", &np::Model::has_intervals)
         .def("finish", &np::Model::finish)
         .def(
             "covers", [](const np::Model& model, int t) { return model.covers(layer_type(t)); }, py::arg("type"))
@@ -677,7 +683,8 @@ void bind_model(py::module_& m) {
              "the model lacks, or -1.")
         .def("evaluate_archs", &evaluate_archs, py::arg("rows"), py::arg("offsets"), py::arg("per_layer") = false,
              py::arg("threads") = 1, py::arg("validate") = true,
-             "Per-architecture totals (and per-layer values) of architectures laid out as rows[offsets[k]:offsets[k+1]].");
+             "Per-architecture totals (and per-layer values) of architectures laid out as rows[offsets[k]:offsets[k+1]]; "
+             "'bounds' holds each architecture's runtime lo, hi and energy lo, hi (NaN without intervals).");
 }
 
 }  // namespace

@@ -239,6 +239,16 @@ void Model::set_ranges(int type, const std::vector<int>& feature, const std::vec
     t.range_hi = hi;
 }
 
+void Model::set_interval(int type, int target, double lo, double hi) {
+    require(type >= 0 && type < kNumLayerTypes, "layer type code out of range");
+    require(target == 0 || target == 1, "target must be 0 (runtime) or 1 (power)");
+    require(finite(lo) && finite(hi) && lo >= 0.0 && lo <= 1.0 && hi >= 1.0, "interval: need 0 <= lo <= 1 <= hi");
+    TypeModel& t = types_[type];
+    (target == 0 ? t.runtime_lo : t.power_lo) = lo;
+    (target == 0 ? t.runtime_hi : t.power_hi) = hi;
+    has_intervals_ = true;
+}
+
 void Model::finish() {
     for (int t = 0; t < kNumLayerTypes; ++t) types_[t].present = has_runtime_[t] && has_power_[t];
 }
@@ -298,7 +308,7 @@ std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_
                                      double* runtime_ms, double* power_w, double* energy_mj, std::int64_t* bottleneck,
                                      double* bottleneck_energy_mj, double* bottleneck_runtime_ms,
                                      std::int64_t* extrapolated, LayerResult* layers, int threads,
-                                     ValidationError* invalid) const {
+                                     ValidationError* invalid, double* bounds) const {
     // never more threads than architectures (a huge request is not an allocation of that many slots)
     const std::size_t n_threads =
         std::max<std::size_t>(1, std::min<std::size_t>(static_cast<std::size_t>(std::max(1, threads)), n_archs));
@@ -335,6 +345,27 @@ std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_
                     best_i = static_cast<std::int64_t>(i);
                 }
                 n_extra += res[i].extrapolated ? 1 : 0;
+            }
+            if (bounds != nullptr) {
+                double t_lo = 0.0, t_hi = 0.0, e_lo = 0.0, e_hi = 0.0;
+                if (has_intervals_) {
+                    for (std::size_t i = 0; i < count; ++i) {
+                        const TypeModel& tm = types_[static_cast<int>(rows[(begin + i) * kNumFields + kType])];
+                        if (!tm.present) continue;  // a free type: nothing, exactly
+                        const double r = res[i].runtime_ms, e_i = res[i].energy_mj;
+                        t_lo += r * tm.runtime_lo;
+                        t_hi += r * tm.runtime_hi;
+                        e_lo += e_i * tm.runtime_lo * tm.power_lo;
+                        e_hi += e_i * tm.runtime_hi * tm.power_hi;
+                    }
+                } else {
+                    t_lo = t_hi = e_lo = e_hi = TypeModel::kNoBound;
+                }
+                double* out = bounds + 4 * a;
+                out[0] = t_lo;
+                out[1] = t_hi;
+                out[2] = e_lo;
+                out[3] = e_hi;
             }
             runtime_ms[a] = t;
             energy_mj[a] = e;

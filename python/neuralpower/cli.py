@@ -516,6 +516,23 @@ class _Progress:
             print(f"scored {self.rows:,} layers ({rate / 1e6:.1f} M layers/s)    ", file=sys.stderr)
 
 
+def _json_number(value: float) -> float | None:
+    """A float for JSON: None (null) for NaN, which JSON cannot hold."""
+    v = float(value)
+    return None if v != v else v
+
+
+def _bound_text(bounds: dict[str, float], quantity: str, digits: int) -> str:
+    lo, hi = bounds[f"{quantity}_lo"], bounds[f"{quantity}_hi"]
+    return "unknown" if lo != lo or hi != hi else f"{lo:.{digits}f} to {hi:.{digits}f}"
+
+
+def _layer_values(p: Any) -> Any:
+    """(layer, runtime, power, energy, extrapolated) of each layer of a prediction."""
+    return zip(p.arch.layers, p.layer_runtime_ms, p.layer_power_w, p.layer_energy_mj, p.layer_extrapolated,
+               strict=True)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .evaluator import load_model
 
@@ -537,6 +554,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             "power_w": p.power_w,
             "energy_mj": p.energy_mj,
             "bottleneck": p.bottleneck,
+            **{k: _json_number(v) for k, v in p.bounds.items()},
+            **({"interval_coverage": model.interval_coverage} if p.bounds else {}),
             "extrapolated_layers": int(p.layer_extrapolated.sum()),
             "per_layer": [
                 {
@@ -546,15 +565,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                     "power_w": float(w),
                     "energy_mj": float(e),
                     "extrapolated": bool(x),
+                    **{k: _json_number(v[i]) for k, v in p.layer_bounds.items()},
                 }
-                for layer, r, w, e, x in zip(
-                    arch.layers,
-                    p.layer_runtime_ms,
-                    p.layer_power_w,
-                    p.layer_energy_mj,
-                    p.layer_extrapolated,
-                    strict=True,
-                )
+                for i, (layer, r, w, e, x) in enumerate(_layer_values(p))
             ],
         }
         json.dump(out, sys.stdout, indent=1)
@@ -572,16 +585,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 f"{e:.4f}",
                 "extrapolated" if x else "",
             )
-            for i, (layer, r, w, e, x) in enumerate(
-                zip(
-                    arch.layers,
-                    p.layer_runtime_ms,
-                    p.layer_power_w,
-                    p.layer_energy_mj,
-                    p.layer_extrapolated,
-                    strict=True,
-                )
-            )
+            for i, (layer, r, w, e, x) in enumerate(_layer_values(p))
         ]
         total = (
             "",
@@ -604,6 +608,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 else ""
             )
         )
+        if p.bounds:
+            b = p.bounds
+            coverage = model.interval_coverage or 0.0
+            print(
+                f"{coverage:.0%} prediction interval: runtime {_bound_text(b, 'runtime_ms', 4)} ms, power "
+                f"{_bound_text(b, 'power_w', 1)} W, energy {_bound_text(b, 'energy_mj', 4)} mJ"
+            )
     if args.plot:
         _plot_prediction(p, arch, model, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)

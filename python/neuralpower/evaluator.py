@@ -164,6 +164,10 @@ def _compile(doc: Mapping[str, Any], method: str | None) -> Any:
                 compiled.set_linear(code, target_index, _KIND[kind], spec["slope"], 0.0, spec["intercept"])
             else:
                 compiled.set_linear(code, target_index, _KIND[kind], 0.0, 0.0, spec["value"])
+            interval = block.get("interval")
+            if interval is not None and (method is None or method == block["default"] or method not in block["models"]):
+                # calibrated on the default model's residuals: an interval belongs to the default only
+                compiled.set_interval(code, target_index, float(interval["lo"]), float(interval["hi"]))
         names = list(entry["ranges"])
         compiled.set_ranges(
             code,
@@ -175,6 +179,20 @@ def _compile(doc: Mapping[str, Any], method: str | None) -> Any:
     return compiled
 
 
+def _interval_factors(doc: Mapping[str, Any], method: str | None) -> npt.NDArray[np.float64]:
+    """``(layer types, 4)``: runtime lo, hi and power lo, hi factors (NaN: none; 1 for a type the model does
+    not cover, which costs nothing)."""
+    out = np.ones((len(LAYER_TYPES), 4))
+    for type_name, entry in doc["layer_types"].items():
+        code = LAYER_TYPES.index(type_name)
+        for k, target in enumerate(_TARGETS):
+            block = entry[target]
+            interval = block.get("interval")
+            own = method is None or method == block["default"] or method not in block["models"]
+            out[code, 2 * k : 2 * k + 2] = (interval["lo"], interval["hi"]) if interval and own else np.nan
+    return out
+
+
 def _rebuild_model(doc: str, name: str, path: str, method: str | None) -> Model:
     """A pickled :class:`Model`, compiled again from its document (validated: a pickle may come from anywhere)."""
     return Model(json.loads(doc), name=name, path=path, method=method)
@@ -182,7 +200,12 @@ def _rebuild_model(doc: str, name: str, path: str, method: str | None) -> Model:
 
 @dataclass
 class Prediction:
-    """A network's predicted runtime (ms), power (W) and energy (mJ), with its per-layer breakdown."""
+    """A network's predicted runtime (ms), power (W) and energy (mJ), with its per-layer breakdown.
+
+    With a model that holds prediction intervals, ``bounds`` gives the network's (``runtime_ms_lo``,
+    ``runtime_ms_hi``, ``power_w_lo``, ``power_w_hi``, ``energy_mj_lo``, ``energy_mj_hi``) and
+    ``layer_bounds`` the same per layer; both are empty otherwise.
+    """
 
     arch: Architecture
     runtime_ms: float
@@ -192,6 +215,8 @@ class Prediction:
     layer_power_w: npt.NDArray[np.float64]
     layer_energy_mj: npt.NDArray[np.float64]
     layer_extrapolated: npt.NDArray[np.bool_]
+    bounds: dict[str, float] = field(default_factory=dict)
+    layer_bounds: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
     _table: npt.NDArray[Any] | None = field(default=None, repr=False)
 
     @property
@@ -201,7 +226,8 @@ class Prediction:
 
     @property
     def per_layer(self) -> npt.NDArray[Any]:
-        """The per-layer breakdown as a record array: layer, type, runtime_ms, power_w, energy_mj, extrapolated."""
+        """The per-layer breakdown as a record array: layer, type, runtime_ms, power_w, energy_mj, extrapolated
+        (and the bounds, with a model that holds intervals)."""
         if self._table is None:
             table: npt.NDArray[Any] = np.rec.fromarrays(  # type: ignore[call-overload]
                 [
@@ -211,8 +237,10 @@ class Prediction:
                     self.layer_power_w,
                     self.layer_energy_mj,
                     self.layer_extrapolated,
+                    *self.layer_bounds.values(),
                 ],
-                names="layer,type,runtime_ms,power_w,energy_mj,extrapolated",
+                names=",".join(["layer", "type", "runtime_ms", "power_w", "energy_mj", "extrapolated",
+                                *self.layer_bounds]),
             )
             self._table = table
         return self._table
@@ -237,6 +265,8 @@ class Scores:
     bottleneck: list[str]
     extrapolated_layers: npt.NDArray[np.int64]
     per_layer: dict[str, npt.NDArray[Any]] | None = None
+    #: With a model that holds intervals: runtime_ms_lo, runtime_ms_hi, power_w_lo, ... per architecture.
+    bounds: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.arch)
@@ -275,6 +305,7 @@ class Model:
         self.method = method
         self._compiled = _compile(self.doc, method)
         self._dtype = str(self.doc["dtype"])
+        self._factors = _interval_factors(self.doc, method)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # pickled as its JSON document: a worker process (Dask, multiprocessing) compiles it again
@@ -301,6 +332,36 @@ class Model:
     def layer_types(self) -> list[str]:
         return list(self.doc["layer_types"])
 
+    @property
+    def has_intervals(self) -> bool:
+        """Whether the model holds prediction intervals (``fit`` calibrates them on held-out residuals)."""
+        return bool(self._compiled.has_intervals)
+
+    @property
+    def interval_coverage(self) -> float | None:
+        """The share of held-out cases the intervals were calibrated to hold (0.9), or None without them."""
+        for entry in self.doc["layer_types"].values():
+            interval = entry["runtime_ms"].get("interval")
+            if interval is not None:
+                return float(interval["coverage"])
+        return None
+
+    def layer_bounds(
+        self, types: npt.NDArray[np.int64], runtime_ms: npt.NDArray[np.float64], power_w: npt.NDArray[np.float64]
+    ) -> dict[str, npt.NDArray[np.float64]]:
+        """Per-layer interval bounds (``runtime_ms_lo``, ``runtime_ms_hi``, ``power_w_lo``, ...) of layers of
+        type codes ``types`` predicted ``runtime_ms`` and ``power_w``; empty without intervals, NaN where a
+        type has none (a free type such as flatten: exactly 0)."""
+        if not self.has_intervals:
+            return {}
+        f = self._factors[types]
+        energy = runtime_ms * power_w
+        return {
+            "runtime_ms_lo": runtime_ms * f[:, 0], "runtime_ms_hi": runtime_ms * f[:, 1],
+            "power_w_lo": power_w * f[:, 2], "power_w_hi": power_w * f[:, 3],
+            "energy_mj_lo": energy * f[:, 0] * f[:, 2], "energy_mj_hi": energy * f[:, 1] * f[:, 3],
+        }
+
     def __repr__(self) -> str:
         return f"Model({self.name!r}: {self.gpu}, {self.executor}, {self.dtype}, {len(self.layer_types)} layer types)"
 
@@ -326,6 +387,15 @@ class Model:
             bad = self._first_overflow(rows)
             raise self._overflow(arch.name, None if bad < 0 else (f"layer {arch.layers[bad].name}", rows[bad]))
         total_runtime, total_energy = r["total_runtime_ms"], r["total_energy_mj"]
+        layer_bounds = self.layer_bounds(rows[:, 0], r["runtime_ms"], r["power_w"])
+        bounds: dict[str, float] = {}
+        if layer_bounds:
+            from .stream import interval_columns
+
+            sums = np.array([[layer_bounds[k].sum() for k in
+                              ("runtime_ms_lo", "runtime_ms_hi", "energy_mj_lo", "energy_mj_hi")]])
+            bounds = {k: float(v[0].as_py()) if v[0].is_valid else float("nan")
+                      for k, v in interval_columns(sums).items()}
         return Prediction(
             arch,
             total_runtime,
@@ -335,6 +405,8 @@ class Model:
             r["power_w"],
             r["energy_mj"],
             r["extrapolated"],
+            bounds,
+            layer_bounds,
         )
 
     def score_rows(
@@ -401,6 +473,14 @@ class Model:
             raise self._overflow(name, None if layer < 0 else (f"layer {layer}", rows[start + layer]))
         return out
 
+    def _bounds(self, sums: npt.NDArray[np.float64]) -> dict[str, npt.NDArray[np.float64]]:
+        if not self.has_intervals:
+            return {}
+        from .stream import interval_columns
+
+        return {k: np.asarray(v.to_numpy(zero_copy_only=False), dtype=np.float64)
+                for k, v in interval_columns(sums).items()}
+
     def _first_overflow(self, rows: npt.NDArray[np.int64]) -> int:
         """The first of some rows whose runtime, power or energy prediction is not finite (-1: none is, but
         their sum is not)."""
@@ -439,6 +519,7 @@ class Model:
                 return self.score_table(read_layer_table(archs), per_layer=True, threads=threads)
             totals = score_blocks(self, prefetch(read_blocks(archs, extra={"error"}, whole=True)), threads=threads)
             return Scores(
+                bounds=self._bounds(totals.bounds),
                 arch=totals.names,
                 layers=totals.layers.copy(),
                 runtime_ms=totals.runtime_ms.copy(),
@@ -496,7 +577,9 @@ class Model:
                 k[len("layer_") :]: out[k]
                 for k in ("layer_runtime_ms", "layer_power_w", "layer_energy_mj", "layer_extrapolated")
             }
+            layers_dict.update(self.layer_bounds(rows[:, 0], out["layer_runtime_ms"], out["layer_power_w"]))
         return Scores(
+            bounds=self._bounds(out["bounds"]),
             arch=list(archs),
             layers=np.diff(offsets),
             runtime_ms=out["runtime_ms"],

@@ -485,6 +485,8 @@ class Totals:
     _best_energy: _Growing = field(default_factory=lambda: _Growing(np.float64))
     _best_runtime: _Growing = field(default_factory=lambda: _Growing(np.float64))
     _extrapolated: _Growing = field(default_factory=lambda: _Growing(np.int64))
+    # sums of the layers' interval bounds: runtime lo, hi, energy lo, hi (NaN: the model has no intervals)
+    _bounds: list[_Growing] = field(default_factory=lambda: [_Growing(np.float64, np.nan) for _ in range(4)])
     _error: _Growing = field(default_factory=lambda: _Growing(np.float64, np.nan))
     _part: _Growing = field(default_factory=lambda: _Growing(np.int64))
 
@@ -526,6 +528,11 @@ class Totals:
         return self._best_energy.values
 
     @property
+    def bounds(self) -> npt.NDArray[np.float64]:
+        """``(n, 4)``: the sums of the layers' runtime lo, hi and energy lo, hi bounds (NaN: none)."""
+        return np.stack([b.values for b in self._bounds], axis=1) if len(self) else np.empty((0, 4))
+
+    @property
     def bottleneck_runtime_ms(self) -> npt.NDArray[np.float64]:
         return self._best_runtime.values
 
@@ -541,8 +548,10 @@ class Totals:
         extrapolated: npt.NDArray[np.int64],
         error: npt.NDArray[np.float64] | None,
         part: int,
+        bounds: npt.NDArray[np.float64] | None = None,
     ) -> None:
-        """Merge the partial totals of some architectures (each named once) into these, in their order."""
+        """Merge the partial totals of some architectures (each named once) into these, in their order.
+        ``bounds`` (n, 4) are their interval sums (:attr:`bounds`), NaN when not given."""
         before = len(self.names)
         index = self.index
         ids = np.fromiter((index.setdefault(n, len(index)) for n in names), dtype=np.int64, count=len(names))
@@ -551,6 +560,8 @@ class Totals:
             self.has_error = True
         else:
             error = np.full(len(names), np.nan)
+        if bounds is None:
+            bounds = np.full((len(names), 4), np.nan)
         # architectures not seen before (given ids in their order of appearance) are appended in that order
         fresh = np.flatnonzero(new)
         self.names.extend(names[i] for i in fresh.tolist())
@@ -561,6 +572,8 @@ class Totals:
             (self._extrapolated, extrapolated), (self._error, error),
         ):
             column.extend(values[fresh])
+        for b, column in enumerate(self._bounds):
+            column.extend(bounds[fresh, b])
         self._part.extend(np.full(len(fresh), part, dtype=np.int64))
         if len(fresh) == len(names):
             return
@@ -572,6 +585,8 @@ class Totals:
         self._runtime.data[at] += runtime_ms[old]
         self._energy.data[at] += energy_mj[old]
         self._extrapolated.data[at] += extrapolated[old]
+        for b, column in enumerate(self._bounds):
+            column.data[at] += bounds[old, b]
         be, br = self._best_energy.data, self._best_runtime.data
         better = (bottleneck_energy_mj[old] > be[at]) | (
             (bottleneck_energy_mj[old] == be[at]) & (bottleneck_runtime_ms[old] > br[at])
@@ -671,6 +686,7 @@ def score_blocks(
             out["extrapolated"],
             block_errors(block, order, offsets),
             0 if parts is None else parts.get(block.path, 0),
+            out["bounds"],
         )
         if per_layer is not None:
             position = np.arange(len(rows)) - np.repeat(first, np.diff(offsets))
@@ -685,6 +701,7 @@ def score_blocks(
                         "power_w": out["layer_power_w"],
                         "energy_mj": out["layer_energy_mj"],
                         "extrapolated": out["layer_extrapolated"],
+                        **model.layer_bounds(rows[:, 0], out["layer_runtime_ms"], out["layer_power_w"]),
                     }
                 ),
                 block,
@@ -696,6 +713,19 @@ def score_blocks(
             f"{name}: the total runtime or energy that model {model.name or '(unnamed)'} predicts overflows"
         )
     return totals
+
+
+def interval_columns(bounds: npt.NDArray[np.float64]) -> dict[str, pa.Array]:
+    """The interval columns of architectures from their bound sums (runtime lo, hi, energy lo, hi): runtime,
+    power (energy bound / runtime bound: the layers' power bounds weighted by their runtime) and energy; empty
+    where a layer type has no interval."""
+    t_lo, t_hi, e_lo, e_hi = (bounds[:, k] for k in range(4))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_lo = np.where(t_lo > 0, e_lo / np.where(t_lo > 0, t_lo, 1.0), np.where(np.isnan(t_lo), np.nan, 0.0))
+        p_hi = np.where(t_hi > 0, e_hi / np.where(t_hi > 0, t_hi, 1.0), np.where(np.isnan(t_hi), np.nan, 0.0))
+    values = {"runtime_ms_lo": t_lo, "runtime_ms_hi": t_hi, "power_w_lo": p_lo, "power_w_hi": p_hi,
+              "energy_mj_lo": e_lo, "energy_mj_hi": e_hi}
+    return {k: pa.array(v, pa.float64(), from_pandas=True) for k, v in values.items()}
 
 
 def result_table(
@@ -714,6 +744,8 @@ def result_table(
         "power_w": totals.power_w,
         "energy_mj": totals.energy_mj,
     }
+    if model.has_intervals:
+        columns.update(interval_columns(totals.bounds))
     order = np.arange(n)
     error = totals.error if totals.has_error else None
     if pareto and error is None:

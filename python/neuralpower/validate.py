@@ -55,6 +55,7 @@ class Case:
     layers: int
     extrapolated_layers: int
     predicted: dict[str, float]
+    bounds: dict[str, float] = field(default_factory=dict)
     by_method: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def error(self, quantity: str, method: str | None = None) -> float | None:
@@ -74,6 +75,19 @@ class Validation:
     cases: list[Case]
     power_predicted: bool
 
+    def coverage(self, quantity: str) -> float | None:
+        """Percent of cases whose measured value lies inside the predicted interval (None: no intervals)."""
+        inside = []
+        for c in self.cases:
+            measured, lo, hi = getattr(c.measured, quantity), c.bounds.get(f"{quantity}_lo"), c.bounds.get(
+                f"{quantity}_hi")
+            if measured is None or lo is None or hi is None or lo != lo or hi != hi:
+                continue
+            inside.append(lo <= measured <= hi)
+        if not inside or (quantity != "runtime_ms" and not self.power_predicted):
+            return None
+        return float(100 * np.mean(inside))
+
     def mape(self, quantity: str, method: str | None = None) -> float | None:
         if quantity != "runtime_ms" and not self.power_predicted:
             return None
@@ -88,6 +102,7 @@ class Validation:
             "model": self.model,
             "networks": len(self.cases),
             **{f"{q.split('_')[0]}_mape": self.mape(q) for q in QUANTITIES},
+            **{f"{q.split('_')[0]}_interval_coverage": self.coverage(q) for q in QUANTITIES},
             "methods": {
                 m: {f"{q.split('_')[0]}_mape": self.mape(q, m) for q in QUANTITIES}
                 for m in ALL_METHODS
@@ -104,6 +119,9 @@ class Validation:
                 rec[f"predicted_{q}"] = c.predicted[q] if q == "runtime_ms" or self.power_predicted else None
                 err = c.error(q)
                 rec[f"{q}_error_pct"] = err if q == "runtime_ms" or self.power_predicted else None
+                for side in ("lo", "hi"):
+                    v = c.bounds.get(f"{q}_{side}")
+                    rec[f"predicted_{q}_{side}"] = None if v is None or v != v else v
             out["cases"].append(rec)
         return out
 
@@ -256,7 +274,7 @@ def validate_networks(
         except InputError as e:
             raise InputError(str(e), path=spath, row=m.row) from None
         case = Case(m, len(arch), int(np.count_nonzero(p.layer_extrapolated)),
-                    {"runtime_ms": p.runtime_ms, "power_w": p.power_w, "energy_mj": p.energy_mj})
+                    {"runtime_ms": p.runtime_ms, "power_w": p.power_w, "energy_mj": p.energy_mj}, p.bounds)
         layer_types = {layer.type for layer in arch} & set(model.doc["layer_types"])
         for method in ALL_METHODS:
             # a method counts for a network only where every layer type it holds has that model

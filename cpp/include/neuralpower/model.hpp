@@ -11,6 +11,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,10 @@ struct SubModel {
 struct TypeModel {
     bool present = false;
     SubModel runtime, power;
+    // Prediction interval of each target: measured / predicted lay in [lo, hi] for the interval's coverage of
+    // held-out rows (NaN: the model has none).
+    double runtime_lo = kNoBound, runtime_hi = kNoBound, power_lo = kNoBound, power_hi = kNoBound;
+    static constexpr double kNoBound = std::numeric_limits<double>::quiet_NaN();
     std::vector<int> range_feature;
     std::vector<double> range_lo, range_hi;
 };
@@ -84,6 +89,9 @@ public:
     void set_linear(int type, int target, int kind, double a, double b, double c);
     void set_ranges(int type, const std::vector<int>& feature, const std::vector<double>& lo,
                     const std::vector<double>& hi);
+    // A target's prediction interval, as factors on the prediction: 0 <= lo <= 1 <= hi.
+    void set_interval(int type, int target, double lo, double hi);
+    bool has_intervals() const { return has_intervals_; }
     // Marks a type as covered once both its targets are set.
     bool covers(LayerType t) const { return types_[static_cast<int>(t)].present; }
     void finish();
@@ -101,17 +109,21 @@ public:
     // Totals per architecture: runtime, energy, power = energy / runtime, the index (within the
     // architecture) of the layer with the most energy and that layer's energy and runtime (so that totals of
     // an architecture split over several calls can be merged), and the number of extrapolated layers.
-    // Per-layer results are written when layers is not null. Splits the work over `threads` threads (>= 1).
+    // Per-layer results are written when layers is not null. With `bounds` (4 per architecture), the sums of
+    // the layers' interval bounds are written: runtime lo and hi, energy lo and hi (a layer's energy bounds are
+    // the products of its runtime and power bounds); NaN where a layer's type has no interval.
+    // Splits the work over `threads` threads (>= 1).
     std::ptrdiff_t evaluate_archs(const std::int64_t* rows, const std::int64_t* offsets, std::size_t n_archs,
                                   double* runtime_ms, double* power_w, double* energy_mj, std::int64_t* bottleneck,
                                   double* bottleneck_energy_mj, double* bottleneck_runtime_ms,
                                   std::int64_t* extrapolated, LayerResult* layers, int threads,
-                                  ValidationError* invalid = nullptr) const;
+                                  ValidationError* invalid = nullptr, double* bounds = nullptr) const;
 
 private:
     SubModel& sub(int type, int target);
     std::array<TypeModel, kNumLayerTypes> types_;
     std::array<bool, kNumLayerTypes> has_runtime_{}, has_power_{};
+    bool has_intervals_ = false;
 };
 
 // Layer types that cost nothing when a model does not cover them (a view).
