@@ -67,7 +67,9 @@ LAYER_COLUMNS: tuple[str, ...] = (
     *(f for f in FIELDS if f not in ("type", "batch", "dtype")),
 )
 ID_COLUMNS: tuple[str, ...] = ("config_id", "trial", "origin")
-RUNTIME_COLUMNS: tuple[str, ...] = ("runtime_ms", "runtime_ms_min", "runtime_ms_max", "runtime_cv", "calls", "loops")
+RUNTIME_COLUMNS: tuple[str, ...] = (
+    "runtime_ms", "runtime_ms_min", "runtime_ms_max", "runtime_cv", "calls", "loops", "attempts", "others_busy_cores",
+)
 POWER_COLUMNS: tuple[str, ...] = (
     "power_w",
     "energy_mj",

@@ -4,7 +4,8 @@ The protocol of :func:`time_workload`:
 
 1. One call, never timed (it compiles kernels, picks cuBLAS/cuDNN algorithms, faults pages in), then a
    synchronize.
-2. One timed call, a first estimate of the time per call.
+2. One timed call, a first estimate of the time per call (a second one where the first alone fills a loop: one
+   slow call, preempted or faulting, must not make every loop a single call).
 3. Warm-up: back-to-back calls for about ``warmup_ms`` (discarded), which also refines the estimate; clocks
    ramp up meanwhile. Skipped when one call already takes longer than ``target_ms``.
 4. ``calls`` per loop chosen so one timed loop lasts about ``target_ms`` (20-50 ms on a GPU: long enough
@@ -124,6 +125,9 @@ def time_workload(prepared: Prepared, config: TimingConfig | None = None) -> Tim
     prepared.run()
     prepared.synchronize()
     estimate = prepared.time_calls(1)
+    if estimate >= config.target_ms:
+        # one slow call (a page fault, a preempted thread) must not decide that a loop is one call: ask again
+        estimate = min(estimate, prepared.time_calls(1))
     if estimate < config.target_ms and config.warmup_ms > 0:
         warm = _calls_for(estimate, config.warmup_ms, config.max_calls)
         estimate = prepared.time_calls(warm)

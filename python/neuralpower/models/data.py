@@ -104,10 +104,11 @@ def _target(table: LayerTable, name: str) -> npt.NDArray[np.float64]:
 TARGET_RANGE = {"runtime_ms": (1e-9, 1e9), "power_w": (1e-6, 1e6)}
 
 
-# Rows the microbenchmark suite flagged (see neuralpower.bench.power): a throttled GPU ran slow, so neither
-# target is kept; a power window whose counter did not move or disagreed with the instant samples keeps
+# Rows the microbenchmark suite flagged (see neuralpower.bench.power and .interference): a throttled GPU ran
+# slow, and other work on the machine slowed every attempt of a measurement, so neither target is kept; a
+# power window whose counter did not move or disagreed with the instant samples keeps
 # its runtime only.
-_DROP_BOTH = ("throttled",)
+_DROP_BOTH = ("throttled", "interference")
 _DROP_POWER = ("zero_delta", "disagree", "no_counter", "nvml_error")
 
 
