@@ -160,3 +160,32 @@ def test_interval_coverage(capsys: pytest.CaptureFixture[str], measured: Path, v
     assert case["predicted_runtime_ms_lo"] == pytest.approx(0.9 * case["predicted_runtime_ms"])
     code, out, _ = run(capsys, "validate", str(measured), "--model", str(varying_model_path), "--format", "json")
     assert json.loads(out)["runtime_interval_coverage"] is None
+
+
+def test_layers_measured_alone_add_up(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                      varying_model_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    arch = zoo.build("cifar_conv6")
+    table = tmp_path / "arch.csv"
+    npw.write_architectures([arch], table)
+    layers = pacsv.read_csv(table)
+    # two trials of every layer: 1 ms and 3 ms (median 2 ms); a third, noisy trial of 100 ms does not count
+    runs = pa.concat_tables([layers, layers, layers])
+    runtime = [1.0] * len(arch) + [3.0] * len(arch) + [100.0] * len(arch)
+    flags = [""] * (2 * len(arch)) + ["noisy"] * len(arch)
+    runs = runs.append_column("runtime_ms", pa.array(runtime)).append_column("flags", pa.array(flags))
+    measured_layers = tmp_path / "layers.csv"
+    pacsv.write_csv(runs, measured_layers)
+    networks = _write(tmp_path / "networks.csv", [_row(arch, 0, 30.0, None)])
+    code, out, _ = run(capsys, "validate", str(networks), "--model", str(varying_model_path), "--layers",
+                       str(measured_layers), "--format", "json")
+    assert code == 0
+    case = json.loads(out)["cases"][0]
+    assert case["layers_measured"] == len(arch) and case["layers_sum_ms"] == pytest.approx(2.0 * len(arch))
+    # one layer not measured alone: counted, no sum
+    pacsv.write_csv(runs.slice(1, len(arch) - 1), measured_layers)
+    code, out, _ = run(capsys, "validate", str(networks), "--model", str(varying_model_path), "--layers",
+                       str(measured_layers))
+    assert code == 0 and f"{len(arch) - 1}/{len(arch)} found" in out

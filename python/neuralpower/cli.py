@@ -183,7 +183,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         for spec in args.archs:
             for batch in batches:
                 archs += load_architectures(spec, batch=batch, image_size=args.image_size, dtype=model.dtype)
-    result = validate_networks(args.networks, model, archs=archs, image_size=args.image_size)
+    result = validate_networks(args.networks, model, archs=archs, image_size=args.image_size,
+                               layers=args.layers or ())
     record = result.record()
     if args.format == "json":
         json.dump(record, sys.stdout, indent=1)
@@ -210,11 +211,17 @@ def _validation_table(record: dict[str, Any]) -> str:
     for q, unit in zip(QUANTITIES, ("ms", "W", "mJ"), strict=True):
         name = q.split("_")[0]
         head += [f"{name} {unit}", "predicted", "error"]
+    alone = any("layers_measured" in c for c in record["cases"])
+    if alone:
+        head += ["layers alone ms"]
     rows = []
     for c in record["cases"]:
         row = [c["arch"], str(c["batch"]), str(c["trials"])]
         for q in QUANTITIES:
             row += [num(c[f"measured_{q}"]), num(c[f"predicted_{q}"]), pct(c[f"{q}_error_pct"])]
+        if alone:
+            found = c["layers_measured"]
+            row.append(num(c["layers_sum_ms"]) if c["layers_sum_ms"] is not None else f"{found}/{c['layers']} found")
         rows.append(row)
     lines = [f"{record['model']}: {record['networks']} networks measured",
              *text_table(head, rows, right=range(1, len(head))), ""]
@@ -913,6 +920,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(layer tables, .onnx files or zoo names)",
     )
     va.add_argument("--image-size", type=size_int, metavar="N", help="input size the zoo networks were run at")
+    va.add_argument(
+        "--layers",
+        metavar="TABLE",
+        nargs="+",
+        help="measurement tables of single layers (what bench wrote): also show the sum of each network's "
+        "layers measured alone, where all were",
+    )
     va.set_defaults(run=_cmd_validate)
 
     im = verbs.add_parser(

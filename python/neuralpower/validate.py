@@ -57,6 +57,10 @@ class Case:
     predicted: dict[str, float]
     bounds: dict[str, float] = field(default_factory=dict)
     by_method: dict[str, dict[str, float]] = field(default_factory=dict)
+    # with layer measurements: how many of the network's layers were measured alone, and the sum of their
+    # measured runtimes when all were (do the layers add up to the network?)
+    layers_found: int | None = None
+    layers_sum_ms: float | None = None
 
     def error(self, quantity: str, method: str | None = None) -> float | None:
         """Percent error of a prediction, (predicted - measured) / measured; None when not measured."""
@@ -114,6 +118,9 @@ class Validation:
             m = c.measured
             rec: dict[str, Any] = {"arch": m.arch, "batch": m.batch, "dtype": m.dtype, "trials": m.trials,
                                    "layers": c.layers, "extrapolated_layers": c.extrapolated_layers}
+            if c.layers_found is not None:
+                rec["layers_measured"] = c.layers_found
+                rec["layers_sum_ms"] = c.layers_sum_ms
             for q in QUANTITIES:
                 rec[f"measured_{q}"] = getattr(m, q)
                 rec[f"predicted_{q}"] = c.predicted[q] if q == "runtime_ms" or self.power_predicted else None
@@ -244,14 +251,31 @@ def _architecture(m: Measured, given: dict[tuple[str, int], Architecture], image
     return arch
 
 
+def _layer_runtimes(paths: Sequence[str | os.PathLike[str]]) -> dict[tuple[int, ...], float]:
+    """The median runtime of each layer configuration measured alone (clean trials first, as ``fit``)."""
+    from .models.data import read_measurements
+    from .models.fit import combine_trials
+
+    data = read_measurements(paths)
+    ok = np.isfinite(data.targets["runtime_ms"])
+    first, median, _ = combine_trials(data.rows[ok], data.targets["runtime_ms"][ok], data.noisy[ok])
+    rows = data.rows[ok][first]
+    return {tuple(r): float(v) for r, v in zip(rows.tolist(), median.tolist(), strict=True)}
+
+
 def validate_networks(
     path: str | os.PathLike[str],
     model: Model,
     *,
     archs: Sequence[Architecture] = (),
     image_size: int | None = None,
+    layers: Sequence[str | os.PathLike[str]] = (),
 ) -> Validation:
     """Predict every measured network with ``model`` (and each of its methods) and compare.
+
+    ``layers``: measurement tables of single layers (what ``bench`` wrote); each network then also gets the
+    sum of its layers' measured runtimes (the median of each configuration's trials) where every layer was
+    measured alone, which tells the model's error from what composing layers into a network changes.
 
     Raises
     ------
@@ -262,6 +286,7 @@ def validate_networks(
     spath = _networks_file(os.fspath(path))
     measured = read_networks(spath)
     given = {(a.name, a.batch): a for a in archs}
+    alone = _layer_runtimes(layers) if layers else None
     others: dict[str, Model] = {}
     cases = []
     for m in measured:
@@ -275,6 +300,11 @@ def validate_networks(
             raise InputError(str(e), path=spath, row=m.row) from None
         case = Case(m, len(arch), int(np.count_nonzero(p.layer_extrapolated)),
                     {"runtime_ms": p.runtime_ms, "power_w": p.power_w, "energy_mj": p.energy_mj}, p.bounds)
+        if alone is not None:
+            found = [alone.get(tuple(row)) for row in arch.rows().tolist()]
+            case.layers_found = sum(v is not None for v in found)
+            case.layers_sum_ms = float(sum(v for v in found if v is not None)) if all(
+                v is not None for v in found) else None
         layer_types = {layer.type for layer in arch} & set(model.doc["layer_types"])
         for method in ALL_METHODS:
             # a method counts for a network only where every layer type it holds has that model
@@ -285,4 +315,5 @@ def validate_networks(
             q = others[method].predict(arch)
             case.by_method[method] = {"runtime_ms": q.runtime_ms, "power_w": q.power_w, "energy_mj": q.energy_mj}
         cases.append(case)
+    cases.sort(key=lambda c: (c.measured.arch, c.measured.batch, c.measured.dtype))
     return Validation(model.name or model.path, cases, model.power_measured)

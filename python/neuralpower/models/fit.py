@@ -34,6 +34,10 @@ MIN_ROWS = 30
 # fewest validation rows that calibrate one.
 INTERVAL_COVERAGE = 0.9
 MIN_INTERVAL_ROWS = 10
+# Below this many training configurations, models are chosen by FOLDS-fold cross-validation rather than on
+# one validation split.
+KFOLD_BELOW = 400
+FOLDS = 5
 LEAF_FEATURES = ("flops", "bytes_moved", "params")
 _SPECIAL = {"flops", "bytes_moved"}
 
@@ -159,6 +163,35 @@ def _candidates(
     return out
 
 
+def _validation(
+    X: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    train: npt.NDArray[np.int64],
+    methods: tuple[str, ...],
+    config: list[str],
+    options: FitOptions,
+    rng: np.random.Generator,
+) -> tuple[npt.NDArray[np.int64], dict[str, npt.NDArray[np.float64]]]:
+    """Predictions of every candidate for rows it was not fitted to, and which rows those are.
+
+    With many training rows, one validation split (``test_fraction`` of them). With fewer than
+    :data:`KFOLD_BELOW`, a single split would leave a handful of rows to choose on: every training row is
+    predicted instead by candidates fitted to the other folds (:data:`FOLDS`-fold cross-validation).
+    """
+    if len(train) >= KFOLD_BELOW:
+        fit_part, val_part = _split(len(train), options.test_fraction, rng)
+        fit_rows, val_rows = train[fit_part], train[val_part]
+        first = _candidates(methods, X[fit_rows], y[fit_rows], config, options)
+        return val_rows, {name: predict_spec(spec, X[val_rows], FEATURES) for name, spec in first.items()}
+    fold = rng.permutation(len(train)) % FOLDS
+    out: dict[str, npt.NDArray[np.float64]] = {}
+    for k in range(FOLDS):
+        inside, held = train[fold != k], fold == k
+        for name, spec in _candidates(methods, X[inside], y[inside], config, options).items():
+            out.setdefault(name, np.empty(len(train)))[held] = predict_spec(spec, X[train[held]], FEATURES)
+    return train, out
+
+
 def _fit_target(
     X: npt.NDArray[np.float64],
     y: npt.NDArray[np.float64],
@@ -170,21 +203,19 @@ def _fit_target(
 ) -> dict[str, Any]:
     """Fit one layer type's target from one row per configuration (see :func:`combine_trials`).
 
-    The configurations are split three ways: models are fitted to the first part, chosen (the poly target
-    mode; the default among the methods and the baselines) on the validation part, fitted again to both, and
-    scored on the test part, which nothing was chosen on. The prediction interval is calibrated on the
-    validation residuals and its coverage reported on the test rows.
+    The configurations are split into training and test rows; models are chosen (the poly target mode; the
+    default among the methods and the baselines) on validation predictions of the training rows (see
+    :func:`_validation`), fitted again to all training rows and scored on the test rows, which nothing was
+    chosen on. The prediction interval is calibrated on the validation residuals and its coverage reported
+    on the test rows.
     """
     n = len(y)
     if n < MIN_ROWS:
         return {"rows": n, **_fallback(X, y, n, fallback_value)}
     rng = np.random.default_rng(options.seed)
     train, test = _split(n, options.test_fraction, rng)
-    fit_part, val_part = _split(len(train), options.test_fraction, rng)
-    fit_rows, val_rows = train[fit_part], train[val_part]
     methods = METHODS if options.method == "all" else (options.method,)
-    first = _candidates(methods, X[fit_rows], y[fit_rows], config, options)
-    val_pred = {name: predict_spec(spec, X[val_rows], FEATURES) for name, spec in first.items()}
+    val_rows, val_pred = _validation(X, y, train, methods, config, options, rng)
     val_rmspe = {name: metrics(y[val_rows], pred)["rmspe"] for name, pred in val_pred.items()}
     modes = {mode: val_rmspe[f"poly:{mode}"] for mode in TARGET_MODES} if "poly" in methods else {}
     chosen = {m: (f"poly:{min(modes, key=lambda k: modes[k])}" if m == "poly" else m) for m in (*methods, *BASELINES)}
