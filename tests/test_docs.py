@@ -84,9 +84,9 @@ def _commands(body: str) -> list[str]:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One folder for the whole README, as a reader who runs it top to bottom has: files a block writes are
-    there for the next; the repository's examples, benchmarks and tests (their data) are linked in."""
+    there for the next; the repository's examples, benchmarks, tests (their data) and data are linked in."""
     directory = tmp_path_factory.mktemp("readme")
-    for name in ("examples", "benchmarks", "tests"):
+    for name in ("examples", "benchmarks", "tests", "data"):
         (directory / name).symlink_to(ROOT / name)
     return directory
 
