@@ -103,6 +103,8 @@ def _write(path: Path, text: str) -> Path:
         ("OPName,Latency,Device,B,H\nrelu,0.1,T4,2,3\nadd,0.1,T4,2,3\n", "one operator per file expected"),
         ("Latency,Device,B,H\n0.1,T4,2,3\n", "not a NeuSight table: no 'OPName' column"),
         ("OPName,Latency,Device,B,H\nrelu,0.1,,2,3\n", "row 2, column Device: empty device name"),
+        ("OPName,Latency,Device,B,H\nrelu,0.1,T4,2,3\nrelu,0.1,T4,,3\n", "row 3, column B: empty cell"),
+        ("OPName,Latency,Device,B,H\nrelu,,T4,2,3\n", "row 2, column Latency: empty cell"),
         (
             "OPName,Latency,Device,B,Input_Channel,Output_Channel,Kernel_Szie,Input_Size,Stride,Padding\n"
             "conv,0.1,T4,1,3,8,9,4,1,0\n",

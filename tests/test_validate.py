@@ -49,7 +49,8 @@ def measured(tmp_path: Path, varying_model_path: Path) -> Path:
         p = model.predict(arch)
         runtime, power = p.runtime_ms * factor, p.power_w * factor
         rows += [_row(arch, 0, runtime, power), _row(arch, 1, runtime, power),
-                 _row(arch, 2, runtime * 10, power, "noisy"), _row(arch, 3, runtime * 20, power, "throttled")]
+                 _row(arch, 2, runtime * 10, power, "noisy"), _row(arch, 3, runtime * 20, power, "throttled"),
+                 _row(arch, 4, runtime * 30, power, "interference")]
     return _write(tmp_path / "networks.csv", rows)
 
 
@@ -59,7 +60,7 @@ def test_errors_and_mape(capsys: pytest.CaptureFixture[str], measured: Path, var
     rec = json.loads(out)
     assert rec["networks"] == 3
     cases = {(c["arch"], c["batch"]): c for c in rec["cases"]}
-    # the noisy and throttled trials do not count: the two clean ones do
+    # the noisy, throttled and interference trials do not count: the two clean ones do
     assert cases[("resnet18", 1)]["trials"] == 2
     assert cases[("resnet18", 1)]["runtime_ms_error_pct"] == pytest.approx(100 * (1 / 1.25 - 1))
     assert cases[("resnet18", 4)]["runtime_ms_error_pct"] == pytest.approx(100 * (1 / 0.8 - 1))

@@ -99,6 +99,8 @@ def _integers(table: pa.Table, name: str, low: int, path: str, row: Callable[[in
     values = column.to_pylist()
     out = np.empty(len(values), dtype=np.int64)
     for i, v in enumerate(values):
+        if v is None:
+            raise InputError("empty cell", path=path, row=row(i), column=name)
         ok = isinstance(v, int) or (isinstance(v, float) and math.isfinite(v) and v == int(v))
         if not ok or not low <= int(v) <= _MAX_SHAPE:
             raise InputError(f"{v!r} is not a whole number from {low} to 2**40", path=path, row=row(i), column=name)
@@ -110,6 +112,8 @@ def _latency(table: pa.Table, path: str, row: Callable[[int], int]) -> npt.NDArr
     values = table.column("Latency").to_pylist()
     out = np.empty(len(values), dtype=np.float64)
     for i, v in enumerate(values):
+        if v is None:
+            raise InputError("empty cell", path=path, row=row(i), column="Latency")
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 < v < 1e9
         if not ok:
             raise InputError(f"{v!r} is not a runtime in milliseconds (a positive number)", path=path, row=row(i),

@@ -1,7 +1,8 @@
 """Whole-network validation: predictions against what ``bench-network`` measured.
 
 Each (network, batch, dtype) measured in ``networks.csv`` is one case: its trials are combined by the median
-(of the clean ones; throttled rows are left out, noisy ones count only where every trial is noisy), its
+(of the clean ones; throttled or interference rows are left out, noisy ones count only where every trial is
+noisy), its
 architecture is rebuilt (a zoo network by name, or one of the architectures given) and checked against the
 layers, parameters and MACs recorded with the measurement, then predicted with the model's default and with
 each method the model holds (poly, tree, roofline, flops_linear).
@@ -22,6 +23,7 @@ import pyarrow.csv as pacsv
 from .errors import InputError
 from .evaluator import Model
 from .layers import Architecture
+from .models.data import flag_names, unusable
 from .models.fit import BASELINES, METHODS
 
 __all__ = ["QUANTITIES", "Case", "Validation", "read_networks", "validate_networks"]
@@ -83,11 +85,10 @@ class Validation:
         """Percent of cases whose measured value lies inside the predicted interval (None: no intervals)."""
         inside = []
         for c in self.cases:
-            measured, lo, hi = getattr(c.measured, quantity), c.bounds.get(f"{quantity}_lo"), c.bounds.get(
-                f"{quantity}_hi")
-            if measured is None or lo is None or hi is None or lo != lo or hi != hi:
-                continue
-            inside.append(lo <= measured <= hi)
+            measured = getattr(c.measured, quantity)
+            lo, hi = c.bounds.get(f"{quantity}_lo", math.nan), c.bounds.get(f"{quantity}_hi", math.nan)
+            if measured is not None and not (math.isnan(lo) or math.isnan(hi)):
+                inside.append(lo <= measured <= hi)
         if not inside or (quantity != "runtime_ms" and not self.power_predicted):
             return None
         return float(100 * np.mean(inside))
@@ -95,7 +96,7 @@ class Validation:
     def mape(self, quantity: str, method: str | None = None) -> float | None:
         if quantity != "runtime_ms" and not self.power_predicted:
             return None
-        errors = [self.cases[i].error(quantity, method) for i in range(len(self.cases))]
+        errors = [c.error(quantity, method) for c in self.cases]
         if not errors or any(e is None for e in errors):
             return None
         return float(np.mean(np.abs(np.array(errors, dtype=np.float64))))
@@ -197,27 +198,24 @@ def read_networks(path: str | os.PathLike[str]) -> list[Measured]:
         if batch is None or dtype is None:
             raise InputError("empty cell", path=spath, row=row, column="batch" if batch is None else "dtype")
         groups.setdefault((str(arch), int(batch), str(dtype)), []).append(i)
+    def median(column: str, use: list[int]) -> float | None:
+        if column not in columns:
+            return None
+        values = [_number(columns[column][i], spath, int(lines[i]), column) for i in use]
+        given = [v for v in values if v is not None]
+        return float(np.median(given)) if given else None
+
     out = []
     for (arch, batch, dtype), index in groups.items():
-        flags = [set(str(columns["flags"][i] or "").replace(";", " ").replace(",", " ").split())
-                 if "flags" in columns else set() for i in index]
-        kept = [i for i, f in zip(index, flags, strict=True) if "throttled" not in f]
-        clean = [i for i, f in zip(index, flags, strict=True) if "throttled" not in f and "noisy" not in f]
-        use = clean or kept
+        flags = [flag_names(columns["flags"][i]) if "flags" in columns else set() for i in index]
+        kept = [i for i, f in zip(index, flags, strict=True) if not unusable(f)]
+        use = [i for i, f in zip(index, flags, strict=True) if not unusable(f) and "noisy" not in f] or kept
         if not use:
             continue
-
-        def median(column: str, use: list[int] = use) -> float | None:
-            if column not in columns:
-                return None
-            values = [_number(columns[column][i], spath, int(lines[i]), column) for i in use]
-            given = [v for v in values if v is not None]
-            return float(np.median(given)) if given else None
-
-        runtime = median("runtime_ms")
+        runtime = median("runtime_ms", use)
         if runtime is None:
             raise InputError("no runtime measured", path=spath, row=int(lines[use[0]]), column="runtime_ms")
-        power, energy = median("power_w"), median("energy_mj")
+        power, energy = median("power_w", use), median("energy_mj", use)
         if energy is None and power is not None:
             energy = power * runtime
         recorded = {}

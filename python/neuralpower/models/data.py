@@ -112,6 +112,16 @@ _DROP_BOTH = ("throttled", "interference")
 _DROP_POWER = ("zero_delta", "disagree", "no_counter", "nvml_error")
 
 
+def flag_names(cell: object) -> set[str]:
+    """The flags of a ``flags`` cell (``noisy;interference``; commas and spaces separate too)."""
+    return set(str(cell or "").replace(";", " ").replace(",", " ").split())
+
+
+def unusable(flags: set[str]) -> bool:
+    """Whether a row with these flags gives no measurement at all (throttled, interference)."""
+    return bool(flags & set(_DROP_BOTH))
+
+
 def _drop_flagged(table: LayerTable, values: dict[str, npt.NDArray[np.float64]]) -> npt.NDArray[np.bool_]:
     """Blank the targets flagged rows may not give; returns which rows are flagged noisy."""
     noisy = np.zeros(len(table), dtype=bool)
@@ -121,9 +131,9 @@ def _drop_flagged(table: LayerTable, values: dict[str, npt.NDArray[np.float64]])
     for i, f in enumerate(flags):
         if not f:
             continue
-        names = set(str(f).replace(";", " ").replace(",", " ").split())
+        names = flag_names(f)
         noisy[i] = "noisy" in names
-        if names & set(_DROP_BOTH):
+        if unusable(names):
             values["runtime_ms"][i] = np.nan
             values["power_w"][i] = np.nan
         elif names & set(_DROP_POWER):
