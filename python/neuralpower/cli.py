@@ -878,8 +878,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["poly", "tree", "all"],
         default="poly",
         help="poly: NeuralPower's sparse "
-        "polynomial (Lasso-selected terms); tree: FastDeepIoT's model tree; all: both, the lower "
-        "held-out error becoming each type's default (default: poly)",
+        "polynomial (Lasso-selected terms); tree: FastDeepIoT's model tree; all: both. Each type's default is "
+        "the method, or baseline, with the lowest validation error (default: poly)",
     )
     f.add_argument(
         "--degree",

@@ -390,12 +390,11 @@ class Model:
         layer_bounds = self.layer_bounds(rows[:, 0], r["runtime_ms"], r["power_w"])
         bounds: dict[str, float] = {}
         if layer_bounds:
-            from .stream import interval_columns
+            from .stream import interval_values
 
             sums = np.array([[layer_bounds[k].sum() for k in
                               ("runtime_ms_lo", "runtime_ms_hi", "energy_mj_lo", "energy_mj_hi")]])
-            bounds = {k: float(v[0].as_py()) if v[0].is_valid else float("nan")
-                      for k, v in interval_columns(sums).items()}
+            bounds = {k: float(v[0]) for k, v in interval_values(sums).items()}
         return Prediction(
             arch,
             total_runtime,
@@ -476,10 +475,9 @@ class Model:
     def _bounds(self, sums: npt.NDArray[np.float64]) -> dict[str, npt.NDArray[np.float64]]:
         if not self.has_intervals:
             return {}
-        from .stream import interval_columns
+        from .stream import interval_values
 
-        return {k: np.asarray(v.to_numpy(zero_copy_only=False), dtype=np.float64)
-                for k, v in interval_columns(sums).items()}
+        return interval_values(sums)
 
     def _first_overflow(self, rows: npt.NDArray[np.int64]) -> int:
         """The first of some rows whose runtime, power or energy prediction is not finite (-1: none is, but

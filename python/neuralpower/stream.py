@@ -715,17 +715,23 @@ def score_blocks(
     return totals
 
 
-def interval_columns(bounds: npt.NDArray[np.float64]) -> dict[str, pa.Array]:
-    """The interval columns of architectures from their bound sums (runtime lo, hi, energy lo, hi): runtime,
-    power (energy bound / runtime bound: the layers' power bounds weighted by their runtime) and energy; empty
-    where a layer type has no interval."""
+def interval_values(bounds: npt.NDArray[np.float64]) -> dict[str, npt.NDArray[np.float64]]:
+    """The intervals of architectures from their bound sums ``(n, 4)``: runtime lo, hi, energy lo, hi.
+    Power's bounds are energy bound / runtime bound (the layers' power bounds weighted by their runtime);
+    NaN where a layer type has no interval."""
     t_lo, t_hi, e_lo, e_hi = (bounds[:, k] for k in range(4))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p_lo = np.where(t_lo > 0, e_lo / np.where(t_lo > 0, t_lo, 1.0), np.where(np.isnan(t_lo), np.nan, 0.0))
-        p_hi = np.where(t_hi > 0, e_hi / np.where(t_hi > 0, t_hi, 1.0), np.where(np.isnan(t_hi), np.nan, 0.0))
-    values = {"runtime_ms_lo": t_lo, "runtime_ms_hi": t_hi, "power_w_lo": p_lo, "power_w_hi": p_hi,
-              "energy_mj_lo": e_lo, "energy_mj_hi": e_hi}
-    return {k: pa.array(v, pa.float64(), from_pandas=True) for k, v in values.items()}
+
+    def ratio(e: npt.NDArray[np.float64], t: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(t > 0, e / np.where(t > 0, t, 1.0), np.where(np.isnan(t), np.nan, 0.0))
+
+    return {"runtime_ms_lo": t_lo, "runtime_ms_hi": t_hi, "power_w_lo": ratio(e_lo, t_lo),
+            "power_w_hi": ratio(e_hi, t_hi), "energy_mj_lo": e_lo, "energy_mj_hi": e_hi}
+
+
+def interval_columns(bounds: npt.NDArray[np.float64]) -> dict[str, pa.Array]:
+    """:func:`interval_values` as table columns (empty cells for NaN)."""
+    return {k: pa.array(v, pa.float64(), from_pandas=True) for k, v in interval_values(bounds).items()}
 
 
 def result_table(

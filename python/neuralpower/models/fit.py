@@ -49,11 +49,12 @@ class FitOptions:
     Attributes
     ----------
     method
-        ``poly``, ``tree`` or ``all`` (both; the default model is the one with the lower held-out RMSPE).
+        ``poly``, ``tree`` or ``all`` (both). Each type's default is the method or baseline with the lowest
+        validation RMSPE.
     degree
         Highest degree of the polynomial terms.
     test_fraction
-        Share of each layer type's rows held out for the metrics.
+        Share of each layer type's configurations held out for the metrics (and, of the rest, for validation).
     seed
         Seed of the splits and of the cross-validation.
     """
