@@ -32,9 +32,9 @@ def _pct(v: float | None) -> str:
 
 
 def format_summary(doc: dict[str, Any]) -> str:
-    """The fit table as text: rows, terms kept and held-out RMSPE of each method, per type and target."""
+    """The fit table as text: configurations, terms kept and test RMSPE of each method, per type and target."""
     records = fit_summary(doc)
-    header = ["type", "target", "rows", "default", "mode", "terms", "poly", "tree", "roofline", "flops-lin"]
+    header = ["type", "target", "configs", "default", "mode", "terms", "poly", "tree", "roofline", "flops-lin"]
     lines: list[list[str]] = [header]
     notes = []
     for r in records:
@@ -52,7 +52,11 @@ def format_summary(doc: dict[str, Any]) -> str:
         if r["fallback"]:
             notes.append(f"{r['type']} {r['target']}: {r['fallback']}")
     text = text_table(header, lines[1:], range(2, len(header)))
-    out = [f"held-out RMSPE per layer type and target ({doc['gpu']}, {doc['executor']}, {doc['dtype']})", *text]
+    out = [
+        f"test RMSPE (held-out configurations) per layer type and target ({doc['gpu']}, {doc['executor']}, "
+        f"{doc['dtype']})",
+        *text,
+    ]
     if notes:
         out += ["", *notes]
     return "\n".join(out)
