@@ -121,6 +121,13 @@ def test_bad_neusight_files(capsys: pytest.CaptureFixture[str], tmp_path: Path, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize("data", [b"OPName\x00\xff\n", b"OPName,Lat\xe9ncy\nrelu,1\n", b""])
+def test_unreadable_files(capsys: pytest.CaptureFixture[str], tmp_path: Path, data: bytes) -> None:
+    (tmp_path / "f.csv").write_bytes(data)
+    code, _, err = run(capsys, "import-neusight", str(tmp_path / "f.csv"), "--out", str(tmp_path / "o"))
+    assert code == 2 and "f.csv" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
 def test_output_folder_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")

@@ -139,6 +139,10 @@ def test_missing_inputs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     (tmp_path / "n.csv").write_text("arch,batch\nresnet18,1\n")
     code, _, err = run(capsys, "validate", str(tmp_path / "n.csv"))
     assert code == 2 and "not a networks table: no 'dtype' column" in err
+    for name, data in (("binary.csv", b"arch\x00\xff\n"), ("latin1.csv", b"arch,b\xe9tch\nx,1\n"), ("empty.csv", b"")):
+        (tmp_path / name).write_bytes(data)
+        code, _, err = run(capsys, "validate", str(tmp_path / name))
+        assert code == 2 and name in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     (tmp_path / "e.csv").write_text("arch,batch,dtype,runtime_ms\n")
     code, _, err = run(capsys, "validate", str(tmp_path / "e.csv"))
     assert code == 2 and "no networks measured" in err

@@ -38,7 +38,7 @@ import pyarrow.csv as pacsv
 
 from .errors import InputError
 from .layers import FIELDS
-from .table import _parse, _spreadsheet_rows
+from .table import _csv_names, _parse, _spreadsheet_rows, check_table_file
 
 __all__ = ["SKIPPED_OPS", "ImportResult", "import_neusight", "neusight_files", "read_neusight"]
 
@@ -77,6 +77,8 @@ def _layers(op: str, s: dict[str, npt.NDArray[np.int64]], n: int) -> dict[str, p
 
 
 def _read(path: str) -> pa.Table:
+    check_table_file(path)
+    _csv_names(path)  # text, not binary; a header that decodes
     try:
         return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(strings_can_be_null=False))
     except (pa.ArrowException, OSError) as e:

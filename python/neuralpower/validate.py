@@ -136,10 +136,11 @@ class Validation:
 
 def _read(path: str) -> pa.Table:
     """The table with every cell as its text, so that a message quotes the cell as written."""
-    from .table import _csv_header
+    from .table import _csv_names, check_table_file
 
+    check_table_file(path)
+    names = _csv_names(path)  # text, not binary; a header that decodes
     try:
-        names = _csv_header(path)
         types = {name: pa.string() for name in names}
         return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types,
                                                                           strings_can_be_null=True))
