@@ -280,6 +280,13 @@ def test_intervals_in_score_output(fitted: Path, tmp_path: Path, capsys: pytest.
     layers = list(csv.DictReader(per.read_text().splitlines()))
     first = load_model(fitted).predict(archs[0]).layer_bounds["runtime_ms_hi"][0]
     assert close(float(layers[0]["runtime_ms_hi"]), first)
+    capsys.readouterr()
+    assert main(["predict", str(path), "--arch", "n1", "--model", str(fitted)]) == 0
+    b = p.bounds
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line == (f"90% prediction interval: runtime {b['runtime_ms_lo']:.4f} to {b['runtime_ms_hi']:.4f} ms, power "
+                    f"{b['power_w_lo']:.1f} to {b['power_w_hi']:.1f} W, energy {b['energy_mj_lo']:.4f} to "
+                    f"{b['energy_mj_hi']:.4f} mJ")
 
 
 def test_score_a_table_file(fitted: Path, tmp_path: Path) -> None:

@@ -529,9 +529,10 @@ def _json_number(value: float) -> float | None:
     return None if v != v else v
 
 
-def _bound_text(bounds: dict[str, float], quantity: str, digits: int) -> str:
+def _bound_text(bounds: dict[str, float], quantity: str, unit: str, digits: int) -> str:
+    name = quantity.split("_")[0]
     lo, hi = bounds[f"{quantity}_lo"], bounds[f"{quantity}_hi"]
-    return "unknown" if lo != lo or hi != hi else f"{lo:.{digits}f} to {hi:.{digits}f}"
+    return f"{name} none (no interval)" if lo != lo or hi != hi else f"{name} {lo:.{digits}f} to {hi:.{digits}f} {unit}"
 
 
 def _layer_values(p: Any) -> Any:
@@ -616,12 +617,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             )
         )
         if p.bounds:
-            b = p.bounds
             coverage = model.interval_coverage or 0.0
-            print(
-                f"{coverage:.0%} prediction interval: runtime {_bound_text(b, 'runtime_ms', 4)} ms, power "
-                f"{_bound_text(b, 'power_w', 1)} W, energy {_bound_text(b, 'energy_mj', 4)} mJ"
-            )
+            parts = [_bound_text(p.bounds, q, unit, digits)
+                     for q, unit, digits in (("runtime_ms", "ms", 4), ("power_w", "W", 1), ("energy_mj", "mJ", 4))]
+            print(f"{coverage:.0%} prediction interval: " + ", ".join(parts))
     if args.plot:
         _plot_prediction(p, arch, model, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
