@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from neuralpower import Layer, read_layer_table
+from neuralpower import Architecture, Layer, read_layer_table
 from neuralpower.bench.cli import add_bench_parsers
 from neuralpower.bench.dataset import (
     LAYER_COLUMNS,
@@ -318,8 +318,6 @@ def test_bench_network(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_run_networks_from_a_table(tmp_path: Path) -> None:
-    from neuralpower import Architecture
-
     arch = Architecture("tiny", [Layer("conv2d", in_channels=3, in_h=8, in_w=8, out_channels=4, kernel=3),
                                  Layer("relu", in_channels=4, in_h=6, in_w=6)])  # fmt: skip
     summary = run_networks(CpuExecutor(), [arch], str(tmp_path), options(trials=1))
@@ -368,3 +366,36 @@ def test_ctrl_c_keeps_rows_and_reports(tmp_path: Path) -> None:
     assert len(keys(tmp_path / "layers.csv")) == 3
     rest = run_bench(CpuExecutor(), str(tmp_path), options())
     assert rest.measured == summary.tasks - 3
+
+
+def test_network_variants_are_network_wide() -> None:
+    from neuralpower import zoo
+    from neuralpower.bench.executors.cupy_exec import network_variants
+
+    # the cupy executor: a layer's kernel choice (implicit_gemm, depthwise) is never a network's variant
+    with_linear = network_variants(zoo.build("resnet18"))
+    assert with_linear == [Variant("eager", impl="kernel"), Variant("graph", impl="kernel"),
+                           Variant("eager", impl="cublas"), Variant("graph", impl="cublas")]
+    convs = Architecture("convs", [layer for layer in zoo.build("resnet18") if layer.type == "conv2d"])
+    assert network_variants(convs) == [Variant("eager"), Variant("graph")]
+    # the default: the first layer's modes and formats, its implementation dropped
+    assert CpuExecutor().network_variants(convs) == [Variant("eager", impl="im2col")]
+
+
+class _Implemented(CpuExecutor):
+    def variants(self, layer: Layer) -> list[Variant]:
+        return [Variant("eager", impl="special"), Variant("eager", impl="other"), Variant("graph", impl="x")]
+
+
+def test_default_network_variants_drop_the_implementation() -> None:
+    from neuralpower.bench.executors.base import Executor
+
+    arch = Architecture("a", [Layer("relu", in_channels=3, in_h=4, in_w=4)])
+    assert Executor.network_variants(_Implemented(), arch) == [Variant("eager"), Variant("graph")]
+
+
+def test_no_power_runs_runtime_trials_only(tmp_path: Path) -> None:
+    # the quick suite measures its power configurations 3 times, the others once: without power, all once
+    run_bench(CpuExecutor(), str(tmp_path), options(power=False, configs=30))
+    counts = Counter(k for k, _ in keys(tmp_path / "layers.csv"))
+    assert counts and set(counts.values()) == {1}

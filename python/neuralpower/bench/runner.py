@@ -40,7 +40,7 @@ from .dataset import CONTEXT_COLUMNS, RunDirectory, layer_cells
 from .executors.base import Executor, OutOfMemory, Prepared, Variant
 from .interference import BUSY_CORES, CpuLoad
 from .power import PowerMeter, PowerWindow
-from .sweep import Limits, config_id, generate
+from .sweep import SUITES, Limits, config_id, generate
 from .timing import Timing, TimingConfig, run_for, time_workload
 
 __all__ = [
@@ -619,11 +619,15 @@ def run_bench(
             supports=executor.supports,
             configs=options.configs,
         )
+        runtime_trials = SUITES[options.suite].runtime_trials if options.suite in SUITES else 1
         tasks: list[_Task] = []
         for c in configs:
+            # without power (--no-power), a power configuration gets the runtime trials only
+            power = c.power and options.power
+            trials = c.trials if power or not c.power else runtime_trials
             for variant in _variants(executor, c.layer, options.variants):
                 key = config_id(c.layer, variant)
-                tasks.extend(_Task(t, key, variant, c.power, layer=c.layer, origin=c.origin) for t in range(c.trials))
+                tasks.extend(_Task(t, key, variant, power, layer=c.layer, origin=c.origin) for t in range(trials))
         tasks = _order(tasks, options.seed)
         loop = _Loop(executor, run_dir, options, meter, context, stream)
         started = _now()
@@ -689,7 +693,8 @@ def run_networks(
     try:
         tasks: list[_Task] = []
         for arch in archs:
-            variants = _variants(executor, arch.layers[0], options.variants)
+            variants = executor.network_variants(arch)
+            variants = variants[:1] if options.variants == "first" else variants
             for variant in variants:
                 key = network_id(arch, variant)
                 tasks.extend(_Task(t, key, variant, True, arch=arch, origin=arch.name) for t in range(options.trials))

@@ -119,6 +119,16 @@ class Executor(ABC):
         OutOfMemory, LayerFailed
         """
 
+    def network_variants(self, arch: Architecture) -> list[Variant]:
+        """The variants a whole network is run in (the first is the default): by default the first layer's
+        modes and memory formats; a layer's implementation choice (``impl``) is not a network's."""
+        out: list[Variant] = []
+        for v in self.variants(arch.layers[0]):
+            plain = Variant(mode=v.mode, memory_format=v.memory_format)
+            if plain not in out:
+                out.append(plain)
+        return out
+
     @abstractmethod
     def prepare_network(self, arch: Architecture, variant: Variant) -> Prepared:
         """A whole network run end to end, its layers in order (``run`` is one inference).

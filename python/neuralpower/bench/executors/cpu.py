@@ -213,6 +213,9 @@ class CpuExecutor(Executor):
     def variants(self, layer: Layer) -> list[Variant]:
         return [Variant(mode="eager", impl="im2col" if layer.type == "conv2d" else "")]
 
+    def network_variants(self, arch: Architecture) -> list[Variant]:
+        return [Variant(mode="eager", impl="im2col")]  # a network's convolutions run as im2col GEMMs too
+
     def prepare(self, layer: Layer, variant: Variant) -> Prepared:
         return self._prepare([layer], variant, None)
 

@@ -73,6 +73,15 @@ _SEED = 20240611
 # -- helpers shared with the torch executor ---------------------------------------------------------------
 
 
+def network_variants(arch: Architecture) -> list[Variant]:
+    """What :meth:`CupyExecutor.network_variants` returns (no CuPy needed): eager and graph, and with linear
+    layers both of their implementations (``kernel``, ``cublas``); a network's convolutions pick their own
+    kernels, so no conv implementation is a network variant."""
+    modes = ("eager",) if all(layer.type == "flatten" for layer in arch) else _MODES
+    impls = ("kernel", "cublas") if any(layer.type == "linear" for layer in arch) else ("",)
+    return [Variant(mode=mode, impl=impl) for impl in impls for mode in modes]
+
+
 def first_line(error: BaseException) -> str:
     """An exception's message on one line (the CLI prints errors as one line)."""
     text = str(error).strip().splitlines()
@@ -274,6 +283,11 @@ class CupyExecutor(Executor):
             impls = [""]
         modes = ("eager",) if layer.type == "flatten" else _MODES  # a view: nothing to capture
         return [Variant(mode=mode, impl=impl) for impl in impls for mode in modes]
+
+    def network_variants(self, arch: Architecture) -> list[Variant]:
+        """Eager and graph; with linear layers, once through our kernels and once through cuBLAS (a conv's
+        kernel is chosen per layer, as :func:`kernels.plan_layer` does)."""
+        return network_variants(arch)
 
     # -- preparing work -------------------------------------------------------------------------------
     def prepare(self, layer: Layer, variant: Variant) -> Prepared:
