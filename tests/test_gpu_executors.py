@@ -132,6 +132,25 @@ def test_cupy_network(cupy_executor: Executor, mode: str) -> None:
     arch = zoo.build("resnet18", batch=2)
     ms = _exercise(cupy_executor.prepare_network(arch, Variant(mode=mode)))
     assert ms > 0.01
+    # the variants bench-network uses (a network with a linear layer: our kernels and cuBLAS) all run
+    for variant in cupy_executor.network_variants(arch):
+        _exercise(cupy_executor.prepare_network(arch, variant))
+
+
+@pytest.mark.parametrize("fixture", ["cupy_executor", "torch_executor"])
+def test_power_windows_run_the_timed_graphs(request: pytest.FixtureRequest, fixture: str) -> None:
+    """run_calls (what a power window runs) replays the graphs time_calls captured, and no other."""
+    executor: Executor = request.getfixturevalue(fixture)
+    layer = Layer("conv2d", in_channels=64, out_channels=64, in_h=28, in_w=28, kernel=3, padding=1, batch=4)
+    prepared = executor.prepare(layer, Variant(mode="graph"))
+    try:
+        prepared.time_calls(70)
+        captured = set(prepared._graphs)  # type: ignore[attr-defined]
+        prepared.run_calls(70)
+        prepared.synchronize()
+        assert set(prepared._graphs) == captured  # type: ignore[attr-defined]
+    finally:
+        prepared.release()
 
 
 def test_cupy_out_of_memory_is_reported(cupy_executor: Executor) -> None:

@@ -104,3 +104,27 @@ def test_one_slow_call_does_not_set_the_loop_length() -> None:
     workload: Any = _SlowFirstCall()
     timing = time_workload(workload, TimingConfig(target_ms=5.0, loops=3, warmup_ms=1.0))
     assert timing.calls == 500 and timing.runtime_ms == pytest.approx(0.01)
+
+
+class _Counting:
+    """Records how run_for launches calls."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def run(self) -> None:
+        raise AssertionError("run_for must launch whole batches, as the timed loops did")
+
+    def run_calls(self, calls: int) -> None:
+        self.batches.append(calls)
+
+    def synchronize(self) -> None:
+        pass
+
+
+def test_power_windows_launch_the_timed_batches() -> None:
+    from neuralpower.bench.timing import run_for
+
+    workload: Any = _Counting()
+    calls = run_for(workload, 0.01, 32)
+    assert calls == 32 * len(workload.batches) and set(workload.batches) == {32}

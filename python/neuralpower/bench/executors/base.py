@@ -75,6 +75,12 @@ class Prepared(ABC):
     def synchronize(self) -> None:
         """Wait until the device has finished all work launched so far."""
 
+    def run_calls(self, calls: int) -> None:
+        """Launch ``calls`` back-to-back calls the way :meth:`time_calls` runs them, untimed (power windows run
+        this, so that they measure the work that was timed: in graph mode the same graphs)."""
+        for _ in range(calls):
+            self.run()
+
     def check(self) -> None:  # noqa: B027 - optional hook, a no-op where there is no custom code to check
         """Compare the output with a reference implementation; raise ``AssertionError`` on a mismatch.
 

@@ -495,15 +495,27 @@ class _TorchPrepared(Prepared):
             else:
                 self._call()
 
+    def _graphs_for(self, calls: int) -> list[Any]:
+        """The captured graphs that make ``calls`` calls: full ones of ``graph_calls`` and one for the rest."""
+        full, rest = divmod(calls, self._graph_calls)
+        return ([self._graph(self._graph_calls)] * full if full else []) + ([self._graph(rest)] if rest else [])
+
+    def run_calls(self, calls: int) -> None:
+        with self._on_device("running"):
+            if self._mode == "graph":
+                for graph in self._graphs_for(calls):
+                    graph.replay()
+            else:
+                self._warm_up()
+                for _ in range(calls):
+                    self._call()
+
     def time_calls(self, calls: int) -> float:
         if calls < 1:
             raise ValueError(f"calls must be at least 1, not {calls}")
         with self._on_device("timing"):
             if self._mode == "graph":
-                full, rest = divmod(calls, self._graph_calls)
-                graphs = ([self._graph(self._graph_calls)] * full if full else []) + (
-                    [self._graph(rest)] if rest else []
-                )
+                graphs = self._graphs_for(calls)
                 self._start.record()
                 for graph in graphs:
                     graph.replay()
