@@ -65,12 +65,14 @@ class FakeNVML:
         power_w: float = 300.0,
         instant_w: float | None = None,
         counter: str = "ok",
+        step_s: float = 0.0,
         instant_field: bool = True,
         reasons: int = 0,
     ) -> None:
         self.power_w = power_w
         self.instant_w = power_w if instant_w is None else instant_w
         self.counter = counter  # ok, frozen, unsupported, error
+        self.step_s = step_s  # > 0: the counter moves in steps this far apart, as real ones do (about 0.1 s)
         self.instant_field = instant_field
         self.reasons = reasons
         self.t0 = time.perf_counter()
@@ -98,7 +100,10 @@ class FakeNVML:
             raise NVMLError(15)
         if self.counter == "frozen":
             return 123456
-        return int(123456 + (time.perf_counter() - self.t0) * self.power_w * 1000)
+        t = time.perf_counter() - self.t0
+        if self.step_s > 0:
+            t = (t // self.step_s) * self.step_s
+        return int(123456 + t * self.power_w * 1000)
 
     def nvmlDeviceGetFieldValues(self, handle: str, ids: list[int]) -> list[_FieldValue]:
         assert ids == [186]
@@ -362,3 +367,24 @@ def test_one_limit_given_keeps_the_devices_default_for_the_other() -> None:
     )
     assert resolve_limits(CpuExecutor(), BenchOptions(), None) == Limits(max_bytes=32 << 20, max_flops=2 * 10**8)
     assert resolve_limits(gpu, BenchOptions(limits=Limits(1, 2), limit_overrides={"max_bytes": 5}), 1) == Limits(1, 2)
+
+
+def test_windows_align_to_the_counter_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a counter that steps every 100 ms: over a 0.35 s window its delta is off by up to a step at either end
+    # (up to 30 %); between the steps seen in the window it is off by the sampling period at most
+    nvml = FakeNVML(step_s=0.1)
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    meter = PowerMeter.open("cuda:0", sample_period_s=0.002)
+
+    def run(seconds: float) -> int:
+        time.sleep(seconds)
+        return 1
+
+    for _ in range(3):
+        w = meter.measure(run, window_s=0.35, warmup_s=0.0)
+        assert w is not None and w.source == "counter"
+        assert w.power_w == pytest.approx(300.0, rel=0.1)
+        assert w.energy_mj == pytest.approx(w.power_w * w.seconds * 1000)
+        assert w.counter_period_ms == pytest.approx(100.0, abs=15.0)
+        assert w.columns()["counter_period_ms"] == w.counter_period_ms

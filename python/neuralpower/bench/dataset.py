@@ -86,6 +86,7 @@ POWER_COLUMNS: tuple[str, ...] = (
     "mem_clock_mhz_after",
     "power_limit_w",
     "clocks_event_reasons",
+    "counter_period_ms",
     "flags",
 )
 CONTEXT_COLUMNS: tuple[str, ...] = (

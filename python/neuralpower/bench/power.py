@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import os
 import statistics
 import threading
@@ -129,9 +130,11 @@ class PowerWindow:
     calls
         Calls of the workload in the window (0 for idle).
     energy_mj
-        Counter delta over the window (``None`` without a counter).
+        Energy over the window (``None`` without a counter): ``power_w`` times ``seconds``.
     power_w
-        ``energy_mj / seconds / 1000``, or the sample mean where the counter gave nothing (see ``source``).
+        The counter's power between the first and last of its steps seen in the window (see
+        :func:`_aligned`; its delta over the whole window where too few steps were seen), or the sample mean
+        where the counter gave nothing (see ``source``).
     sample_power_w, samples
         Mean and count of the distinct instant-power samples.
     source
@@ -141,6 +144,9 @@ class PowerWindow:
         average on recent GPUs) or ``""``.
     reasons
         Every clocks-event reason bit seen before, during or after the window.
+    counter_period_ms
+        The median time between the energy counter's steps seen during the window (the sensor's update
+        period; ``None`` with fewer than three steps seen).
     """
 
     seconds: float
@@ -156,6 +162,7 @@ class PowerWindow:
     reasons: int = 0
     flags: list[str] = field(default_factory=list)
     error: str = ""
+    counter_period_ms: float | None = None
 
     @property
     def energy_per_call_mj(self) -> float | None:
@@ -178,6 +185,7 @@ class PowerWindow:
             **self.after.columns("after"),
             "power_limit_w": self.before.power_limit_w,
             "clocks_event_reasons": "|".join(reason_names(self.reasons)),
+            "counter_period_ms": self.counter_period_ms,
         }
 
 
@@ -186,21 +194,29 @@ def _decode(value: Any) -> str:
 
 
 class _Sampler(threading.Thread):
-    """Reads instant power (and clocks-event reasons) every ``period_s`` until stopped."""
+    """Reads instant power, the energy counter (noting when it steps) and clocks-event reasons every
+    ``period_s`` until stopped."""
 
-    def __init__(self, meter: PowerMeter, period_s: float) -> None:
+    def __init__(self, meter: PowerMeter, period_s: float, energy: int | None = None) -> None:
         super().__init__(name="neuralpower-power-sampler", daemon=True)
         self.meter = meter
         self.period_s = period_s
         self.stop_event = threading.Event()
         self.samples: dict[int, float] = {}  # sensor timestamp (us) -> watts
         self.reasons = 0
+        self.last_energy = energy
+        self.steps: list[tuple[float, int]] = []  # (host time, counter) just after each step seen
 
     def run(self) -> None:
         while True:
             reading = self.meter.instant_power()
             if reading is not None:
                 self.samples.setdefault(reading[0], reading[1])
+            if self.last_energy is not None:
+                e = self.meter.energy_mj()
+                if e is not None and e != self.last_energy:
+                    self.steps.append((time.perf_counter(), e))
+                    self.last_energy = e
             reasons = self.meter.clocks_event_reasons()
             if reasons is not None:
                 self.reasons |= reasons
@@ -446,8 +462,8 @@ class PowerMeter:
         if synchronize is not None:
             synchronize()
         before = self.state()
-        sampler = _Sampler(self, self.sample_period_s)
         e0 = self.energy_mj()
+        sampler = _Sampler(self, self.sample_period_s, e0)
         t0 = time.perf_counter()
         sampler.start()
         try:
@@ -457,7 +473,8 @@ class PowerMeter:
             t1 = time.perf_counter()
             samples, sampled_reasons = sampler.stop()
         after = self.state()
-        return self._window(t1 - t0, calls, e0, e1, samples, sampled_reasons, before, after)
+        window = self._window(t1 - t0, calls, e0, e1, samples, sampled_reasons, before, after)
+        return _aligned(window, sampler.steps)
 
     def idle(self, seconds: float = 3.0) -> PowerWindow | None:
         """Idle power: a window of ``seconds`` with nothing running (store it; never subtract it silently)."""
@@ -531,6 +548,31 @@ class PowerMeter:
             flags=flags,
             error=error,
         )
+
+
+def _aligned(window: PowerWindow, steps: list[tuple[float, int]]) -> PowerWindow:
+    """The counter's power between the first and the last of its steps seen during the window.
+
+    The counter steps about every 100 ms: energy over the whole window is off by up to a step at either end
+    (about 10 % of a 1 s window), while between two steps seen just after they happened it is off by the
+    sampling period at most. Used where the steps span at least half the window; the sensor's update period
+    is recorded either way.
+    """
+    if len(steps) >= 3:
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(steps)]
+        window.counter_period_ms = 1000.0 * statistics.median(gaps)
+    if window.source != "counter" or len(steps) < 2:
+        return window
+    (ta, ea), (tb, eb) = steps[0], steps[-1]
+    if tb - ta < 0.5 * window.seconds or eb <= ea:
+        return window
+    power = (eb - ea) / 1000.0 / (tb - ta)
+    window.power_w = power
+    window.energy_mj = power * window.seconds * 1000.0
+    if window.sample_power_w is not None:
+        disagree = abs(window.sample_power_w - power) > DISAGREE_FRACTION * power
+        window.flags = [f for f in window.flags if f != "disagree"] + (["disagree"] if disagree else [])
+    return window
 
 
 def _message(e: BaseException) -> str:
