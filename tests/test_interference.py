@@ -6,6 +6,7 @@ import csv
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -128,3 +129,36 @@ def test_power_windows_launch_the_timed_batches() -> None:
     workload: Any = _Counting()
     calls = run_for(workload, 0.01, 32)
     assert calls == 32 * len(workload.batches) and set(workload.batches) == {32}
+
+
+class _Jittery:
+    """A workload whose timed loops disagree (1 ms, then 2 ms, ...): always noisy."""
+
+    def __init__(self) -> None:
+        self.timed = 0
+
+    def run(self) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+    def time_calls(self, calls: int) -> float:
+        self.timed += 1
+        return 1.0 + self.timed % 2
+
+
+@pytest.mark.parametrize(("device", "attempts"), [("cpu", RETRIES + 1), ("cuda:0", 1)])
+def test_noisy_loops_are_repeated_on_the_cpu_only(monkeypatch: pytest.MonkeyPatch, device: str, attempts: int) -> None:
+    from neuralpower.bench.executors import Variant
+    from neuralpower.bench.runner import _Loop, _Task
+
+    monkeypatch.setattr(CpuLoad, "others", lambda self, start, end=None: 0.0)
+    executor: Any = CpuExecutor()
+    executor.device = device
+    options = BenchOptions(timing=TimingConfig(target_ms=5.0, loops=4, warmup_ms=0.0), progress=False)
+    run_dir: Any = SimpleNamespace(directory="unused")
+    loop = _Loop(executor, run_dir, options, None, {}, sys.stderr)
+    workload: Any = _Jittery()
+    timing, _, busy, tried = loop._measure_quietly(workload, _Task(0, "k", Variant(), False))
+    assert tried == attempts and timing.runtime_cv > runner.NOISY_CV and busy == 0.0

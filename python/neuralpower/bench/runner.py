@@ -58,8 +58,9 @@ log = logging.getLogger(__name__)
 
 # A row whose timed loops vary more than this (coefficient of variation) is flagged "noisy".
 NOISY_CV = 0.10
-# A measurement that is noisy or ran while other work kept the machine busy is taken again, up to this many
-# times; the least disturbed attempt is kept (flagged when every attempt was).
+# A measurement that ran while other work kept the machine busy (or, on the CPU, whose loops disagree) is
+# taken again, up to this many times; the least disturbed attempt is kept (flagged when every attempt was).
+# On a GPU, noisy loops alone (launch-bound layers jitter) are flagged, not repeated: visits are short.
 RETRIES = 2
 _NO_POWER = "power not measured (--no-power)"
 # This many failures in a row means something is wrong with the executor or device, not the configurations.
@@ -374,6 +375,7 @@ class _Loop:
         self.checked: set[str] = set()
         self.consecutive_failures = 0
         self.load = CpuLoad()
+        self.retry_noisy = executor.device == "cpu"
 
     def run(
         self,
@@ -441,8 +443,9 @@ class _Loop:
         return status
 
     def _measure_quietly(self, prepared: Prepared, task: _Task) -> tuple[Timing, PowerWindow | None, float, int]:
-        """Measure, and measure again (up to RETRIES times) while the result is noisy or other work kept the
-        machine busy; the least disturbed attempt (fewest flags, then the fastest) with the load it saw."""
+        """Measure, and measure again (up to RETRIES times) while other work kept the machine busy or, on the
+        CPU, the loops disagree; the least disturbed attempt (fewest flags, then the fastest) with the load it
+        saw."""
         best: tuple[tuple[int, float], Timing, PowerWindow | None, float] | None = None
         attempts = 0
         while attempts <= RETRIES:
@@ -450,7 +453,7 @@ class _Loop:
             start = self.load.sample() if self.load.available else None
             timing, window = _measure(prepared, task, self.options, self.timing, self.meter)
             busy = self.load.others(start) if start is not None else 0.0
-            disturbed = (timing.runtime_cv > NOISY_CV) + (busy > BUSY_CORES)
+            disturbed = (timing.runtime_cv > NOISY_CV and self.retry_noisy) + (busy > BUSY_CORES)
             key = (disturbed, timing.runtime_ms)
             if best is None or key < best[0]:
                 best = (key, timing, window, busy)
