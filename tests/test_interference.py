@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -84,10 +85,11 @@ def test_always_disturbed_rows_are_flagged_and_not_fitted(tmp_path: Path, monkey
     assert all(v != v for v in data.targets["runtime_ms"])  # NaN: left out of any fit
 
 
-class _SlowFirstCall:
-    """A workload whose first timed call is slow (preempted) and every later call fast."""
+class _Timed:
+    """A workload whose n-th timed loop (1-based) takes ``ms(n)`` milliseconds per call."""
 
-    def __init__(self) -> None:
+    def __init__(self, ms: Callable[[int], float]) -> None:
+        self.ms = ms
         self.timed = 0
 
     def run(self) -> None:
@@ -98,11 +100,12 @@ class _SlowFirstCall:
 
     def time_calls(self, calls: int) -> float:
         self.timed += 1
-        return 50.0 if self.timed == 1 else 0.01
+        return self.ms(self.timed)
 
 
 def test_one_slow_call_does_not_set_the_loop_length() -> None:
-    workload: Any = _SlowFirstCall()
+    # the first timed call is slow (preempted), every later one fast
+    workload: Any = _Timed(lambda n: 50.0 if n == 1 else 0.01)
     timing = time_workload(workload, TimingConfig(target_ms=5.0, loops=3, warmup_ms=1.0))
     assert timing.calls == 500 and timing.runtime_ms == pytest.approx(0.01)
 
@@ -131,23 +134,6 @@ def test_power_windows_launch_the_timed_batches() -> None:
     assert calls == 32 * len(workload.batches) and set(workload.batches) == {32}
 
 
-class _Jittery:
-    """A workload whose timed loops disagree (1 ms, then 2 ms, ...): always noisy."""
-
-    def __init__(self) -> None:
-        self.timed = 0
-
-    def run(self) -> None:
-        pass
-
-    def synchronize(self) -> None:
-        pass
-
-    def time_calls(self, calls: int) -> float:
-        self.timed += 1
-        return 1.0 + self.timed % 2
-
-
 @pytest.mark.parametrize(("device", "attempts"), [("cpu", RETRIES + 1), ("cuda:0", 1)])
 def test_noisy_loops_are_repeated_on_the_cpu_only(monkeypatch: pytest.MonkeyPatch, device: str, attempts: int) -> None:
     from neuralpower.bench.executors import Variant
@@ -159,6 +145,6 @@ def test_noisy_loops_are_repeated_on_the_cpu_only(monkeypatch: pytest.MonkeyPatc
     options = BenchOptions(timing=TimingConfig(target_ms=5.0, loops=4, warmup_ms=0.0), progress=False)
     run_dir: Any = SimpleNamespace(directory="unused")
     loop = _Loop(executor, run_dir, options, None, {}, sys.stderr)
-    workload: Any = _Jittery()
+    workload: Any = _Timed(lambda n: 1.0 + n % 2)  # loops of 1 ms and 2 ms: always noisy
     timing, _, busy, tried = loop._measure_quietly(workload, _Task(0, "k", Variant(), False))
     assert tried == attempts and timing.runtime_cv > runner.NOISY_CV and busy == 0.0
