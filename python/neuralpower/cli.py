@@ -171,19 +171,12 @@ def _cmd_import_neusight(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from .evaluator import load_model
-    from .sources import load_architectures
-    from .validate import read_networks, validate_networks
+    from .validate import validate_networks
 
     if args.plot:
         check_output(args.plot, option="--plot", inputs=[args.networks, *(args.archs or [])], suffixes=(".png",))
     model = load_model(args.model)
-    archs = []
-    if args.archs:
-        batches = sorted({m.batch for m in read_networks(args.networks)})
-        for spec in args.archs:
-            for batch in batches:
-                archs += load_architectures(spec, batch=batch, image_size=args.image_size, dtype=model.dtype)
-    result = validate_networks(args.networks, model, archs=archs, image_size=args.image_size,
+    result = validate_networks(args.networks, model, arch_sources=args.archs or (), image_size=args.image_size,
                                layers=args.layers or ())
     record = result.record()
     if args.format == "json":
@@ -199,6 +192,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _validation_table(record: dict[str, Any]) -> str:
     from ._text import text_table
+    from .models.report import _pct
     from .validate import QUANTITIES
 
     def num(v: float | None, digits: int = 3) -> str:
@@ -226,13 +220,9 @@ def _validation_table(record: dict[str, Any]) -> str:
     lines = [f"{record['model']}: {record['networks']} networks measured",
              *text_table(head, rows, right=range(1, len(head))), ""]
     mape_head = ["method", "runtime MAPE", "power MAPE", "energy MAPE"]
-
-    def mp(v: float | None) -> str:
-        return "-" if v is None else f"{v:.1f}%"
-
-    mape_rows = [["default", *(mp(record[f"{q}_mape"]) for q in ("runtime", "power", "energy"))]]
+    mape_rows = [["default", *(_pct(record[f"{q}_mape"]) for q in ("runtime", "power", "energy"))]]
     for method, m in record["methods"].items():
-        mape_rows.append([method, *(mp(m[f"{q}_mape"]) for q in ("runtime", "power", "energy"))])
+        mape_rows.append([method, *(_pct(m[f"{q}_mape"]) for q in ("runtime", "power", "energy"))])
     lines += text_table(mape_head, mape_rows, right=range(1, 4))
     return "\n".join(lines)
 
@@ -277,6 +267,12 @@ def _plot_validation(record: dict[str, Any], path: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def _add_model_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", metavar="M", help="a bundled model's name or a model JSON file (default: the bundled default)"
+    )
 
 
 def _check_table_output(path: str | None, option: str, inputs: Sequence[str]) -> None:
@@ -906,9 +902,7 @@ def build_parser() -> argparse.ArgumentParser:
         "flops_linear). Trials are combined by their median.",
     )
     va.add_argument("networks", metavar="NETWORKS", help="what bench-network wrote: networks.csv or its folder")
-    va.add_argument(
-        "--model", metavar="M", help="a bundled model's name or a model JSON file (default: the bundled default)"
-    )
+    _add_model_option(va)
     va.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
     va.add_argument("--plot", metavar="OUT.png", help="also draw predicted against measured (PNG)")
     va.add_argument(
@@ -1002,9 +996,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("arch_source", metavar="ARCH", help="a zoo network name, a layer table file or an .onnx file")
     _add_arch_options(pr, image_size_default="its published resolution", dtype_default="the model's")
-    pr.add_argument(
-        "--model", metavar="M", help="a bundled model's name or a model JSON file (default: the bundled default)"
-    )
+    _add_model_option(pr)
     pr.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
     pr.add_argument("--plot", metavar="OUT.png", help="also draw energy and runtime per layer as bar charts")
     pr.set_defaults(run=_cmd_predict)
@@ -1020,9 +1012,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tu.add_argument("arch_source", metavar="ARCH", help="a zoo network name, a layer table file or an .onnx file")
     _add_arch_options(tu, image_size_default="its published resolution", dtype_default="the model's")
-    tu.add_argument(
-        "--model", metavar="M", help="a bundled model's name or a model JSON file (default: the bundled default)"
-    )
+    _add_model_option(tu)
     tu.add_argument(
         "--objective", choices=["runtime", "energy"], default="runtime", help="what to lower (default: runtime)"
     )

@@ -164,9 +164,8 @@ def _compile(doc: Mapping[str, Any], method: str | None) -> Any:
                 compiled.set_linear(code, target_index, _KIND[kind], spec["slope"], 0.0, spec["intercept"])
             else:
                 compiled.set_linear(code, target_index, _KIND[kind], 0.0, 0.0, spec["value"])
-            interval = block.get("interval")
-            if interval is not None and (method is None or method == block["default"] or method not in block["models"]):
-                # calibrated on the default model's residuals: an interval belongs to the default only
+            interval = _interval_of(block, method)
+            if interval is not None:
                 compiled.set_interval(code, target_index, float(interval["lo"]), float(interval["hi"]))
         names = list(entry["ranges"])
         compiled.set_ranges(
@@ -186,11 +185,17 @@ def _interval_factors(doc: Mapping[str, Any], method: str | None) -> npt.NDArray
     for type_name, entry in doc["layer_types"].items():
         code = LAYER_TYPES.index(type_name)
         for k, target in enumerate(_TARGETS):
-            block = entry[target]
-            interval = block.get("interval")
-            own = method is None or method == block["default"] or method not in block["models"]
-            out[code, 2 * k : 2 * k + 2] = (interval["lo"], interval["hi"]) if interval and own else np.nan
+            interval = _interval_of(entry[target], method)
+            out[code, 2 * k : 2 * k + 2] = (interval["lo"], interval["hi"]) if interval else np.nan
     return out
+
+
+def _interval_of(block: Mapping[str, Any], method: str | None) -> Mapping[str, Any] | None:
+    """A target's interval where ``method`` evaluates its default model: an interval is calibrated on the
+    default model's residuals and belongs to it only (None otherwise, or when the block has none)."""
+    if method is None or method == block["default"] or method not in block["models"]:
+        return block.get("interval")
+    return None
 
 
 def _rebuild_model(doc: str, name: str, path: str, method: str | None) -> Model:

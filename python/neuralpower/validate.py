@@ -81,6 +81,10 @@ class Validation:
     cases: list[Case]
     power_predicted: bool
 
+    def predicts(self, quantity: str) -> bool:
+        """Runtime always; power and energy only from a model that holds power."""
+        return quantity == "runtime_ms" or self.power_predicted
+
     def coverage(self, quantity: str) -> float | None:
         """Percent of cases whose measured value lies inside the predicted interval (None: no intervals)."""
         inside = []
@@ -89,12 +93,12 @@ class Validation:
             lo, hi = c.bounds.get(f"{quantity}_lo", math.nan), c.bounds.get(f"{quantity}_hi", math.nan)
             if measured is not None and not (math.isnan(lo) or math.isnan(hi)):
                 inside.append(lo <= measured <= hi)
-        if not inside or (quantity != "runtime_ms" and not self.power_predicted):
+        if not inside or not self.predicts(quantity):
             return None
         return float(100 * np.mean(inside))
 
     def mape(self, quantity: str, method: str | None = None) -> float | None:
-        if quantity != "runtime_ms" and not self.power_predicted:
+        if not self.predicts(quantity):
             return None
         errors = [c.error(quantity, method) for c in self.cases]
         if not errors or any(e is None for e in errors):
@@ -124,9 +128,8 @@ class Validation:
                 rec["layers_sum_ms"] = c.layers_sum_ms
             for q in QUANTITIES:
                 rec[f"measured_{q}"] = getattr(m, q)
-                rec[f"predicted_{q}"] = c.predicted[q] if q == "runtime_ms" or self.power_predicted else None
-                err = c.error(q)
-                rec[f"{q}_error_pct"] = err if q == "runtime_ms" or self.power_predicted else None
+                rec[f"predicted_{q}"] = c.predicted[q] if self.predicts(q) else None
+                rec[f"{q}_error_pct"] = c.error(q) if self.predicts(q) else None
                 for side in ("lo", "hi"):
                     v = c.bounds.get(f"{q}_{side}")
                     rec[f"predicted_{q}_{side}"] = None if v is None or v != v else v
@@ -267,10 +270,15 @@ def validate_networks(
     model: Model,
     *,
     archs: Sequence[Architecture] = (),
+    arch_sources: Sequence[str] = (),
     image_size: int | None = None,
     layers: Sequence[str | os.PathLike[str]] = (),
 ) -> Validation:
     """Predict every measured network with ``model`` (and each of its methods) and compare.
+
+    The networks are zoo networks built at each measured batch size, unless ``archs`` holds them, or
+    ``arch_sources`` (zoo names, layer tables or ONNX files, as given to ``bench-network``) builds them at
+    every batch size measured.
 
     ``layers``: measurement tables of single layers (what ``bench`` wrote); each network then also gets the
     sum of its layers' measured runtimes (the median of each configuration's trials) where every layer was
@@ -284,6 +292,13 @@ def validate_networks(
     """
     spath = _networks_file(os.fspath(path))
     measured = read_networks(spath)
+    if arch_sources:
+        from .sources import load_architectures
+
+        archs = list(archs)
+        for spec in arch_sources:
+            for batch in sorted({m.batch for m in measured}):
+                archs += load_architectures(spec, batch=batch, image_size=image_size, dtype=model.dtype)
     given = {(a.name, a.batch): a for a in archs}
     alone = _layer_runtimes(layers) if layers else None
     others: dict[str, Model] = {}

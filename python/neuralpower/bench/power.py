@@ -133,7 +133,7 @@ class PowerWindow:
         Energy over the window (``None`` without a counter): ``power_w`` times ``seconds``.
     power_w
         The counter's power between the first and last of its steps seen in the window (see
-        :func:`_aligned`; its delta over the whole window where too few steps were seen), or the sample mean
+        :func:`_step_power`; its delta over the whole window where too few steps were seen), or the sample mean
         where the counter gave nothing (see ``source``).
     sample_power_w, samples
         Mean and count of the distinct instant-power samples.
@@ -473,8 +473,7 @@ class PowerMeter:
             t1 = time.perf_counter()
             samples, sampled_reasons = sampler.stop()
         after = self.state()
-        window = self._window(t1 - t0, calls, e0, e1, samples, sampled_reasons, before, after)
-        return _aligned(window, sampler.steps)
+        return self._window(t1 - t0, calls, e0, e1, samples, sampled_reasons, before, after, sampler.steps)
 
     def idle(self, seconds: float = 3.0) -> PowerWindow | None:
         """Idle power: a window of ``seconds`` with nothing running (store it; never subtract it silently)."""
@@ -495,6 +494,7 @@ class PowerMeter:
         sampled_reasons: int,
         before: DeviceState,
         after: DeviceState,
+        steps: list[tuple[float, int]] | None = None,
     ) -> PowerWindow:
         flags: list[str] = []
         error = ""
@@ -511,7 +511,8 @@ class PowerMeter:
             if energy <= 0 or seconds <= 0:
                 flags.append("zero_delta")
             else:
-                power = energy / 1000.0 / seconds
+                power = _step_power(steps or [], seconds) or energy / 1000.0 / seconds
+                energy = power * seconds * 1000.0
                 source = "counter"
         sample_mean = statistics.fmean(samples) if samples else None
         if power is None and sample_mean is not None:
@@ -547,32 +548,30 @@ class PowerMeter:
             reasons=reasons,
             flags=flags,
             error=error,
+            counter_period_ms=_step_period_ms(steps or []),
         )
 
 
-def _aligned(window: PowerWindow, steps: list[tuple[float, int]]) -> PowerWindow:
-    """The counter's power between the first and the last of its steps seen during the window.
+def _step_power(steps: list[tuple[float, int]], seconds: float) -> float | None:
+    """The counter's power between the first and the last of its steps seen during a window.
 
     The counter steps about every 100 ms: energy over the whole window is off by up to a step at either end
     (about 10 % of a 1 s window), while between two steps seen just after they happened it is off by the
-    sampling period at most. Used where the steps span at least half the window; the sensor's update period
-    is recorded either way.
+    sampling period at most. None where the steps seen span less than half the window.
     """
-    if len(steps) >= 3:
-        gaps = [b[0] - a[0] for a, b in itertools.pairwise(steps)]
-        window.counter_period_ms = 1000.0 * statistics.median(gaps)
-    if window.source != "counter" or len(steps) < 2:
-        return window
+    if len(steps) < 2:
+        return None
     (ta, ea), (tb, eb) = steps[0], steps[-1]
-    if tb - ta < 0.5 * window.seconds or eb <= ea:
-        return window
-    power = (eb - ea) / 1000.0 / (tb - ta)
-    window.power_w = power
-    window.energy_mj = power * window.seconds * 1000.0
-    if window.sample_power_w is not None:
-        disagree = abs(window.sample_power_w - power) > DISAGREE_FRACTION * power
-        window.flags = [f for f in window.flags if f != "disagree"] + (["disagree"] if disagree else [])
-    return window
+    if tb - ta < 0.5 * seconds or eb <= ea:
+        return None
+    return (eb - ea) / 1000.0 / (tb - ta)
+
+
+def _step_period_ms(steps: list[tuple[float, int]]) -> float | None:
+    """The median time between the counter's steps seen (its update period), from three steps on."""
+    if len(steps) < 3:
+        return None
+    return 1000.0 * statistics.median(b[0] - a[0] for a, b in itertools.pairwise(steps))
 
 
 def _message(e: BaseException) -> str:

@@ -622,7 +622,7 @@ def run_bench(
             supports=executor.supports,
             configs=options.configs,
         )
-        runtime_trials = SUITES[options.suite].runtime_trials if options.suite in SUITES else 1
+        runtime_trials = SUITES[options.suite].runtime_trials  # a known suite: generate() checked the name
         tasks: list[_Task] = []
         for c in configs:
             # without power (--no-power), a power configuration gets the runtime trials only
