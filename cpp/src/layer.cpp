@@ -45,9 +45,10 @@ std::int64_t flops_per_element(T t) {
         case T::HardSigmoid: return 4;  // min(max(x + 3, 0), 6) / 6
         case T::SiLU: return 5;         // x * sigmoid(x)
         case T::HardSwish: return 5;    // x * hardsigmoid(x)
-        case T::GELU: return 8;         // 0.5 x (1 + erf(x / sqrt 2))
+        case T::GELU: return 8;         // 0.5 x (1 + erf(x / sqrt 2)); the tanh form counts 9 (see below)
         case T::BatchNorm2d: return 2;  // folded scale and shift
         case T::Softmax: return 5;      // max, subtract, exp, sum, divide
+        case T::LayerNorm: return 8;    // mean (1), variance (3), normalize (2), scale and shift (2)
         default: return 0;
     }
 }
@@ -73,17 +74,55 @@ std::int64_t adaptive_window_sum(std::int64_t in, std::int64_t out) {
     return in + out - std::gcd(in, out);
 }
 
+// Query-key pairs that attention scores: every pair, or with a causal mask (PyTorch's is_causal, aligned to
+// the top left: query i sees keys 0..i) sum over queries of min(i + 1, kv).
+std::int64_t attention_pairs(std::int64_t q, std::int64_t kv, bool causal, Checked& c) {
+    if (!causal) return c.mul(q, kv);
+    const std::int64_t full = std::min(q, kv);  // queries 0..full-1 see i + 1 keys, the rest see all kv
+    return c.add(c.mul(full, full + 1) / 2, c.mul(q - full, kv));
+}
+
+// The PyTorch output size of a transposed convolution along one axis.
+std::int64_t transposed_out(std::int64_t in, std::int64_t k, std::int64_t s, std::int64_t p, std::int64_t d,
+                            std::int64_t op) {
+    return (in - 1) * s - 2 * p + d * (k - 1) + op + 1;
+}
+
+bool is_conv(T t) { return t == T::Conv2d || t == T::ConvTranspose2d; }
+
 std::vector<int> fields_of(T t) {
     std::vector<int> f = {kType, kBatch, kDType};
     const std::initializer_list<int> spatial = {kInChannels, kInH, kInW};
     switch (t) {
         case T::Conv2d:
+        case T::ConvTranspose2d:
             f.insert(f.end(), spatial);
             f.insert(f.end(), {kOutChannels, kKernelH, kKernelW, kStrideH, kStrideW, kPadH, kPadW,
                                kDilationH, kDilationW, kGroups, kBias});
+            if (t == T::ConvTranspose2d) f.insert(f.end(), {kOutputPaddingH, kOutputPaddingW});
             break;
         case T::Linear:
-            f.insert(f.end(), {kInFeatures, kOutFeatures, kBias});
+            f.insert(f.end(), {kInFeatures, kOutFeatures, kBias, kTokens});
+            break;
+        case T::LayerNorm:
+            f.insert(f.end(), {kInFeatures, kTokens, kChannelsFirst});
+            break;
+        case T::MatMul:
+            f.insert(f.end(), {kTokens, kInFeatures, kOutFeatures, kBroadcast});
+            break;
+        case T::Attention:
+            f.insert(f.end(), {kHeads, kTokens, kKvTokens, kHeadDim, kCausal});
+            break;
+        case T::Embedding:
+            f.insert(f.end(), {kTokens, kInFeatures, kOutFeatures});
+            break;
+        case T::GELU:
+            f.insert(f.end(), spatial);
+            f.push_back(kApproximate);
+            break;
+        case T::Upsample:
+            f.insert(f.end(), spatial);
+            f.insert(f.end(), {kOutH, kOutW, kMode});
             break;
         case T::MaxPool2d:
             f.insert(f.end(), spatial);
@@ -120,8 +159,14 @@ std::vector<int> fields_of(T t) {
 
 std::vector<int> required_of(T t) {
     switch (t) {
-        case T::Conv2d: return {kInChannels, kInH, kInW, kOutChannels, kKernelH, kKernelW};
-        case T::Linear: return {kInFeatures, kOutFeatures};
+        case T::Conv2d:
+        case T::ConvTranspose2d: return {kInChannels, kInH, kInW, kOutChannels, kKernelH, kKernelW};
+        case T::Linear:
+        case T::MatMul:
+        case T::Embedding: return {kInFeatures, kOutFeatures};
+        case T::LayerNorm: return {kInFeatures};
+        case T::Attention: return {kHeads, kTokens, kHeadDim};
+        case T::Upsample: return {kInChannels, kInH, kInW, kOutH, kOutW};
         case T::MaxPool2d:
         case T::AvgPool2d: return {kInChannels, kInH, kInW, kKernelH, kKernelW};
         case T::AdaptiveAvgPool2d: return {kInChannels, kInH, kInW};
@@ -133,11 +178,28 @@ std::vector<int> features_of(T t) {
     std::vector<int> f = {kFBatch};
     switch (t) {
         case T::Conv2d:
+        case T::ConvTranspose2d:
             f.insert(f.end(), {kFInChannels, kFInH, kFOutChannels, kFOutH, kFKernelH, kFStrideH, kFPadH,
                                kFGroups});
             break;
+        case T::LayerNorm:
+            f.insert(f.end(), {kFInFeatures, kFTokens, kFChannelsFirst});
+            break;
+        case T::MatMul:
+        case T::Embedding:
+            f.insert(f.end(), {kFTokens, kFInFeatures, kFOutFeatures});
+            break;
+        case T::Attention:
+            f.insert(f.end(), {kFHeads, kFTokens, kFKvTokens, kFHeadDim, kFCausal});
+            break;
+        case T::Upsample:
+            f.insert(f.end(), {kFInChannels, kFInH, kFOutH, kFMode});
+            break;
+        case T::GELU:
+            f.insert(f.end(), {kFInChannels, kFInH, kFApproximate});
+            break;
         case T::Linear:
-            f.insert(f.end(), {kFInFeatures, kFOutFeatures});
+            f.insert(f.end(), {kFInFeatures, kFOutFeatures, kFTokens});
             break;
         case T::MaxPool2d:
         case T::AvgPool2d:
@@ -179,11 +241,13 @@ std::int64_t default_value(const std::int64_t* row, int field) {
         case kDilationW:
         case kGroups: return t == T::ChannelShuffle ? 2 : 1;
         case kBias: return 1;
+        case kTokens: return 1;
+        case kKvTokens: return row[kTokens];  // read in the second pass, after tokens
         case kStrideH:  // PyTorch's pooling layers default their stride to the kernel size
             return is_pool(t) ? row[kKernelH] : 1;
         case kStrideW: return is_pool(t) ? row[kKernelW] : 1;
         case kInputs: return 2;
-        default: return 0;  // padding, ceil_mode, broadcast
+        default: return 0;  // padding, ceil_mode, broadcast, flags, output padding
     }
 }
 
@@ -193,7 +257,13 @@ std::int64_t min_value(int field) {
         case kPadW:
         case kBias:
         case kCeilMode:
-        case kBroadcast: return 0;
+        case kBroadcast:
+        case kCausal:
+        case kApproximate:
+        case kMode:
+        case kOutputPaddingH:
+        case kOutputPaddingW:
+        case kChannelsFirst: return 0;
         case kInputs: return 2;
         default: return 1;
     }
@@ -203,7 +273,11 @@ std::int64_t max_value(int field) {
     switch (field) {
         case kBias:
         case kCeilMode:
-        case kBroadcast: return 1;
+        case kBroadcast:
+        case kCausal:
+        case kApproximate:
+        case kMode:
+        case kChannelsFirst: return 1;
         default: return kMaxSize;
     }
 }
@@ -236,17 +310,87 @@ InfoRow info_checked(const std::int64_t* r, Checked& c) {
             weight_bytes = c.mul(params, b);
             break;
         }
+        case T::ConvTranspose2d: {
+            oc = r[kOutChannels];
+            oh = transposed_out(h, r[kKernelH], r[kStrideH], r[kPadH], r[kDilationH], r[kOutputPaddingH]);
+            ow = transposed_out(w, r[kKernelW], r[kStrideW], r[kPadW], r[kDilationW], r[kOutputPaddingW]);
+            // every input element meets (out / groups) x kernel weights
+            const std::int64_t per_in = c.mul(oc / r[kGroups], r[kKernelH], r[kKernelW]);
+            macs = c.mul(in_elems, per_in);
+            flops = c.add(c.mul(2, macs), r[kBias] ? c.mul(n, oc, std::max<std::int64_t>(oh, 0),
+                                                           std::max<std::int64_t>(ow, 0))
+                                                     : 0);
+            params = c.add(c.mul(cin, per_in), r[kBias] ? oc : 0);
+            weight_bytes = c.mul(params, b);
+            break;
+        }
         case T::Linear: {
+            const std::int64_t rows = c.mul(n, r[kTokens]);
             oc = r[kOutFeatures];
-            oh = ow = 1;
-            rank = 2;
-            in_elems = c.mul(n, r[kInFeatures]);
-            macs = c.mul(n, r[kInFeatures], oc);
-            flops = c.add(c.mul(2, macs), r[kBias] ? c.mul(n, oc) : 0);
+            oh = r[kTokens];
+            ow = 1;
+            rank = r[kTokens] > 1 ? 3 : 2;
+            in_elems = c.mul(rows, r[kInFeatures]);
+            macs = c.mul(rows, r[kInFeatures], oc);
+            flops = c.add(c.mul(2, macs), r[kBias] ? c.mul(rows, oc) : 0);
             params = c.add(c.mul(r[kInFeatures], oc), r[kBias] ? oc : 0);
             weight_bytes = c.mul(params, b);
             break;
         }
+        case T::LayerNorm: {
+            oc = r[kInFeatures];
+            oh = r[kTokens];
+            ow = 1;
+            rank = 3;
+            in_elems = c.mul(n, r[kTokens], oc);
+            params = c.mul(2, oc);  // weight and bias
+            weight_bytes = c.mul(params, b);
+            flops = c.mul(in_elems, flops_per_element(t));
+            break;
+        }
+        case T::MatMul: {
+            const std::int64_t m = r[kTokens], k = r[kInFeatures];
+            oc = r[kOutFeatures];
+            oh = m;
+            ow = 1;
+            rank = 3;
+            in_elems = c.add(c.mul(n, m, k), c.mul(r[kBroadcast] ? 1 : n, k, oc));
+            macs = c.mul(c.mul(n, m), c.mul(k, oc));
+            flops = c.mul(2, macs);
+            break;
+        }
+        case T::Attention: {
+            const std::int64_t heads = r[kHeads], q = r[kTokens], kv = r[kKvTokens], d = r[kHeadDim];
+            oc = heads;  // the output is N x heads x tokens x head_dim, as PyTorch's SDPA returns it
+            oh = q;
+            ow = d;
+            in_elems = c.mul(c.mul(n, heads, d), c.add(q, c.mul(2, kv)));  // Q, K and V
+            const std::int64_t scores = c.mul(c.mul(n, heads), attention_pairs(q, kv, r[kCausal] != 0, c));
+            macs = c.mul(2, c.mul(scores, d));  // Q K^T and the weighted sum of V
+            // the products, the scaling and the softmax (5 per score, as the softmax layer)
+            flops = c.add(c.mul(2, macs), c.mul(6, scores));
+            break;
+        }
+        case T::Embedding: {
+            oc = r[kOutFeatures];
+            oh = r[kTokens];
+            ow = 1;
+            rank = 3;
+            const std::int64_t rows = c.mul(n, r[kTokens]);
+            in_elems = 0;  // the indices, counted below as 8-byte integers
+            params = c.mul(r[kInFeatures], oc);
+            weight_bytes = c.mul(c.mul(rows, oc), b);  // the rows looked up, not the whole table
+            break;
+        }
+        case T::Upsample:
+            oh = r[kOutH];
+            ow = r[kOutW];
+            // bilinear: 4 products and 3 sums per output element; nearest copies
+            flops = r[kMode] ? c.mul(7, c.mul(n, cin, oh, ow)) : 0;
+            break;
+        case T::GELU:
+            flops = c.mul(in_elems, r[kApproximate] ? 9 : 8);  // tanh form: 0.5 x (1 + tanh(a (x + b x^3)))
+            break;
         case T::MaxPool2d:
         case T::AvgPool2d: {
             const bool ceil_mode = r[kCeilMode] != 0;
@@ -300,7 +444,9 @@ InfoRow info_checked(const std::int64_t* r, Checked& c) {
     info[kInfoFlops] = flops;
     info[kInfoParams] = params;
     // Flatten is a view: it moves nothing.
-    info[kInfoBytesInput] = t == T::Flatten ? 0 : c.mul(in_elems, b);
+    info[kInfoBytesInput] = t == T::Flatten     ? 0
+                            : t == T::Embedding ? c.mul(8, c.mul(n, r[kTokens]))  // int64 indices
+                                                : c.mul(in_elems, b);
     info[kInfoBytesWeights] = weight_bytes;
     info[kInfoBytesOutput] = t == T::Flatten ? 0 : c.mul(out_elems, b);
     c.add(c.add(info[kInfoBytesInput], info[kInfoBytesOutput]), weight_bytes);  // bytes_moved must fit too
@@ -335,7 +481,8 @@ const std::array<const char*, kNumFields>& field_names() {
         "type",     "batch",    "dtype",      "in_channels", "in_h",        "in_w",         "out_channels",
         "out_h",    "out_w",    "kernel_h",   "kernel_w",    "stride_h",    "stride_w",     "padding_h",
         "padding_w", "dilation_h", "dilation_w", "groups",   "in_features", "out_features", "bias",
-        "ceil_mode", "inputs",  "broadcast"};
+        "ceil_mode", "inputs",  "broadcast", "tokens",      "heads",       "kv_tokens",    "head_dim",
+        "causal",   "approximate", "mode",    "output_padding_h", "output_padding_w", "channels_first"};
     return names;
 }
 
@@ -344,7 +491,7 @@ const std::array<const char*, kNumLayerTypes>& type_names() {
         "conv2d",  "linear",      "maxpool2d", "avgpool2d", "adaptive_avgpool2d", "batchnorm2d",
         "relu",    "relu6",       "sigmoid",   "hardsigmoid", "silu",             "hardswish",
         "gelu",    "add",         "mul",       "concat",    "softmax",            "flatten",
-        "channel_shuffle"};
+        "channel_shuffle", "layernorm", "matmul", "attention", "embedding", "upsample", "conv_transpose2d"};
     return names;
 }
 
@@ -366,7 +513,9 @@ const std::array<const char*, kNumFeatures>& feature_names() {
         "out_w",       "kernel_h",      "kernel_w",     "stride_h",    "stride_w",     "padding_h",
         "padding_w",   "dilation_h",    "dilation_w",   "groups",      "in_features",  "out_features",
         "inputs",      "dtype_bytes",   "macs",         "flops",       "params",       "bytes_input",
-        "bytes_weights", "bytes_output", "bytes_moved", "elements_in", "elements_out"};
+        "bytes_weights", "bytes_output", "bytes_moved", "elements_in", "elements_out", "tokens",
+        "heads",       "kv_tokens",     "head_dim",     "causal",      "approximate",  "mode",
+        "output_padding_h", "output_padding_w", "channels_first"};
     return names;
 }
 
@@ -396,11 +545,11 @@ ValidationError normalize(std::int64_t* row) {
     for (int f : type_required_fields(t))
         if (row[f] == kMissing) return error(f, std::string("is required for ") + type_name(t) + " layers");
     LayerRow out{};
-    // Kernel first: the pooling stride default reads it.
+    // Kernel and tokens first: the pooling stride and attention's kv_tokens default to them.
     for (int pass = 0; pass < 2; ++pass)
         for (int f : used) {
-            const bool is_stride = f == kStrideH || f == kStrideW;
-            if ((pass == 0) == is_stride) continue;
+            const bool second = f == kStrideH || f == kStrideW || f == kKvTokens;
+            if ((pass == 0) == second) continue;
             out[f] = row[f] == kMissing ? default_value(out.data(), f) : row[f];
         }
     std::copy(out.begin(), out.end(), row);
@@ -432,16 +581,16 @@ ValidationError validate(const std::int64_t* r, InfoRow* info_out) {
     }
     // fields a type does not read must be 0 (normalize zeroes them): one bit per field and type
     static const auto used_mask = [] {
-        std::array<std::uint32_t, kNumLayerTypes> m{};
+        std::array<std::uint64_t, kNumLayerTypes> m{};
         for (int k = 0; k < kNumLayerTypes; ++k)
-            for (int f : type_fields(static_cast<T>(k))) m[k] |= std::uint32_t{1} << f;
+            for (int f : type_fields(static_cast<T>(k))) m[k] |= std::uint64_t{1} << f;
         return m;
     }();
     for (int f = 0; f < kNumFields; ++f) {
-        if (r[f] != 0 && !(used_mask[static_cast<int>(t)] & (std::uint32_t{1} << f)))
+        if (r[f] != 0 && !(used_mask[static_cast<int>(t)] & (std::uint64_t{1} << f)))
             return error(f, std::string("does not apply to ") + type_name(t) + " layers and must be 0");
     }
-    if (t == T::Conv2d) {
+    if (is_conv(t)) {
         const std::int64_t g = r[kGroups];
         if (r[kInChannels] % g != 0)
             return error(kGroups, "groups " + std::to_string(g) + " does not divide in_channels " +
@@ -449,7 +598,17 @@ ValidationError validate(const std::int64_t* r, InfoRow* info_out) {
         if (r[kOutChannels] % g != 0)
             return error(kGroups, "groups " + std::to_string(g) + " does not divide out_channels " +
                                       std::to_string(r[kOutChannels]));
-        if (auto e = check_window(r, true, false)) return e;
+        if (t == T::Conv2d)
+            if (auto e = check_window(r, true, false)) return e;
+        if (t == T::ConvTranspose2d) {
+            const int op[2] = {kOutputPaddingH, kOutputPaddingW}, s[2] = {kStrideH, kStrideW},
+                      d[2] = {kDilationH, kDilationW};
+            for (int a = 0; a < 2; ++a)  // PyTorch: smaller than either the stride or the dilation
+                if (r[op[a]] >= std::max(r[s[a]], r[d[a]]))
+                    return error(op[a], "output padding " + std::to_string(r[op[a]]) +
+                                            " must be smaller than the stride " + std::to_string(r[s[a]]) +
+                                            " or the dilation " + std::to_string(r[d[a]]));
+        }
     }
     if (t == T::ChannelShuffle && r[kInChannels] % r[kGroups] != 0)
         return error(kGroups, "groups " + std::to_string(r[kGroups]) + " does not divide in_channels " +
@@ -461,10 +620,10 @@ ValidationError validate(const std::int64_t* r, InfoRow* info_out) {
     if (c.overflow) return error(kBatch, "the layer's counts overflow 64-bit integers: sizes too large");
     if (info[kInfoOutH] < 1)
         return error(kKernelH, "kernel " + std::to_string(r[kKernelH]) + " leaves no output for in_h " +
-                                   std::to_string(r[kInH]));
+                                   std::to_string(r[kInH]) + (t == T::ConvTranspose2d ? " and its padding" : ""));
     if (info[kInfoOutW] < 1)
         return error(kKernelW, "kernel " + std::to_string(r[kKernelW]) + " leaves no output for in_w " +
-                                   std::to_string(r[kInW]));
+                                   std::to_string(r[kInW]) + (t == T::ConvTranspose2d ? " and its padding" : ""));
     if (info_out != nullptr) *info_out = info;
     return {};
 }
@@ -504,9 +663,27 @@ void compute_features(const std::int64_t* r, const std::int64_t* info, double* o
     out[kFBytesWeights] = d(info[kInfoBytesWeights]);
     out[kFBytesOutput] = d(info[kInfoBytesOutput]);
     out[kFBytesMoved] = d(info[kInfoBytesInput]) + d(info[kInfoBytesWeights]) + d(info[kInfoBytesOutput]);
-    out[kFElementsIn] = t == T::Linear ? d(r[kBatch]) * d(r[kInFeatures])
-                                       : d(r[kBatch]) * d(r[kInChannels]) * d(r[kInH]) * d(r[kInW]);
+    switch (t) {
+        case T::Linear:
+        case T::LayerNorm: out[kFElementsIn] = d(r[kBatch]) * d(r[kTokens]) * d(r[kInFeatures]); break;
+        case T::Embedding: out[kFElementsIn] = d(r[kBatch]) * d(r[kTokens]); break;  // the indices
+        case T::MatMul:
+        case T::Attention:  // both operands (all of Q, K and V)
+            out[kFElementsIn] = d(info[kInfoBytesInput]) / d(dtype_bytes(static_cast<DType>(r[kDType])));
+            break;
+        default: out[kFElementsIn] = d(r[kBatch]) * d(r[kInChannels]) * d(r[kInH]) * d(r[kInW]); break;
+    }
     out[kFElementsOut] = d(r[kBatch]) * d(info[kInfoOutChannels]) * d(info[kInfoOutH]) * d(info[kInfoOutW]);
+    out[kFTokens] = d(r[kTokens]);
+    out[kFHeads] = d(r[kHeads]);
+    out[kFKvTokens] = d(r[kKvTokens]);
+    out[kFHeadDim] = d(r[kHeadDim]);
+    out[kFCausal] = d(r[kCausal]);
+    out[kFApproximate] = d(r[kApproximate]);
+    out[kFMode] = d(r[kMode]);
+    out[kFOutputPaddingH] = d(r[kOutputPaddingH]);
+    out[kFOutputPaddingW] = d(r[kOutputPaddingW]);
+    out[kFChannelsFirst] = d(r[kChannelsFirst]);
 }
 
 ValidationError prepare(std::int64_t* row) {

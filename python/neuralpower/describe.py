@@ -20,23 +20,38 @@ import pyarrow.compute as pc
 
 from . import _evaluator as _ev
 from .errors import InputError
-from .layers import DTYPE_CODE, DTYPES, FIELD_INDEX, INFO, LAYER_TYPES, Architecture, network_totals, prepare_rows
+from .layers import (
+    DTYPE_CODE,
+    DTYPES,
+    FIELD_INDEX,
+    FIELD_NAMES,
+    FIELDS,
+    INFO,
+    LAYER_TYPES,
+    Architecture,
+    in_shape,
+    network_totals,
+    prepare_rows,
+)
 
 __all__ = ["Listing", "config_text", "shape_text", "si"]
 
 _I = {name: i for i, name in enumerate(INFO)}
 _F = FIELD_INDEX
-_WINDOWED = {LAYER_TYPES.index(t) for t in ("conv2d", "maxpool2d", "avgpool2d")}
-_CONV, _AVGPOOL, _LINEAR, _SHUFFLE = (
-    LAYER_TYPES.index(t) for t in ("conv2d", "avgpool2d", "linear", "channel_shuffle")
+_WINDOWED = {LAYER_TYPES.index(t) for t in ("conv2d", "maxpool2d", "avgpool2d", "conv_transpose2d")}
+_CONVS = {LAYER_TYPES.index(t) for t in ("conv2d", "conv_transpose2d")}
+_AVGPOOL, _SHUFFLE, _TRANSPOSED, _ATTENTION, _GELU, _UPSAMPLE, _LAYERNORM = (
+    LAYER_TYPES.index(t)
+    for t in ("avgpool2d", "channel_shuffle", "conv_transpose2d", "attention", "gelu", "upsample", "layernorm")
 )
 _MULTI = {LAYER_TYPES.index(t) for t in ("add", "mul", "concat")}
-_BROADCAST = {LAYER_TYPES.index(t) for t in ("add", "mul")}
+_BROADCAST = {LAYER_TYPES.index(t) for t in ("add", "mul", "matmul")}
 _CONFIG_FIELDS = [
     _F[f]
     for f in (
         "type", "kernel_h", "kernel_w", "stride_h", "stride_w", "padding_h", "padding_w", "dilation_h", "dilation_w",
-        "groups", "inputs", "broadcast",
+        "groups", "inputs", "broadcast", "heads", "causal", "approximate", "mode", "output_padding_h",
+        "output_padding_w", "channels_first",
     )
 ]
 
@@ -51,7 +66,9 @@ def si(value: float) -> str:
 
 def config_text(values: Sequence[int]) -> str:
     """A layer's configuration in a few characters (k3 s2 p1 g32), from the fields of ``_CONFIG_FIELDS``."""
-    t, kh, kw, sh, sw, ph, pw, dh, dw, groups, inputs, broadcast = (int(v) for v in values)
+    t, kh, kw, sh, sw, ph, pw, dh, dw, groups, inputs, broadcast, heads, causal, approximate, mode, oph, opw, first = (
+        int(v) for v in values
+    )
     parts = []
     if t in _WINDOWED:
 
@@ -66,7 +83,9 @@ def config_text(values: Sequence[int]) -> str:
         pair("p", (ph, pw), 0)
         if t != _AVGPOOL:
             pair("d", (dh, dw), 1)
-    if t == _CONV and groups != 1:
+        if t == _TRANSPOSED:
+            pair("op", (oph, opw), 0)
+    if t in _CONVS and groups != 1:
         parts.append(f"g{groups}")
     if t in _MULTI and inputs != 2:
         parts.append(f"x{inputs}")
@@ -74,6 +93,14 @@ def config_text(values: Sequence[int]) -> str:
         parts.append("bcast")
     if t == _SHUFFLE:
         parts.append(f"g{groups}")
+    if t == _ATTENTION:
+        parts.append(f"h{heads}" + (" causal" if causal else ""))
+    if t == _GELU and approximate:
+        parts.append("tanh")
+    if t == _UPSAMPLE:
+        parts.append(FIELD_NAMES["mode"][mode])
+    if t == _LAYERNORM and first:
+        parts.append("channels-first")
     return " ".join(parts)
 
 
@@ -123,17 +150,23 @@ def _per_distinct(
     return [made[i] for i in index.tolist()]
 
 
-# The fields a layer's input shape is read from, and its output shape's from its info (out_rank picks 2 or 4).
-_IN_SHAPE_FIELDS = [0, _F["batch"], _F["in_channels"], _F["in_h"], _F["in_w"], _F["in_features"]]
+# The fields a layer's input shape is read from, and its output shape's from its info (out_rank picks 2, 3 or 4).
+_IN_SHAPE_FIELDS = [_F[name] for name in ("type", "batch", "in_channels", "in_h", "in_w", "in_features", "tokens",
+                                          "heads", "head_dim")]
 _OUT_SHAPE_INFO = [0, 1, 2, 3]
 
 
 def _in_shape(v: Sequence[int]) -> tuple[int, ...]:
-    return (v[1], v[5]) if v[0] == _LINEAR else (v[1], v[2], v[3], v[4])
+    row = [0] * len(FIELDS)
+    for field, value in zip(_IN_SHAPE_FIELDS, v, strict=True):
+        row[field] = value
+    return in_shape(row)
 
 
 def _out_shape(batch: int, v: Sequence[int]) -> tuple[int, ...]:
-    return (batch, v[0]) if v[3] == 2 else (batch, v[0], v[1], v[2])
+    if v[3] == 2:
+        return (batch, v[0])
+    return (batch, v[1], v[0]) if v[3] == 3 else (batch, v[0], v[1], v[2])
 
 
 @dataclass

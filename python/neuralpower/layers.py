@@ -19,6 +19,7 @@ from .errors import InputError
 __all__ = [
     "AXIS_PAIRS",
     "DTYPES",
+    "FIELD_NAMES",
     "FEATURES",
     "FIELDS",
     "INFO",
@@ -26,6 +27,7 @@ __all__ = [
     "Architecture",
     "Layer",
     "exact_sum",
+    "in_shape",
     "network_totals",
     "prepare_rows",
 ]
@@ -43,6 +45,14 @@ AXIS_PAIRS: dict[str, tuple[str, str]] = {
     "stride": ("stride_h", "stride_w"),
     "padding": ("padding_h", "padding_w"),
     "dilation": ("dilation_h", "dilation_w"),
+    "output_padding": ("output_padding_h", "output_padding_w"),
+}
+
+# Integer fields that also take a name (a table cell or a constructor argument): upsample's mode, gelu's
+# approximate (PyTorch's spellings).
+FIELD_NAMES: dict[str, tuple[str, ...]] = {
+    "mode": ("nearest", "bilinear"),
+    "approximate": ("none", "tanh"),
 }
 
 FIELD_INDEX: dict[str, int] = {name: i for i, name in enumerate(FIELDS)}
@@ -69,6 +79,16 @@ def dtype_code(name: str) -> int:
     if code is None:
         raise InputError(f"unknown dtype {name!r} (known: {', '.join(DTYPES)})", column="dtype")
     return code
+
+
+def named_value(field: str, name: str) -> int:
+    """The code of a named value of a field of :data:`FIELD_NAMES` (``mode="bilinear"`` is 1)."""
+    names = FIELD_NAMES[field]
+    key = name.strip().lower()
+    if key not in names:
+        raise InputError(f"unknown {field} {name!r} (known: {', '.join(names)}, or their codes 0-{len(names) - 1})",
+                         column=field)
+    return names.index(key)
 
 
 def type_fields(type_name: str) -> frozenset[str]:
@@ -119,6 +139,25 @@ def prepare_rows(rows: npt.NDArray[np.int64]) -> tuple[int, str, str] | None:
     if bad < 0:
         return None
     return int(bad), FIELDS[field], str(message)
+
+
+_F = FIELD_INDEX
+
+
+def in_shape(row: Sequence[int]) -> tuple[int, ...]:
+    """The (first) input's shape of a normalized layer row (see :attr:`Layer.in_shape`)."""
+    kind = LAYER_TYPES[row[0]]
+    n = int(row[_F["batch"]])
+    tokens, features = int(row[_F["tokens"]]), int(row[_F["in_features"]])
+    if kind == "linear":
+        return (n, features) if tokens == 1 else (n, tokens, features)
+    if kind in ("layernorm", "matmul"):
+        return (n, tokens, features)
+    if kind == "embedding":
+        return (n, tokens)
+    if kind == "attention":
+        return (n, int(row[_F["heads"]]), tokens, int(row[_F["head_dim"]]))
+    return (n, int(row[_F["in_channels"]]), int(row[_F["in_h"]]), int(row[_F["in_w"]]))
 
 
 def _as_int(key: str, value: Any) -> int:
@@ -189,6 +228,16 @@ class Layer:
     ceil_mode = _Field("ceil_mode")
     inputs = _Field("inputs")
     broadcast = _Field("broadcast")
+    tokens = _Field("tokens")
+    heads = _Field("heads")
+    kv_tokens = _Field("kv_tokens")
+    head_dim = _Field("head_dim")
+    causal = _Field("causal")
+    approximate = _Field("approximate")
+    mode = _Field("mode")
+    output_padding_h = _Field("output_padding_h")
+    output_padding_w = _Field("output_padding_w")
+    channels_first = _Field("channels_first")
 
     macs = _Count("macs")
     flops = _Count("flops")
@@ -209,6 +258,8 @@ class Layer:
                     row[0, FIELD_INDEX[axis_field]] = _as_int(key, v)
             elif key == "dtype":
                 row[0, FIELD_INDEX["dtype"]] = dtype_code(str(value))
+            elif key in FIELD_NAMES and isinstance(value, str):
+                row[0, FIELD_INDEX[key]] = named_value(key, value)
             elif key in FIELD_INDEX and key != "type":
                 row[0, FIELD_INDEX[key]] = _as_int(key, value)
             else:
@@ -283,6 +334,10 @@ class Layer:
     def dilation(self) -> tuple[int, int]:
         return (self.dilation_h, self.dilation_w)
 
+    @property
+    def output_padding(self) -> tuple[int, int]:
+        return (self.output_padding_h, self.output_padding_w)
+
     def config(self) -> dict[str, int | str]:
         """The fields this layer's type reads, by name (type and dtype as names)."""
         used = _TYPE_FIELDS[self._row[0]]
@@ -312,16 +367,19 @@ class Layer:
 
     @property
     def in_shape(self) -> tuple[int, ...]:
-        """The (first) input's shape: ``(N, C, H, W)``, or ``(N, F)`` for linear."""
-        if self.type == "linear":
-            return (self.batch, self.in_features)
-        return (self.batch, self.in_channels, self.in_h, self.in_w)
+        """The (first) input's shape: ``(N, C, H, W)``; ``(N, F)`` for linear on vectors; ``(N, tokens, F)``
+        for linear on tokens, layernorm and matmul; ``(N, tokens)`` (the indices) for embedding; the query
+        ``(N, heads, tokens, head_dim)`` for attention."""
+        return in_shape(self._row)
 
     @property
     def out_shape(self) -> tuple[int, ...]:
-        """The output shape: ``(N, C, H, W)``, or ``(N, F)`` for linear and flatten."""
+        """The output shape: ``(N, C, H, W)``, ``(N, F)`` for linear on vectors and flatten, ``(N, tokens, F)``
+        for token outputs (linear on tokens, layernorm, matmul, embedding)."""
         c, h, w, rank = self.info[:4]
-        return (self.batch, c) if rank == 2 else (self.batch, c, h, w)
+        if rank == 2:
+            return (self.batch, c)
+        return (self.batch, h, c) if rank == 3 else (self.batch, c, h, w)
 
     @property
     def out_channels(self) -> int:

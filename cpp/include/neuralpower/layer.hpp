@@ -39,6 +39,12 @@ enum class LayerType : std::int64_t {
     Softmax,
     Flatten,
     ChannelShuffle,  // ShuffleNet's transpose of channel groups: a pure copy
+    LayerNorm,       // over in_features at each of tokens positions (channels_first: ConvNeXt's LayerNorm2d)
+    MatMul,          // activation x activation: batch x [tokens x in_features] @ [in_features x out_features]
+    Attention,       // scaled dot-product attention, one fused layer
+    Embedding,       // a table lookup of tokens rows of out_features from in_features (the vocabulary)
+    Upsample,        // to out_h x out_w, nearest (mode 0) or bilinear (mode 1)
+    ConvTranspose2d,
     Count
 };
 constexpr int kNumLayerTypes = static_cast<int>(LayerType::Count);
@@ -55,7 +61,7 @@ enum Field : int {
     kInH,
     kInW,
     kOutChannels,
-    kOutH,  // only read by adaptive_avgpool2d (its target size); computed for every other type
+    kOutH,  // only read by adaptive_avgpool2d and upsample (their target size); computed for every other type
     kOutW,
     kKernelH,
     kKernelW,
@@ -71,7 +77,18 @@ enum Field : int {
     kBias,
     kCeilMode,
     kInputs,     // add, mul, concat: number of operands
-    kBroadcast,  // add, mul: operands after the first are N x C x 1 x 1 (squeeze-and-excitation)
+    kBroadcast,  // add, mul: operands after the first are N x C x 1 x 1 (squeeze-and-excitation);
+                 // matmul: the second operand is one matrix shared by the whole batch
+    kTokens,     // rows of a token tensor [batch, tokens, features]; attention: the query length
+    kHeads,      // attention
+    kKvTokens,   // attention: key and value length (default: tokens)
+    kHeadDim,    // attention
+    kCausal,     // attention: each query attends to keys up to its own position (PyTorch's is_causal)
+    kApproximate,     // gelu: 1 for the tanh approximation
+    kMode,            // upsample: 0 nearest, 1 bilinear
+    kOutputPaddingH,  // conv_transpose2d
+    kOutputPaddingW,
+    kChannelsFirst,   // layernorm over the channels of N x C x H x W (tokens = H x W)
     kNumFields
 };
 
@@ -80,7 +97,7 @@ enum Info : int {
     kInfoOutChannels = 0,  // for 2-D outputs (linear, flatten): the feature count
     kInfoOutH,
     kInfoOutW,
-    kInfoOutRank,  // 4 for N x C x H x W, 2 for N x F
+    kInfoOutRank,  // 4 for N x C x H x W, 3 for N x tokens x F (out_h: tokens), 2 for N x F
     kInfoMacs,
     kInfoFlops,
     kInfoParams,
@@ -121,6 +138,16 @@ enum Feature : int {
     kFBytesMoved,  // NeuralPower's "memory accessed": input + weights + output
     kFElementsIn,
     kFElementsOut,
+    kFTokens,
+    kFHeads,
+    kFKvTokens,
+    kFHeadDim,
+    kFCausal,
+    kFApproximate,
+    kFMode,
+    kFOutputPaddingH,
+    kFOutputPaddingW,
+    kFChannelsFirst,
     kNumFeatures
 };
 

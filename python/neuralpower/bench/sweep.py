@@ -6,7 +6,10 @@ widths of real networks and drawn freely (so many are not multiples of 8), large
 is smaller, as in real networks; conv kernels 1, 3, 5 and 7, strides 1 and 2, "same" and no padding, a
 little dilation, depthwise, grouped and pointwise convolutions; linear layers from 16 to 25088 features;
 pooling with padding and ceil mode; SE-style broadcast add and mul; concat of 1 to 4 operands; channel
-shuffle. Optionally the distinct layers of the zoo networks are added (``zoo=True``).
+shuffle; for transformers, token tensors of 1 to 4096 tokens and 64 to 8192 features (linear on tokens,
+layernorm in both layouts, batched matmul, attention of 1 to 32 heads of 32 to 128 dimensions, causal or
+not, embeddings of real vocabularies), the tanh GELU, nearest and bilinear upsampling and transposed
+convolutions. Optionally the distinct layers of the zoo networks are added (``zoo=True``).
 
 Everything is deterministic given the seed. Each configuration is a :class:`SweepConfig`; its
 ``config_id`` (a hash of the layer's normalized row and the variant) names it in datasets, so a
@@ -107,6 +110,12 @@ TYPE_WEIGHTS: dict[str, float] = {
     "softmax": 0.02,
     "flatten": 0.02,
     "channel_shuffle": 0.02,
+    "layernorm": 0.04,
+    "matmul": 0.05,
+    "attention": 0.06,
+    "embedding": 0.02,
+    "upsample": 0.02,
+    "conv_transpose2d": 0.03,
 }
 assert set(TYPE_WEIGHTS) == set(LAYER_TYPES)
 
@@ -276,6 +285,60 @@ def _conv(rng: np.random.Generator, batch: int, dtype: str) -> Layer:
     )
 
 
+# Transformer sizes: sequence lengths (ViT's 50 and 197 with the class token, BERT's and GPT's powers of two),
+# model widths, head dimensions and vocabularies of released models.
+_TOKENS = (1, 49, 50, 64, 128, 196, 197, 256, 384, 512, 577, 1024, 2048, 4096)
+_WIDTHS = (256, 384, 512, 768, 1024, 1280, 1536, 2048, 3072, 4096, 5120, 8192)
+_HEAD_DIMS = (32, 64, 80, 96, 128)
+_VOCABS = (1000, 8192, 30522, 32000, 50257, 65024, 128256)
+
+
+def _tokens(rng: np.random.Generator) -> int:
+    if rng.random() < 0.7:
+        return int(rng.choice(_TOKENS))
+    return round(math.exp(rng.uniform(0.0, math.log(4096))))
+
+
+def _width(rng: np.random.Generator) -> int:
+    if rng.random() < 0.7:
+        return int(rng.choice(_WIDTHS))
+    return round(math.exp(rng.uniform(math.log(64), math.log(8192))))
+
+
+def _token_batch(rng: np.random.Generator) -> int:
+    """Sequences per batch: 1 to 64 (a long sequence is a large batch of work already)."""
+    return int(rng.choice([1, 2, 4, 8, 16, 32, 64], p=[0.3, 0.1, 0.15, 0.15, 0.1, 0.1, 0.1]))
+
+
+def _transformer(type_name: str, rng: np.random.Generator, dtype: str) -> Layer:
+    """A random layer of a transformer type (layernorm, matmul, attention, embedding)."""
+    base: dict[str, Any] = {"batch": _token_batch(rng), "dtype": dtype}
+    if type_name == "layernorm":
+        if rng.random() < 0.25:  # ConvNeXt's channels-first layernorm over an image's channels
+            size = _size(rng)
+            return Layer("layernorm", in_features=_channels(rng, size, low=8), tokens=size * size, channels_first=1,
+                         **base)
+        return Layer("layernorm", in_features=_width(rng), tokens=_tokens(rng), **base)
+    if type_name == "matmul":
+        tokens = _tokens(rng)
+        if rng.random() < 0.5:  # Q K^T and scores x V, batched over heads, as attention written out does
+            base["batch"] = base["batch"] * int(rng.choice([1, 8, 12, 16, 32]))
+            d = int(rng.choice(_HEAD_DIMS))
+            kv = tokens if rng.random() < 0.8 else _tokens(rng)
+            k, n = (d, kv) if rng.random() < 0.5 else (kv, d)
+            return Layer("matmul", tokens=tokens, in_features=k, out_features=n, **base)
+        return Layer("matmul", tokens=tokens, in_features=_width(rng), out_features=_width(rng),
+                     broadcast=int(rng.random() < 0.3), **base)
+    if type_name == "attention":
+        tokens = _tokens(rng)
+        kv = tokens if rng.random() < 0.8 else _tokens(rng)
+        heads = int(rng.choice([1, 4, 8, 12, 16, 20, 32], p=[0.05, 0.1, 0.15, 0.3, 0.2, 0.1, 0.1]))
+        return Layer("attention", heads=heads, tokens=tokens, kv_tokens=kv, head_dim=int(rng.choice(_HEAD_DIMS)),
+                     causal=int(rng.random() < 0.35), **base)
+    return Layer("embedding", tokens=_tokens(rng), in_features=int(rng.choice(_VOCABS)), out_features=_width(rng),
+                 **base)
+
+
 def _features(rng: np.random.Generator) -> int:
     if rng.random() < 0.5:
         return int(rng.choice(_FEATURES))
@@ -288,8 +351,20 @@ def _sample(type_name: str, rng: np.random.Generator, dtype: str) -> Layer:
     if type_name == "conv2d":
         return _conv(rng, batch, dtype)
     if type_name == "linear":
+        if rng.random() < 0.4:  # on a token tensor: a transformer's projections and MLP
+            return Layer("linear", batch=_token_batch(rng), dtype=dtype, tokens=_tokens(rng), in_features=_width(rng),
+                         out_features=_width(rng), bias=int(rng.random() < 0.8))
         return Layer("linear", batch=batch, dtype=dtype, in_features=_features(rng), out_features=_features(rng),
                      bias=int(rng.random() < 0.9))
+    if type_name in ("layernorm", "matmul", "attention", "embedding"):
+        return _transformer(type_name, rng, dtype)
+    if type_name == "conv_transpose2d":
+        size = min(_size(rng), 112)  # a decoder's upsampling path: its input is the smaller side
+        k, stride, padding = [(2, 2, 0), (3, 2, 1), (4, 2, 1), (3, 1, 1)][int(rng.choice(4, p=[0.4, 0.25, 0.25, 0.1]))]
+        output_padding = 1 if (k, stride) == (3, 2) and rng.random() < 0.7 else 0
+        return Layer("conv_transpose2d", batch=batch, dtype=dtype, in_channels=_channels(rng, size),
+                     in_h=size, in_w=size, out_channels=_channels(rng, 2 * size), kernel=k, stride=stride,
+                     padding=padding, output_padding=output_padding, bias=int(rng.random() < 0.5))
     size = _size(rng)
     h, w = _hw(rng, size)
     c = _channels(rng, size)
@@ -314,6 +389,8 @@ def _sample(type_name: str, rng: np.random.Generator, dtype: str) -> Layer:
             base.update(in_h=7, in_w=7)  # VGG's and AlexNet's classifier inputs
         return Layer(type_name, **base)
     if type_name in ("add", "mul"):
+        if type_name == "add" and rng.random() < 0.25:  # a transformer's residual on a token tensor
+            base.update(batch=_token_batch(rng), in_channels=_width(rng), in_h=_tokens(rng), in_w=1)
         broadcast = int(rng.random() < (0.5 if type_name == "mul" else 0.1))
         inputs = 3 if rng.random() < 0.1 else 2
         return Layer(type_name, inputs=inputs, broadcast=broadcast, **base)
@@ -325,8 +402,17 @@ def _sample(type_name: str, rng: np.random.Generator, dtype: str) -> Layer:
         groups = int(rng.choice([2, 3, 4, 8], p=[0.7, 0.1, 0.1, 0.1]))
         base["in_channels"] = groups * max(1, math.ceil(c / groups))
         return Layer("channel_shuffle", groups=groups, **base)
+    if type_name == "upsample":
+        scale = 2 if rng.random() < 0.8 else int(rng.choice([3, 4]))
+        base.update(in_h=max(1, h // scale), in_w=max(1, w // scale))
+        return Layer("upsample", out_h=base["in_h"] * scale, out_w=base["in_w"] * scale,
+                     mode=int(rng.random() < 0.5), **base)
     if type_name == "batchnorm2d" and rng.random() < 0.1:
         base.update(in_h=1, in_w=1)
+    if type_name == "gelu":
+        if rng.random() < 0.5:  # on a token tensor [batch, tokens, features], written features x tokens x 1
+            base.update(batch=_token_batch(rng), in_channels=_width(rng), in_h=_tokens(rng), in_w=1)
+        base["approximate"] = int(rng.random() < 0.4)
     return Layer(type_name, **base)
 
 
