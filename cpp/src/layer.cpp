@@ -42,6 +42,7 @@ std::int64_t flops_per_element(T t) {
         case T::ReLU: return 1;         // max(x, 0)
         case T::ReLU6: return 2;        // min(max(x, 0), 6)
         case T::Sigmoid: return 4;      // 1 / (1 + exp(-x))
+        case T::Tanh: return 5;         // (e^2x - 1) / (e^2x + 1)
         case T::HardSigmoid: return 4;  // min(max(x + 3, 0), 6) / 6
         case T::SiLU: return 5;         // x * sigmoid(x)
         case T::HardSwish: return 5;    // x * hardsigmoid(x)
@@ -108,7 +109,11 @@ std::vector<int> fields_of(T t) {
             f.insert(f.end(), {kInFeatures, kTokens, kChannelsFirst});
             break;
         case T::MatMul:
-            f.insert(f.end(), {kTokens, kInFeatures, kOutFeatures, kBroadcast});
+            f.insert(f.end(), {kHeads, kTokens, kInFeatures, kOutFeatures, kBroadcast});
+            break;
+        case T::Softmax:
+            f.insert(f.end(), spatial);
+            f.push_back(kChannelsFirst);
             break;
         case T::Attention:
             f.insert(f.end(), {kHeads, kTokens, kKvTokens, kHeadDim, kCausal});
@@ -186,8 +191,13 @@ std::vector<int> features_of(T t) {
             f.insert(f.end(), {kFInFeatures, kFTokens, kFChannelsFirst});
             break;
         case T::MatMul:
+            f.insert(f.end(), {kFHeads, kFTokens, kFInFeatures, kFOutFeatures});
+            break;
         case T::Embedding:
             f.insert(f.end(), {kFTokens, kFInFeatures, kFOutFeatures});
+            break;
+        case T::Softmax:
+            f.insert(f.end(), {kFInChannels, kFInH, kFChannelsFirst});
             break;
         case T::Attention:
             f.insert(f.end(), {kFHeads, kFTokens, kFKvTokens, kFHeadDim, kFCausal});
@@ -241,7 +251,9 @@ std::int64_t default_value(const std::int64_t* row, int field) {
         case kDilationW:
         case kGroups: return t == T::ChannelShuffle ? 2 : 1;
         case kBias: return 1;
-        case kTokens: return 1;
+        case kTokens:
+        case kHeads: return 1;  // matmul: no heads dimension
+        case kChannelsFirst: return t == T::Softmax ? 1 : 0;  // softmax over dim 1 of N x C x H x W, as before
         case kKvTokens: return row[kTokens];  // read in the second pass, after tokens
         case kStrideH:  // PyTorch's pooling layers default their stride to the kernel size
             return is_pool(t) ? row[kKernelH] : 1;
@@ -349,13 +361,19 @@ InfoRow info_checked(const std::int64_t* r, Checked& c) {
             break;
         }
         case T::MatMul: {
-            const std::int64_t m = r[kTokens], k = r[kInFeatures];
-            oc = r[kOutFeatures];
-            oh = m;
-            ow = 1;
-            rank = 3;
-            in_elems = c.add(c.mul(n, m, k), c.mul(r[kBroadcast] ? 1 : n, k, oc));
-            macs = c.mul(c.mul(n, m), c.mul(k, oc));
+            const std::int64_t m = r[kTokens], k = r[kInFeatures], nb = c.mul(n, r[kHeads]);
+            if (r[kHeads] > 1) {  // N x heads x tokens x out_features
+                oc = r[kHeads];
+                oh = m;
+                ow = r[kOutFeatures];
+            } else {  // N x tokens x out_features
+                oc = r[kOutFeatures];
+                oh = m;
+                ow = 1;
+                rank = 3;
+            }
+            in_elems = c.add(c.mul(nb, m, k), c.mul(r[kBroadcast] ? 1 : nb, k, r[kOutFeatures]));
+            macs = c.mul(c.mul(nb, m), c.mul(k, r[kOutFeatures]));
             flops = c.mul(2, macs);
             break;
         }
@@ -491,7 +509,8 @@ const std::array<const char*, kNumLayerTypes>& type_names() {
         "conv2d",  "linear",      "maxpool2d", "avgpool2d", "adaptive_avgpool2d", "batchnorm2d",
         "relu",    "relu6",       "sigmoid",   "hardsigmoid", "silu",             "hardswish",
         "gelu",    "add",         "mul",       "concat",    "softmax",            "flatten",
-        "channel_shuffle", "layernorm", "matmul", "attention", "embedding", "upsample", "conv_transpose2d"};
+        "channel_shuffle", "layernorm", "matmul", "attention", "embedding", "upsample", "conv_transpose2d",
+        "tanh"};
     return names;
 }
 

@@ -31,6 +31,7 @@ from .layers import (
     Architecture,
     in_shape,
     network_totals,
+    outside_params,
     prepare_rows,
 )
 
@@ -40,9 +41,10 @@ _I = {name: i for i, name in enumerate(INFO)}
 _F = FIELD_INDEX
 _WINDOWED = {LAYER_TYPES.index(t) for t in ("conv2d", "maxpool2d", "avgpool2d", "conv_transpose2d")}
 _CONVS = {LAYER_TYPES.index(t) for t in ("conv2d", "conv_transpose2d")}
-_AVGPOOL, _SHUFFLE, _TRANSPOSED, _ATTENTION, _GELU, _UPSAMPLE, _LAYERNORM = (
+_AVGPOOL, _SHUFFLE, _TRANSPOSED, _ATTENTION, _GELU, _UPSAMPLE, _LAYERNORM, _SOFTMAX, _MATMUL = (
     LAYER_TYPES.index(t)
-    for t in ("avgpool2d", "channel_shuffle", "conv_transpose2d", "attention", "gelu", "upsample", "layernorm")
+    for t in ("avgpool2d", "channel_shuffle", "conv_transpose2d", "attention", "gelu", "upsample", "layernorm",
+              "softmax", "matmul")
 )
 _MULTI = {LAYER_TYPES.index(t) for t in ("add", "mul", "concat")}
 _BROADCAST = {LAYER_TYPES.index(t) for t in ("add", "mul", "matmul")}
@@ -93,7 +95,7 @@ def config_text(values: Sequence[int]) -> str:
         parts.append("bcast")
     if t == _SHUFFLE:
         parts.append(f"g{groups}")
-    if t == _ATTENTION:
+    if t == _ATTENTION or (t == _MATMUL and heads > 1):
         parts.append(f"h{heads}" + (" causal" if causal else ""))
     if t == _GELU and approximate:
         parts.append("tanh")
@@ -101,6 +103,8 @@ def config_text(values: Sequence[int]) -> str:
         parts.append(FIELD_NAMES["mode"][mode])
     if t == _LAYERNORM and first:
         parts.append("channels-first")
+    if t == _SOFTMAX and not first:
+        parts.append("last-axis")
     return " ".join(parts)
 
 
@@ -227,7 +231,7 @@ class Listing:
 
     def totals(self) -> dict[str, int]:
         """Network totals, exact (see :func:`neuralpower.layers.network_totals`)."""
-        return network_totals(self.info)
+        return network_totals(self.info, outside_params(self.meta))
 
     # -- per-layer columns ---------------------------------------------------------------------------------
     def types(self) -> list[str]:

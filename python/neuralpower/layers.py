@@ -113,14 +113,25 @@ def exact_sum(values: npt.NDArray[np.int64]) -> int:
     return (int((v >> 32).sum()) << 32) + int((v & 0xFFFFFFFF).sum())
 
 
-def network_totals(info: npt.NDArray[np.int64]) -> dict[str, int]:
+def outside_params(meta: Mapping[str, Any]) -> int:
+    """An architecture's ``params_outside_layers`` (0 when absent or not a non-negative integer)."""
+    value = meta.get("params_outside_layers", 0)
+    try:
+        count = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return count if count >= 0 and count == value else 0
+
+
+def network_totals(info: npt.NDArray[np.int64], params_outside_layers: int = 0) -> dict[str, int]:
     """Totals of layers given by their :data:`INFO` rows: layers, params, macs, flops, bytes read, written and
-    moved, exact (Python ints: a network's sum may pass 2**63 where every layer's count fits)."""
+    moved, exact (Python ints: a network's sum may pass 2**63 where every layer's count fits).
+    ``params_outside_layers`` is added to the parameters."""
     total = {name: exact_sum(info[:, _INFO_INDEX[name]]) for name in INFO[4:]}
     read = total["bytes_input"] + total["bytes_weights"]
     return {
         "layers": len(info),
-        "params": total["params"],
+        "params": total["params"] + params_outside_layers,
         "macs": total["macs"],
         "flops": total["flops"],
         "bytes_read": read,
@@ -151,6 +162,8 @@ def in_shape(row: Sequence[int]) -> tuple[int, ...]:
     tokens, features = int(row[_F["tokens"]]), int(row[_F["in_features"]])
     if kind == "linear":
         return (n, features) if tokens == 1 else (n, tokens, features)
+    if kind == "matmul" and row[_F["heads"]] > 1:
+        return (n, int(row[_F["heads"]]), tokens, features)
     if kind in ("layernorm", "matmul"):
         return (n, tokens, features)
     if kind == "embedding":
@@ -513,8 +526,10 @@ class Architecture:
         return np.asarray(_ev.features(self.rows(), self.info()), dtype=np.float64)
 
     def totals(self) -> dict[str, int]:
-        """Network totals: layers, params, macs, flops, bytes read, written and moved."""
-        return network_totals(self.info())
+        """Network totals: layers, params, macs, flops, bytes read, written and moved. ``params`` includes the
+        ``params_outside_layers`` of :attr:`meta` (parameters used as operands that no layer holds, such as
+        ViT's position embedding)."""
+        return network_totals(self.info(), outside_params(self.meta))
 
     def with_batch(self, batch: int) -> Architecture:
         """The same architecture at another batch size (without ``layer_data``, which was for the old one)."""

@@ -40,11 +40,12 @@ enum class LayerType : std::int64_t {
     Flatten,
     ChannelShuffle,  // ShuffleNet's transpose of channel groups: a pure copy
     LayerNorm,       // over in_features at each of tokens positions (channels_first: ConvNeXt's LayerNorm2d)
-    MatMul,          // activation x activation: batch x [tokens x in_features] @ [in_features x out_features]
+    MatMul,          // activation x activation: batch x heads x [tokens x in_features] @ [in_features x out_features]
     Attention,       // scaled dot-product attention, one fused layer
     Embedding,       // a table lookup of tokens rows of out_features from in_features (the vocabulary)
     Upsample,        // to out_h x out_w, nearest (mode 0) or bilinear (mode 1)
     ConvTranspose2d,
+    Tanh,
     Count
 };
 constexpr int kNumLayerTypes = static_cast<int>(LayerType::Count);
@@ -80,7 +81,7 @@ enum Field : int {
     kBroadcast,  // add, mul: operands after the first are N x C x 1 x 1 (squeeze-and-excitation);
                  // matmul: the second operand is one matrix shared by the whole batch
     kTokens,     // rows of a token tensor [batch, tokens, features]; attention: the query length
-    kHeads,      // attention
+    kHeads,      // attention; matmul: a second batch dimension (default 1)
     kKvTokens,   // attention: key and value length (default: tokens)
     kHeadDim,    // attention
     kCausal,     // attention: each query attends to keys up to its own position (PyTorch's is_causal)
@@ -88,7 +89,8 @@ enum Field : int {
     kMode,            // upsample: 0 nearest, 1 bilinear
     kOutputPaddingH,  // conv_transpose2d
     kOutputPaddingW,
-    kChannelsFirst,   // layernorm over the channels of N x C x H x W (tokens = H x W)
+    kChannelsFirst,   // layernorm over the channels of N x C x H x W (tokens = H x W); softmax: 1 (the
+                      // default) over dim 1 of N x C x H x W, 0 over the last axis of N x H x W x C
     kNumFields
 };
 

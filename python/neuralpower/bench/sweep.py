@@ -116,6 +116,7 @@ TYPE_WEIGHTS: dict[str, float] = {
     "embedding": 0.02,
     "upsample": 0.02,
     "conv_transpose2d": 0.03,
+    "tanh": 0.02,
 }
 assert set(TYPE_WEIGHTS) == set(LAYER_TYPES)
 
@@ -322,11 +323,11 @@ def _transformer(type_name: str, rng: np.random.Generator, dtype: str) -> Layer:
     if type_name == "matmul":
         tokens = _tokens(rng)
         if rng.random() < 0.5:  # Q K^T and scores x V, batched over heads, as attention written out does
-            base["batch"] = base["batch"] * int(rng.choice([1, 8, 12, 16, 32]))
             d = int(rng.choice(_HEAD_DIMS))
             kv = tokens if rng.random() < 0.8 else _tokens(rng)
             k, n = (d, kv) if rng.random() < 0.5 else (kv, d)
-            return Layer("matmul", tokens=tokens, in_features=k, out_features=n, **base)
+            return Layer("matmul", heads=int(rng.choice([1, 8, 12, 16, 32])), tokens=tokens, in_features=k,
+                         out_features=n, **base)
         return Layer("matmul", tokens=tokens, in_features=_width(rng), out_features=_width(rng),
                      broadcast=int(rng.random() < 0.3), **base)
     if type_name == "attention":
@@ -382,6 +383,12 @@ def _sample(type_name: str, rng: np.random.Generator, dtype: str) -> Layer:
     if type_name == "adaptive_avgpool2d":
         out = 1 if rng.random() < 0.75 else int(rng.integers(2, min(h, w, 7) + 1)) if min(h, w) >= 2 else 1
         return Layer("adaptive_avgpool2d", out_h=out, out_w=out, **base)
+    if type_name == "softmax" and rng.random() < 0.3:
+        # attention's scores [batch, heads, tokens, kv_tokens], over the last axis
+        tokens = _tokens(rng)
+        heads = int(rng.choice([1, 8, 12, 16]))
+        return Layer("softmax", batch=_token_batch(rng), dtype=dtype, in_channels=tokens, in_h=heads * tokens, in_w=1,
+                     channels_first=0)
     if type_name in ("softmax", "flatten"):
         if rng.random() < 0.7:  # classifier outputs (N x classes) and pooled features
             base.update(in_channels=int(rng.choice([10, 100, 1000, 1001, _channels(rng, 7)])), in_h=1, in_w=1)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import InputError
 from ..layers import Architecture
-from .builder import Builder, T
+from .builder import Builder, S, T
 
-__all__ = ["ZooEntry", "build", "entries", "names"]
+__all__ = ["ZooEntry", "build", "entries", "get", "names"]
 
 
 @dataclass(frozen=True)
@@ -22,27 +23,29 @@ class ZooEntry:
     """A network of the zoo: how to build it and what it expects.
 
     ``forward(builder, x)`` appends the network's layers for an input of shape ``x`` (no batch) and
-    returns the output's shape.
+    returns the output's shape: an image ``T`` for image networks, the token ids ``S(seq_len, 1)`` for
+    language models (those with a ``seq_len``, the default sequence length; their ``image_size`` is 0).
     """
 
     name: str
-    forward: Callable[[Builder, T], T]
+    forward: Callable[[Builder, Any], Any]
     image_size: int
     description: str
     source: str
     in_channels: int = 3
+    seq_len: int | None = None
 
 
 _REGISTRY: dict[str, ZooEntry] = {}
 
 
 def register(
-    name: str, *, image_size: int, description: str, source: str, in_channels: int = 3
-) -> Callable[[Callable[[Builder, T], T]], Callable[[Builder, T], T]]:
+    name: str, *, image_size: int = 0, description: str, source: str, in_channels: int = 3, seq_len: int | None = None
+) -> Callable[[Callable[[Builder, Any], Any]], Callable[[Builder, Any], Any]]:
     """Decorator adding a network's forward function to the zoo."""
 
-    def add(forward: Callable[[Builder, T], T]) -> Callable[[Builder, T], T]:
-        _REGISTRY[name] = ZooEntry(name, forward, image_size, description, source, in_channels)
+    def add(forward: Callable[[Builder, Any], Any]) -> Callable[[Builder, Any], Any]:
+        _REGISTRY[name] = ZooEntry(name, forward, image_size, description, source, in_channels, seq_len)
         return forward
 
     return add
@@ -59,7 +62,18 @@ def entries() -> list[ZooEntry]:
     return list(_REGISTRY.values())
 
 
-def build(name: str, batch: int = 1, image_size: int | None = None, dtype: str = "fp32") -> Architecture:
+def get(name: str) -> ZooEntry:
+    """The zoo entry of a name, or an :class:`InputError` listing the known ones."""
+    _load()
+    entry = _REGISTRY.get(name.strip().lower())
+    if entry is None:
+        raise InputError(f"unknown zoo network {name!r} (known: {', '.join(_REGISTRY)})")
+    return entry
+
+
+def build(
+    name: str, batch: int = 1, image_size: int | None = None, dtype: str = "fp32", seq_len: int | None = None
+) -> Architecture:
     """Build a zoo network.
 
     Parameters
@@ -69,31 +83,43 @@ def build(name: str, batch: int = 1, image_size: int | None = None, dtype: str =
     batch
         Batch size.
     image_size
-        Input height and width (default: the resolution the network was published at).
+        Input height and width of an image network (default: the resolution the network was published at).
     dtype
         fp32, fp16 or bf16.
+    seq_len
+        Sequence length of a language model (default: its entry's ``seq_len``).
 
     Raises
     ------
     InputError
-        An unknown name, or a batch or resolution the network cannot take.
+        An unknown name, a batch, resolution or sequence length the network cannot take, or an image size
+        given to a language model (a sequence length to an image network).
     """
-    _load()
-    entry = _REGISTRY.get(name.strip().lower())
-    if entry is None:
-        raise InputError(f"unknown zoo network {name!r} (known: {', '.join(_REGISTRY)})")
-    size = entry.image_size if image_size is None else image_size
+    entry = get(name)
     b = Builder(batch=batch, dtype=dtype)
+    if entry.seq_len is not None:
+        if image_size is not None:
+            raise InputError(f"{entry.name} is a language model: give it a sequence length, not an image size")
+        length = entry.seq_len if seq_len is None else seq_len
+        what, x = f"sequence length {length}", S(length, 1)
+        meta: dict[str, Any] = {"seq_len": length}
+    else:
+        if seq_len is not None:
+            raise InputError(f"{entry.name} is an image network: give it an image size, not a sequence length")
+        size = entry.image_size if image_size is None else image_size
+        what, x, meta = f"image size {size}", T(entry.in_channels, size, size), {}
     try:
-        entry.forward(b, T(entry.in_channels, size, size))
+        entry.forward(b, x)
     except InputError as e:
         raise InputError(
-            f"{entry.name} cannot be built at batch {batch}, image size {size}, {dtype}: {e.message}"
+            f"{entry.name} cannot be built at batch {batch}, {what}, {dtype}: {e.message}"
             + (f" (in field {e.column})" if e.column else "")
         ) from None
-    return b.build(entry.name)
+    except ValueError as e:  # a shape the network's structure cannot take (heads that do not divide, ...)
+        raise InputError(f"{entry.name} cannot be built at batch {batch}, {what}, {dtype}: {e}") from None
+    return b.build(entry.name, **meta)
 
 
 def _load() -> None:
     if not _REGISTRY:
-        from . import networks  # noqa: F401  (registers the networks)
+        from . import networks, transformers  # noqa: F401  (register the networks)
