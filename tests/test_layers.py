@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import neuralpower as npw
 from neuralpower import Architecture, InputError, Layer
-from neuralpower.layers import FEATURES, prepare_rows
+from neuralpower.layers import FEATURES, FIELDS, prepare_rows
 
 
 def torch_out(size: int, k: int, s: int, p: int, d: int = 1, ceil: bool = False) -> int:
@@ -250,7 +250,7 @@ def test_maxpool_matches_pytorch_formula_or_is_rejected(size: int, k: int, s: in
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(-(2**63), 2**63 - 1) | st.integers(-3, 40), min_size=24, max_size=24))
+@given(st.lists(st.integers(-(2**63), 2**63 - 1) | st.integers(-3, 40), min_size=len(FIELDS), max_size=len(FIELDS)))
 def test_prepare_never_crashes_on_any_row(values: list[int]) -> None:
     row = np.array([values], dtype=np.int64)
     bad = prepare_rows(row)

@@ -65,6 +65,18 @@ HAND = {
     "cifar_conv6": (sum(p for p, _ in _CONV6), sum(m for _, m in _CONV6)),
 }
 
+# Source: torchvision 0.29.1 weights metadata as above (ViT_B_16, ViT_B_32, ConvNeXt_Tiny IMAGENET1K_V1), whose
+# "_ops" count the products of attention too (as our attention layer's MACs do).
+TORCHVISION_MODERN = {
+    "vit_b_16": (86567656, 17.564),
+    "vit_b_32": (88224232, 4.409),
+    "convnext_tiny": (28589128, 4.456),
+}
+# Source: the parameters of Hugging Face's BertModel (with pooler) for bert-base-uncased and bert-large-uncased,
+# and of GPT2LMHeadModel for gpt2 (the language-model head tied to the token embedding, counted once), as
+# sum(p.numel() for p in model.parameters()): the figures every model card quotes (110M, 340M, 124M).
+LANGUAGE = {"bert_base": 109482240, "bert_large": 335141888, "gpt2": 124439808}
+
 ALL = [*TORCHVISION, *HAND]
 CLASSES = {name: 10 if name in HAND else 1000 for name in ALL}
 
@@ -79,12 +91,109 @@ def _as4(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def test_names_are_the_zoo() -> None:
-    assert zoo.names() == ALL
+    assert zoo.names() == [*ALL, *TORCHVISION_MODERN, *LANGUAGE]
     for entry in zoo.entries():
-        assert entry.image_size == (32 if entry.name in HAND else 224)
+        if entry.name in LANGUAGE:
+            assert entry.image_size == 0 and entry.seq_len == (1024 if entry.name == "gpt2" else 128)
+        else:
+            assert entry.image_size == (32 if entry.name in HAND else 224) and entry.seq_len is None
         assert entry.description and entry.source
         if entry.name in HAND:
             assert "reconstruction" in entry.description
+
+
+@pytest.mark.parametrize("name", list(TORCHVISION_MODERN))
+def test_vit_and_convnext_params_and_macs(name: str) -> None:
+    params, gmacs = TORCHVISION_MODERN[name]
+    arch = zoo.build(name)
+    totals = arch.totals()
+    assert totals["params"] == params
+    assert abs(totals["macs"] / 1e9 - gmacs) <= 0.0005 + 1e-9
+    # the parameters no layer holds: ViT's class token and position embedding, ConvNeXt's layer scales
+    outside = {"vit_b_16": 768 + 197 * 768, "vit_b_32": 768 + 50 * 768, "convnext_tiny": 96 * 3 + 192 * 3 + 384 * 9
+               + 768 * 3}[name]
+    assert arch.meta["params_outside_layers"] == outside
+    assert sum(layer.params for layer in arch) == params - outside
+    assert arch[-1].out_shape == (1, 1000)
+
+
+@pytest.mark.parametrize("name", list(LANGUAGE))
+def test_language_model_params(name: str) -> None:
+    arch = zoo.build(name)
+    assert arch.totals()["params"] == LANGUAGE[name] == sum(layer.params for layer in arch)
+    assert "params_outside_layers" not in arch.meta and arch.meta["seq_len"] == zoo.get(name).seq_len
+    # the parameters do not depend on the sequence length; the work grows with it
+    short = zoo.build(name, seq_len=16, batch=2)
+    assert short.totals()["params"] == LANGUAGE[name] and short.meta["seq_len"] == 16
+    assert short.totals()["macs"] < arch.totals()["macs"]
+
+
+def test_bert_base_macs_by_hand() -> None:
+    s, d, layers = 128, 768, 12
+    per_layer = s * (4 * d * d + 2 * d * 4 * d) + 2 * s * s * d  # projections, MLP, both products of attention
+    assert zoo.build("bert_base").totals()["macs"] == layers * per_layer + d * d  # + the pooler on one token
+
+
+def test_gpt2_is_causal_with_a_tied_head() -> None:
+    arch = zoo.build("gpt2", seq_len=10, dtype="fp16")
+    layers = _by_name(arch)
+    attention = layers["transformer.h.0.attn.attention"]
+    assert attention.causal == 1 and attention.heads == 12 and attention.head_dim == 64
+    assert attention.macs == 2 * 12 * 55 * 64  # 10 x 11 / 2 query-key pairs per head
+    assert layers["transformer.h.0.mlp.act"].approximate == 1
+    head = layers["lm_head"]
+    assert (head.type, head.broadcast, head.params) == ("matmul", 1, 0)
+    assert head.out_shape == (1, 10, 50257) and head.macs == 10 * 768 * 50257
+
+
+def test_transformer_shapes_chain() -> None:
+    layers = _by_name(zoo.build("vit_b_16", batch=2))
+    assert layers["conv_proj"].out_shape == (2, 768, 14, 14)
+    assert layers["cat"].out_shape == (2, 768, 197, 1)  # tokens written features x tokens x 1
+    where = "encoder.layers.encoder_layer_3"
+    assert layers[f"{where}.ln_1"].out_shape == layers[f"{where}.self_attention.in_proj"].in_shape == (2, 197, 768)
+    assert layers[f"{where}.self_attention.in_proj"].out_shape == (2, 197, 2304)
+    assert layers[f"{where}.self_attention.attention"].out_shape == (2, 12, 197, 64)
+    assert layers[f"{where}.mlp.0"].out_shape == (2, 197, 3072) and layers[f"{where}.mlp.1"].approximate == 0
+    assert layers["heads.head"].in_shape == (2, 768)
+    c = _by_name(zoo.build("convnext_tiny"))
+    assert (c["features.0.1"].channels_first, c["features.1.0.block.2"].channels_first) == (1, 0)
+    assert c["features.1.0.block.3"].in_shape == (1, 56 * 56, 96)
+    assert c["features.1.0.mul"].broadcast == 1 and c["features.7.2.add"].out_shape == (1, 768, 7, 7)
+
+
+def test_vit_at_other_resolutions() -> None:
+    arch = zoo.build("vit_b_16", image_size=384)
+    assert _by_name(arch)["encoder.ln"].tokens == 577
+    assert arch.totals()["params"] == TORCHVISION_MODERN["vit_b_16"][0] + (577 - 197) * 768
+    with pytest.raises(InputError, match="not a multiple of the patch size 16"):
+        zoo.build("vit_b_16", image_size=200)
+    assert zoo.build("convnext_tiny", image_size=64)[-1].out_shape == (1, 1000)
+
+
+def test_sequence_length_errors() -> None:
+    with pytest.raises(InputError, match="at most 512 tokens, not 513"):
+        zoo.build("bert_base", seq_len=513)
+    with pytest.raises(InputError, match="at most 1024 tokens"):
+        zoo.build("gpt2", seq_len=1025)
+    with pytest.raises(InputError, match="language model: give it a sequence length, not an image size"):
+        zoo.build("bert_large", image_size=224)
+    with pytest.raises(InputError, match="image network: give it an image size, not a sequence length"):
+        zoo.build("vit_b_16", seq_len=197)
+    assert zoo.applicable_sizes("gpt2", 224, 64) == (None, 64)
+    assert zoo.applicable_sizes("resnet18", 224, 64) == (224, None)
+
+
+@pytest.mark.parametrize("name", [*TORCHVISION_MODERN, *LANGUAGE])
+def test_transformer_layer_names_are_unique_and_fp16_halves_bytes(name: str) -> None:
+    fp32 = zoo.build(name, seq_len=32) if name in LANGUAGE else zoo.build(name)
+    names = [layer.name for layer in fp32]
+    assert len(set(names)) == len(names)
+    fp16 = fp32.with_dtype("fp16")
+    # embeddings read 8-byte indices whatever the dtype and flatten moves nothing: everything else halves
+    for a, b in zip(fp32, fp16, strict=True):
+        if a.type not in ("embedding", "flatten"):
+            assert a.bytes_moved == 2 * b.bytes_moved > 0
 
 
 @pytest.mark.parametrize("name", list(TORCHVISION))

@@ -56,7 +56,8 @@ def _one_architecture(args: argparse.Namespace, dtype: str | None, model: Any = 
     if model is not None and dtype is None and is_zoo_name(args.arch_source):
         dtype = model.dtype
     archs = load_architectures(
-        args.arch_source, batch=args.batch, image_size=args.image_size, dtype=dtype, allow_unknown=args.allow_unknown
+        args.arch_source, batch=args.batch, image_size=args.image_size, dtype=dtype, allow_unknown=args.allow_unknown,
+        seq_len=args.seq_len,
     )
     arch = select_architecture(archs, args.arch_source, args.arch)
     _skipped_note([arch])
@@ -75,8 +76,9 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     out = sys.stdout.buffer
     if is_table_file(args.arch_source):
-        if args.image_size is not None:
-            raise InputError(f"--image-size applies to zoo networks, not to a layer table ({args.arch_source})")
+        for option, value in (("--image-size", args.image_size), ("--seq-len", args.seq_len)):
+            if value is not None:
+                raise InputError(f"{option} applies to zoo networks, not to a layer table ({args.arch_source})")
         describe_table(args.arch_source, args.arch, args.format, out, batch=args.batch, dtype=args.dtype)
     else:
         write_listing(Listing.from_architecture(_one_architecture(args, args.dtype)), args.format, out)
@@ -93,7 +95,8 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
         records.append(
             {
                 "name": entry.name,
-                "image_size": entry.image_size,
+                "image_size": entry.image_size or None,
+                "seq_len": entry.seq_len,
                 "layers": t["layers"],
                 "params": t["params"],
                 "macs": t["macs"],
@@ -105,10 +108,11 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     width = max(len(r["name"]) for r in records)
-    print(f"{'name'.ljust(width)}  input  layers   params     MACs  description")
+    print(f"{'name'.ljust(width)}      input  layers   params     MACs  description")
     for r in records:
+        size = f"{r['image_size']}x{r['image_size']}" if r["image_size"] else f"{r['seq_len']} tokens"
         print(
-            f"{r['name'].ljust(width)}  {r['image_size']:>5}  {r['layers']:>6}  {si(r['params']):>7}  "
+            f"{r['name'].ljust(width)}  {size:>10}  {r['layers']:>6}  {si(r['params']):>7}  "
             f"{si(r['macs']):>7}  {r['description']}"
         )
     return 0
@@ -177,6 +181,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         check_output(args.plot, option="--plot", inputs=[args.networks, *(args.archs or [])], suffixes=(".png",))
     model = load_model(args.model)
     result = validate_networks(args.networks, model, arch_sources=args.archs or (), image_size=args.image_size,
+                               seq_len=args.seq_len,
                                layers=args.layers or ())
     record = result.record()
     if args.format == "json":
@@ -797,7 +802,14 @@ def _add_arch_options(parser: argparse.ArgumentParser, *, image_size_default: st
         "--image-size",
         type=size_int,
         metavar="N",
-        help=f"input height and width of a zoo network (default: {image_size_default})",
+        help=f"input height and width of a zoo image network (default: {image_size_default})",
+    )
+    parser.add_argument(
+        "--seq-len",
+        type=size_int,
+        metavar="N",
+        help="sequence length of a zoo language model (bert_base, bert_large, gpt2; default: its entry's, see "
+        "`neuralpower zoo`)",
     )
     parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help=f"element type (default: {dtype_default})")
     _add_allow_unknown(parser)
@@ -913,6 +925,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(layer tables, .onnx files or zoo names)",
     )
     va.add_argument("--image-size", type=size_int, metavar="N", help="input size the zoo networks were run at")
+    va.add_argument("--seq-len", type=size_int, metavar="N", help="sequence length the zoo language models were run at")
     va.add_argument(
         "--layers",
         metavar="TABLE",

@@ -15,8 +15,10 @@ many candidates in one call to the C++ evaluator.
 >>> scores = score_candidates(npw.load_model(), [space.candidate(c) for c in configs])  # doctest: +SKIP
 >>> scores["runtime_ms"], scores["energy_mj"]  # doctest: +SKIP
 
-:class:`MobileNetV2Space` is a ready-made space (width multiplier, per-stage channels, depths, kernel
-sizes, expansion ratios, resolution); ``examples/search.py`` runs an evolutionary search over it.
+Two spaces are ready-made: :class:`MobileNetV2Space` (width multiplier, per-stage channels, depths, kernel
+sizes, expansion ratios, resolution) and :class:`ViTSpace` (embedding width, depth, patch size, resolution,
+per-layer heads and MLP ratios). :func:`evolve` searches any :class:`SearchSpace`; ``examples/search.py``
+and ``examples/search_vit.py`` run it over each.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -36,8 +38,9 @@ import numpy.typing as npt
 from . import _evaluator as _ev
 from .errors import InputError
 from .layers import INFO, Architecture, Layer
-from .zoo.builder import Builder, T
+from .zoo.builder import Builder, S, T
 from .zoo.networks import _cna, _inverted_residual, _make_divisible
+from .zoo.transformers import _mha
 
 __all__ = [
     "Blocks",
@@ -45,25 +48,38 @@ __all__ = [
     "MobileNetV2Config",
     "MobileNetV2Space",
     "SearchResult",
+    "SearchSpace",
+    "ViTConfig",
+    "ViTSpace",
     "evolve",
     "macs_proxy",
     "pareto_front",
     "score_candidates",
 ]
 
-BlockFn = Callable[..., T]
+BlockFn = Callable[..., Any]
+Y = TypeVar("Y", T, S)
 _MACS = INFO.index("macs")
 _PARAMS = INFO.index("params")
 
 
 class _CachingBuilder(Builder):
-    """The zoo's builder, but each distinct image layer (type, input shape, configuration) is built, validated
-    and shaped once; afterwards it costs a dictionary lookup (linear layers, rare in blocks, are built each
-    time)."""
+    """The zoo's builder, but each distinct layer (type, input shape, configuration) is built, validated (and,
+    for image layers, shaped) once; afterwards it costs a dictionary lookup."""
 
-    def __init__(self, batch: int, dtype: str, cache: dict[tuple[Any, ...], tuple[Layer, T]]) -> None:
+    def __init__(self, batch: int, dtype: str, cache: dict[tuple[Any, ...], Any]) -> None:
         super().__init__(batch, dtype)
         self._layer_cache = cache
+
+    def _add(self, type_name: str, name: str, **fields: Any) -> Layer:
+        # keyed (type, (field, value), ...): never equal to _spatial's (type, c, h, w, ...) keys
+        key = (type_name, *fields.items())
+        hit = self._layer_cache.get(key)
+        if hit is None:
+            hit = self._layer_cache[key] = super()._add(type_name, name, **fields)
+        else:
+            self.layers.append(hit)
+        return hit  # type: ignore[no-any-return]
 
     def _spatial(self, type_name: str, x: T, name: str, **fields: Any) -> T:
         key = (type_name, x.c, x.h, x.w, *fields.items())
@@ -76,14 +92,20 @@ class _CachingBuilder(Builder):
         return hit[1]
 
 
+def _block_key(fn: BlockFn, x: T | S, params: tuple[Any, ...]) -> tuple[Any, ...]:
+    return (fn, x.c, x.h, x.w, *params) if type(x) is T else (fn, x, *params)
+
+
 class Blocks:
     """A cache of built blocks at one batch size and dtype, and of their predictions per model.
 
     ``blocks(fn, x, *params)`` runs ``fn(builder, x, *params)`` once per distinct ``(fn, x, params)``
-    (``params`` must be hashable) and returns the block's id and output shape. Layers are cached too: a
-    new block made of layers seen before costs dictionary lookups only. A candidate's prediction is the sum
-    of its layers' predictions, so each distinct block is evaluated once per model (see
-    :func:`score_candidates`).
+    (``x`` an image :class:`~neuralpower.zoo.builder.T` or a token tensor
+    :class:`~neuralpower.zoo.builder.S`; ``params`` must be hashable) and returns the block's id and output
+    shape. Layers are cached too: a new block made of layers seen before costs dictionary lookups only. A
+    candidate's prediction is the sum of its layers' predictions, so each distinct block is evaluated once
+    per model (see :func:`score_candidates`). Parameters a block counts with ``builder.parameter`` (ViT's
+    class token and position embedding) are added to its ``params``.
     """
 
     def __init__(self, batch: int = 1, dtype: str = "fp32") -> None:
@@ -91,8 +113,9 @@ class Blocks:
         self.dtype = dtype
         self._cache: dict[tuple[Any, ...], tuple[int, T]] = {}
         self._rows: list[npt.NDArray[np.int64]] = []
-        self._keys: list[tuple[Any, ...]] = []
-        self._layers: dict[tuple[Any, ...], tuple[Layer, T]] = {}
+        self._made: list[tuple[BlockFn, T | S, tuple[Any, ...]]] = []
+        self._outside: list[int] = []
+        self._layers: dict[tuple[Any, ...], Any] = {}
         self._counts: dict[str, npt.NDArray[np.int64]] = {
             "macs": np.zeros(0, dtype=np.int64), "params": np.zeros(0, dtype=np.int64)
         }
@@ -101,7 +124,7 @@ class Blocks:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def _run(self, b: Builder, fn: BlockFn, x: T, params: tuple[Any, ...]) -> T:
+    def _run(self, b: Builder, fn: BlockFn, x: T | S, params: tuple[Any, ...]) -> Any:
         where = f"block {getattr(fn, '__name__', fn)}{(x, *params)}"
         try:
             y = fn(b, x, *params)
@@ -114,8 +137,8 @@ class Blocks:
             raise InputError(f"{where} adds no layer")
         return y
 
-    def __call__(self, fn: BlockFn, x: T, *params: Any) -> tuple[int, T]:
-        key = (fn, x.c, x.h, x.w, *params)
+    def __call__(self, fn: Callable[..., Y], x: T | S, *params: Any) -> tuple[int, Y]:
+        key = _block_key(fn, x, params)
         hit = self._cache.get(key)
         if hit is None:
             b = _CachingBuilder(self.batch, self.dtype, self._layers)
@@ -123,15 +146,20 @@ class Blocks:
             rows = np.array([layer.row for layer in b.layers], dtype=np.int64)
             rows.flags.writeable = False
             self._rows.append(rows)
-            self._keys.append(key)
+            self._made.append((fn, x, params))
+            self._outside.append(b.params_outside_layers)
             hit = self._cache[key] = (len(self._rows) - 1, y)
-        return hit
+        return hit  # type: ignore[return-value]
 
     def rows(self, block_id: int) -> npt.NDArray[np.int64]:
         """The prepared layer rows of a block (read-only)."""
         return self._rows[block_id]
 
-    def layers(self, fn: BlockFn, x: T, *params: Any) -> list[Layer]:
+    def params_outside_layers(self, block_id: int) -> int:
+        """The parameters a block counts that none of its layers holds (``builder.parameter``)."""
+        return self._outside[block_id]
+
+    def layers(self, fn: BlockFn, x: T | S, *params: Any) -> list[Layer]:
         """The block's layers, named as the block function names them (built afresh: the slow path)."""
         b = Builder(self.batch, self.dtype)
         self._run(b, fn, x, params)
@@ -150,8 +178,11 @@ class Blocks:
         if have < len(self._rows):
             rows, offsets = self._stacked(have)
             info = _ev.info(rows)
+            outside = np.array(self._outside[have:len(self._rows)], dtype=np.int64)
             for name, column in (("macs", _MACS), ("params", _PARAMS)):
                 fresh = np.add.reduceat(info[:, column], offsets[:-1])
+                if name == "params":
+                    fresh = fresh + outside
                 self._counts[name] = np.concatenate([self._counts[name], fresh])
         return self._counts
 
@@ -181,13 +212,13 @@ class Candidate:
         self._cache = blocks._cache
         self.ids: list[int] = []
 
-    def add(self, fn: BlockFn, x: T, *params: Any) -> T:
+    def add(self, fn: Callable[..., Y], x: T | S, *params: Any) -> Y:
         """Append block ``fn`` applied to ``x``; returns its output shape."""
-        hit = self._cache.get((fn, x.c, x.h, x.w, *params))
+        hit = self._cache.get(_block_key(fn, x, params))
         if hit is None:
             hit = self.blocks(fn, x, *params)
         self.ids.append(hit[0])
-        return hit[1]
+        return hit[1]  # type: ignore[no-any-return]
 
     def extend(self, ids: Sequence[int]) -> None:
         """Append blocks by id (of the same :class:`Blocks`), such as another candidate's ``ids``."""
@@ -201,12 +232,16 @@ class Candidate:
         return sum(len(self.blocks.rows(i)) for i in self.ids)
 
     def architecture(self, **meta: Any) -> Architecture:
-        """The full :class:`Architecture` (layer names prefixed by block index), for describe or predict."""
+        """The full :class:`Architecture` (layer names prefixed by block index), for describe or predict; the
+        blocks' parameters outside layers are its ``params_outside_layers``."""
         layers = []
         for i, block_id in enumerate(self.ids):
-            fn, c, h, w, *params = self.blocks._keys[block_id]
-            for layer in self.blocks.layers(fn, T(c, h, w), *params):
+            fn, x, params = self.blocks._made[block_id]
+            for layer in self.blocks.layers(fn, x, *params):
                 layers.append(Layer._trusted(layer.row, f"{i}.{layer.name}"))
+        outside = sum(self.blocks.params_outside_layers(i) for i in self.ids)
+        if outside:
+            meta = {"params_outside_layers": outside, **meta}
         return Architecture(self.name, layers, meta)
 
 

@@ -29,23 +29,24 @@ def load_architectures(
     image_size: int | None = None,
     dtype: str | None = None,
     allow_unknown: bool = False,
+    seq_len: int | None = None,
 ) -> list[Architecture]:
     """The architectures that ``spec`` names: a zoo network, every architecture of a layer table, or an
     ONNX model (``.onnx``).
 
-    ``batch`` and ``dtype`` override what the source says; ``image_size`` applies to zoo networks only
-    (a layer table or an ONNX file states every layer's input size); ``allow_unknown`` skips ONNX
+    ``batch`` and ``dtype`` override what the source says; ``image_size`` and ``seq_len`` apply to zoo networks
+    only (a layer table or an ONNX file states every layer's input size); ``allow_unknown`` skips ONNX
     operators neuralpower has no layer type for (listed in the architecture's ``meta["skipped"]``).
     """
     if spec.lower().endswith(".onnx"):
-        if image_size is not None:
-            raise InputError(f"--image-size applies to zoo networks, not to an ONNX file ({spec})")
+        _zoo_only(spec, "an ONNX file", image_size, seq_len)
         from .importers import from_onnx
 
         arch = from_onnx(spec, batch=batch, allow_unknown=allow_unknown)
         return [arch.with_dtype(dtype) if dtype is not None and dtype != arch.dtype else arch]
     if _is_file(spec):
-        archs = read_table_source(spec, image_size).architectures()
+        _zoo_only(spec, "a layer table", image_size, seq_len)
+        archs = read_table_source(spec).architectures()
         if dtype is not None:
             archs = [a.with_dtype(dtype) for a in archs]
         if batch is not None:
@@ -53,7 +54,14 @@ def load_architectures(
         return archs
     if spec.strip().lower() not in zoo.names():
         raise InputError(f"{spec!r} is neither a layer table file nor a zoo network (zoo: {', '.join(zoo.names())})")
-    return [zoo.build(spec, batch=batch or 1, image_size=image_size, dtype=dtype or "fp32")]
+    return [zoo.build(spec, batch=batch or 1, image_size=image_size, dtype=dtype or "fp32", seq_len=seq_len)]
+
+
+def _zoo_only(spec: str, what: str, image_size: int | None, seq_len: int | None) -> None:
+    """Refuse a zoo network's size options for a file, which states every layer's size."""
+    for option, value in (("--image-size", image_size), ("--seq-len", seq_len)):
+        if value is not None:
+            raise InputError(f"{option} applies to zoo networks, not to {what} ({spec})")
 
 
 def is_zoo_name(spec: str) -> bool:

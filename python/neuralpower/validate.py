@@ -233,7 +233,7 @@ def read_networks(path: str | os.PathLike[str]) -> list[Measured]:
 
 
 def _architecture(m: Measured, given: dict[tuple[str, int], Architecture], image_size: int | None,
-                  path: str) -> Architecture:
+                  seq_len: int | None, path: str) -> Architecture:
     from . import zoo
     from .sources import is_zoo_name
 
@@ -242,13 +242,15 @@ def _architecture(m: Measured, given: dict[tuple[str, int], Architecture], image
         if not is_zoo_name(m.arch):
             raise InputError(f"{m.arch} is not a zoo network: give the architectures it ran with --archs",
                              path=path, row=m.row, column="arch")
-        arch = zoo.build(m.arch, batch=m.batch, dtype=m.dtype, image_size=image_size)
+        size, length = zoo.applicable_sizes(m.arch, image_size, seq_len)
+        arch = zoo.build(m.arch, batch=m.batch, dtype=m.dtype, image_size=size, seq_len=length)
     totals = arch.totals()
     for c, v in m.recorded.items():
         if int(totals[c]) != v:
             raise InputError(
                 f"{m.arch} at batch {m.batch} has {c} {int(totals[c])} here but {v} where it was measured (another "
-                "image size or definition): give what it ran with --archs or --image-size",
+                "image size, sequence length or definition): give what it ran with --archs, --image-size or "
+                "--seq-len",
                 path=path, row=m.row, column=c)
     return arch
 
@@ -273,6 +275,7 @@ def validate_networks(
     arch_sources: Sequence[str] = (),
     image_size: int | None = None,
     layers: Sequence[str | os.PathLike[str]] = (),
+    seq_len: int | None = None,
 ) -> Validation:
     """Predict every measured network with ``model`` (and each of its methods) and compare.
 
@@ -293,18 +296,20 @@ def validate_networks(
     spath = _networks_file(os.fspath(path))
     measured = read_networks(spath)
     if arch_sources:
-        from .sources import load_architectures
+        from . import zoo
+        from .sources import is_zoo_name, load_architectures
 
         archs = list(archs)
         for spec in arch_sources:
+            size, length = zoo.applicable_sizes(spec, image_size, seq_len) if is_zoo_name(spec) else (None, None)
             for batch in sorted({m.batch for m in measured}):
-                archs += load_architectures(spec, batch=batch, image_size=image_size, dtype=model.dtype)
+                archs += load_architectures(spec, batch=batch, image_size=size, dtype=model.dtype, seq_len=length)
     given = {(a.name, a.batch): a for a in archs}
     alone = _layer_runtimes(layers) if layers else None
     others: dict[str, Model] = {}
     cases = []
     for m in measured:
-        arch = _architecture(m, given, image_size, spath)
+        arch = _architecture(m, given, image_size, seq_len, spath)
         if arch.dtype != model.dtype:
             raise InputError(f"{m.arch} was measured in {arch.dtype}, the model {model.name or model.path} was fit "
                              f"for {model.dtype}", path=spath, row=m.row, column="dtype")

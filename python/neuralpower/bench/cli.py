@@ -171,7 +171,8 @@ def add_bench_parsers(verbs: Any) -> None:
         metavar="B,B,...",
         help="batch sizes, comma-separated (default: 1)",
     )
-    n.add_argument("--image-size", type=size_int, metavar="N", help="input height and width of zoo networks")
+    n.add_argument("--image-size", type=size_int, metavar="N", help="input height and width of zoo image networks")
+    n.add_argument("--seq-len", type=size_int, metavar="N", help="sequence length of zoo language models")
     n.add_argument("--trials", type=positive_int, default=3, metavar="N", help="trials per network (default: 3)")
     n.set_defaults(run=cmd_bench_network)
 
@@ -226,15 +227,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_bench_network(args: argparse.Namespace) -> int:
     """``neuralpower bench-network``: returns the exit code."""
-    from ..sources import load_architectures
+    from .. import zoo
+    from ..sources import is_zoo_name, load_architectures
     from .runner import run_networks
 
     archs = []
     for spec in args.archs:
+        # each size option goes to the zoo networks it applies to (a list may mix image and language models)
+        image_size, seq_len = args.image_size, args.seq_len
+        if is_zoo_name(spec):
+            image_size, seq_len = zoo.applicable_sizes(spec, image_size, seq_len)
         for batch in args.batch:
             archs.extend(
                 load_architectures(
-                    spec, batch=batch, image_size=args.image_size, dtype=args.dtype, allow_unknown=args.allow_unknown
+                    spec, batch=batch, image_size=image_size, dtype=args.dtype, allow_unknown=args.allow_unknown,
+                    seq_len=seq_len,
                 )
             )
     executor = _executor(args)

@@ -15,7 +15,7 @@ from ..errors import InputError
 from ..layers import Architecture
 from .builder import Builder, S, T
 
-__all__ = ["ZooEntry", "build", "entries", "get", "names"]
+__all__ = ["ZooEntry", "applicable_sizes", "build", "entries", "get", "names"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,12 @@ def get(name: str) -> ZooEntry:
     if entry is None:
         raise InputError(f"unknown zoo network {name!r} (known: {', '.join(_REGISTRY)})")
     return entry
+
+
+def applicable_sizes(name: str, image_size: int | None, seq_len: int | None) -> tuple[int | None, int | None]:
+    """``(image_size, seq_len)`` with the one that does not apply to zoo network ``name`` dropped (for verbs that
+    take a list mixing image networks and language models)."""
+    return (None, seq_len) if get(name).seq_len is not None else (image_size, None)
 
 
 def build(

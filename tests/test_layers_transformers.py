@@ -1,0 +1,183 @@
+"""The transformer and decoder layer types of the core: shapes, counts and validation, checked against PyTorch
+and against counts written out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neuralpower import InputError, Layer
+from neuralpower.layers import FIELDS, LAYER_TYPES, MISSING, prepare_rows, type_code
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def test_linear_on_tokens() -> None:
+    layer = Layer("linear", batch=2, tokens=197, in_features=768, out_features=3072)
+    out = torch.nn.Linear(768, 3072)(torch.zeros(2, 197, 768))
+    assert layer.in_shape == (2, 197, 768) and layer.out_shape == tuple(out.shape)
+    assert layer.macs == 2 * 197 * 768 * 3072 and layer.flops == 2 * layer.macs + 2 * 197 * 3072
+    assert layer.params == 768 * 3072 + 3072
+    assert layer.bytes_input == 2 * 197 * 768 * 4 and layer.bytes_output == 2 * 197 * 3072 * 4
+    # one token is the old vector layer, row for row
+    assert Layer("linear", in_features=8, out_features=4).row == Layer("linear", tokens=1, in_features=8,
+                                                                       out_features=4).row
+    assert Layer("linear", in_features=8, out_features=4).out_shape == (1, 4)
+
+
+@pytest.mark.parametrize("channels_first", [0, 1])
+def test_layernorm(channels_first: int) -> None:
+    layer = Layer("layernorm", batch=3, tokens=50, in_features=96, channels_first=channels_first, dtype="fp16")
+    assert layer.params == sum(p.numel() for p in torch.nn.LayerNorm(96).parameters())
+    assert layer.out_shape == (3, 50, 96)
+    assert layer.bytes_input == layer.bytes_output == 3 * 50 * 96 * 2
+    assert layer.bytes_weights == 2 * 96 * 2 and layer.flops == 8 * 3 * 50 * 96
+
+
+@pytest.mark.parametrize(("heads", "broadcast"), [(1, 0), (12, 0), (12, 1), (1, 1)])
+def test_matmul(heads: int, broadcast: int) -> None:
+    n, m, k, out = 2, 7, 5, 3
+    layer = Layer("matmul", batch=n, heads=heads, tokens=m, in_features=k, out_features=out, broadcast=broadcast)
+    lead = (n, heads) if heads > 1 else (n,)
+    a = torch.zeros(*lead, m, k)
+    b = torch.zeros(k, out) if broadcast else torch.zeros(*lead, k, out)
+    assert layer.in_shape == tuple(a.shape) and layer.out_shape == tuple(torch.matmul(a, b).shape)
+    assert layer.macs == n * heads * m * k * out and layer.flops == 2 * layer.macs and layer.params == 0
+    assert layer.bytes_input == 4 * (a.numel() + b.numel())
+    assert layer.bytes_output == 4 * n * heads * m * out
+
+
+def _pairs(q: int, kv: int, causal: bool) -> int:
+    """Query-key pairs scored, from PyTorch's own top-left causal mask."""
+    mask = torch.ones(q, kv, dtype=torch.bool).tril() if causal else torch.ones(q, kv, dtype=torch.bool)
+    return int(mask.sum())
+
+
+@pytest.mark.parametrize(("q", "kv", "causal"), [(197, 197, False), (5, 5, True), (3, 8, True), (9, 4, True),
+                                                 (1, 1024, True), (16, 64, False)])
+def test_attention_counts_follow_pytorch(q: int, kv: int, causal: bool) -> None:
+    n, heads, d = 2, 4, 16
+    layer = Layer("attention", batch=n, heads=heads, tokens=q, kv_tokens=kv, head_dim=d, causal=int(causal))
+    out = F.scaled_dot_product_attention(torch.zeros(n, heads, q, d), torch.zeros(n, heads, kv, d),
+                                         torch.zeros(n, heads, kv, d), is_causal=causal)
+    assert layer.in_shape == (n, heads, q, d) and layer.out_shape == tuple(out.shape)
+    pairs = n * heads * _pairs(q, kv, causal)
+    assert layer.macs == 2 * pairs * d and layer.flops == 2 * layer.macs + 6 * pairs
+    assert layer.bytes_input == 4 * n * heads * d * (q + 2 * kv) and layer.bytes_output == 4 * n * heads * q * d
+    assert layer.params == 0
+
+
+def test_attention_defaults_kv_to_the_query_length() -> None:
+    layer = Layer("attention", heads=2, tokens=10, head_dim=8)
+    assert layer.kv_tokens == 10 and layer.causal == 0
+
+
+def test_embedding() -> None:
+    layer = Layer("embedding", batch=4, tokens=128, in_features=30522, out_features=768, dtype="fp16")
+    table = torch.nn.Embedding(30522, 768)
+    out = table(torch.zeros(4, 128, dtype=torch.long))
+    assert layer.in_shape == (4, 128) and layer.out_shape == tuple(out.shape)
+    assert layer.params == table.weight.numel() and layer.macs == 0 and layer.flops == 0
+    assert layer.bytes_input == 4 * 128 * 8  # int64 indices
+    assert layer.bytes_weights == 4 * 128 * 768 * 2  # the rows gathered, not the table
+    assert layer.bytes_output == 4 * 128 * 768 * 2
+
+
+@pytest.mark.parametrize(("mode", "size"), [("nearest", (16, 16)), ("bilinear", (15, 9)), ("nearest", (3, 5))])
+def test_upsample(mode: str, size: tuple[int, int]) -> None:
+    layer = Layer("upsample", batch=2, in_channels=3, in_h=8, in_w=6, out_h=size[0], out_w=size[1], mode=mode)
+    out = F.interpolate(torch.zeros(2, 3, 8, 6), size=size, mode=mode)
+    assert layer.out_shape == tuple(out.shape) and layer.mode == ("nearest", "bilinear").index(mode)
+    assert layer.flops == (7 * out.numel() if mode == "bilinear" else 0)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "output_padding", "dilation", "groups"),
+    [(4, 2, 1, 0, 1, 1), (3, 2, 1, 1, 1, 1), (2, 2, 0, 0, 1, 4), (3, 1, 0, 0, 2, 1), (3, 3, 2, 2, 1, 2)],
+)
+def test_conv_transpose2d_follows_pytorch(
+    kernel: int, stride: int, padding: int, output_padding: int, dilation: int, groups: int
+) -> None:
+    module = torch.nn.ConvTranspose2d(8, 12, kernel, stride, padding, output_padding, groups, True, dilation)
+    layer = Layer("conv_transpose2d", batch=2, in_channels=8, in_h=7, in_w=5, out_channels=12, kernel=kernel,
+                  stride=stride, padding=padding, output_padding=output_padding, dilation=dilation, groups=groups)
+    out = module(torch.zeros(2, 8, 7, 5))
+    assert layer.out_shape == tuple(out.shape)
+    assert layer.params == sum(p.numel() for p in module.parameters())
+    assert layer.macs == 2 * 8 * 7 * 5 * (12 // groups) * kernel * kernel
+    assert layer.flops == 2 * layer.macs + out.numel()
+
+
+def test_gelu_tanh_and_tanh() -> None:
+    exact = Layer("gelu", in_channels=3072, in_h=197)
+    approx = Layer("gelu", in_channels=3072, in_h=197, approximate="tanh")
+    assert exact.approximate == 0 and approx.approximate == 1 and approx.row != exact.row
+    assert approx.flops == 9 * 3072 * 197 and exact.flops == 8 * 3072 * 197
+    assert Layer("tanh", in_channels=768).flops == 5 * 768
+
+
+def test_softmax_last_axis() -> None:
+    old = Layer("softmax", in_channels=1000)
+    assert old.channels_first == 1  # the default is the old behaviour: over dim 1 of N x C x H x W
+    scores = Layer("softmax", batch=2, in_channels=197, in_h=12 * 197, channels_first=0)
+    assert scores.out_shape == (2, 197, 12 * 197, 1) and scores.flops == 5 * 2 * 197 * 12 * 197
+
+
+@pytest.mark.parametrize(
+    ("type_name", "fields", "column", "message"),
+    [
+        ("attention", {"tokens": 4, "head_dim": 8}, "heads", "is required for attention layers"),
+        ("attention", {"heads": 2, "tokens": 4, "head_dim": 8, "causal": 2}, "causal", "must be 0 or 1"),
+        ("matmul", {"in_features": 4}, "out_features", "is required"),
+        ("layernorm", {"in_features": 8, "channels_first": -1}, "channels_first", "must be 0 or 1"),
+        ("embedding", {"in_features": 10, "out_features": 4, "tokens": 0}, "tokens", "must be at least 1"),
+        ("upsample", {"in_channels": 3, "in_h": 4, "in_w": 4, "out_h": 8}, "out_w", "is required"),
+        ("conv_transpose2d", {"in_channels": 4, "in_h": 4, "in_w": 4, "out_channels": 4, "kernel": 3, "stride": 2,
+                              "output_padding": 2}, "output_padding_h", "must be smaller than the stride 2"),
+        ("conv_transpose2d", {"in_channels": 4, "in_h": 1, "in_w": 1, "out_channels": 4, "kernel": 1,
+                              "padding": 1}, "kernel_h", "leaves no output"),
+        ("conv_transpose2d", {"in_channels": 6, "in_h": 4, "in_w": 4, "out_channels": 4, "kernel": 3,
+                              "groups": 3}, "groups", "does not divide out_channels 4"),
+        ("gelu", {"in_channels": 3, "approximate": 3}, "approximate", "must be 0 or 1"),
+    ],
+)
+def test_invalid_layers_name_the_field(type_name: str, fields: dict[str, int], column: str, message: str) -> None:
+    with pytest.raises(InputError, match=message) as err:
+        Layer(type_name, **fields)
+    assert err.value.column == column and "\n" not in str(err.value)
+
+
+def test_named_values() -> None:
+    assert Layer("upsample", in_channels=1, in_h=2, in_w=2, out_h=4, out_w=4, mode="Bilinear").mode == 1
+    with pytest.raises(InputError, match=r"unknown mode 'cubic' \(known: nearest, bilinear"):
+        Layer("upsample", in_channels=1, in_h=2, in_w=2, out_h=4, out_w=4, mode="cubic")
+    with pytest.raises(InputError, match="unknown approximate 'erf'"):
+        Layer("gelu", in_channels=1, approximate="erf")
+
+
+_NEW = ["linear", "layernorm", "matmul", "attention", "embedding", "upsample", "conv_transpose2d", "gelu", "tanh",
+        "softmax"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(_NEW), st.lists(st.integers(-2, 40) | st.just(MISSING) | st.integers(2**20, 2**24 + 1),
+                                       min_size=len(FIELDS) - 1, max_size=len(FIELDS) - 1))
+def test_any_row_of_a_new_type_is_rejected_or_computable(type_name: str, values: list[int]) -> None:
+    """Rows of a known type with arbitrary fields: a clean rejection, or counts and features that are all
+    non-negative (no overflow, no negative output size)."""
+    row = np.array([[type_code(type_name), *values]], dtype=np.int64)
+    bad = prepare_rows(row)
+    if bad is None:
+        layer = Layer.from_row(row[0])
+        assert min(layer.info) >= 0 and min(layer.out_shape) >= 1
+        assert all(v >= 0 for v in layer.features().values())
+    else:
+        assert bad[1] in FIELDS and "\n" not in bad[2]
+
+
+def test_every_type_has_a_name_and_fields() -> None:
+    for name in ("layernorm", "matmul", "attention", "embedding", "upsample", "conv_transpose2d", "tanh"):
+        assert name in LAYER_TYPES
