@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from neuralpower.cli import main
-from neuralpower.layers import FEATURES
+from neuralpower.layers import FEATURES, LAYER_TYPES
 from neuralpower.models.data import read_measurements
 from neuralpower.models.fit import FitOptions, fit_models
 from neuralpower.neusight import import_neusight, read_neusight, slug
@@ -37,13 +37,13 @@ def test_import_writes_one_table_per_gpu(capsys: pytest.CaptureFixture[str], tmp
     code, out, err = run(capsys, "import-neusight", str(DATA), "--out", str(tmp_path / "t"))
     assert code == 0
     assert [p.name for p in (tmp_path / "t").iterdir()] == [V100]
-    assert "920 rows (add 60, conv 400, linear 400, relu 60)" in out
-    assert "skipped" in err and "bmm" in err and "matmul" in err
+    assert "1040 rows (add 60, bmm 60, conv 400, linear 400, ln 60, relu 60)" in out
+    assert err == ""
 
 
 def test_imported_layers_match_the_operators(imported: Path) -> None:
     data = read_measurements([imported])
-    assert len(data) == 920 and data.context["gpu"] == ["Tesla V100-PCIE-32GB"]
+    assert len(data) == 1040 and data.context["gpu"] == ["Tesla V100-PCIE-32GB"]
     assert data.context["executor"] == ["neusight-torch"] and data.context["dtype"] == ["fp32"]
     _, conv = read_neusight(DATA / "conv" / f"{V100}.gz")
     _, linear = read_neusight(DATA / "linear" / f"{V100}.gz")
@@ -64,6 +64,22 @@ def test_imported_layers_match_the_operators(imported: Path) -> None:
     is_linear = data.types == 1
     macs = np.array([int(r["B"]) * int(r["M"]) * int(r["N"]) * int(r["K"]) for r in lin])
     assert np.array_equal(data.features[is_linear, FEATURES.index("macs")], macs)
+    # linear's rows are B x M tokens, whatever their split; bmm is a matmul of two activations, ln a layernorm
+    rows = np.array([int(r["B"]) * int(r["M"]) for r in lin])
+    assert np.array_equal(data.features[is_linear, FEATURES.index("rows")], rows)
+    with gzip.open(DATA / "bmm" / f"{V100}.gz", "rt", newline="") as f:
+        bmm = list(csv.DictReader(f))
+    is_matmul = data.types == LAYER_TYPES.index("matmul")
+    macs = np.array([int(r["B"]) * int(r["M"]) * int(r["N"]) * int(r["K"]) for r in bmm])
+    assert np.array_equal(data.features[is_matmul, FEATURES.index("macs")], macs)
+    assert np.array_equal(data.features[is_matmul, FEATURES.index("params")], np.zeros(len(bmm)))
+    elements = np.array([int(r["B"]) * (int(r["M"]) * int(r["K"]) + int(r["K"]) * int(r["N"])) for r in bmm])
+    assert np.array_equal(data.features[is_matmul, FEATURES.index("bytes_input")], 4 * elements)
+    with gzip.open(DATA / "ln" / f"{V100}.gz", "rt", newline="") as f:
+        ln = list(csv.DictReader(f))
+    is_ln = data.types == LAYER_TYPES.index("layernorm")
+    assert np.array_equal(data.features[is_ln, FEATURES.index("in_features")], [int(r["H"]) for r in ln])
+    assert np.array_equal(data.features[is_ln, FEATURES.index("rows")], [int(r["B"]) for r in ln])
 
 
 def test_fit_on_real_gpu_rows(imported: Path) -> None:
@@ -133,8 +149,9 @@ def test_output_folder_refused(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     (tmp_path / "full" / "x").write_text("x")
     code, _, err = run(capsys, "import-neusight", str(DATA), "--out", str(tmp_path / "full"))
     assert code == 2 and "not empty" in err
-    code, _, err = run(capsys, "import-neusight", str(DATA / "bmm"), "--out", str(tmp_path / "new"))
-    assert code == 2 and "nothing to import" in err and not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, "import-neusight", str(tmp_path / "empty"), "--out", str(tmp_path / "new"))
+    assert code == 2 and "no .csv or .csv.gz files" in err and not (tmp_path / "new").exists()
     code, _, err = run(capsys, "import-neusight", str(tmp_path / "missing"), "--out", str(tmp_path / "n2"))
     assert code == 2 and "no such file or folder" in err
 
@@ -142,7 +159,7 @@ def test_output_folder_refused(capsys: pytest.CaptureFixture[str], tmp_path: Pat
 def test_import_api_matches_the_cli(imported: Path) -> None:
     result = import_neusight([DATA])
     assert list(result.tables) == [V100]
-    assert result.tables[V100].num_rows == 920
+    assert result.tables[V100].num_rows == 1040
     assert json.dumps(result.rows[V100], sort_keys=True) == json.dumps(
-        {"add": 60, "conv": 400, "linear": 400, "relu": 60}, sort_keys=True
+        {"add": 60, "bmm": 60, "conv": 400, "linear": 400, "ln": 60, "relu": 60}, sort_keys=True
     )

@@ -180,7 +180,10 @@ std::vector<int> required_of(T t) {
 }
 
 std::vector<int> features_of(T t) {
-    std::vector<int> f = {kFBatch};
+    // A GEMM, a row-wise normalization or a lookup costs what its rows cost, however they split into
+    // batch and tokens: those types use rows in place of the batch.
+    const bool by_rows = t == T::Linear || t == T::LayerNorm || t == T::Embedding || t == T::Softmax;
+    std::vector<int> f = {by_rows ? kFRows : kFBatch};
     switch (t) {
         case T::Conv2d:
         case T::ConvTranspose2d:
@@ -188,16 +191,16 @@ std::vector<int> features_of(T t) {
                                kFGroups});
             break;
         case T::LayerNorm:
-            f.insert(f.end(), {kFInFeatures, kFTokens, kFChannelsFirst});
+            f.insert(f.end(), {kFInFeatures, kFChannelsFirst});
             break;
         case T::MatMul:
             f.insert(f.end(), {kFHeads, kFTokens, kFInFeatures, kFOutFeatures});
             break;
         case T::Embedding:
-            f.insert(f.end(), {kFTokens, kFInFeatures, kFOutFeatures});
+            f.insert(f.end(), {kFInFeatures, kFOutFeatures});
             break;
         case T::Softmax:
-            f.insert(f.end(), {kFInChannels, kFInH, kFChannelsFirst});
+            f.insert(f.end(), {kFInChannels, kFChannelsFirst});
             break;
         case T::Attention:
             f.insert(f.end(), {kFHeads, kFTokens, kFKvTokens, kFHeadDim, kFCausal});
@@ -209,7 +212,7 @@ std::vector<int> features_of(T t) {
             f.insert(f.end(), {kFInChannels, kFInH, kFApproximate});
             break;
         case T::Linear:
-            f.insert(f.end(), {kFInFeatures, kFOutFeatures, kFTokens});
+            f.insert(f.end(), {kFInFeatures, kFOutFeatures});
             break;
         case T::MaxPool2d:
         case T::AvgPool2d:
@@ -534,7 +537,7 @@ const std::array<const char*, kNumFeatures>& feature_names() {
         "inputs",      "dtype_bytes",   "macs",         "flops",       "params",       "bytes_input",
         "bytes_weights", "bytes_output", "bytes_moved", "elements_in", "elements_out", "tokens",
         "heads",       "kv_tokens",     "head_dim",     "causal",      "approximate",  "mode",
-        "output_padding_h", "output_padding_w", "channels_first"};
+        "output_padding_h", "output_padding_w", "channels_first", "rows"};
     return names;
 }
 
@@ -703,6 +706,14 @@ void compute_features(const std::int64_t* r, const std::int64_t* info, double* o
     out[kFOutputPaddingH] = d(r[kOutputPaddingH]);
     out[kFOutputPaddingW] = d(r[kOutputPaddingW]);
     out[kFChannelsFirst] = d(r[kChannelsFirst]);
+    switch (t) {
+        case T::Linear:
+        case T::LayerNorm:
+        case T::MatMul:
+        case T::Attention:
+        case T::Embedding: out[kFRows] = d(r[kBatch]) * d(r[kTokens]); break;
+        default: out[kFRows] = d(r[kBatch]) * d(r[kInH]) * d(r[kInW]); break;
+    }
 }
 
 ValidationError prepare(std::int64_t* row) {

@@ -154,16 +154,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 def _cmd_import_neusight(args: argparse.Namespace) -> int:
     from ._output import atomic_dir, check_new_dir
-    from .neusight import SKIPPED_OPS, import_neusight
+    from .neusight import import_neusight
     from .table import write_arrow
 
     check_new_dir(args.out, option="--out", inputs=args.sources)
     result = import_neusight(args.sources)
-    for path, op in result.skipped:
-        print(f"skipped {path}: {op} has no neuralpower layer type yet (it will be {SKIPPED_OPS[op]})",
-              file=sys.stderr)
-    if not result.tables:
-        raise InputError("nothing to import: every file holds an operator without a layer type", path=args.sources[0])
     with atomic_dir(args.out) as tmp:
         for name, table in result.tables.items():
             write_arrow(table, os.path.join(tmp, name), format="csv")

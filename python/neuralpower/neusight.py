@@ -11,14 +11,16 @@ OPName    shape columns                          layer
 conv      B, Input_Channel, Output_Channel,      conv2d: square input and kernel, no bias
           Kernel_Szie, Input_Size, Stride,
           Padding
-linear    B, M, N, K                             linear of B*M token rows, K -> N features, no bias
-relu,     B, H                                   relu, gelu, softmax of [B, H] (batch B, H channels)
-gelu,
-softmax
+linear    B, M, N, K                             linear on [B, M, K] tokens (batch B, M tokens), K -> N
+                                                 features, no bias
+bmm       B, M, N, K                             matmul [B, M, K] x [B, K, N] (batch B, M tokens)
+relu,     B, H                                   relu, gelu of [B, H] (batch B, H channels)
+gelu
+softmax   B, H                                   softmax over the last axis of [B, H]
+ln        B, H                                   layernorm over the last axis of [B, H] (batch B, H features)
 add, mul  B, H                                   add, mul of two [B, H] inputs
 ========  =====================================  =======================================================
 
-``bmm`` and ``ln`` (layer norm) have no neuralpower layer type yet: their files are reported and skipped.
 The kernel columns (what ran, known only after running) are not carried over: a predictor may not use them.
 """
 
@@ -40,7 +42,7 @@ from .errors import InputError
 from .layers import FIELDS
 from .table import _csv_names, _parse, _spreadsheet_rows, check_table_file
 
-__all__ = ["SKIPPED_OPS", "ImportResult", "import_neusight", "neusight_files", "read_neusight"]
+__all__ = ["ImportResult", "import_neusight", "neusight_files", "read_neusight"]
 
 EXECUTOR = "neusight-torch"
 # What each supported operator's shape columns are, and the smallest value each may take.
@@ -48,10 +50,9 @@ _SHAPES: dict[str, dict[str, int]] = {
     "conv": {"B": 1, "Input_Channel": 1, "Output_Channel": 1, "Kernel_Szie": 1, "Input_Size": 1, "Stride": 1,
              "Padding": 0},
     "linear": {"B": 1, "M": 1, "N": 1, "K": 1},
-    **{op: {"B": 1, "H": 1} for op in ("relu", "gelu", "softmax", "add", "mul")},
+    "bmm": {"B": 1, "M": 1, "N": 1, "K": 1},
+    **{op: {"B": 1, "H": 1} for op in ("relu", "gelu", "softmax", "ln", "add", "mul")},
 }
-#: Operators NeuSight measured that neuralpower has no layer type for yet, and the type they will become.
-SKIPPED_OPS = {"bmm": "matmul", "ln": "layernorm"}
 _SUFFIXES = (".csv", ".csv.gz")
 _MAX_SHAPE = 2**40
 
@@ -65,14 +66,20 @@ def _layers(op: str, s: dict[str, npt.NDArray[np.int64]], n: int) -> dict[str, p
             "in_h": size, "in_w": size, "out_channels": s["Output_Channel"], "kernel_h": k, "kernel_w": k,
             "stride_h": stride, "stride_w": stride, "padding_h": pad, "padding_w": pad, "bias": np.zeros(n, np.int64),
         }
-    if op == "linear":
-        rows = s["B"] * s["M"]
-        return {"type": pa.array(["linear"] * n), "batch": rows, "in_features": s["K"], "out_features": s["N"],
-                "bias": np.zeros(n, np.int64)}
+    if op in ("linear", "bmm"):
+        cols = {"type": pa.array(["linear" if op == "linear" else "matmul"] * n), "batch": s["B"], "tokens": s["M"],
+                "in_features": s["K"], "out_features": s["N"]}
+        if op == "linear":
+            cols["bias"] = np.zeros(n, np.int64)
+        return cols
+    if op == "ln":
+        return {"type": pa.array(["layernorm"] * n), "batch": s["B"], "in_features": s["H"]}
     cols: dict[str, pa.Array] = {"type": pa.array([op] * n), "batch": s["B"], "in_channels": s["H"],
                                  "in_h": np.ones(n, np.int64), "in_w": np.ones(n, np.int64)}
     if op in ("add", "mul"):
         cols["inputs"] = np.full(n, 2, np.int64)
+    if op == "softmax":
+        cols["channels_first"] = np.zeros(n, np.int64)  # the last axis ([B, H]: either layout)
     return cols
 
 
@@ -124,8 +131,8 @@ def _latency(table: pa.Table, path: str, row: Callable[[int], int]) -> npt.NDArr
     return out
 
 
-def read_neusight(path: str | os.PathLike[str]) -> tuple[str, pa.Table | None]:
-    """Read one NeuSight file: its operator name and its measurement table (None for a skipped operator).
+def read_neusight(path: str | os.PathLike[str]) -> tuple[str, pa.Table]:
+    """Read one NeuSight file: its operator name and its measurement table.
 
     The table holds the layer columns, ``runtime_ms``, ``gpu`` (the ``Device`` column), ``executor``
     (``neusight-torch``) and ``origin`` (``neusight:<op>``), one row per source row, in order; every layer is
@@ -140,10 +147,8 @@ def read_neusight(path: str | os.PathLike[str]) -> tuple[str, pa.Table | None]:
     spath = str(path)
     table = _read(spath)
     op = _op_name(table, spath)
-    if op in SKIPPED_OPS:
-        return op, None
     if op not in _SHAPES:
-        known = ", ".join([*_SHAPES, *SKIPPED_OPS])
+        known = ", ".join(_SHAPES)
         raise InputError(f"unknown NeuSight operator {op!r} (known: {known})", path=spath, column="OPName")
     needed = ["Latency", "Device", *_SHAPES[op]]
     missing = [c for c in needed if c not in table.column_names]
@@ -206,11 +211,10 @@ def slug(gpu: str) -> str:
 
 @dataclass
 class ImportResult:
-    """What :func:`import_neusight` wrote: rows per GPU file and operator, and the files skipped."""
+    """What :func:`import_neusight` wrote: rows per GPU file and operator."""
 
     tables: dict[str, pa.Table] = field(default_factory=dict)  # file name -> measurement table
     rows: dict[str, dict[str, int]] = field(default_factory=dict)  # file name -> op -> rows
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, op)
 
 
 def import_neusight(sources: Iterable[str | os.PathLike[str]]) -> ImportResult:
@@ -219,9 +223,6 @@ def import_neusight(sources: Iterable[str | os.PathLike[str]]) -> ImportResult:
     parts: dict[str, list[pa.Table]] = {}
     for path in neusight_files(sources):
         op, table = read_neusight(path)
-        if table is None:
-            result.skipped.append((path, op))
-            continue
         gpus = table.column("gpu").unique().to_pylist()
         for gpu in gpus:
             name = slug(str(gpu)) + ".csv"

@@ -150,6 +150,7 @@ enum Feature : int {
     kFOutputPaddingH,
     kFOutputPaddingW,
     kFChannelsFirst,
+    kFRows,  // vectors the layer works on: batch x tokens (token layers), batch x in_h x in_w (the others)
     kNumFeatures
 };
 
