@@ -353,3 +353,18 @@ def test_every_network_round_trips_losslessly(tmp_path: Path, suffix: str) -> No
     for a, b in zip(archs, back, strict=True):
         assert a.totals() == b.totals()
         assert [layer.name for layer in a] == [layer.name for layer in b]
+
+
+def test_params_outside_layers_survive_a_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from neuralpower.cli import main
+
+    arch = zoo.build("vit_b_32")
+    path = tmp_path / "vit.csv"
+    write_architectures([arch], path)
+    back = read_architectures(path)[0]
+    assert back.meta["params_outside_layers"] == 768 + 50 * 768
+    assert back.totals()["params"] == TORCHVISION_MODERN["vit_b_32"][0]
+    assert main(["describe", str(path), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == TORCHVISION_MODERN["vit_b_32"][0]

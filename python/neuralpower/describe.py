@@ -520,7 +520,8 @@ def write_architecture(
     """Write one architecture in ``summary.fmt`` (table, csv or json) to a binary file: ``summary`` from a
     first pass over its parts, ``parts`` a function that yields them again (called when they were not kept)."""
     fmt = summary.fmt
-    t = summary.totals
+    t = dict(summary.totals)
+    t["params"] += outside_params(meta)  # parameters no layer holds (ViT's position embedding, ...)
     if fmt == "csv":
         out.write((",".join(_CSV_HEADER) + "\n").encode())
         for part, _ in summary.parts(parts):
