@@ -96,6 +96,11 @@ def test_fit_on_real_gpu_rows(imported: Path) -> None:
     conv = doc["layer_types"]["conv2d"]["runtime_ms"]["metrics"]
     assert conv["tree"]["rmspe"] < 0.8 * conv["roofline"]["rmspe"]
     assert doc["layer_types"]["conv2d"]["power_w"]["default"] == "constant"
+    # the transformer types fit like the others (60 rows each in the sample: cross-validated choice)
+    for t in ("matmul", "layernorm"):
+        block = doc["layer_types"][t]["runtime_ms"]
+        assert block["metrics"][block["default"]]["rmspe"] < 20
+        assert block["metrics"][block["default"]]["rmspe"] < block["metrics"]["flops_linear"]["rmspe"]
 
 
 def test_slug() -> None:
