@@ -162,8 +162,8 @@ _OUT_SHAPE_INFO = [0, 1, 2, 3]
 
 def _in_shape(v: Sequence[int]) -> tuple[int, ...]:
     row = [0] * len(FIELDS)
-    for field, value in zip(_IN_SHAPE_FIELDS, v, strict=True):
-        row[field] = value
+    for index, value in zip(_IN_SHAPE_FIELDS, v, strict=True):
+        row[index] = value
     return in_shape(row)
 
 

@@ -19,9 +19,9 @@ from .errors import InputError
 __all__ = [
     "AXIS_PAIRS",
     "DTYPES",
-    "FIELD_NAMES",
     "FEATURES",
     "FIELDS",
+    "FIELD_NAMES",
     "INFO",
     "LAYER_TYPES",
     "Architecture",

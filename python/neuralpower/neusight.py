@@ -67,11 +67,12 @@ def _layers(op: str, s: dict[str, npt.NDArray[np.int64]], n: int) -> dict[str, p
             "stride_h": stride, "stride_w": stride, "padding_h": pad, "padding_w": pad, "bias": np.zeros(n, np.int64),
         }
     if op in ("linear", "bmm"):
-        cols = {"type": pa.array(["linear" if op == "linear" else "matmul"] * n), "batch": s["B"], "tokens": s["M"],
-                "in_features": s["K"], "out_features": s["N"]}
+        kind = "linear" if op == "linear" else "matmul"
+        gemm: dict[str, pa.Array] = {"type": pa.array([kind] * n), "batch": s["B"], "tokens": s["M"],
+                                     "in_features": s["K"], "out_features": s["N"]}
         if op == "linear":
-            cols["bias"] = np.zeros(n, np.int64)
-        return cols
+            gemm["bias"] = np.zeros(n, np.int64)
+        return gemm
     if op == "ln":
         return {"type": pa.array(["layernorm"] * n), "batch": s["B"], "in_features": s["H"]}
     cols: dict[str, pa.Array] = {"type": pa.array([op] * n), "batch": s["B"], "in_channels": s["H"],

@@ -107,13 +107,14 @@ def build(
         if image_size is not None:
             raise InputError(f"{entry.name} is a language model: give it a sequence length, not an image size")
         length = entry.seq_len if seq_len is None else seq_len
-        what, x = f"sequence length {length}", S(length, 1)
-        meta: dict[str, Any] = {"seq_len": length}
+        x: T | S = S(length, 1)
+        what, meta = f"sequence length {length}", {"seq_len": length}
     else:
         if seq_len is not None:
             raise InputError(f"{entry.name} is an image network: give it an image size, not a sequence length")
         size = entry.image_size if image_size is None else image_size
-        what, x, meta = f"image size {size}", T(entry.in_channels, size, size), {}
+        x = T(entry.in_channels, size, size)
+        what, meta = f"image size {size}", {}
     try:
         entry.forward(b, x)
     except InputError as e:

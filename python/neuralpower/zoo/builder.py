@@ -12,7 +12,7 @@ from typing import Any, overload
 
 from ..layers import Architecture, Layer
 
-__all__ = ["S", "Builder", "T"]
+__all__ = ["Builder", "S", "T"]
 
 
 @dataclass(frozen=True)

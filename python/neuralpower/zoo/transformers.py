@@ -26,6 +26,8 @@ permutes, head splits) do no work and are left out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from . import register
 from .builder import Builder, S, T
 
@@ -44,7 +46,8 @@ def _mha(b: Builder, x: S, heads: int, name: str, *, causal: bool = False) -> S:
     return b.linear(y, x.features, name=f"{name}.out_proj")
 
 
-def _vit(patch: int, layers: int = 12, width: int = 768, heads: int = 12, mlp: int = 3072) -> object:
+def _vit(patch: int, layers: int = 12, width: int = 768, heads: int = 12,
+         mlp: int = 3072) -> Callable[[Builder, T], T]:
     def forward(b: Builder, x: T) -> T:
         if x.h % patch or x.w % patch:
             raise ValueError(f"image size {x.h} x {x.w} is not a multiple of the patch size {patch}")
@@ -123,7 +126,7 @@ def convnext_tiny(b: Builder, x: T) -> T:
 _BERT_VOCAB, _BERT_POSITIONS, _BERT_TYPES = 30522, 512, 2
 
 
-def _bert(layers: int, width: int, heads: int) -> object:
+def _bert(layers: int, width: int, heads: int) -> Callable[[Builder, S], T]:
     def forward(b: Builder, ids: S) -> T:
         if ids.tokens > _BERT_POSITIONS:
             raise ValueError(f"BERT takes at most {_BERT_POSITIONS} tokens, not {ids.tokens}")
