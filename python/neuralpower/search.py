@@ -28,6 +28,7 @@ import itertools
 import math
 import time
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
@@ -40,7 +41,7 @@ from .errors import InputError
 from .layers import INFO, Architecture, Layer
 from .zoo.builder import Builder, S, T
 from .zoo.networks import _cna, _inverted_residual, _make_divisible
-from .zoo.transformers import _mha
+from .zoo.transformers import encoder_layer, patch_embedding, vit_head
 
 __all__ = [
     "Blocks",
@@ -58,28 +59,20 @@ __all__ = [
 ]
 
 BlockFn = Callable[..., Any]
-Y = TypeVar("Y", T, S)
+Y = TypeVar("Y")
 _MACS = INFO.index("macs")
 _PARAMS = INFO.index("params")
 
 
 class _CachingBuilder(Builder):
-    """The zoo's builder, but each distinct layer (type, input shape, configuration) is built, validated (and,
-    for image layers, shaped) once; afterwards it costs a dictionary lookup."""
+    """The zoo's builder, but each distinct image layer (type, input shape, configuration) is built, validated
+    and shaped once; afterwards it costs a dictionary lookup (linear, layernorm and attention layers, which
+    state their shapes directly, are built each time: a ViT space builds under a thousand blocks, and caching
+    them measured no faster)."""
 
-    def __init__(self, batch: int, dtype: str, cache: dict[tuple[Any, ...], Any]) -> None:
+    def __init__(self, batch: int, dtype: str, cache: dict[tuple[Any, ...], tuple[Layer, T]]) -> None:
         super().__init__(batch, dtype)
         self._layer_cache = cache
-
-    def _add(self, type_name: str, name: str, **fields: Any) -> Layer:
-        # keyed (type, (field, value), ...): never equal to _spatial's (type, c, h, w, ...) keys
-        key = (type_name, *fields.items())
-        hit = self._layer_cache.get(key)
-        if hit is None:
-            hit = self._layer_cache[key] = super()._add(type_name, name, **fields)
-        else:
-            self.layers.append(hit)
-        return hit  # type: ignore[no-any-return]
 
     def _spatial(self, type_name: str, x: T, name: str, **fields: Any) -> T:
         key = (type_name, x.c, x.h, x.w, *fields.items())
@@ -111,11 +104,11 @@ class Blocks:
     def __init__(self, batch: int = 1, dtype: str = "fp32") -> None:
         self.batch = batch
         self.dtype = dtype
-        self._cache: dict[tuple[Any, ...], tuple[int, T]] = {}
+        self._cache: dict[tuple[Any, ...], tuple[int, Any]] = {}
         self._rows: list[npt.NDArray[np.int64]] = []
         self._made: list[tuple[BlockFn, T | S, tuple[Any, ...]]] = []
         self._outside: list[int] = []
-        self._layers: dict[tuple[Any, ...], Any] = {}
+        self._layers: dict[tuple[Any, ...], tuple[Layer, T]] = {}
         self._counts: dict[str, npt.NDArray[np.int64]] = {
             "macs": np.zeros(0, dtype=np.int64), "params": np.zeros(0, dtype=np.int64)
         }
@@ -149,7 +142,7 @@ class Blocks:
             self._made.append((fn, x, params))
             self._outside.append(b.params_outside_layers)
             hit = self._cache[key] = (len(self._rows) - 1, y)
-        return hit  # type: ignore[return-value]
+        return hit
 
     def rows(self, block_id: int) -> npt.NDArray[np.int64]:
         """The prepared layer rows of a block (read-only)."""
@@ -311,6 +304,69 @@ def pareto_front(a: npt.ArrayLike, b: npt.ArrayLike) -> npt.NDArray[np.bool_]:
     return on
 
 
+# -- search spaces --------------------------------------------------------------------------------------
+
+
+class SearchSpace(Protocol):
+    """What :func:`evolve` needs of a search space (:class:`MobileNetV2Space`, :class:`ViTSpace`): configurations
+    (hashable values) drawn, mutated and turned into candidates of the space's :class:`Blocks`, and the layer
+    types its candidates are made of (a model must cover them)."""
+
+    layer_types: ClassVar[tuple[str, ...]]
+    blocks: Blocks
+
+    def default(self) -> Any: ...
+    def sample(self, rng: np.random.Generator) -> Any: ...
+    def mutate(self, config: Any, rng: np.random.Generator, rate: float = 0.15) -> Any: ...
+    def candidate(self, config: Any, name: str = "") -> Candidate: ...
+    def architecture(self, config: Any, name: str = ...) -> Architecture: ...
+
+
+C = TypeVar("C")
+
+
+class _Decisions(ABC, Generic[C]):
+    """Sampling and mutation of a space whose configurations are a flat list of decisions, each one of a list
+    of choices (``_choices``, in the order of ``_values``)."""
+
+    _choices: list[Sequence[Any]]
+
+    @abstractmethod
+    def _config(self, values: Sequence[Any]) -> C:
+        """The configuration of a list of decisions."""
+
+    @abstractmethod
+    def _values(self, config: C) -> list[Any]:
+        """The decisions of a configuration (the inverse of ``_config``)."""
+
+    def sample(self, rng: np.random.Generator) -> C:
+        """A uniformly random configuration."""
+        choices = self._choices
+        u = rng.random(len(choices)).tolist()
+        return self._config([c[int(r * len(c))] for c, r in zip(choices, u, strict=True)])
+
+    def mutate(self, config: C, rng: np.random.Generator, rate: float = 0.15) -> C:
+        """A copy with each decision re-drawn with probability ``rate`` (at least one is re-drawn)."""
+        choices = self._choices
+        n = len(choices)
+        draw = rng.random(2 * n + 1).tolist()
+        values = self._values(config)
+        changed = [i for i in range(n) if draw[i] < rate] or [int(draw[2 * n] * n)]
+        for i in changed:
+            values[i] = choices[i][int(draw[n + i] * len(choices[i]))]
+        return self._config(values)
+
+
+def _check_choices(lists: Mapping[str, Sequence[Any]], *, integers: bool = False) -> None:
+    for name, values in lists.items():
+        if len(values) == 0:
+            raise InputError(f"search space: {name} has no choice")
+        if any(not v > 0 for v in values):
+            raise InputError(f"search space: {name} {list(values)} must all be positive")
+        if integers and any(int(v) != v for v in values):
+            raise InputError(f"search space: {name} {list(values)} must all be integers")
+
+
 # -- a MobileNetV2-style space --------------------------------------------------------------------------
 
 
@@ -350,7 +406,7 @@ class MobileNetV2Config(NamedTuple):
 
 
 @dataclass
-class MobileNetV2Space:
+class MobileNetV2Space(_Decisions[MobileNetV2Config]):
     """A MobileNetV2-style search space.
 
     Seven stages of inverted residual blocks with MobileNetV2's strides; per stage, the choices of
@@ -358,6 +414,10 @@ class MobileNetV2Space:
     (rounded to a multiple of 8 as torchvision does); the input resolution. The defaults contain
     MobileNetV2 1.0 at 224 x 224 itself.
     """
+
+    layer_types: ClassVar[tuple[str, ...]] = (
+        "conv2d", "batchnorm2d", "relu6", "add", "adaptive_avgpool2d", "flatten", "linear",
+    )
 
     widths: Sequence[float] = (0.5, 0.75, 1.0, 1.25, 1.4)
     resolutions: Sequence[int] = (128, 160, 192, 224, 256)
@@ -381,15 +441,10 @@ class MobileNetV2Space:
 
     def __post_init__(self) -> None:
         stages = len(self.strides)
-        lists: Mapping[str, Sequence[Any]] = {
+        _check_choices({
             "widths": self.widths, "resolutions": self.resolutions, "kernels": self.kernels,
             "expansions": self.expansions,
-        }
-        for name, values in lists.items():
-            if len(values) == 0:
-                raise InputError(f"search space: {name} has no choice")
-            if any(not v > 0 for v in values):
-                raise InputError(f"search space: {name} {list(values)} must all be positive")
+        })
         if any(k % 2 == 0 for k in self.kernels):
             raise InputError(f"search space: kernels {list(self.kernels)} must be odd")
         for name, per_stage in (("channels", self.channels), ("depths", self.depths)):
@@ -437,23 +492,6 @@ class MobileNetV2Space:
             values += [config.channels[i], config.depths[i], config.kernels[i], config.expansions[i]]
         return values
 
-    def sample(self, rng: np.random.Generator) -> MobileNetV2Config:
-        """A uniformly random configuration."""
-        choices = self._choices
-        u = rng.random(len(choices)).tolist()
-        return self._config([c[int(r * len(c))] for c, r in zip(choices, u, strict=True)])
-
-    def mutate(self, config: MobileNetV2Config, rng: np.random.Generator, rate: float = 0.15) -> MobileNetV2Config:
-        """A copy with each decision re-drawn with probability ``rate`` (at least one is re-drawn)."""
-        choices = self._choices
-        n = len(choices)
-        draw = rng.random(2 * n + 1).tolist()
-        values = self._values(config)
-        changed = [i for i in range(n) if draw[i] < rate] or [int(draw[2 * n] * n)]
-        for i in changed:
-            values[i] = choices[i][int(draw[n + i] * len(choices[i]))]
-        return self._config(values)
-
     def candidate(self, config: MobileNetV2Config, name: str = "") -> Candidate:
         """The candidate of a configuration, from cached blocks."""
         w = config.width
@@ -478,6 +516,137 @@ class MobileNetV2Space:
         return c
 
     def architecture(self, config: MobileNetV2Config, name: str = "mbv2") -> Architecture:
+        """The full :class:`Architecture` of a configuration."""
+        return self.candidate(config, name).architecture()
+
+
+# -- a ViT-style space ----------------------------------------------------------------------------------
+
+
+def _mlp_features(width: int, ratio: float) -> int:
+    hidden = ratio * width
+    if hidden != int(hidden):
+        raise InputError(f"MLP ratio {ratio} of width {width} is {hidden} features, not a whole number")
+    return int(hidden)
+
+
+class ViTConfig(NamedTuple):
+    """One point of :class:`ViTSpace`: the embedding width, the input resolution, the patch size, the depth
+    (encoder layers) and, per encoder layer of the space's deepest, the heads and the MLP ratio (hidden
+    features over width). Layers past ``depth`` are not built: their entries have no effect."""
+
+    width: int
+    resolution: int
+    patch: int
+    depth: int
+    heads: tuple[int, ...]
+    mlp_ratios: tuple[float, ...]
+
+
+@dataclass
+class ViTSpace(_Decisions[ViTConfig]):
+    """A ViT-style search space (in the manner of AutoFormer's): the embedding width, the depth, the patch size
+    and the input resolution, and per encoder layer the number of heads and the MLP ratio.
+
+    Candidates are torchvision's ViT, the zoo's ``vit_b_16``, layer by layer: patch embedding, ``depth``
+    encoder layers of pre-layernorm attention and MLP, final layernorm and classifier. Every combination of
+    choices is a valid network: every choice of ``heads`` must divide every width, every MLP ratio times every
+    width must be a whole number, every resolution a multiple of every patch size (checked when the space is
+    made). The defaults' largest member is ViT-B/16 at 224 x 224 (width 768, depth 12, 12 heads, MLP ratio 4,
+    patch 16), which is also :meth:`default`.
+    """
+
+    layer_types: ClassVar[tuple[str, ...]] = ("conv2d", "concat", "add", "layernorm", "linear", "attention", "gelu")
+
+    widths: Sequence[int] = (192, 288, 384, 480, 576, 672, 768)
+    depths: Sequence[int] = (6, 7, 8, 9, 10, 11, 12)
+    heads: Sequence[int] = (3, 4, 6, 8, 12)
+    mlp_ratios: Sequence[float] = (2.0, 3.0, 3.5, 4.0)
+    patches: Sequence[int] = (16, 32)
+    resolutions: Sequence[int] = (160, 192, 224)
+    classes: int = 1000
+    batch: int = 1
+    dtype: str = "fp32"
+    blocks: Blocks = field(init=False, repr=False)
+    _choices: list[Sequence[Any]] = field(init=False, repr=False)
+    _layer_ids: dict[tuple[Any, ...], int] = field(init=False, repr=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_choices({
+            "widths": self.widths, "depths": self.depths, "heads": self.heads, "patches": self.patches,
+            "resolutions": self.resolutions,
+        }, integers=True)
+        _check_choices({"mlp_ratios": self.mlp_ratios})
+        if not int(self.classes) == self.classes > 0:
+            raise InputError(f"search space: classes {self.classes} must be a positive integer")
+        for w in self.widths:
+            for h in self.heads:
+                if w % h:
+                    raise InputError(f"search space: {h} heads do not divide width {w} (every choice of heads must "
+                                     "divide every width)")
+            for r in self.mlp_ratios:
+                try:
+                    _mlp_features(w, r)
+                except InputError as e:
+                    raise InputError(f"search space: {e.message}") from None
+        for res in self.resolutions:
+            for p in self.patches:
+                if res % p:
+                    raise InputError(f"search space: resolution {res} is not a multiple of the patch size {p} (every "
+                                     "resolution must be a multiple of every patch size)")
+        self.blocks = Blocks(self.batch, self.dtype)
+        self._choices = self._all_choices()
+
+    def default(self) -> ViTConfig:
+        """ViT-B/16 at 224 (snapped to the nearest choices where the space lacks them)."""
+        def near(values: Sequence[Any], v: float) -> Any:
+            return min(values, key=lambda c: (abs(c - v), c))
+
+        layers = max(self.depths)
+        return ViTConfig(
+            width=near(self.widths, 768), resolution=near(self.resolutions, 224), patch=near(self.patches, 16),
+            depth=near(self.depths, 12), heads=(near(self.heads, 12),) * layers,
+            mlp_ratios=(near(self.mlp_ratios, 4.0),) * layers,
+        )
+
+    def _all_choices(self) -> list[Sequence[Any]]:
+        """Every decision of a configuration, in order: width, resolution, patch, depth, then per encoder layer
+        heads and MLP ratio."""
+        out: list[Sequence[Any]] = [self.widths, self.resolutions, self.patches, self.depths]
+        for _ in range(max(self.depths)):
+            out += [self.heads, self.mlp_ratios]
+        return out
+
+    def _config(self, values: Sequence[Any]) -> ViTConfig:
+        return ViTConfig._make((values[0], values[1], values[2], values[3], tuple(values[4::2]), tuple(values[5::2])))
+
+    def _values(self, config: ViTConfig) -> list[Any]:
+        values: list[Any] = [config.width, config.resolution, config.patch, config.depth]
+        for heads, ratio in zip(config.heads, config.mlp_ratios, strict=True):
+            values += [heads, ratio]
+        return values
+
+    def candidate(self, config: ViTConfig, name: str = "") -> Candidate:
+        """The candidate of a configuration, from cached blocks."""
+        depth = config.depth
+        if not 0 < depth <= min(len(config.heads), len(config.mlp_ratios)):
+            raise InputError(f"ViT configuration of depth {depth} gives {len(config.heads)} heads and "
+                             f"{len(config.mlp_ratios)} MLP ratios")
+        c = Candidate(name or "vit", self.blocks)
+        x = c.add(patch_embedding, T(3, config.resolution, config.resolution), config.width, config.patch)
+        known = self._layer_ids
+        ids = c.ids
+        tokens, width = x.tokens, x.features
+        for heads, ratio in zip(config.heads[:depth], config.mlp_ratios[:depth], strict=True):
+            key = (tokens, width, heads, ratio)
+            block_id = known.get(key)
+            if block_id is None:  # keyed by ratio, so the MLP width is computed only for new layers
+                block_id = known[key] = self.blocks(encoder_layer, x, heads, _mlp_features(width, ratio))[0]
+            ids.append(block_id)
+        c.add(vit_head, x, self.classes)
+        return c
+
+    def architecture(self, config: ViTConfig, name: str = "vit") -> Architecture:
         """The full :class:`Architecture` of a configuration."""
         return self.candidate(config, name).architecture()
 
@@ -513,7 +682,7 @@ class SearchResult:
 
 
 def evolve(
-    space: MobileNetV2Space,
+    space: SearchSpace,
     model: Any,
     *,
     objective: str = "energy",

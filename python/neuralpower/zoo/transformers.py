@@ -31,7 +31,7 @@ from collections.abc import Callable
 from . import register
 from .builder import Builder, S, T
 
-__all__: list[str] = []
+__all__ = ["encoder_layer", "patch_embedding", "vit_head"]
 
 _TV = "torchvision 0.29.1, torchvision.models.{} (eval mode)"
 
@@ -46,29 +46,48 @@ def _mha(b: Builder, x: S, heads: int, name: str, *, causal: bool = False) -> S:
     return b.linear(y, x.features, name=f"{name}.out_proj")
 
 
+def patch_embedding(b: Builder, x: T, width: int, patch: int) -> S:
+    """ViT's input (torchvision's ``_process_input`` and the encoder's input): the ``patch`` x ``patch``
+    stride-``patch`` convolution to ``width`` channels, the class token prepended (a concat), the position
+    embedding added. The class token and the position embedding are parameters outside layers."""
+    if x.h % patch or x.w % patch:
+        raise ValueError(f"image size {x.h} x {x.w} is not a multiple of the patch size {patch}")
+    x = b.conv(x, width, patch, patch, bias=True, name="conv_proj")
+    tokens = b.tokens_of(x)
+    b.parameter(width)  # the class token
+    s = b.concat_tokens(S(1, width), tokens, name="cat")
+    b.parameter(s.tokens * width)  # the position embedding
+    return b.add(s, s, name="encoder.add")
+
+
+def encoder_layer(b: Builder, x: S, heads: int, mlp: int, name: str = "") -> S:
+    """torchvision's ``EncoderBlock``: layernorm, multi-head self-attention (fused input projection, scaled
+    dot-product attention, output projection), residual add; layernorm, the MLP (linear to ``mlp`` features,
+    exact GELU, linear back), residual add. Layer names are prefixed by ``name`` and a dot when given."""
+    at = f"{name}." if name else ""
+    y = b.layernorm(x, name=f"{at}ln_1")
+    y = _mha(b, y, heads, f"{at}self_attention")
+    s = b.add(y, x, name=f"{at}add1")
+    y = b.layernorm(s, name=f"{at}ln_2")
+    y = b.linear(y, mlp, name=f"{at}mlp.0")
+    y = b.act(y, "gelu", name=f"{at}mlp.1")
+    y = b.linear(y, x.features, name=f"{at}mlp.3")
+    return b.add(s, y, name=f"{at}add2")
+
+
+def vit_head(b: Builder, x: S, classes: int) -> T:
+    """The encoder's final layernorm, then the classifier on the class token."""
+    s = b.layernorm(x, name="encoder.ln")
+    return b.linear(b.select_token(s), classes, name="heads.head")
+
+
 def _vit(patch: int, layers: int = 12, width: int = 768, heads: int = 12,
          mlp: int = 3072) -> Callable[[Builder, T], T]:
     def forward(b: Builder, x: T) -> T:
-        if x.h % patch or x.w % patch:
-            raise ValueError(f"image size {x.h} x {x.w} is not a multiple of the patch size {patch}")
-        x = b.conv(x, width, patch, patch, bias=True, name="conv_proj")
-        tokens = b.tokens_of(x)
-        b.parameter(width)  # the class token
-        s = b.concat_tokens(S(1, width), tokens, name="cat")
-        b.parameter(s.tokens * width)  # the position embedding
-        s = b.add(s, s, name="encoder.add")
+        s = patch_embedding(b, x, width, patch)
         for i in range(layers):
-            where = f"encoder.layers.encoder_layer_{i}"
-            y = b.layernorm(s, name=f"{where}.ln_1")
-            y = _mha(b, y, heads, f"{where}.self_attention")
-            s = b.add(y, s, name=f"{where}.add1")
-            y = b.layernorm(s, name=f"{where}.ln_2")
-            y = b.linear(y, mlp, name=f"{where}.mlp.0")
-            y = b.act(y, "gelu", name=f"{where}.mlp.1")
-            y = b.linear(y, width, name=f"{where}.mlp.3")
-            s = b.add(s, y, name=f"{where}.add2")
-        s = b.layernorm(s, name="encoder.ln")
-        return b.linear(b.select_token(s), 1000, name="heads.head")
+            s = encoder_layer(b, s, heads, mlp, name=f"encoder.layers.encoder_layer_{i}")
+        return vit_head(b, s, 1000)
 
     return forward
 
