@@ -12,6 +12,10 @@
 //                             patch it needs and the plane's filter staged in (dynamic) shared memory.
 // np_conv_depthwise_direct<T> the same layers, one thread per output reading through the cache: for planes too
 //                             small to tile (OW < 16) or patches too large for shared memory.
+// np_conv_transpose_direct<T> transposed convolution (F.conv_transpose2d: weight (Cin, Cout / groups, KH, KW),
+//                             stride, padding, output padding, dilation, groups, bias), one thread per output
+//                             gathering what scatters to it: tap (kh, kw) reaches output oh from input
+//                             ih = (oh + ph - kh * dh) / sh when that divides exactly and lies in the input.
 //
 // Launch contracts: cuda_kernels/README.md. Every tensor holds fewer than 2^31 elements (32-bit indexing).
 #include "np_common.cuh"
@@ -244,6 +248,47 @@ __global__ void __launch_bounds__(256)
         for (int kw = 0; kw < KW; ++kw) {
             const int iw = iw0 + kw * dw;
             if (iw >= 0 && iw < W) acc = fmaf(np_ld(xp + ih * W + iw), np_ld(f + kh * KW + kw), acc);
+        }
+    }
+    y[i] = np_from_float<T>(acc);
+}
+
+// grid ceil(N * Cout * OH * OW / 256), block 256. The output size (with its output padding) is the planner's.
+template <typename T>
+__global__ void __launch_bounds__(256)
+    np_conv_transpose_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+                             T* __restrict__ y, int N, int C, int H, int W, int Cout, int OH, int OW, int KH, int KW,
+                             int sh, int sw, int ph, int pw, int dh, int dw, int groups, int has_bias) {
+    const int total = N * Cout * OH * OW;
+    const int i = blockIdx.x * 256 + threadIdx.x;
+    if (i >= total) return;
+    const int ow = i % OW;
+    const int t1 = i / OW;
+    const int oh = t1 % OH;
+    const int plane = t1 / OH;
+    const int n = plane / Cout;
+    const int co = plane - n * Cout;
+    const int og = Cout / groups;
+    const int cg = C / groups;
+    const int g = co / og;
+    const int o = co - g * og;
+    const int khw = KH * KW;
+    const T* xg = x + (n * C + g * cg) * H * W;
+    const T* wg = w + (g * cg * og + o) * khw;  // w[g * cg + c][o][kh][kw] = wg[c * og * khw + kh * KW + kw]
+    float acc = has_bias ? np_ld(bias + co) : 0.0f;
+    for (int kh = 0; kh < KH; ++kh) {
+        const int th = oh + ph - kh * dh;
+        if (th < 0 || th % sh != 0) continue;
+        const int ih = th / sh;
+        if (ih >= H) continue;
+        for (int kw = 0; kw < KW; ++kw) {
+            const int tw = ow + pw - kw * dw;
+            if (tw < 0 || tw % sw != 0) continue;
+            const int iw = tw / sw;
+            if (iw >= W) continue;
+            const T* xs = xg + ih * W + iw;
+            const T* ws = wg + kh * KW + kw;
+            for (int c = 0; c < cg; ++c) acc = fmaf(np_ld(xs + c * H * W), np_ld(ws + c * og * khw), acc);
         }
     }
     y[i] = np_from_float<T>(acc);

@@ -209,8 +209,9 @@ def test_reference_elementwise_values() -> None:
     np.testing.assert_allclose(ref.activation("silu", np.array([1.0])), [0.7310585786300049])
     gelu = ref.activation("gelu", np.array([1.0, -1.0]))
     np.testing.assert_allclose(gelu, [0.8413447460685429, -0.15865525393145707])
+    np.testing.assert_allclose(ref.activation("tanh", x), np.tanh(x))
     with pytest.raises(ValueError, match="unknown activation"):
-        ref.activation("tanh", x)
+        ref.activation("mish", x)
     y = RNG.standard_normal((2, 5, 3, 3))
     s = ref.softmax(y)
     np.testing.assert_allclose(s.sum(axis=1), 1.0)
@@ -286,6 +287,22 @@ LAYERS = [
     Layer("concat", batch=2, in_channels=6, in_h=3, in_w=5, inputs=1),
     Layer("channel_shuffle", batch=2, in_channels=12, in_h=3, in_w=5, groups=3),
     Layer("channel_shuffle", batch=1, in_channels=8, in_h=2, in_w=2),
+    # transformer and decoder types (tests/test_bench_transformer_types.py has their edge cases)
+    Layer("linear", batch=2, tokens=5, in_features=12, out_features=7),
+    Layer("layernorm", batch=2, tokens=5, in_features=24),
+    Layer("layernorm", batch=2, tokens=12, in_features=6, channels_first=1),
+    Layer("matmul", batch=2, heads=3, tokens=5, in_features=8, out_features=6),
+    Layer("matmul", batch=2, tokens=5, in_features=8, out_features=6, broadcast=1),
+    Layer("attention", batch=2, heads=3, tokens=6, kv_tokens=9, head_dim=8, causal=1),
+    Layer("attention", batch=1, heads=2, tokens=7, head_dim=16),
+    Layer("embedding", batch=2, tokens=6, in_features=50, out_features=12),
+    Layer("upsample", batch=2, in_channels=3, in_h=5, in_w=6, out_h=10, out_w=12),
+    Layer("upsample", batch=2, in_channels=3, in_h=5, in_w=6, out_h=11, out_w=9, interpolation="bilinear"),
+    Layer("conv_transpose2d", batch=2, in_channels=4, in_h=5, in_w=5, out_channels=6, kernel=3, stride=2, padding=1,
+          output_padding=1, groups=2),
+    Layer("tanh", batch=2, in_channels=8, in_h=5, in_w=1),
+    Layer("gelu", batch=2, in_channels=8, in_h=5, in_w=1, approximate="tanh"),
+    Layer("softmax", batch=2, in_channels=9, in_h=6, in_w=1, channels_first=0),
 ]
 
 
@@ -296,7 +313,7 @@ def test_every_layer_type_is_covered() -> None:
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "fp16"])
-@pytest.mark.parametrize("layer", LAYERS, ids=lambda layer: f"{layer.type}-{layer.batch}x{layer.in_channels}")
+@pytest.mark.parametrize("layer", LAYERS, ids=lambda layer: f"{layer.type}-{layer.batch}x{layer.in_shape[1]}")
 def test_cpu_executor_matches_reference(layer: Layer, dtype: str) -> None:
     layer = layer.replace(dtype=dtype)
     executor = CpuExecutor(dtype=dtype)
@@ -305,7 +322,8 @@ def test_cpu_executor_matches_reference(layer: Layer, dtype: str) -> None:
     assert isinstance(prepared, CpuPrepared)
     prepared.check()  # first and last batch items
     ((_, ops, out),) = prepared.outputs()
-    assert out.shape == layer.out_shape and out.dtype == ref.numpy_dtype(dtype)
+    assert out.shape == ref.output_shape(layer) and out.dtype == ref.numpy_dtype(dtype)
+    assert out.size == math.prod(layer.out_shape)  # the same elements, in the operands' layout
     ref.assert_close(out, ref.forward(layer, ops), layer)  # every batch item
     assert prepared.time_calls(2) > 0
     prepared.synchronize()

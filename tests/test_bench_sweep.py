@@ -69,7 +69,11 @@ def test_conv_coverage(default: list[SweepConfig]) -> None:
 
 
 def test_sizes_and_batches(default: list[SweepConfig]) -> None:
-    layers = [c.layer for c in default if c.layer.type != "linear"]
+    # images (a token tensor's element-wise layers are features x tokens x 1); upsampling's inputs are the small
+    # side of the sizes, its outputs the sizes
+    layers = [c.layer for c in default if c.layer.type not in ("linear", "upsample") and c.layer.in_w > 1]
+    ups = [c.layer for c in default if c.layer.type == "upsample"]
+    assert max(u.out_h for u in ups) <= 224 and {u.out_h // u.in_h for u in ups} == {2, 3, 4}
     sizes = {layer.in_h for layer in layers if layer.in_h > 1}
     assert min(sizes) == 7 and max(sizes) == 224
     assert sizes >= {7, 14, 28, 56, 112, 224} and any(s not in (7, 14, 28, 56, 112, 224) for s in sizes)

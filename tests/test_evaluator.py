@@ -127,12 +127,14 @@ def models(draw: st.DrawFn) -> dict[str, Any]:
 @st.composite
 def architectures(draw: st.DrawFn, covered: list[str]) -> npw.Architecture:
     name = draw(st.sampled_from(zoo.names()))
-    arch = zoo.build(name, batch=draw(st.integers(1, 16)), image_size=draw(st.sampled_from([None, 64, 96])))
+    size, length = zoo.applicable_sizes(name, draw(st.sampled_from([None, 64, 96])), draw(st.sampled_from([None, 16])))
+    arch = zoo.build(name, batch=draw(st.integers(1, 16)), image_size=size, seq_len=length)
     keep = [layer for layer in arch if layer.type in covered]
     if not keep:
         keep = [
             npw.Layer(
-                covered[0], in_channels=8, in_h=8, in_w=8, out_channels=8, kernel=1, in_features=8, out_features=8
+                covered[0], in_channels=8, in_h=8, in_w=8, out_channels=8, kernel=1, in_features=8, out_features=8,
+                heads=2, tokens=4, head_dim=4, out_h=8, out_w=8,
             )
         ]
     start = draw(st.integers(0, max(0, len(keep) - 1)))

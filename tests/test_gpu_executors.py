@@ -18,6 +18,7 @@ import pytest
 
 from neuralpower import Layer, zoo
 from neuralpower.bench.executors import Executor, OutOfMemory, Prepared, Variant, get_executor
+from neuralpower.bench.executors.torch_exec import has_image_layout
 
 pytestmark = pytest.mark.gpu
 
@@ -82,6 +83,19 @@ LAYERS = [
     Layer("softmax", in_channels=1000, batch=8),
     Layer("channel_shuffle", in_channels=116, in_h=28, in_w=28, groups=2, batch=2),
     Layer("flatten", in_channels=512, in_h=7, in_w=7, batch=2),
+    Layer("linear", in_features=768, out_features=768, tokens=197, batch=2),
+    Layer("layernorm", in_features=768, tokens=197, batch=2, dtype="fp16"),
+    Layer("layernorm", in_features=96, tokens=56 * 56, channels_first=1, batch=2),
+    Layer("matmul", heads=12, tokens=197, in_features=64, out_features=197, batch=2),
+    Layer("attention", heads=12, tokens=197, head_dim=64, batch=2, dtype="fp16"),
+    Layer("attention", heads=4, tokens=128, kv_tokens=256, head_dim=64, causal=1, batch=2),
+    Layer("embedding", tokens=128, in_features=30522, out_features=768, batch=2),
+    Layer("upsample", in_channels=64, in_h=28, in_w=28, out_h=56, out_w=56, interpolation=1, batch=2),
+    Layer("conv_transpose2d", in_channels=64, out_channels=32, in_h=28, in_w=28, kernel=3, stride=2, padding=1,
+          output_padding=1, batch=2),
+    Layer("gelu", in_channels=768, in_h=197, approximate="tanh", batch=2),
+    Layer("tanh", in_channels=768, batch=2),
+    Layer("softmax", in_channels=197, in_h=12 * 197, channels_first=0, batch=2),
 ]
 
 
@@ -121,7 +135,7 @@ def test_cupy_layers_in_every_variant(cupy_executor: Executor, layer: Layer) -> 
     variants = cupy_executor.variants(layer)
     assert variants[0].mode == "eager"
     assert {v.mode for v in variants} == ({"eager"} if layer.type == "flatten" else {"eager", "graph"})
-    if layer.type == "linear":
+    if layer.type in ("linear", "matmul"):
         assert {v.impl for v in variants} == {"kernel", "cublas"}
     for variant in variants:
         _exercise(cupy_executor.prepare(layer, variant))
@@ -208,7 +222,7 @@ def test_torch_context(torch_executor: Executor) -> None:
 def test_torch_layers_in_every_variant(torch_executor: Executor, layer: Layer) -> None:
     variants = torch_executor.variants(layer)
     formats = {v.memory_format for v in variants}
-    assert formats == ({"contiguous"} if layer.type in ("linear", "flatten") else {"contiguous", "channels_last"})
+    assert formats == ({"contiguous", "channels_last"} if has_image_layout(layer) else {"contiguous"})
     for variant in variants:
         _exercise(torch_executor.prepare(layer, variant))
 

@@ -98,6 +98,31 @@ def _named_cases() -> list[tuple[Layer, str]]:
             (_spatial("channel_shuffle", 116, 28, 28, groups=2, **b2), ""),
             (_spatial("channel_shuffle", 243, 7, 7, groups=3, **b2), ""),
             (_spatial("flatten", 512, 7, 7, **b2), ""),
+            # transformer and decoder types: odd sizes, both row-reduction shapes, causal with L != S
+            (Layer("linear", in_features=768, out_features=3072, tokens=197, **b2), "kernel"),
+            (Layer("linear", in_features=769, out_features=130, tokens=3, **b2), "cublas"),
+            (Layer("layernorm", in_features=768, tokens=197, **b2), ""),
+            (Layer("layernorm", in_features=4099, tokens=5, **b2), ""),  # a block per row
+            (Layer("layernorm", in_features=96, tokens=57 * 57, channels_first=1, **b2), ""),
+            (Layer("matmul", heads=12, tokens=197, in_features=64, out_features=197, **b2), "kernel"),
+            (Layer("matmul", heads=12, tokens=197, in_features=197, out_features=64, **b2), "cublas"),
+            (Layer("matmul", tokens=129, in_features=67, out_features=257, broadcast=1, **b2), "kernel"),
+            (Layer("attention", heads=12, tokens=197, head_dim=64, **b2), ""),
+            (Layer("attention", heads=4, tokens=77, kv_tokens=300, head_dim=80, causal=1, **b2), ""),
+            (Layer("attention", heads=2, tokens=300, kv_tokens=77, head_dim=33, causal=1, **b2), ""),
+            (Layer("embedding", tokens=129, in_features=30522, out_features=768, **b2), ""),
+            (Layer("embedding", tokens=17, in_features=1000, out_features=77, **b2), ""),
+            (_spatial("upsample", 64, 28, 28, out_h=56, out_w=56, **b2), ""),
+            (_spatial("upsample", 5, 14, 9, out_h=20, out_w=31, **b2), ""),
+            (_spatial("upsample", 5, 13, 17, out_h=33, out_w=20, interpolation="bilinear", **b2), ""),
+            (Layer("conv_transpose2d", in_channels=64, out_channels=32, in_h=28, in_w=28, kernel=2, stride=2, **b2),
+             ""),
+            (Layer("conv_transpose2d", in_channels=12, out_channels=18, in_h=13, in_w=11, kernel=3, stride=2,
+                   padding=1, output_padding=1, dilation=2, groups=3, **b2), ""),
+            (_spatial("gelu", 768, 197, 1, approximate="tanh", **b2), ""),
+            (_spatial("tanh", 768, 1, 1, **b2), ""),
+            (_spatial("softmax", 197, 12 * 197, 1, channels_first=0, **b2), ""),
+            (_spatial("softmax", 4097, 3, 1, channels_first=0, **b2), ""),
         ]
         cases += [(_spatial(t, 67, 13, 13, **b2), "") for t in kernels.ACTIVATION_KERNELS]
         cases += [(_spatial(t, 64, 28, 28, **b2), "") for t in ("relu", "gelu")]

@@ -212,7 +212,7 @@ def test_torch_upsampling() -> None:
     up = arch[0]
     assert up.out_shape == (2, 4, 10, 12) and up.output_padding == (1, 1) and up.params == 8 * 4 * 9 + 4
     assert arch[1].approximate == 1
-    assert (arch[2].mode, arch[2].out_h, arch[3].mode, arch[3].out_w) == (0, 20, 1, 24)
+    assert (arch[2].interpolation, arch[2].out_h, arch[3].interpolation, arch[3].out_w) == (0, 20, 1, 24)
     with pytest.raises(InputError, match=r"interpolate mode='bicubic'"):
         from_torch(nn.Upsample(scale_factor=2, mode="bicubic"), (1, 3, 4, 4))
 
@@ -391,7 +391,7 @@ def test_onnx_decomposed_layernorm_channels_first_and_upsampling(tmp_path: Path)
     ln, up, near, bilinear, softmax = arch
     assert (ln.channels_first, ln.tokens, ln.in_features, ln.name) == (1, 25, 4, "norm")
     assert up.out_shape == (1, 6, 10, 10) and up.output_padding == (1, 1) and up.params == 4 * 6 * 9 + 6
-    assert (near.mode, near.out_h, bilinear.mode, bilinear.out_w) == (0, 20, 1, 30)
+    assert (near.interpolation, near.out_h, bilinear.interpolation, bilinear.out_w) == (0, 20, 1, 30)
     assert (softmax.channels_first, softmax.in_channels, softmax.in_h) == (0, 30, 6 * 30)
     assert arch.totals()["params"] == 8 + 4 * 6 * 9 + 6
 

@@ -268,6 +268,53 @@ def test_concat_plan_splits_channels_as_the_reference() -> None:
     assert launch.grid == (math.ceil(2 * 4 * 16 / 1024), 3, 1)
 
 
+def test_token_type_plans() -> None:
+    tokens = kernels.plan_layer(Layer("linear", in_features=64, out_features=30, tokens=5, batch=3), "kernel")
+    (launch,) = _launches(tokens)
+    assert launch.kernel == "np_gemm_tiled" and _ints(launch)[:3] == [15, 30, 64]  # M = batch * tokens
+    rows = _launches(kernels.plan_layer(Layer("layernorm", in_features=768, tokens=197, batch=4)))[0]
+    assert rows.kernel == "np_norm_layernorm" and rows.block == (32, 8, 1) and rows.grid == (math.ceil(788 / 8), 1, 1)
+    wide = _launches(kernels.plan_layer(Layer("layernorm", in_features=4096, tokens=3, batch=2)))[0]
+    assert wide.block == (256, 1, 1) and wide.grid == (6, 1, 1) and _ints(wide) == [6, 4096]
+    cf = kernels.plan_layer(Layer("layernorm", in_features=96, tokens=56 * 56, channels_first=1, batch=2))
+    assert cf.params == ("weight", "bias") and _launches(cf)[0].kernel == "np_norm_layernorm_cf"
+    assert _launches(cf)[0].grid == (math.ceil(2 * 56 * 56 / 256), 1, 1) and _ints(_launches(cf)[0]) == [2, 96, 3136]
+    mm = _launches(kernels.plan_layer(Layer("matmul", heads=12, tokens=197, in_features=64, out_features=197, batch=2)))
+    assert mm[0].kernel == "np_gemm_batched" and mm[0].grid == (4, 4, 24)
+    assert _ints(mm[0]) == [197, 197, 64, 197 * 64, 64 * 197, 197 * 197]
+    shared = _launches(kernels.plan_layer(Layer("matmul", tokens=50, in_features=32, out_features=8, broadcast=1)))
+    assert _ints(shared[0])[4] == 0  # one B for every batch: stride 0
+    cublas = kernels.plan_layer(Layer("matmul", tokens=5, in_features=4, out_features=3), "cublas")
+    assert cublas.impl == "cublas" and cublas.steps == (kernels.CublasMatmul("x0", "x1", "y"),)
+    att = kernels.plan_layer(Layer("attention", heads=12, tokens=197, kv_tokens=50, head_dim=64, causal=1, batch=2))
+    assert att.inputs == ("x0", "x1", "x2")
+    (launch,) = _launches(att)
+    assert launch.grid == (50, 24, 1) and launch.block == (128, 1, 1) and _ints(launch) == [197, 50, 64, 1, 1]
+    with pytest.raises(LayerFailed, match="head_dim up to 128"):
+        kernels.plan_layer(Layer("attention", heads=2, tokens=8, head_dim=160))
+    emb = kernels.plan_layer(Layer("embedding", tokens=7, in_features=1000, out_features=12, batch=3))
+    assert emb.params == ("weight",) and _ints(_launches(emb)[0]) == [21, 12, 1000, 1]
+    assert _launches(emb)[0].grid == (math.ceil(21 * 12 / 4 / 256), 1, 1)
+    up = _launches(
+        kernels.plan_layer(Layer("upsample", in_channels=3, in_h=5, in_w=7, out_h=10, out_w=14, interpolation=1))
+    )
+    assert up[0].kernel == "np_elementwise_upsample_bilinear" and _ints(up[0]) == [3, 5, 7, 10, 14]
+    tconv = Layer("conv_transpose2d", in_channels=8, out_channels=4, in_h=7, in_w=7, kernel=3, stride=2, padding=1,
+                  output_padding=1, groups=2, bias=0)
+    (launch,) = _launches(kernels.plan_layer(tconv))
+    assert launch.kernel == "np_conv_transpose_direct" and launch.grid == (math.ceil(4 * 14 * 14 / 256), 1, 1)
+    assert _ints(launch) == [1, 8, 7, 7, 4, 14, 14, 3, 3, 2, 2, 1, 1, 1, 1, 2, 0]
+    gelu = _launches(kernels.plan_layer(Layer("gelu", in_channels=768, in_h=197, approximate="tanh")))
+    assert gelu[0].kernel == "np_elementwise_gelu_tanh"
+    last = _launches(kernels.plan_layer(Layer("softmax", in_channels=197, in_h=12 * 197, channels_first=0, batch=2)))
+    assert last[0].kernel == "np_elementwise_softmax_lastdim" and last[0].block == (32, 8, 1)
+    assert _ints(last[0]) == [2 * 12 * 197, 197]
+    rows_1x1 = _launches(kernels.plan_layer(Layer("softmax", in_channels=1000, channels_first=0, batch=3)))
+    assert rows_1x1[0].kernel == "np_elementwise_softmax_rows"  # H = W = 1: both layouts are the same
+    with pytest.raises(LayerFailed, match="one implementation"):
+        kernels.plan_layer(Layer("layernorm", in_features=8, tokens=2), "cublas")
+
+
 def test_flatten_is_a_view() -> None:
     plan = kernels.plan_layer(Layer("flatten", in_channels=8, in_h=2, in_w=3, batch=2))
     assert plan.steps == () and plan.output == "x0"
@@ -301,14 +348,35 @@ def test_limits() -> None:
         Layer("maxpool2d", in_channels=64, in_h=112, in_w=112, kernel=3, stride=2, padding=1, batch=128),
         Layer("add", in_channels=256, in_h=56, in_w=56, inputs=2, batch=64),
         Layer("softmax", in_channels=1000, batch=256),
+        Layer("softmax", in_channels=4096, in_h=32 * 4096, channels_first=0, batch=8),
+        Layer("linear", in_features=4096, out_features=11008, tokens=2048, batch=16),
+        Layer("layernorm", in_features=8192, tokens=4096, batch=64),
+        Layer("layernorm", in_features=96, tokens=112 * 112, channels_first=1, batch=64),
+        Layer("matmul", heads=32, tokens=4096, in_features=128, out_features=4096, batch=8),
+        Layer("matmul", tokens=2048, in_features=4096, out_features=4096, broadcast=1, batch=8),
+        Layer("attention", heads=32, tokens=4096, kv_tokens=1024, head_dim=128, causal=1, batch=16),
+        Layer("embedding", tokens=4096, in_features=128256, out_features=8192, batch=8),
+        Layer("upsample", in_channels=256, in_h=64, in_w=64, out_h=128, out_w=128, interpolation=1, batch=32),
+        Layer("conv_transpose2d", in_channels=256, out_channels=128, in_h=56, in_w=56, kernel=2, stride=2, batch=32),
     ],
 )
 def test_small_layer_keeps_the_code_path(layer: Layer) -> None:
     small = small_layer(layer)
     assert small.type == layer.type and small.dtype == layer.dtype
-    if layer.type == "conv2d":
+    token_type = layer.type in ("layernorm", "matmul", "attention", "embedding") or layer.tokens > 1
+    if token_type:
+        assert small.batch <= 2 and small.heads == min(layer.heads, 2)
+        cost = small.macs if layer.type in ("linear", "matmul", "attention") else math.prod(small.out_shape)
+        assert cost <= (CHECK_MACS if layer.type in ("linear", "matmul", "attention") else CHECK_ELEMENTS)
+        keep = {"layernorm": ("in_features", "channels_first"), "attention": ("head_dim", "causal"),
+                "matmul": ("broadcast",), "embedding": ("out_features",), "linear": ()}[layer.type]
+        assert all(getattr(small, f) == getattr(layer, f) for f in keep)
+        if layer.type == "linear":
+            assert small.batch * small.tokens > 8 and small.in_features % 4 == layer.in_features % 4
+        assert kernels.plan_layer(small).steps  # plans (and launches) as the layer does
+    elif layer.type in ("conv2d", "conv_transpose2d"):
         assert small.macs <= CHECK_MACS or (small.in_h, small.in_w) == (1, 1)
-        keep = ("in_channels", "out_channels", "kernel", "stride", "padding", "dilation", "groups", "bias")
+        keep = ("in_channels", "out_channels", "kernel", "stride", "padding", "dilation", "groups", "bias", "type")
         assert all(getattr(small, f) == getattr(layer, f) for f in keep)
         assert small.batch == min(layer.batch, 2)
         if layer.groups > 1:
@@ -321,8 +389,12 @@ def test_small_layer_keeps_the_code_path(layer: Layer) -> None:
         assert small.batch <= 2
         if small.type == "channel_shuffle":
             assert small.groups == layer.groups and small.in_channels % small.groups == 0
-        if small.type in ("softmax", "concat"):
+        if small.type == "softmax" and not layer.channels_first:  # the row length selects warp or block
+            assert small.in_channels == layer.in_channels and small.channels_first == 0
+        elif small.type in ("softmax", "concat"):
             assert (small.in_h, small.in_w) == (layer.in_h, layer.in_w) and small.inputs == layer.inputs
+        if small.type == "upsample":
+            assert small.interpolation == layer.interpolation and math.prod(small.out_shape) <= CHECK_ELEMENTS
 
 
 def test_small_layers_are_unchanged() -> None:
@@ -412,6 +484,15 @@ inline float __shfl_xor_sync(unsigned, float v, int offset) {
     w.bar->arrive_and_wait();
     return r;
 }
+inline float __shfl_sync(unsigned, float v, int src) {
+    np_emu_warp& w = np_emu_warps[np_emu_tid / 32];
+    w.slots[np_emu_tid % 32] = v;
+    w.bar->arrive_and_wait();
+    const float r = w.slots[src & 31];
+    w.bar->arrive_and_wait();
+    return r;
+}
+inline void __syncwarp() { np_emu_warps[np_emu_tid / 32].bar->arrive_and_wait(); }
 inline float np_emu_h2f(unsigned short b) { _Float16 h; std::memcpy(&h, &b, 2); return (float)h; }
 inline unsigned short np_emu_f2h(float f) {
     _Float16 h = (_Float16)f;  // round to nearest even, as cvt.rn
@@ -540,15 +621,18 @@ class _Emulator:
             else:
                 scale = p["weight"] / np.sqrt(p["running_var"] + ref.BN_EPS)
                 bufs[name] = (scale if name == "scale" else p["bias"] - p["running_mean"] * scale).astype(np.float32)
+        shape = ref.output_shape(layer)
         if plan.output == "y":
-            bufs["y"] = np.full(layer.out_shape, np.nan, dtype=dt)  # poisoned: unwritten elements show
+            bufs["y"] = np.full(shape, np.nan, dtype=dt)  # poisoned: unwritten elements show
         for step in plan.steps:
             if isinstance(step, kernels.CublasGemm):  # cuBLAS's part, in NumPy
                 product = bufs[step.x].astype(np.float32) @ bufs[step.w].astype(np.float32).T
                 bufs[step.y][...] = product.astype(dt)
+            elif isinstance(step, kernels.CublasMatmul):
+                bufs[step.y][...] = (bufs[step.a].astype(np.float32) @ bufs[step.b].astype(np.float32)).astype(dt)
             else:
                 self.launch(step, bufs)
-        return bufs[plan.output].reshape(layer.out_shape), ref.forward(layer, ops), plan
+        return bufs[plan.output].reshape(shape), ref.forward(layer, ops), plan
 
 
 @pytest.fixture(scope="module")
@@ -609,6 +693,32 @@ def _emulated_cases() -> list[tuple[Layer, str]]:
             (_spatial("channel_shuffle", 6, 3, 3, groups=3, **b2), ""),
             (_spatial("channel_shuffle", 8, 2, 2, groups=2, **b2), ""),
             (_spatial("flatten", 8, 2, 3, **b2), ""),
+            # transformer and decoder types
+            (Layer("linear", in_features=12, out_features=10, tokens=5, **b2), "kernel"),  # M = 10: tiled
+            (Layer("linear", in_features=12, out_features=10, tokens=3, batch=2, bias=0, dtype=dt), "kernel"),
+            (Layer("linear", in_features=12, out_features=10, tokens=5, **b2), "cublas"),
+            (Layer("layernorm", in_features=45, tokens=11, **b2), ""),  # a warp per row
+            (Layer("layernorm", in_features=2100, tokens=2, batch=1, dtype=dt), ""),  # a block per row
+            (Layer("layernorm", in_features=7, tokens=20, channels_first=1, **b2), ""),
+            (Layer("matmul", heads=3, tokens=9, in_features=20, out_features=70, **b2), "kernel"),
+            (Layer("matmul", tokens=67, in_features=17, out_features=5, broadcast=1, **b2), "kernel"),
+            (Layer("matmul", heads=2, tokens=5, in_features=8, out_features=6, broadcast=1, **b2), "cublas"),
+            (Layer("attention", heads=2, tokens=9, kv_tokens=40, head_dim=16, **b2), ""),
+            (Layer("attention", heads=1, tokens=37, kv_tokens=5, head_dim=36, causal=1, **b2), ""),
+            (Layer("attention", heads=3, tokens=6, kv_tokens=70, head_dim=7, causal=1, batch=1, dtype=dt), ""),
+            (Layer("embedding", tokens=7, in_features=30, out_features=12, **b2), ""),
+            (Layer("embedding", tokens=7, in_features=30, out_features=5, **b2), ""),
+            (_spatial("upsample", 3, 5, 7, out_h=10, out_w=14, **b2), ""),
+            (_spatial("upsample", 2, 14, 9, out_h=20, out_w=4, **b2), ""),  # 14/20 rounds down in float32
+            (_spatial("upsample", 3, 5, 7, out_h=11, out_w=9, interpolation="bilinear", **b2), ""),
+            (_spatial("upsample", 2, 9, 8, out_h=4, out_w=3, interpolation="bilinear", **b2), ""),
+            (Layer("conv_transpose2d", in_channels=4, out_channels=6, in_h=5, in_w=4, kernel=3, stride=2, padding=1,
+                   output_padding=1, groups=2, **b2), ""),
+            (Layer("conv_transpose2d", in_channels=3, out_channels=5, in_h=4, in_w=6, kernel=(2, 3), stride=(3, 1),
+                   padding=(0, 2), dilation=(1, 2), output_padding=(2, 1), bias=0, **b2), ""),
+            (_spatial("gelu", 3, 5, 7, approximate="tanh", **b2), ""),
+            (_spatial("softmax", 45, 6, 1, channels_first=0, **b2), ""),  # a warp per row
+            (_spatial("softmax", 2100, 2, 1, channels_first=0, batch=1, dtype=dt), ""),  # a block per row
         ]
         cases += [(_spatial(t, 3, 5, 7, **b2), "") for t in kernels.ACTIVATION_KERNELS]
     return cases

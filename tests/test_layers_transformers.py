@@ -88,9 +88,10 @@ def test_embedding() -> None:
 
 @pytest.mark.parametrize(("mode", "size"), [("nearest", (16, 16)), ("bilinear", (15, 9)), ("nearest", (3, 5))])
 def test_upsample(mode: str, size: tuple[int, int]) -> None:
-    layer = Layer("upsample", batch=2, in_channels=3, in_h=8, in_w=6, out_h=size[0], out_w=size[1], mode=mode)
+    layer = Layer("upsample", batch=2, in_channels=3, in_h=8, in_w=6, out_h=size[0], out_w=size[1],
+                  interpolation=mode)
     out = F.interpolate(torch.zeros(2, 3, 8, 6), size=size, mode=mode)
-    assert layer.out_shape == tuple(out.shape) and layer.mode == ("nearest", "bilinear").index(mode)
+    assert layer.out_shape == tuple(out.shape) and layer.interpolation == ("nearest", "bilinear").index(mode)
     assert layer.flops == (7 * out.numel() if mode == "bilinear" else 0)
 
 
@@ -151,9 +152,10 @@ def test_invalid_layers_name_the_field(type_name: str, fields: dict[str, int], c
 
 
 def test_named_values() -> None:
-    assert Layer("upsample", in_channels=1, in_h=2, in_w=2, out_h=4, out_w=4, mode="Bilinear").mode == 1
-    with pytest.raises(InputError, match=r"unknown mode 'cubic' \(known: nearest, bilinear"):
-        Layer("upsample", in_channels=1, in_h=2, in_w=2, out_h=4, out_w=4, mode="cubic")
+    layer = Layer("upsample", in_channels=1, in_h=2, in_w=2, out_h=4, out_w=4, interpolation="Bilinear")
+    assert layer.interpolation == 1
+    with pytest.raises(InputError, match=r"unknown interpolation 'cubic' \(known: nearest, bilinear"):
+        Layer("upsample", in_channels=1, in_h=2, in_w=2, out_h=4, out_w=4, interpolation="cubic")
     with pytest.raises(InputError, match="unknown approximate 'erf'"):
         Layer("gelu", in_channels=1, approximate="erf")
 

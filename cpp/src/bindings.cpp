@@ -123,31 +123,34 @@ std::tuple<py::array_t<std::int64_t>, py::ssize_t, int, std::string> prepare_col
     const int n_threads = static_cast<int>(std::max<py::ssize_t>(1, std::min<py::ssize_t>(threads, n / 65536 + 1)));
     std::vector<py::ssize_t> bad_of(n_threads, -1);
     std::vector<np::ValidationError> err_of(n_threads);
+    // A row's key is the fields the table gives (every other field is empty in every row): hashing and comparing
+    // those alone finds the rows prepared before, whose prepared form is copied out whole.
+    std::vector<int> given;
+    for (int f = 0; f < np::kNumFields; ++f)
+        if (ptr[f] != nullptr) given.push_back(f);
+    const int k = std::max<int>(1, static_cast<int>(given.size()));
     {
         py::gil_scoped_release release;
         auto work = [&](int t) {
-            PreparedCache cache;
+            PreparedCache cache(k);
             const py::ssize_t begin = n * t / n_threads, end = n * (t + 1) / n_threads;
-            // Rows are built a tile at a time, one column after another (each read in order, the tile in cache),
-            // then prepared in order.
+            // Keys are gathered a tile at a time, one column after another (each read in order, the tile in
+            // cache), then the rows are prepared in order.
             constexpr py::ssize_t kTile = 512;
+            std::vector<std::int64_t> keys(static_cast<std::size_t>(kTile * k), np::kMissing);
             for (py::ssize_t t0 = begin; t0 < end; t0 += kTile) {
                 const py::ssize_t t1 = std::min(end, t0 + kTile);
-                std::int64_t* tile = out + t0 * np::kNumFields;
                 // the first cell of the tile (by row, then field) that no field can hold
                 py::ssize_t far_row = t1;
                 int far_field = -1;
                 std::int64_t far_value = 0;
-                for (int f = 0; f < np::kNumFields; ++f) {
-                    std::int64_t* cell = tile + f;
-                    if (ptr[f] == nullptr) {
-                        for (py::ssize_t i = t0; i < t1; ++i, cell += np::kNumFields) *cell = np::kMissing;
-                        continue;
-                    }
+                for (std::size_t j = 0; j < given.size(); ++j) {
+                    const int f = given[j];
+                    std::int64_t* cell = keys.data() + j;
                     const std::int64_t* src = ptr[f];
                     const std::uint8_t* valid = bits[f];
                     const py::ssize_t off = bit_offset[f];
-                    for (py::ssize_t i = t0; i < t1; ++i, cell += np::kNumFields) {
+                    for (py::ssize_t i = t0; i < t1; ++i, cell += k) {
                         if (valid != nullptr && !((valid[(off + i) >> 3] >> ((off + i) & 7)) & 1)) {
                             *cell = np::kMissing;
                             continue;
@@ -169,11 +172,26 @@ std::tuple<py::array_t<std::int64_t>, py::ssize_t, int, std::string> prepare_col
                         bad_of[t] = i;
                         return;
                     }
-                    np::ValidationError e = prepare_cached(out + i * np::kNumFields, &cache);
+                    std::int64_t* row = out + i * np::kNumFields;
+                    const std::int64_t* key = keys.data() + (i - t0) * k;
+                    const bool cached = cache.use();
+                    const std::uint64_t h = cached ? PreparedCache::hash(key, k) : 0;
+                    if (const np::LayerRow* hit = cached ? cache.find(key, h) : nullptr) {
+                        std::copy(hit->begin(), hit->end(), row);
+                        continue;
+                    }
+                    std::fill(row, row + np::kNumFields, np::kMissing);
+                    for (std::size_t j = 0; j < given.size(); ++j) row[given[j]] = key[j];
+                    np::ValidationError e = np::prepare(row);
                     if (e) {
                         err_of[t] = std::move(e);
                         bad_of[t] = i;
                         return;
+                    }
+                    if (cached) {
+                        np::LayerRow prepared;
+                        std::copy(row, row + np::kNumFields, prepared.begin());
+                        cache.insert(key, h, prepared);
                     }
                 }
             }

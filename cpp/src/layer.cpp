@@ -127,7 +127,7 @@ std::vector<int> fields_of(T t) {
             break;
         case T::Upsample:
             f.insert(f.end(), spatial);
-            f.insert(f.end(), {kOutH, kOutW, kMode});
+            f.insert(f.end(), {kOutH, kOutW, kInterpolation});
             break;
         case T::MaxPool2d:
             f.insert(f.end(), spatial);
@@ -206,7 +206,7 @@ std::vector<int> features_of(T t) {
             f.insert(f.end(), {kFHeads, kFTokens, kFKvTokens, kFHeadDim, kFCausal});
             break;
         case T::Upsample:
-            f.insert(f.end(), {kFInChannels, kFInH, kFOutH, kFMode});
+            f.insert(f.end(), {kFInChannels, kFInH, kFOutH, kFInterpolation});
             break;
         case T::GELU:
             f.insert(f.end(), {kFInChannels, kFInH, kFApproximate});
@@ -275,7 +275,7 @@ std::int64_t min_value(int field) {
         case kBroadcast:
         case kCausal:
         case kApproximate:
-        case kMode:
+        case kInterpolation:
         case kOutputPaddingH:
         case kOutputPaddingW:
         case kChannelsFirst: return 0;
@@ -291,7 +291,7 @@ std::int64_t max_value(int field) {
         case kBroadcast:
         case kCausal:
         case kApproximate:
-        case kMode:
+        case kInterpolation:
         case kChannelsFirst: return 1;
         default: return kMaxSize;
     }
@@ -407,7 +407,7 @@ InfoRow info_checked(const std::int64_t* r, Checked& c) {
             oh = r[kOutH];
             ow = r[kOutW];
             // bilinear: 4 products and 3 sums per output element; nearest copies
-            flops = r[kMode] ? c.mul(7, c.mul(n, cin, oh, ow)) : 0;
+            flops = r[kInterpolation] ? c.mul(7, c.mul(n, cin, oh, ow)) : 0;
             break;
         case T::GELU:
             flops = c.mul(in_elems, r[kApproximate] ? 9 : 8);  // tanh form: 0.5 x (1 + tanh(a (x + b x^3)))
@@ -503,7 +503,7 @@ const std::array<const char*, kNumFields>& field_names() {
         "out_h",    "out_w",    "kernel_h",   "kernel_w",    "stride_h",    "stride_w",     "padding_h",
         "padding_w", "dilation_h", "dilation_w", "groups",   "in_features", "out_features", "bias",
         "ceil_mode", "inputs",  "broadcast", "tokens",      "heads",       "kv_tokens",    "head_dim",
-        "causal",   "approximate", "mode",    "output_padding_h", "output_padding_w", "channels_first"};
+        "causal",   "approximate", "interpolation", "output_padding_h", "output_padding_w", "channels_first"};
     return names;
 }
 
@@ -536,7 +536,7 @@ const std::array<const char*, kNumFeatures>& feature_names() {
         "padding_w",   "dilation_h",    "dilation_w",   "groups",      "in_features",  "out_features",
         "inputs",      "dtype_bytes",   "macs",         "flops",       "params",       "bytes_input",
         "bytes_weights", "bytes_output", "bytes_moved", "elements_in", "elements_out", "tokens",
-        "heads",       "kv_tokens",     "head_dim",     "causal",      "approximate",  "mode",
+        "heads",       "kv_tokens",     "head_dim",     "causal",      "approximate",  "interpolation",
         "output_padding_h", "output_padding_w", "channels_first", "rows"};
     return names;
 }
@@ -702,7 +702,7 @@ void compute_features(const std::int64_t* r, const std::int64_t* info, double* o
     out[kFHeadDim] = d(r[kHeadDim]);
     out[kFCausal] = d(r[kCausal]);
     out[kFApproximate] = d(r[kApproximate]);
-    out[kFMode] = d(r[kMode]);
+    out[kFInterpolation] = d(r[kInterpolation]);
     out[kFOutputPaddingH] = d(r[kOutputPaddingH]);
     out[kFOutputPaddingW] = d(r[kOutputPaddingW]);
     out[kFChannelsFirst] = d(r[kChannelsFirst]);

@@ -52,7 +52,7 @@ _CONFIG_FIELDS = [
     _F[f]
     for f in (
         "type", "kernel_h", "kernel_w", "stride_h", "stride_w", "padding_h", "padding_w", "dilation_h", "dilation_w",
-        "groups", "inputs", "broadcast", "heads", "causal", "approximate", "mode", "output_padding_h",
+        "groups", "inputs", "broadcast", "heads", "causal", "approximate", "interpolation", "output_padding_h",
         "output_padding_w", "channels_first",
     )
 ]
@@ -68,7 +68,7 @@ def si(value: float) -> str:
 
 def config_text(values: Sequence[int]) -> str:
     """A layer's configuration in a few characters (k3 s2 p1 g32), from the fields of ``_CONFIG_FIELDS``."""
-    t, kh, kw, sh, sw, ph, pw, dh, dw, groups, inputs, broadcast, heads, causal, approximate, mode, oph, opw, first = (
+    t, kh, kw, sh, sw, ph, pw, dh, dw, groups, inputs, broadcast, heads, causal, approx, interp, oph, opw, first = (
         int(v) for v in values
     )
     parts = []
@@ -97,10 +97,10 @@ def config_text(values: Sequence[int]) -> str:
         parts.append(f"g{groups}")
     if t == _ATTENTION or (t == _MATMUL and heads > 1):
         parts.append(f"h{heads}" + (" causal" if causal else ""))
-    if t == _GELU and approximate:
+    if t == _GELU and approx:
         parts.append("tanh")
     if t == _UPSAMPLE:
-        parts.append(FIELD_NAMES["mode"][mode])
+        parts.append(FIELD_NAMES["interpolation"][interp])
     if t == _LAYERNORM and first:
         parts.append("channels-first")
     if t == _SOFTMAX and not first:

@@ -48,10 +48,10 @@ AXIS_PAIRS: dict[str, tuple[str, str]] = {
     "output_padding": ("output_padding_h", "output_padding_w"),
 }
 
-# Integer fields that also take a name (a table cell or a constructor argument): upsample's mode, gelu's
+# Integer fields that also take a name (a constructor argument): upsample's interpolation, gelu's
 # approximate (PyTorch's spellings).
 FIELD_NAMES: dict[str, tuple[str, ...]] = {
-    "mode": ("nearest", "bilinear"),
+    "interpolation": ("nearest", "bilinear"),
     "approximate": ("none", "tanh"),
 }
 
@@ -82,7 +82,7 @@ def dtype_code(name: str) -> int:
 
 
 def named_value(field: str, name: str) -> int:
-    """The code of a named value of a field of :data:`FIELD_NAMES` (``mode="bilinear"`` is 1)."""
+    """The code of a named value of a field of :data:`FIELD_NAMES` (``interpolation="bilinear"`` is 1)."""
     names = FIELD_NAMES[field]
     key = name.strip().lower()
     if key not in names:
@@ -247,7 +247,7 @@ class Layer:
     head_dim = _Field("head_dim")
     causal = _Field("causal")
     approximate = _Field("approximate")
-    mode = _Field("mode")
+    interpolation = _Field("interpolation")
     output_padding_h = _Field("output_padding_h")
     output_padding_w = _Field("output_padding_w")
     channels_first = _Field("channels_first")

@@ -43,7 +43,7 @@ enum class LayerType : std::int64_t {
     MatMul,          // activation x activation: batch x heads x [tokens x in_features] @ [in_features x out_features]
     Attention,       // scaled dot-product attention, one fused layer
     Embedding,       // a table lookup of tokens rows of out_features from in_features (the vocabulary)
-    Upsample,        // to out_h x out_w, nearest (mode 0) or bilinear (mode 1)
+    Upsample,        // to out_h x out_w, nearest (interpolation 0) or bilinear (1)
     ConvTranspose2d,
     Tanh,
     Count
@@ -86,7 +86,7 @@ enum Field : int {
     kHeadDim,    // attention
     kCausal,     // attention: each query attends to keys up to its own position (PyTorch's is_causal)
     kApproximate,     // gelu: 1 for the tanh approximation
-    kMode,            // upsample: 0 nearest, 1 bilinear
+    kInterpolation,   // upsample: 0 nearest, 1 bilinear
     kOutputPaddingH,  // conv_transpose2d
     kOutputPaddingW,
     kChannelsFirst,   // layernorm over the channels of N x C x H x W (tokens = H x W); softmax: 1 (the
@@ -146,7 +146,7 @@ enum Feature : int {
     kFHeadDim,
     kFCausal,
     kFApproximate,
-    kFMode,
+    kFInterpolation,
     kFOutputPaddingH,
     kFOutputPaddingW,
     kFChannelsFirst,

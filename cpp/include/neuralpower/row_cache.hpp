@@ -21,14 +21,20 @@ namespace neuralpower {
 template <typename Value>
 class RowCache {
 public:
-    static std::uint64_t hash(const std::int64_t* row) {
+    // Keys are `key_len` integers: a whole layer row by default, or fewer (the fields a table gives, the others
+    // being the same for every row).
+    explicit RowCache(int key_len = kNumFields) : key_len_(key_len) {}
+
+    static std::uint64_t hash(const std::int64_t* row) { return hash(row, kNumFields); }
+
+    static std::uint64_t hash(const std::int64_t* row, int len) {
         // four independent lanes (one field's multiplication does not wait on the previous field's), mixed
         std::uint64_t h[4] = {0x243F6A8885A308D3ull, 0x13198A2E03707344ull, 0xA4093822299F31D0ull,
                               0x082EFA98EC4E6C89ull};
         int f = 0;
-        for (; f + 4 <= kNumFields; f += 4)
+        for (; f + 4 <= len; f += 4)
             for (int u = 0; u < 4; ++u) h[u] = (h[u] ^ static_cast<std::uint64_t>(row[f + u])) * 0x9E3779B97F4A7C15ull;
-        for (; f < kNumFields; ++f) h[0] = (h[0] ^ static_cast<std::uint64_t>(row[f])) * 0x9E3779B97F4A7C15ull;
+        for (; f < len; ++f) h[0] = (h[0] ^ static_cast<std::uint64_t>(row[f])) * 0x9E3779B97F4A7C15ull;
         std::uint64_t x = h[0] ^ (h[1] >> 17 | h[1] << 47) ^ (h[2] >> 31 | h[2] << 33) ^ (h[3] >> 47 | h[3] << 17);
         x ^= x >> 29;
         x *= 0xBF58476D1CE4E5B9ull;
@@ -63,8 +69,8 @@ public:
         for (std::size_t s = h & mask;; s = (s + 1) & mask) {
             const std::int32_t e = slot_[s];
             if (e < 0) return nullptr;
-            const std::int64_t* key = keys_.data() + static_cast<std::size_t>(e) * kNumFields;
-            if (hash_[e] == h && std::equal(row, row + kNumFields, key)) return &values_[e];
+            const std::int64_t* key = keys_.data() + static_cast<std::size_t>(e) * key_len_;
+            if (hash_[e] == h && std::equal(row, row + key_len_, key)) return &values_[e];
         }
     }
 
@@ -80,7 +86,7 @@ public:
         while (slot_[s] >= 0) s = (s + 1) & mask;
         slot_[s] = static_cast<std::int32_t>(values_.size());
         hash_.push_back(h);
-        keys_.insert(keys_.end(), row, row + kNumFields);
+        keys_.insert(keys_.end(), row, row + key_len_);
         values_.push_back(value);
     }
 
@@ -88,10 +94,11 @@ private:
     static constexpr std::size_t kMaxEntries = std::size_t{1} << 14;  // distinct rows kept (slots: twice that)
     static constexpr std::size_t kWindow = std::size_t{1} << 14;      // lookups judged at a time
     static constexpr std::size_t kRest = std::size_t{1} << 18;        // rows skipped when they hardly repeat
+    int key_len_;
     std::size_t lookups_ = 0, hits_ = 0, resting_ = 0;
     std::vector<std::int32_t> slot_;                                  // -1: empty; else an entry's index
     std::vector<std::uint64_t> hash_;
-    std::vector<std::int64_t> keys_;  // kNumFields per entry
+    std::vector<std::int64_t> keys_;  // key_len_ per entry
     std::vector<Value> values_;
 };
 

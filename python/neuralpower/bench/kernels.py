@@ -1,12 +1,12 @@
 """neuralpower's CUDA kernels: the one loader, and each layer's launch plan.
 
 The sources live in ``cuda_kernels/`` of the repository, shipped inside the package as
-``neuralpower/cuda_kernels/`` (one family per file: ``conv.cu``, ``gemm.cu``, ``pool.cu``,
-``elementwise.cu``, and the shared header ``np_common.cuh``). :func:`get_module` reads a family's source with
-:mod:`importlib.resources`, compiles it with ``cupy.RawModule`` (NVRTC, ``-std=c++17``) for every kernel
+``neuralpower/cuda_kernels/`` (one family per file: ``conv.cu``, ``gemm.cu``, ``pool.cu``, ``elementwise.cu``,
+``norm.cu``, ``attention.cu``, and the shared header ``np_common.cuh``). :func:`get_module` reads a family's source
+with :mod:`importlib.resources`, compiles it with ``cupy.RawModule`` (NVRTC, ``-std=c++17``) for every kernel
 instantiation the family has (``name_expressions``) and caches the module per device
-(``cupy.memoize(for_each_device=True)``); CuPy also caches the compiled binary on disk, so a later process
-skips NVRTC.
+(``cupy.memoize(for_each_device=True)``); CuPy also caches the compiled binary on disk, so a later process skips
+NVRTC.
 
 Kernels are templates named ``np_<family>_<op>`` instantiated for the storage type: ``float`` (fp32) or
 ``np_half`` (fp16, fp32 arithmetic), e.g. ``np_conv_igemm<float>``; their launch contracts are in
@@ -33,16 +33,18 @@ import numpy as np
 
 from ..layers import Layer
 from .executors.base import ExecutorUnavailable, LayerFailed
-from .reference import concat_channels, input_shapes
+from .reference import concat_channels, input_shapes, output_shape, param_shapes
 
 __all__ = [
     "ACTIVATION_KERNELS",
+    "ATTENTION_MAX_HEAD_DIM",
     "CUDA_TYPES",
     "FAMILIES",
     "KERNELS",
     "MAX_ELEMENTS",
     "Buf",
     "CublasGemm",
+    "CublasMatmul",
     "IntTable",
     "Launch",
     "LayerPlan",
@@ -52,29 +54,37 @@ __all__ = [
     "get_module",
     "kernel_name",
     "kernel_source",
+    "matmul_impl",
     "name_expressions",
     "plan_layer",
     "source_path",
 ]
 
-FAMILIES: tuple[str, ...] = ("conv", "gemm", "pool", "elementwise")
+FAMILIES: tuple[str, ...] = ("conv", "gemm", "pool", "elementwise", "norm", "attention")
 COMMON_HEADER = "np_common.cuh"
 
 #: The C++ storage type of each dtype the kernels support.
 CUDA_TYPES: dict[str, str] = {"fp32": "float", "fp16": "np_half"}
 
-#: Activation layer type -> its kernel.
+#: Activation layer type -> its kernel (gelu with ``approximate`` runs ``np_elementwise_gelu_tanh``).
 ACTIVATION_KERNELS: dict[str, str] = {
-    t: f"np_elementwise_{t}" for t in ("relu", "relu6", "sigmoid", "hardsigmoid", "silu", "hardswish", "gelu")
+    t: f"np_elementwise_{t}"
+    for t in ("relu", "relu6", "sigmoid", "hardsigmoid", "silu", "hardswish", "gelu", "tanh")
 }
+
+#: The largest head dimension ``np_attention_rows`` takes (4 elements per lane of a warp).
+ATTENTION_MAX_HEAD_DIM = 128
 
 #: Every kernel template, by family (each is instantiated for every dtype of :data:`CUDA_TYPES`).
 KERNELS: dict[str, tuple[str, ...]] = {
-    "conv": ("np_conv_igemm", "np_conv_depthwise", "np_conv_depthwise_direct"),
-    "gemm": ("np_gemm_tiled", "np_gemm_small_batch", "np_gemm_bias"),
+    "conv": ("np_conv_igemm", "np_conv_depthwise", "np_conv_depthwise_direct", "np_conv_transpose_direct"),
+    "gemm": ("np_gemm_tiled", "np_gemm_small_batch", "np_gemm_bias", "np_gemm_batched"),
     "pool": ("np_pool_max", "np_pool_avg", "np_pool_adaptive_avg", "np_pool_global_avg"),
+    "norm": ("np_norm_layernorm", "np_norm_layernorm_cf"),
+    "attention": ("np_attention_rows",),
     "elementwise": (
         *ACTIVATION_KERNELS.values(),
+        "np_elementwise_gelu_tanh",
         "np_elementwise_batchnorm",
         "np_elementwise_add",
         "np_elementwise_mul",
@@ -83,7 +93,11 @@ KERNELS: dict[str, tuple[str, ...]] = {
         "np_elementwise_concat",
         "np_elementwise_softmax",
         "np_elementwise_softmax_rows",
+        "np_elementwise_softmax_lastdim",
         "np_elementwise_channel_shuffle",
+        "np_elementwise_embedding",
+        "np_elementwise_upsample_nearest",
+        "np_elementwise_upsample_bilinear",
     ),
 }
 
@@ -251,14 +265,25 @@ class Launch:
 
 @dataclass(frozen=True)
 class CublasGemm:
-    """``y = x @ w.T`` through ``cupy.matmul`` (cuBLAS), for the linear layer's ``cublas`` variant."""
+    """``y = x @ w.T`` through ``cupy.matmul`` (cuBLAS), for the linear layer's ``cublas`` variant (on token
+    tensors ``x`` and ``y`` are viewed as ``(N * tokens, features)``: one GEMM)."""
 
     x: str
     w: str
     y: str
 
 
-Step = Launch | CublasGemm
+@dataclass(frozen=True)
+class CublasMatmul:
+    """``y = a @ b`` through ``cupy.matmul`` (cuBLAS's strided-batched GEMM; a 2-D ``b`` is broadcast), for the
+    matmul layer's ``cublas`` variant."""
+
+    a: str
+    b: str
+    y: str
+
+
+Step = Launch | CublasGemm | CublasMatmul
 
 
 @dataclass(frozen=True)
@@ -271,13 +296,14 @@ class LayerPlan:
         The layer.
     impl
         The implementation (recorded as ``Variant.impl``): ``implicit_gemm``, ``depthwise`` or
-        ``depthwise_direct`` for conv2d, ``kernel`` or ``cublas`` for linear, ``""`` otherwise.
+        ``depthwise_direct`` for conv2d, ``kernel`` or ``cublas`` for linear and matmul, ``""`` otherwise.
     inputs
         Buffer names of the operands, in the order of :func:`~neuralpower.bench.reference.input_shapes`
         (``x0``, ``x1``, ...).
     params
         Buffer names of the parameters, as :func:`~neuralpower.bench.reference.make_operands` names them
-        (``weight``, ``bias``), plus ``scale`` and ``shift`` (float32, batchnorm folded) and ``dummy`` (one
+        (``weight``, ``bias``; shapes :func:`~neuralpower.bench.reference.param_shapes`), plus ``scale`` and
+        ``shift`` (float32, batchnorm folded) and ``dummy`` (one
         element, passed where a layer has no bias).
     output
         The output buffer's name (``y``; ``x0`` for flatten, which is a view and launches nothing).
@@ -307,11 +333,8 @@ def _flat(kernel: str, dtype: str, work: int, args: tuple[Arg, ...]) -> Launch:
 
 
 def _check_sizes(layer: Layer) -> None:
-    sizes = [math.prod(s) for s in input_shapes(layer)] + [math.prod(layer.out_shape)]
-    if layer.type == "conv2d":
-        sizes.append(layer.out_channels * layer.in_channels // layer.groups * layer.kernel_h * layer.kernel_w)
-    elif layer.type == "linear":
-        sizes.append(layer.in_features * layer.out_features)
+    sizes = [math.prod(s) for s in input_shapes(layer)] + [math.prod(output_shape(layer))]
+    sizes += [math.prod(s) for s in param_shapes(layer).values()]
     if max(sizes) >= MAX_ELEMENTS:
         raise LayerFailed(f"a tensor of {max(sizes)} elements: beyond the 32-bit indexing of neuralpower's kernels")
 
@@ -366,7 +389,8 @@ def _plan_conv(layer: Layer, impl: str, d: str) -> tuple[str, tuple[str, ...], t
 
 def _plan_linear(layer: Layer, impl: str, d: str) -> tuple[str, tuple[str, ...], tuple[Step, ...]]:
     impl = impl or "kernel"
-    m, k, nf = layer.batch, layer.in_features, layer.out_features
+    # on tokens, [N, tokens, in] is one [N * tokens, in] GEMM
+    m, k, nf = layer.batch * layer.tokens, layer.in_features, layer.out_features
     bias = "bias" if layer.bias else "dummy"
     if impl == "cublas":
         steps: tuple[Step, ...] = (CublasGemm("x0", "weight", "y"),)
@@ -384,6 +408,45 @@ def _plan_linear(layer: Layer, impl: str, d: str) -> tuple[str, tuple[str, ...],
             "np_gemm_tiled", d, (_cdiv(nf, 64), _cdiv(m, 64), 1), (_BLOCK, 1, 1), bufs + _i32(m, nf, k, layer.bias)
         )
     return impl, ("weight", bias), (launch,)
+
+
+def matmul_impl(layer: Layer) -> str:
+    """The matmul implementation the executor measures first: ``kernel`` (ours; ``cublas`` is the other)."""
+    return "kernel"
+
+
+def _plan_matmul(layer: Layer, impl: str, d: str) -> tuple[str, tuple[Step, ...]]:
+    impl = impl or matmul_impl(layer)
+    if impl == "cublas":
+        return impl, (CublasMatmul("x0", "x1", "y"),)
+    if impl != "kernel":
+        raise LayerFailed(f"unknown matmul implementation {impl!r} (kernel, cublas)")
+    m, k, nf = layer.tokens, layer.in_features, layer.out_features
+    batches = layer.batch * layer.heads
+    strides = (m * k, 0 if layer.broadcast else k * nf, m * nf)
+    args: tuple[Arg, ...] = (Buf("x0"), Buf("x1"), Buf("y"), *_i32(m, nf, k, *strides))
+    return impl, (Launch("np_gemm_batched", d, (_cdiv(nf, 64), _cdiv(m, 64), batches), (_BLOCK, 1, 1), args),)
+
+
+def _row_block(length: int) -> tuple[int, int, int]:
+    """Threads per row for a row-wise reduction: a block of 256 for rows of 2048 values or more, else a warp
+    (8 rows per block)."""
+    return (256, 1, 1) if length >= 2048 else (32, 8, 1)
+
+
+def _rows_launch(kernel: str, d: str, rows: int, length: int, args: tuple[Arg, ...]) -> Launch:
+    block = _row_block(length)
+    return Launch(kernel, d, (_cdiv(rows, block[1]), 1, 1), block, args)
+
+
+def _plan_attention(layer: Layer, d: str) -> tuple[Step, ...]:
+    hd = layer.head_dim
+    if hd > ATTENTION_MAX_HEAD_DIM:
+        raise LayerFailed(f"np_attention_rows takes head_dim up to {ATTENTION_MAX_HEAD_DIM}, not {hd}")
+    pairs = layer.batch * layer.heads
+    sizes = _i32(layer.tokens, layer.kv_tokens, hd, layer.causal, int(hd % 4 == 0))
+    args: tuple[Arg, ...] = (Buf("x0"), Buf("x1"), Buf("x2"), Buf("y"), *sizes)
+    return (Launch("np_attention_rows", d, (_cdiv(layer.tokens, 4), pairs, 1), (128, 1, 1), args),)
 
 
 def _window(layer: Layer, *, dilation: bool = True) -> tuple[int, ...]:
@@ -419,13 +482,14 @@ def plan_layer(layer: Layer, impl: str = "") -> LayerPlan:
         Any layer type, dtype fp32 or fp16.
     impl
         ``""`` for the executor's choice; conv2d: ``implicit_gemm``, ``depthwise`` or ``depthwise_direct``;
-        linear: ``kernel`` or ``cublas``.
+        linear and matmul: ``kernel`` or ``cublas``.
 
     Raises
     ------
     LayerFailed
         A dtype without kernels (bf16), an unknown or inapplicable ``impl``, a tensor of 2^31 elements or
-        more, a grid beyond CUDA's limits.
+        more, a grid beyond CUDA's limits, attention with a head dimension beyond
+        :data:`ATTENTION_MAX_HEAD_DIM`.
     """
     d = layer.dtype
     if d not in CUDA_TYPES:
@@ -437,7 +501,7 @@ def plan_layer(layer: Layer, impl: str = "") -> LayerPlan:
     params: tuple[str, ...] = ()
     steps: tuple[Step, ...]
     args: tuple[Arg, ...]
-    if impl and t not in ("conv2d", "linear"):
+    if impl and t not in ("conv2d", "linear", "matmul"):
         raise LayerFailed(f"{t} has one implementation, not {impl!r}")
     n, c, h, w = (layer.batch, layer.in_channels, layer.in_h, layer.in_w)
     hw = h * w
@@ -449,6 +513,37 @@ def plan_layer(layer: Layer, impl: str = "") -> LayerPlan:
         impl, params, steps = _plan_linear(layer, impl, d)
     elif t in ("maxpool2d", "avgpool2d", "adaptive_avgpool2d"):
         steps = _plan_pool(layer, d)
+    elif t == "matmul":
+        impl, steps = _plan_matmul(layer, impl, d)
+    elif t == "attention":
+        steps = _plan_attention(layer, d)
+    elif t == "layernorm":
+        params = ("weight", "bias")
+        rows, dim = layer.batch * layer.tokens, layer.in_features
+        args = (Buf("x0"), Buf("weight"), Buf("bias"), Buf("y"))
+        if layer.channels_first:
+            steps = (_flat("np_norm_layernorm_cf", d, rows, args + _i32(layer.batch, dim, layer.tokens)),)
+        else:
+            steps = (_rows_launch("np_norm_layernorm", d, rows, dim, args + _i32(rows, dim)),)
+    elif t == "embedding":
+        params = ("weight",)
+        rows, dim = layer.batch * layer.tokens, layer.out_features
+        vec = int(dim % 4 == 0)
+        args = (Buf("x0"), Buf("weight"), Buf("y"), *_i32(rows, dim, layer.in_features, vec))
+        steps = (_flat("np_elementwise_embedding", d, _cdiv(rows * dim, 4) if vec else rows * dim, args),)
+    elif t == "upsample":
+        kernel = "np_elementwise_upsample_bilinear" if layer.interpolation else "np_elementwise_upsample_nearest"
+        args = (Buf("x0"), Buf("y"), *_i32(n * c, h, w, layer.out_h, layer.out_w))
+        steps = (_flat(kernel, d, n * c * layer.out_h * layer.out_w, args),)
+    elif t == "conv_transpose2d":
+        bias = "bias" if layer.bias else "dummy"
+        params = ("weight", bias)
+        co, oh, ow = layer.out_channels, layer.out_h, layer.out_w
+        args = (Buf("x0"), Buf("weight"), Buf(bias), Buf("y"), *_i32(n, c, h, w, co, oh, ow, *_window(layer)))
+        args += _i32(layer.groups, layer.bias)
+        steps = (_flat("np_conv_transpose_direct", d, n * co * oh * ow, args),)
+    elif t == "gelu" and layer.approximate:
+        steps = (_flat("np_elementwise_gelu_tanh", d, _cdiv(elements, 4), (Buf("x0"), Buf("y"), *_i32(elements))),)
     elif t == "batchnorm2d":
         params = ("scale", "shift")
         args = (Buf("x0"), Buf("scale"), Buf("shift"), Buf("y"), *_i32(elements, c, hw, vec4))
@@ -471,9 +566,12 @@ def plan_layer(layer: Layer, impl: str = "") -> LayerPlan:
         args = (PtrTable(inputs), IntTable(tuple(chans)), IntTable(offsets), Buf("y"), *_i32(n, hw, c, vec4))
         steps = (Launch("np_elementwise_concat", d, grid, (_BLOCK, 1, 1), args),)
     elif t == "softmax":
-        if hw == 1:
+        if hw == 1:  # both layouts: rows of C contiguous values
             args = (Buf("x0"), Buf("y"), *_i32(c))
             steps = (Launch("np_elementwise_softmax_rows", d, (n, 1, 1), (_BLOCK, 1, 1), args),)
+        elif not layer.channels_first:  # N x H x W x C: rows of C over the last axis
+            args = (Buf("x0"), Buf("y"), *_i32(n * hw, c))
+            steps = (_rows_launch("np_elementwise_softmax_lastdim", d, n * hw, c, args),)
         else:
             steps = (_flat("np_elementwise_softmax", d, n * hw, (Buf("x0"), Buf("y"), *_i32(n, c, hw))),)
     elif t == "channel_shuffle":

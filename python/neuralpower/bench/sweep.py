@@ -133,7 +133,9 @@ class Limits:
     max_flops: int | None = None
 
     def fits(self, layer: Layer) -> bool:
-        if self.max_bytes is not None and layer.bytes_moved > self.max_bytes:
+        # an embedding reads a few rows but its whole table must be in memory
+        table = layer.params * (4 if layer.dtype == "fp32" else 2) if layer.type == "embedding" else 0
+        if self.max_bytes is not None and layer.bytes_moved + table > self.max_bytes:
             return False
         return self.max_flops is None or layer.flops <= self.max_flops
 
@@ -164,9 +166,20 @@ class SweepConfig:
         return config_id(self.layer)
 
 
+# Fields added after datasets were first written, with the value every row written before them has (0 where
+# the value is not named): left out of an id at that value, so a resumed run knows the older configurations.
+_LATER_FIELDS = frozenset(FIELDS[FIELDS.index("tokens"):])
+_OLDER_VALUES = {("linear", "tokens"): 1, ("softmax", "channels_first"): 1}
+
+
 def config_id(layer: Layer, variant: Variant | None = None) -> str:
-    """A stable 16-hex-digit name of a layer configuration (and variant): a hash of its normalized row."""
-    parts = [f"{name}={value}" for name, value in zip(FIELDS, layer.row, strict=True)]
+    """A stable 16-hex-digit name of a layer configuration (and variant): a hash of its normalized row (a field
+    added since the first datasets is left out at the value every older row has)."""
+    parts = [
+        f"{name}={value}"
+        for name, value in zip(FIELDS, layer.row, strict=True)
+        if name not in _LATER_FIELDS or value != _OLDER_VALUES.get((layer.type, name), 0)
+    ]
     if variant is not None:
         parts += [f"{k}={v}" for k, v in variant.columns().items()]
     return hashlib.sha1(";".join(parts).encode()).hexdigest()[:16]
@@ -413,7 +426,7 @@ def _sample(type_name: str, rng: np.random.Generator, dtype: str) -> Layer:
         scale = 2 if rng.random() < 0.8 else int(rng.choice([3, 4]))
         base.update(in_h=max(1, h // scale), in_w=max(1, w // scale))
         return Layer("upsample", out_h=base["in_h"] * scale, out_w=base["in_w"] * scale,
-                     mode=int(rng.random() < 0.5), **base)
+                     interpolation=int(rng.random() < 0.5), **base)
     if type_name == "batchnorm2d" and rng.random() < 0.1:
         base.update(in_h=1, in_w=1)
     if type_name == "gelu":

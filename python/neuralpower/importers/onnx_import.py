@@ -721,7 +721,8 @@ class _Walker:
                 or out is None or len(out) != 3:
             self.e.skip(where, f"Resize mode {mode} ({transform})")
             return
-        self._emit("upsample", node, where, out_h=out[1], out_w=out[2], mode=0 if mode == "nearest" else 1)
+        self._emit("upsample", node, where, out_h=out[1], out_w=out[2],
+                   interpolation=0 if mode == "nearest" else 1)
 
     def _pool(self, kind: str, node: Any, where: str, attrs: dict[str, Any]) -> None:
         kernel = list(attrs.get("kernel_shape", []))

@@ -771,7 +771,7 @@ class _Walker:
                 or len(out) != 3:
             self.e.skip(where, f"interpolate mode={mode!r} align_corners={align_corners}")
             return
-        self._emit("upsample", node, where, out_h=out[1], out_w=out[2], mode=mode)
+        self._emit("upsample", node, where, out_h=out[1], out_w=out[2], interpolation=mode)
 
     def _mean(self, node: Any, dim: Any, where: str) -> None:
         dims = tuple(sorted(int(d) % 4 for d in (dim if isinstance(dim, tuple | list) else (dim,)))) if dim else ()

@@ -7,8 +7,12 @@ pooling and softmax accumulate in fp32, as GPU kernels do); bf16 is not supporte
 
 Implementations are deliberately different from :mod:`neuralpower.bench.reference`, which they are checked
 against: conv2d is im2col (a strided window view copied into a column buffer, in batch chunks of at most
-``workspace_bytes``) followed by a batched GEMM per group; pooling reduces a strided window view; adaptive
-pooling uses an integral image; batchnorm is folded into one scale and shift.
+``workspace_bytes``) followed by a batched GEMM per group; conv_transpose2d is the transposed product (one GEMM
+of the weights with the input per group) followed by col2im (each kernel tap's columns added to a strided slice
+of the output), in batch chunks too; pooling reduces a strided window view; adaptive pooling uses an integral
+image; batchnorm is folded into one scale and shift; attention is blocked (score blocks of at most
+``workspace_bytes``, a precomputed additive causal mask); upsampling is separable (rows, then columns).
+Layernorm, matmul and attention compute fp16 layers in fp32, as GPU kernels do.
 """
 
 from __future__ import annotations
@@ -142,7 +146,8 @@ class CpuPrepared(Prepared):
         """Nothing to wait for: host calls are synchronous."""
 
     def check(self) -> None:
-        """Run each layer once and compare its first and last batch item with the reference.
+        """Run each layer once and compare its first and last batch item (and head, for attention and batched
+        matmul) with the reference (:func:`reference.subset`).
 
         Only two batch items are compared: the reference is slow, and a batch item's result does not
         depend on the others (an indexing error shows in the last item).
@@ -150,11 +155,8 @@ class CpuPrepared(Prepared):
         for layer, ops, fn in self._layers:
             with np.errstate(over="ignore", under="ignore"):
                 out = fn()
-            n = layer.batch
-            items = [0] if n == 1 else [0, n - 1]
-            sliced = ref.Operands([x[items] for x in ops.inputs], ops.params)
-            expected = ref.forward(layer.replace(batch=len(items)), sliced)
-            ref.assert_close(out[items], expected, layer)
+            small, sliced, actual = ref.subset(layer, ops, out)
+            ref.assert_close(actual, ref.forward(small, sliced), layer)
 
     def outputs(self) -> list[tuple[Layer, ref.Operands, Array]]:
         """Run each layer once; its layer, operands and output (for tests and debugging). In a network,
@@ -241,12 +243,12 @@ class CpuExecutor(Executor):
 
     def _build(self, layer: Layer, buffers: _Buffers | None) -> tuple[Layer, ref.Operands, Kernel]:
         dt = ref.numpy_dtype(layer.dtype)
-        if buffers is None:
+        shape = ref.output_shape(layer)
+        if buffers is None or layer.type == "embedding":  # indices are the layer's own (its vocabulary)
             inputs = ref.make_inputs(layer, self._rng)
-            out = np.empty(layer.out_shape, dtype=dt)
         else:
             inputs = [buffers.input(s, dt) for s in ref.input_shapes(layer)]
-            out = buffers.output(layer.out_shape, dt)
+        out = np.empty(shape, dtype=dt) if buffers is None else buffers.output(shape, dt)
         ops = ref.Operands(inputs, ref.make_params(layer, self._rng))
         make = _KERNELS.get(layer.type)
         if make is None:
@@ -254,8 +256,16 @@ class CpuExecutor(Executor):
         return layer, ops, make(layer, ops, out, self.workspace_bytes)
 
 
+def _table_bytes(layer: Layer) -> int:
+    """Weights held beyond ``layer.bytes_weights``: an embedding's whole table (its bytes count the rows read)."""
+    if layer.type != "embedding":
+        return 0
+    return layer.params * (4 if layer.dtype == "fp32" else 2)
+
+
 def _bytes_needed(layers: list[Layer], workspace: int, shared: bool) -> int:
-    """Host memory a list of layers needs: operands, outputs, weights and conv workspaces."""
+    """Host memory a list of layers needs: operands, outputs, weights and workspaces."""
+    tables = sum(_table_bytes(layer) for layer in layers)
     if shared:
         seen: set[tuple[str, tuple[int, ...]]] = set()
         total = 0
@@ -269,8 +279,8 @@ def _bytes_needed(layers: list[Layer], workspace: int, shared: bool) -> int:
                 seen.add(("out", layer.out_shape))
                 total += math.prod(layer.out_shape) * size
             total += layer.bytes_weights
-        return total + workspace
-    return sum(layer.bytes_moved for layer in layers) + workspace
+        return total + tables + workspace
+    return sum(layer.bytes_moved for layer in layers) + tables + workspace
 
 
 # -- kernels: each returns a function that computes the layer into `out` and returns it --------------
@@ -319,26 +329,28 @@ def _conv2d(layer: Layer, ops: ref.Operands, out: Array, workspace: int) -> Kern
 
 
 def _linear(layer: Layer, ops: ref.Operands, out: Array, workspace: int) -> Kernel:
-    x = ops.inputs[0]
+    # On tokens, [N, tokens, in] is one [N * tokens, in] GEMM (as PyTorch runs it), not a batch of small ones.
+    x = ops.inputs[0].reshape(-1, layer.in_features)
+    rows = out.reshape(-1, layer.out_features)
     acc = np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
     wt = np.ascontiguousarray(ops.params["weight"].T, dtype=acc)
     bias = ops.params["bias"].astype(acc) if "bias" in ops.params else None
     if acc == x.dtype:
 
         def fn() -> Array:
-            np.matmul(x, wt, out=out)
+            np.matmul(x, wt, out=rows)
             if bias is not None:
-                np.add(out, bias, out=out)
+                np.add(rows, bias, out=rows)
             return out
 
         return fn
-    res = np.empty(out.shape, dtype=acc)
+    res = np.empty(rows.shape, dtype=acc)
 
     def fn16() -> Array:
         np.matmul(x.astype(acc), wt, out=res)
         if bias is not None:
             np.add(res, bias, out=res)
-        np.copyto(out, res, casting="same_kind")
+        np.copyto(rows, res, casting="same_kind")
         return out
 
     return fn16
@@ -492,6 +504,12 @@ def _activation(layer: Layer, ops: ref.Operands, out: Array, workspace: int) -> 
             return out
 
         return hardsigmoid
+    if t == "tanh":
+
+        def tanh() -> Array:
+            return np.tanh(x, out=out)
+
+        return tanh
     tmp = np.empty(x.shape, dtype=_ACC if t == "gelu" else x.dtype)
     if t == "sigmoid":
 
@@ -522,6 +540,23 @@ def _activation(layer: Layer, ops: ref.Operands, out: Array, workspace: int) -> 
             return out
 
         return hardswish
+    if t == "gelu" and layer.approximate:
+        cube = np.empty(x.shape, dtype=_ACC)
+        beta, kappa = math.sqrt(2 / math.pi), 0.044715
+
+        def gelu_tanh() -> Array:  # 0.5 x (1 + tanh(beta (x + kappa x^3)))
+            np.multiply(x, x, out=cube, dtype=_ACC)
+            np.multiply(cube, x, out=cube)
+            np.multiply(cube, kappa, out=cube)
+            np.add(cube, x, out=tmp)
+            np.multiply(tmp, beta, out=tmp)
+            np.tanh(tmp, out=tmp)
+            np.add(tmp, 1, out=tmp)
+            np.multiply(tmp, 0.5, out=tmp)
+            np.multiply(x, tmp, out=out, casting="same_kind")
+            return out
+
+        return gelu_tanh
     if t == "gelu":
         from scipy.special import erf
 
@@ -563,15 +598,17 @@ def _concat(layer: Layer, ops: ref.Operands, out: Array, workspace: int) -> Kern
 
 def _softmax(layer: Layer, ops: ref.Operands, out: Array, workspace: int) -> Kernel:
     x = ops.inputs[0]
-    n, _, h, w = x.shape
-    peak = np.empty((n, 1, h, w), dtype=x.dtype)
-    total = np.empty((n, 1, h, w), dtype=_ACC)
+    axis = 1 if layer.channels_first else 3  # N x C x H x W, or N x H x W x C (over the contiguous C)
+    reduced = list(x.shape)
+    reduced[axis] = 1
+    peak = np.empty(reduced, dtype=x.dtype)
+    total = np.empty(reduced, dtype=_ACC)
 
     def fn() -> Array:
-        np.max(x, axis=1, keepdims=True, out=peak)
+        np.max(x, axis=axis, keepdims=True, out=peak)
         np.subtract(x, peak, out=out)
         np.exp(out, out=out)
-        np.sum(out, axis=1, keepdims=True, dtype=_ACC, out=total)
+        np.sum(out, axis=axis, keepdims=True, dtype=_ACC, out=total)
         np.divide(out, total, out=out, casting="same_kind")
         return out
 
@@ -601,6 +638,238 @@ def _channel_shuffle(layer: Layer, ops: ref.Operands, out: Array, workspace: int
     return fn
 
 
+def _acc(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """What a layer of this storage type computes in: fp32 for fp16 (as GPU kernels), else the type itself."""
+    return _ACC if dtype == np.float16 else dtype
+
+
+def _layernorm(layer: Layer, ops: ref.Operands, out: Array, workspace: int) -> Kernel:
+    x = ops.inputs[0]
+    acc = _acc(x.dtype)
+    axis = 1 if layer.channels_first else 2  # N x D x tokens (strided D), or N x tokens x D
+    shape = [1, 1, 1]
+    shape[axis] = layer.in_features
+    weight = ops.params["weight"].astype(acc).reshape(shape)
+    bias = ops.params["bias"].astype(acc).reshape(shape)
+    reduced = list(x.shape)
+    reduced[axis] = 1
+    mean = np.empty(reduced, dtype=acc)
+    rstd = np.empty(reduced, dtype=acc)
+    centered = np.empty(x.shape, dtype=acc)
+    square = np.empty(x.shape, dtype=acc)
+
+    def fn() -> Array:
+        np.mean(x, axis=axis, keepdims=True, dtype=acc, out=mean)
+        np.subtract(x, mean, out=centered, dtype=acc)
+        np.multiply(centered, centered, out=square)
+        np.mean(square, axis=axis, keepdims=True, out=rstd)  # the biased variance, as PyTorch
+        np.add(rstd, ref.LN_EPS, out=rstd)
+        np.sqrt(rstd, out=rstd)
+        np.reciprocal(rstd, out=rstd)
+        np.multiply(centered, rstd, out=centered)
+        np.multiply(centered, weight, out=centered)
+        np.add(centered, bias, out=out, casting="same_kind")
+        return out
+
+    return fn
+
+
+def _matmul(layer: Layer, ops: ref.Operands, out: Array, workspace: int) -> Kernel:
+    a, b = ops.inputs
+    acc = _acc(a.dtype)
+    if layer.broadcast:
+        # one shared K x N matrix: all the rows of every batch (and head) in one GEMM
+        a = a.reshape(-1, layer.in_features)
+        target = out.reshape(-1, layer.out_features)
+    else:
+        target = out
+    if acc == a.dtype:
+
+        def fn() -> Array:
+            np.matmul(a, b, out=target)
+            return out
+
+        return fn
+    a32 = np.empty(a.shape, dtype=acc)
+    b32 = np.empty(b.shape, dtype=acc)
+    res = np.empty(target.shape, dtype=acc)
+
+    def fn16() -> Array:
+        np.copyto(a32, a)
+        np.copyto(b32, b)
+        np.matmul(a32, b32, out=res)
+        np.copyto(target, res, casting="same_kind")
+        return out
+
+    return fn16
+
+
+def _attention(layer: Layer, ops: ref.Operands, out: Array, workspace: int) -> Kernel:
+    """Blocked attention: for a block of (batch, head) pairs and of queries, the scores (at most
+    ``workspace`` bytes), the causal mask added, a softmax along the keys, then the product with V."""
+    q, k, v = ops.inputs
+    acc = _acc(q.dtype)
+    n, heads, tokens, d = q.shape
+    kv = k.shape[2]
+    pairs = n * heads
+    qs, ks, vs = (t.reshape(pairs, -1, d) for t in (q, k, v))
+    o = out.reshape(pairs, tokens, d)
+    # The scale folded into a float32 copy of Q (made each call, as the fp16 layers' conversions are).
+    q32 = np.empty(qs.shape, dtype=acc)
+    k32 = ks if ks.dtype == acc else np.empty(ks.shape, dtype=acc)
+    v32 = vs if vs.dtype == acc else np.empty(vs.shape, dtype=acc)
+    scale = 1.0 / math.sqrt(d)
+    per_row = kv * acc.itemsize
+    rows = max(1, workspace // per_row)  # (pair, query) rows of scores per block
+    block_q = min(tokens, rows)
+    block_p = max(1, min(pairs, rows // block_q))
+    scores = np.empty((block_p, block_q, kv), dtype=acc)
+    peak = np.empty((block_p, block_q, 1), dtype=acc)
+    total = np.empty((block_p, block_q, 1), dtype=acc)
+    res = np.empty((block_p, block_q, d), dtype=acc)
+    # top-left causal mask: query i sees keys 0..i (0 there, -inf beyond)
+    mask = np.where(np.arange(kv)[None, :] > np.arange(tokens)[:, None], -np.inf, 0.0).astype(acc)
+    causal = bool(layer.causal)
+
+    def fn() -> Array:
+        np.multiply(qs, scale, out=q32, dtype=acc)
+        if k32 is not ks:
+            np.copyto(k32, ks)
+            np.copyto(v32, vs)
+        kt = k32.transpose(0, 2, 1)
+        for p0 in range(0, pairs, block_p):
+            p1 = min(pairs, p0 + block_p)
+            for t0 in range(0, tokens, block_q):
+                t1 = min(tokens, t0 + block_q)
+                s = scores[: p1 - p0, : t1 - t0]
+                np.matmul(q32[p0:p1, t0:t1], kt[p0:p1], out=s)
+                if causal:
+                    np.add(s, mask[t0:t1], out=s)
+                m = peak[: p1 - p0, : t1 - t0]
+                np.max(s, axis=2, keepdims=True, out=m)
+                np.subtract(s, m, out=s)
+                np.exp(s, out=s)
+                z = total[: p1 - p0, : t1 - t0]
+                np.sum(s, axis=2, keepdims=True, out=z)
+                r = res[: p1 - p0, : t1 - t0]
+                np.matmul(s, v32[p0:p1], out=r)
+                np.divide(r, z, out=o[p0:p1, t0:t1], casting="same_kind")
+        return out
+
+    return fn
+
+
+def _embedding(layer: Layer, ops: ref.Operands, out: Array, workspace: int) -> Kernel:
+    (indices,) = ops.inputs
+    table = ops.params["weight"]
+    flat = indices.reshape(-1)
+    rows = out.reshape(-1, layer.out_features)
+
+    def fn() -> Array:
+        np.take(table, flat, axis=0, out=rows)  # a gather of rows, as F.embedding
+        return out
+
+    return fn
+
+
+def _upsample(layer: Layer, ops: ref.Operands, out: Array, workspace: int) -> Kernel:
+    x = ops.inputs[0]
+    n, c, h, w = x.shape
+    oh, ow = layer.out_h, layer.out_w
+    if not layer.interpolation:
+        rows_src = ref.nearest_source_index(oh, h)
+        cols_src = ref.nearest_source_index(ow, w)
+        rows = np.empty((n, c, oh, w), dtype=x.dtype)
+
+        def nearest() -> Array:
+            np.take(x, rows_src, axis=2, out=rows)
+            np.take(rows, cols_src, axis=3, out=out)
+            return out
+
+        return nearest
+    acc = _acc(x.dtype)
+
+    def taps(size: int, out_size: int) -> tuple[Array, Array, Array]:
+        # align_corners=False: source (i + 0.5) * size / out_size - 0.5, clamped at 0; upper tap clamped too
+        src = np.maximum((np.arange(out_size, dtype=np.float64) + 0.5) * (size / out_size) - 0.5, 0.0)
+        lo = np.floor(src).astype(np.int64)
+        hi = np.minimum(lo + 1, size - 1)
+        return lo, hi, (src - lo).astype(acc)
+
+    h0, h1, lh = taps(h, oh)
+    w0, w1, lw = taps(w, ow)
+    lh4, lw4 = lh.reshape(1, 1, oh, 1), lw.reshape(1, 1, 1, ow)
+    upper = np.empty((n, c, oh, w), dtype=acc)
+    rows_b = np.empty((n, c, oh, w), dtype=acc)
+    left = np.empty((n, c, oh, ow), dtype=acc)
+    right = np.empty((n, c, oh, ow), dtype=acc)
+    wide = None if acc == x.dtype else np.empty(x.shape, dtype=acc)
+
+    def bilinear() -> Array:
+        src = x
+        if wide is not None:
+            np.copyto(wide, x)
+            src = wide
+        # rows: lower + (upper - lower) * lambda; then the same along the columns
+        np.take(src, h0, axis=2, out=rows_b)
+        np.take(src, h1, axis=2, out=upper)
+        np.subtract(upper, rows_b, out=upper)
+        np.multiply(upper, lh4, out=upper)
+        np.add(rows_b, upper, out=rows_b)
+        np.take(rows_b, w0, axis=3, out=left)
+        np.take(rows_b, w1, axis=3, out=right)
+        np.subtract(right, left, out=right)
+        np.multiply(right, lw4, out=right)
+        np.add(left, right, out=out, casting="same_kind")
+        return out
+
+    return bilinear
+
+
+def _conv_transpose2d(layer: Layer, ops: ref.Operands, out: Array, workspace: int) -> Kernel:
+    """Per group, the GEMM ``W^T x`` gives every input position's contribution to each (out channel, tap);
+    col2im then adds each tap's plane to a strided slice of a canvas that starts at ``-padding``."""
+    x = ops.inputs[0]
+    n, c, h, w = x.shape
+    g = layer.groups
+    cg, og = c // g, layer.out_channels // g
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = layer.kernel, layer.stride, layer.padding, layer.dilation
+    oh, ow = layer.out_h, layer.out_w
+    acc = _acc(x.dtype)
+    # weight (c, og, kh, kw) -> per group (og * kh * kw, cg), the left operand
+    wmat = np.ascontiguousarray(
+        ops.params["weight"].reshape(g, cg, og * kh * kw).transpose(0, 2, 1), dtype=acc
+    )
+    bias = ops.params["bias"].astype(acc).reshape(1, -1, 1, 1) if "bias" in ops.params else None
+    full_h = max(ph + oh, (h - 1) * sh + dh * (kh - 1) + 1)
+    full_w = max(pw + ow, (w - 1) * sw + dw * (kw - 1) + 1)
+    per_item = (g * og * kh * kw * h * w + layer.out_channels * full_h * full_w) * acc.itemsize
+    chunk = max(1, min(n, workspace // max(per_item, 1)))
+    cols = np.empty((chunk, g, og * kh * kw, h * w), dtype=acc)
+    canvas = np.empty((chunk, layer.out_channels, full_h, full_w), dtype=acc)
+    xg = x.reshape(n, g, cg, h * w)
+
+    def fn() -> Array:
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            col = cols[:m]
+            np.matmul(wmat, xg[start : start + m], out=col, dtype=acc)
+            taps = col.reshape(m, g * og, kh, kw, h, w)  # channel o of group j is g * og + o: (g, og) flattens
+            canvas_m = canvas[:m]
+            canvas_m.fill(0)
+            for u in range(kh):
+                rows = slice(u * dh, u * dh + sh * (h - 1) + 1, sh)
+                for v in range(kw):
+                    canvas_m[:, :, rows, v * dw : v * dw + sw * (w - 1) + 1 : sw] += taps[:, :, u, v]
+            cropped = canvas_m[:, :, ph : ph + oh, pw : pw + ow]
+            if bias is not None:
+                cropped += bias
+            np.copyto(out[start : start + m], cropped, casting="same_kind")
+        return out
+
+    return fn
+
+
 _KERNELS: dict[str, Callable[[Layer, ref.Operands, Array, int], Kernel]] = {
     "conv2d": _conv2d,
     "linear": _linear,
@@ -614,4 +883,10 @@ _KERNELS: dict[str, Callable[[Layer, ref.Operands, Array, int], Kernel]] = {
     "softmax": _softmax,
     "flatten": _flatten,
     "channel_shuffle": _channel_shuffle,
+    "layernorm": _layernorm,
+    "matmul": _matmul,
+    "attention": _attention,
+    "embedding": _embedding,
+    "upsample": _upsample,
+    "conv_transpose2d": _conv_transpose2d,
 }

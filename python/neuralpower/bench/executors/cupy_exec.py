@@ -2,8 +2,11 @@
 
 Each layer runs the launches of :func:`~neuralpower.bench.kernels.plan_layer` on buffers of its own shapes,
 filled with random values on the device (never zeros: they hide unwritten outputs and can run faster than
-real data). Linear layers have two implementations, recorded as ``Variant.impl``: ``kernel`` (ours) and
-``cublas`` (``cupy.matmul``, then our bias kernel); conv2d records which of our kernels it ran.
+real data; embedding indices are random rows of the vocabulary). Linear and matmul layers have two
+implementations, recorded as ``Variant.impl``: ``kernel`` (ours) and ``cublas`` (``cupy.matmul``: one GEMM, or
+cuBLAS's strided-batched GEMM for matmul; then our bias kernel for linear); conv2d records which of our kernels
+it ran. Every layer type has kernels; attention only up to :data:`~neuralpower.bench.kernels.ATTENTION_MAX_HEAD_DIM`
+dimensions per head (:meth:`CupyExecutor.supports` says no beyond).
 
 Two modes (``Variant.mode``): ``eager`` launches every kernel from Python, one call after the other, as a
 framework does; ``graph`` captures calls in a CUDA graph on the executor's stream
@@ -68,17 +71,18 @@ CHECK_MACS = 2**26
 CHECK_ELEMENTS = 2**18
 _MODES = ("eager", "graph")
 _SEED = 20240611
+_TWO_IMPLS = ("linear", "matmul")  # our kernel and cuBLAS
 
 
 # -- helpers shared with the torch executor ---------------------------------------------------------------
 
 
 def network_variants(arch: Architecture) -> list[Variant]:
-    """What :meth:`CupyExecutor.network_variants` returns (no CuPy needed): eager and graph, and with linear
-    layers both of their implementations (``kernel``, ``cublas``); a network's convolutions pick their own
-    kernels, so no conv implementation is a network variant."""
+    """What :meth:`CupyExecutor.network_variants` returns (no CuPy needed): eager and graph, and with linear or
+    matmul layers both of their implementations (``kernel``, ``cublas``); a network's convolutions pick their
+    own kernels, so no conv implementation is a network variant."""
     modes = ("eager",) if all(layer.type == "flatten" for layer in arch) else _MODES
-    impls = ("kernel", "cublas") if any(layer.type == "linear" for layer in arch) else ("",)
+    impls = ("kernel", "cublas") if any(layer.type in _TWO_IMPLS for layer in arch) else ("",)
     return [Variant(mode=mode, impl=impl) for impl in impls for mode in modes]
 
 
@@ -130,15 +134,71 @@ def _shrunk(layer: Layer, **changes: int) -> Layer | None:
         return None
 
 
+def _halve_while(layer: Layer, too_big: Callable[[Layer], bool], field: str, floor: int = 1) -> Layer:
+    """``layer`` with ``field`` halved (not below ``floor``) while ``too_big`` says so and the layer stays valid."""
+    small = layer
+    while too_big(small) and getattr(small, field) > floor:
+        candidate = _shrunk(small, **{field: max(floor, getattr(small, field) // 2)})
+        if candidate is None:
+            break
+        small = candidate
+    return small
+
+
+def _small_token_layer(layer: Layer) -> Layer:
+    """:func:`small_layer` of the token types: batch at most 2, heads at most 2 (kept above 1 when above), then
+    fewer tokens (and keys), then fewer features, leaving what selects a code path (a layernorm's or
+    last-axis softmax's row length, the head dimension, the causal flag, the layout, vec4 alignments)."""
+    t = layer.type
+    small = _shrunk(layer, batch=min(layer.batch, 2)) or layer
+    if t in ("matmul", "attention") and small.heads > 2:
+        small = _shrunk(small, heads=2) or small
+
+    def macs(candidate: Layer) -> bool:
+        return candidate.macs > CHECK_MACS
+
+    def elements(candidate: Layer) -> bool:
+        return max(math.prod(candidate.in_shape), math.prod(candidate.out_shape)) > CHECK_ELEMENTS
+
+    if t == "linear":  # tokens > 1: M = batch * tokens stays above the small-batch kernel's 8
+        small = _halve_while(small, macs, "tokens", floor=min(small.tokens, 9))
+        small = _halve_while(small, macs, "out_features", floor=64)
+        k = small.in_features
+        while macs(small) and k > 64:
+            k = k // 2
+            small = _shrunk(small, in_features=k - k % 4 + layer.in_features % 4) or small
+        return small
+    if t == "attention":
+        while macs(small) and (small.tokens > 1 or small.kv_tokens > 1):
+            candidate = _shrunk(small, tokens=max(1, small.tokens // 2), kv_tokens=max(1, small.kv_tokens // 2))
+            if candidate is None:
+                break
+            small = candidate
+        return small
+    if t == "matmul":
+        small = _halve_while(small, macs, "tokens")
+        small = _halve_while(small, macs, "out_features", floor=16)
+        return _halve_while(small, macs, "in_features", floor=16)
+    if t == "embedding":  # the vocabulary does not change the gather: a small table is as good
+        small = _shrunk(small, in_features=min(small.in_features, 4096)) or small
+        return _halve_while(small, elements, "tokens")
+    # layernorm
+    return _halve_while(small, elements, "tokens")
+
+
 def small_layer(layer: Layer) -> Layer:
     """A copy of ``layer`` cheap enough for the NumPy reference that runs the same kernel code path.
 
-    conv2d: batch at most 2, then a smaller image while it costs more than :data:`CHECK_MACS`. linear: the same
-    side of the small-batch threshold (batch up to 8 kept, else 16), then fewer output and input features
-    (``in_features % 4`` kept: it selects the vectorized path). Other types: batch at most 2, then fewer
-    channels, then a smaller image, while the input has more than :data:`CHECK_ELEMENTS` elements.
+    conv2d and conv_transpose2d: batch at most 2, then a smaller image while it costs more than
+    :data:`CHECK_MACS`. linear: the same side of the small-batch threshold (batch up to 8 kept, else 16), then
+    fewer output and input features (``in_features % 4`` kept: it selects the vectorized path). Token types
+    (layernorm, matmul, attention, embedding, linear on tokens): see :func:`_small_token_layer`. Other types:
+    batch at most 2, then fewer channels (not a last-axis softmax's: its row length), then a smaller image
+    (upsample: and output), while the input (or output) has more than :data:`CHECK_ELEMENTS` elements.
     """
     t = layer.type
+    if t in ("layernorm", "matmul", "attention", "embedding") or (t == "linear" and layer.tokens > 1):
+        return _small_token_layer(layer)
     if t == "linear":
         small = _shrunk(layer, batch=layer.batch if layer.batch <= 8 else 16) or layer
         while small.macs > CHECK_MACS and small.out_features > 64:
@@ -148,14 +208,16 @@ def small_layer(layer: Layer) -> Layer:
             small = _shrunk(small, in_features=k - k % 4 + small.in_features % 4) or small
         return small
     small = _shrunk(layer, batch=min(layer.batch, 2)) or layer
+    convolution = t in ("conv2d", "conv_transpose2d")
 
     def cost(candidate: Layer) -> int:
-        if t == "conv2d":
+        if convolution:
             return candidate.macs
-        return math.prod(candidate.in_shape) * (candidate.inputs if t in ("add", "mul") else 1)
+        inputs = math.prod(candidate.in_shape) * (candidate.inputs if t in ("add", "mul") else 1)
+        return max(inputs, math.prod(candidate.out_shape)) if t == "upsample" else inputs
 
-    budget = CHECK_MACS if t == "conv2d" else CHECK_ELEMENTS
-    if t != "conv2d":
+    budget = CHECK_MACS if convolution else CHECK_ELEMENTS
+    if not convolution and not (t == "softmax" and not layer.channels_first):
         step = layer.groups if t == "channel_shuffle" else 1
         floor = max(step, layer.inputs if t == "concat" else 1, 2 if t == "softmax" else 1)
         while cost(small) > budget and small.in_channels > floor:
@@ -166,7 +228,10 @@ def small_layer(layer: Layer) -> Layer:
             small = candidate
     while cost(small) > budget:
         h, w = max(1, small.in_h // 2), max(1, small.in_w // 2)
-        candidate = _shrunk(small, in_h=h, in_w=w)
+        changes = {"in_h": h, "in_w": w}
+        if t == "upsample":  # about the same ratio
+            changes.update(out_h=max(1, small.out_h // 2), out_w=max(1, small.out_w // 2))
+        candidate = _shrunk(small, **changes)
         if candidate is None or (h, w) == (small.in_h, small.in_w):
             break
         small = candidate
@@ -269,13 +334,17 @@ class CupyExecutor(Executor):
         }
 
     def supports(self, layer: Layer) -> bool:
+        """fp32 and fp16 layers of every type; attention up to :data:`kernels.ATTENTION_MAX_HEAD_DIM` dimensions
+        per head (``np_attention_rows`` keeps 4 per lane)."""
+        if layer.type == "attention" and layer.head_dim > kernels.ATTENTION_MAX_HEAD_DIM:
+            return False
         return layer.dtype in kernels.CUDA_TYPES
 
     def l2_bytes(self) -> int:
         return int(self._props.get("l2CacheSize", 0))
 
     def variants(self, layer: Layer) -> list[Variant]:
-        if layer.type == "linear":
+        if layer.type in _TWO_IMPLS:
             impls = ["kernel", "cublas"]
         elif layer.type == "conv2d":
             impls = [kernels.conv_impl(layer)]
@@ -292,7 +361,7 @@ class CupyExecutor(Executor):
     # -- preparing work -------------------------------------------------------------------------------
     def prepare(self, layer: Layer, variant: Variant) -> Prepared:
         """A layer on random device data; ``variant.impl`` may force a conv2d kernel (``implicit_gemm``,
-        ``depthwise``, ``depthwise_direct``) or a linear one (``kernel``, ``cublas``).
+        ``depthwise``, ``depthwise_direct``) or a linear or matmul one (``kernel``, ``cublas``).
 
         Raises
         ------
@@ -310,7 +379,7 @@ class CupyExecutor(Executor):
 
     def prepare_network(self, arch: Architecture, variant: Variant) -> Prepared:
         """A network's layers in order (see the module's notes on buffers); ``variant.impl`` ``cublas`` runs
-        its linear layers through cuBLAS, ``""`` through our kernels.
+        its linear and matmul layers through cuBLAS, ``""`` through our kernels.
 
         Raises
         ------
@@ -320,7 +389,8 @@ class CupyExecutor(Executor):
         if variant.impl not in ("", "kernel", "cublas"):
             raise LayerFailed(f"a network's implementation is '' or cublas, not {variant.impl!r}")
         plans = [
-            kernels.plan_layer(layer, variant.impl if layer.type == "linear" and variant.impl else "") for layer in arch
+            kernels.plan_layer(layer, variant.impl if layer.type in _TWO_IMPLS and variant.impl else "")
+            for layer in arch
         ]
         with self._errors(f"preparing network {arch.name!r}"), self._dev:
             rng = self._cp.random.RandomState(_SEED)
@@ -362,7 +432,9 @@ class CupyExecutor(Executor):
 
         bufs: dict[str, Any] = {}
         for name, shape in zip(plan.inputs, reference.input_shapes(layer), strict=True):
-            if name == "x0" and previous is not None and previous.shape == tuple(shape):
+            if layer.type == "embedding":  # indices: the reference's, uploaded (one small int64 array)
+                bufs[name] = cp.asarray(reference.make_indices(layer, np.random.default_rng(_SEED)))
+            elif name == "x0" and previous is not None and previous.shape == tuple(shape):
                 bufs[name] = previous
             elif (
                 name == "x0"
@@ -373,29 +445,23 @@ class CupyExecutor(Executor):
                 bufs[name] = previous.reshape(shape)
             else:
                 bufs[name] = uniform(shape)
-        fan_in = (
-            (layer.in_channels // layer.groups * layer.kernel_h * layer.kernel_w)
-            if layer.type == "conv2d"
-            else (layer.in_features)
-        )
-        bound = 1.0 / math.sqrt(max(fan_in, 1))
+        shapes = reference.param_shapes(layer)
+        weight = shapes.get("weight", (1, 1))
+        bound = 1.0 / math.sqrt(max(math.prod(weight[1:]), 1))  # PyTorch's fan-in initialization
         for name in plan.params:
-            if name == "weight":
-                shape = (
-                    (layer.out_channels, layer.in_channels // layer.groups, layer.kernel_h, layer.kernel_w)
-                    if layer.type == "conv2d"
-                    else (layer.out_features, layer.in_features)
-                )
-                bufs[name] = uniform(shape, -bound, bound)
-            elif name == "bias":
-                bufs[name] = uniform((layer.out_shape[1],), -bound, bound)
-            elif name == "dummy":
+            if name == "dummy":
                 bufs[name] = cp.zeros((1,), dtype=dt)
             elif name == "scale":
                 var = uniform((layer.in_channels,), 0.5, 1.5, np.float32)
                 bufs[name] = uniform((layer.in_channels,), 0.5, 1.5, np.float32) / cp.sqrt(var + reference.BN_EPS)
             elif name == "shift":
                 bufs[name] = uniform((layer.in_channels,), -0.5, 0.5, np.float32)
+            elif layer.type == "embedding":  # nn.Embedding's N(0, 1)
+                bufs[name] = rng.standard_normal(size=shapes[name], dtype=np.float32).astype(dt, copy=False)
+            elif layer.type == "layernorm":
+                bufs[name] = uniform(shapes[name], 0.5, 1.5) if name == "weight" else uniform(shapes[name], -0.5, 0.5)
+            else:
+                bufs[name] = uniform(shapes[name], -bound, bound)
         bufs.update(self._output(plan, bufs))
         return bufs
 
@@ -405,7 +471,7 @@ class CupyExecutor(Executor):
         bufs: dict[str, Any] = {name: cp.asarray(x) for name, x in zip(plan.inputs, ops.inputs, strict=True)}
         p = ops.params
         for name in plan.params:
-            if name in ("weight", "bias"):
+            if name in ("weight", "bias"):  # conv, linear, layernorm, embedding
                 bufs[name] = cp.asarray(p[name])
             elif name == "dummy":
                 bufs[name] = cp.zeros((1,), dtype=reference.numpy_dtype(plan.layer.dtype))
@@ -418,7 +484,7 @@ class CupyExecutor(Executor):
         return bufs
 
     def _output(self, plan: kernels.LayerPlan, bufs: Mapping[str, Any]) -> dict[str, Any]:
-        shape = plan.layer.out_shape
+        shape = reference.output_shape(plan.layer)  # the operands' layout (channels-first layernorm, softmax)
         if plan.output == "y":
             return {"y": self._cp.empty(shape, dtype=reference.numpy_dtype(plan.layer.dtype))}
         return {plan.output: bufs[plan.output].reshape(shape)}  # flatten: a view of its input
@@ -444,7 +510,11 @@ class CupyExecutor(Executor):
 
         for step in plan.steps:
             if isinstance(step, kernels.CublasGemm):
-                calls.append(partial(cp.matmul, bufs[step.x], bufs[step.w].T, out=bufs[step.y]))
+                w = bufs[step.w]  # (out, in); token tensors viewed as (N * tokens, features): one GEMM
+                x, y = bufs[step.x].reshape(-1, w.shape[1]), bufs[step.y].reshape(-1, w.shape[0])
+                calls.append(partial(cp.matmul, x, w.T, out=y))
+            elif isinstance(step, kernels.CublasMatmul):
+                calls.append(partial(cp.matmul, bufs[step.a], bufs[step.b], out=bufs[step.y]))
             else:
                 fn = kernels.get_function(step.kernel, step.dtype)
                 args = tuple(resolve(a) for a in step.args)

@@ -1,12 +1,15 @@
 """The ``torch`` executor: PyTorch modules on a CUDA device, as users run them (cuDNN and cuBLAS included).
 
-A layer becomes the module a user would write (``nn.Conv2d``, ``nn.Linear``, ``nn.MaxPool2d(ceil_mode=...)``,
-``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d``, ``nn.BatchNorm2d`` in eval mode, the activation modules,
-``nn.Softmax(dim=1)``, ``nn.Flatten``, and small modules for add, mul, concat and torchvision's channel
-shuffle), in the layer's dtype (fp32, fp16 or bf16), with random weights and inputs, run under
-``torch.inference_mode()``. PyTorch's defaults are kept and recorded in :meth:`TorchExecutor.context`
-(TF32 convolutions, full-precision fp32 matmuls); ``torch.backends.cudnn.benchmark`` is switched on, so a
-warm-up call picks each configuration's fastest algorithm before anything is timed.
+A layer becomes the module a user would write (``nn.Conv2d``, ``nn.ConvTranspose2d``, ``nn.Linear`` (on vectors or
+token tensors), ``nn.MaxPool2d(ceil_mode=...)``, ``nn.AvgPool2d``, ``nn.AdaptiveAvgPool2d``, ``nn.BatchNorm2d`` in
+eval mode, ``nn.LayerNorm`` (channels-first: torchvision's ConvNeXt ``LayerNorm2d``, a permute, ``F.layer_norm``
+and a permute back), the activation modules (``nn.GELU(approximate=...)``, ``nn.Tanh``), ``nn.Softmax(dim=1)``
+(``dim=-1`` for the last axis), ``nn.Flatten``, ``nn.Embedding``, ``nn.Upsample`` (``F.interpolate``), and small
+modules for add, mul, concat, torchvision's channel shuffle, ``torch.matmul`` and
+``F.scaled_dot_product_attention(is_causal=...)``), in the layer's dtype (fp32, fp16 or bf16), with random weights
+and inputs, run under ``torch.inference_mode()``. PyTorch's defaults are kept and recorded in
+:meth:`TorchExecutor.context` (TF32 convolutions, full-precision fp32 matmuls); ``torch.backends.cudnn.benchmark``
+is switched on, so a warm-up call picks each configuration's fastest algorithm before anything is timed.
 
 Variants: ``eager`` (one Python call of the module per call) and ``graph`` (calls captured in a
 ``torch.cuda.CUDAGraph`` and replayed), each in ``contiguous`` (NCHW) memory format and, when
@@ -106,7 +109,41 @@ def _small_modules(torch: Any) -> dict[str, Any]:
             x = x.view(n, self.groups, c // self.groups, h, w)
             return torch.transpose(x, 1, 2).contiguous().view(n, c, h, w)
 
-    return {"add": Add, "mul": Mul, "concat": Cat, "channel_shuffle": ChannelShuffle}
+    class MatMul(module):  # type: ignore[misc, unused-ignore]
+        """``torch.matmul(a, b)`` (batched; a 2-D ``b`` is broadcast)."""
+
+        def forward(self, a: Any, b: Any) -> Any:
+            return torch.matmul(a, b)
+
+    class Attention(module):  # type: ignore[misc, unused-ignore]
+        """``F.scaled_dot_product_attention(q, k, v, is_causal=causal)`` (PyTorch picks its kernel: flash,
+        memory-efficient, cuDNN or the math fallback)."""
+
+        def __init__(self, causal: bool) -> None:
+            super().__init__()
+            self.causal = causal
+
+        def forward(self, q: Any, k: Any, v: Any) -> Any:
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+
+    class LayerNormChannelsFirst(torch.nn.LayerNorm):  # type: ignore[misc, unused-ignore]
+        """torchvision's ConvNeXt ``LayerNorm2d`` for any rank: channels moved last (a permute, a view),
+        ``F.layer_norm`` over them, moved back."""
+
+        def forward(self, x: Any) -> Any:
+            x = x.movedim(1, -1)
+            x = torch.nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+            return x.movedim(-1, 1)
+
+    return {
+        "add": Add,
+        "mul": Mul,
+        "concat": Cat,
+        "channel_shuffle": ChannelShuffle,
+        "matmul": MatMul,
+        "attention": Attention,
+        "layernorm_channels_first": LayerNormChannelsFirst,
+    }
 
 
 def layer_module(torch: Any, layer: Layer, device: Any = None, dtype: Any = None) -> Any:
@@ -127,8 +164,33 @@ def layer_module(torch: Any, layer: Layer, device: Any = None, dtype: Any = None
             bias=bool(layer.bias),
             **where,
         )
-    if t == "linear":
+    if t == "conv_transpose2d":
+        return nn.ConvTranspose2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel,
+            layer.stride,
+            layer.padding,
+            layer.output_padding,
+            layer.groups,
+            bias=bool(layer.bias),
+            dilation=layer.dilation,
+            **where,
+        )
+    if t == "linear":  # on [N, in] or [N, tokens, in] alike
         return nn.Linear(layer.in_features, layer.out_features, bias=bool(layer.bias), **where)
+    if t == "layernorm":
+        if layer.channels_first:
+            return _small_modules(torch)["layernorm_channels_first"](layer.in_features, eps=reference.LN_EPS, **where)
+        return nn.LayerNorm(layer.in_features, eps=reference.LN_EPS, **where)
+    if t == "embedding":
+        return nn.Embedding(layer.in_features, layer.out_features, **where)
+    if t == "upsample":
+        if layer.interpolation:
+            return nn.Upsample(size=(layer.out_h, layer.out_w), mode="bilinear", align_corners=False)
+        return nn.Upsample(size=(layer.out_h, layer.out_w), mode="nearest")
+    if t == "gelu":
+        return nn.GELU(approximate="tanh" if layer.approximate else "none")
     if t == "maxpool2d":
         return nn.MaxPool2d(layer.kernel, layer.stride, layer.padding, layer.dilation, ceil_mode=bool(layer.ceil_mode))
     if t == "avgpool2d":  # count_include_pad=True, PyTorch's default
@@ -144,19 +206,108 @@ def layer_module(torch: Any, layer: Layer, device: Any = None, dtype: Any = None
         "hardsigmoid": nn.Hardsigmoid,
         "silu": nn.SiLU,
         "hardswish": nn.Hardswish,
-        "gelu": nn.GELU,  # approximate="none": the erf form
+        "tanh": nn.Tanh,
         "flatten": nn.Flatten,
     }
     if t in simple:
         return simple[t]()
-    if t == "softmax":
-        return nn.Softmax(dim=1)
+    if t == "softmax":  # over channels of N x C x H x W, or the last axis of N x H x W x C
+        return nn.Softmax(dim=1 if layer.channels_first else -1)
     small = _small_modules(torch)
     if t == "channel_shuffle":
         return small[t](layer.groups)
+    if t == "attention":
+        return small[t](bool(layer.causal))
     if t in small:
         return small[t]()
     raise LayerFailed(f"no PyTorch module for layer type {t!r}")  # pragma: no cover - every type is above
+
+
+def has_image_layout(layer: Layer) -> bool:
+    """Whether a layer's tensors are N x C x H x W images, which ``channels_last`` can lay out NHWC (not token
+    tensors, vectors, indices, or a last-axis softmax's N x H x W x C)."""
+    if layer.type in ("linear", "flatten", "layernorm", "matmul", "attention", "embedding"):
+        return False
+    return not (layer.type == "softmax" and not layer.channels_first)
+
+
+def _uniform(torch: Any, shape: Sequence[int], dtype: str, gen: Any, device: Any, low: float, high: float) -> Any:
+    x = torch.empty(tuple(shape), device=device, dtype=torch.float32)
+    x.uniform_(low, high, generator=gen)
+    return x.to(_torch_dtype(torch, dtype))
+
+
+def module_and_inputs(torch: Any, layer: Layer, device: Any, memory_format: str, gen: Any) -> tuple[Any, list[Any]]:
+    """The layer's module on ``device`` with random parameters (batchnorm: random running statistics too), and
+    random inputs (embedding: int64 indices in the vocabulary), in the layer's dtype and ``memory_format``;
+    ``gen`` is a ``torch.Generator`` on ``device``."""
+    dt = _torch_dtype(torch, layer.dtype)
+    module = layer_module(torch, layer, device, dt).eval().to(device=device, dtype=dt)
+    if layer.type == "batchnorm2d":  # as (reference.make_operands), so that outputs stay of order one
+        module.running_mean.uniform_(-0.5, 0.5)
+        module.running_var.uniform_(0.5, 1.5)
+        module.weight.uniform_(0.5, 1.5)
+        module.bias.uniform_(-0.5, 0.5)
+    if layer.type == "embedding":
+        shape = reference.input_shapes(layer)[0]
+        inputs = [torch.randint(0, layer.in_features, shape, generator=gen, device=device, dtype=torch.int64)]
+    else:
+        shapes = reference.input_shapes(layer)
+        inputs = [_uniform(torch, shape, layer.dtype, gen, device, -1.0, 1.0) for shape in shapes]
+    if memory_format == "channels_last":
+        module = module.to(memory_format=torch.channels_last)
+        inputs = [x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs]
+    return module, inputs
+
+
+def run_module(torch: Any, layer: Layer, ops: reference.Operands, device: Any) -> tuple[Any, reference.Operands]:
+    """Run the layer's module on ``device`` with the given operands and parameters (rounded to the layer's
+    dtype; embedding indices as they are); its output as a float64-ready NumPy array, and the operands
+    exactly as PyTorch saw them (for the reference)."""
+    dt = _torch_dtype(torch, layer.dtype)
+
+    def tensor(x: Any) -> Any:
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        return t.to(device=device) if t.dtype == torch.int64 else t.to(device=device, dtype=dt)
+
+    def host(t: Any) -> Any:
+        return t.cpu().numpy() if t.dtype == torch.int64 else t.float().cpu().numpy()
+
+    with torch.no_grad():
+        module = layer_module(torch, layer, device, dt).eval().to(device=device, dtype=dt)
+        params = {k: tensor(v) for k, v in ops.params.items()}
+        for name, value in params.items():
+            getattr(module, name).copy_(value)  # parameters and running statistics alike
+        inputs = [tensor(x) for x in ops.inputs]
+    with torch.inference_mode():
+        actual = module(*inputs).float().cpu().numpy()
+    rounded = reference.Operands([host(x) for x in inputs], {k: host(v) for k, v in params.items()})
+    return actual, rounded
+
+
+def check_module(torch: Any, layer: Layer, device: Any) -> None:
+    """Run ``layer``'s module on ``device`` on the reference's operands (see :func:`run_module`) and compare
+    with :func:`reference.forward`. fp32 convolutions (cuDNN) and matmuls that PyTorch runs in TF32 are held
+    to TF32's precision.
+
+    Raises
+    ------
+    AssertionError
+    """
+    ops = reference.make_operands(layer, np.random.default_rng(abs(hash(layer.row)) % 2**32), dtype=np.float32)
+    actual, rounded = run_module(torch, layer, ops, device)
+    expected = reference.forward(layer, rounded)
+    on_gpu = torch.device(device).type == "cuda"
+    tf32 = (
+        on_gpu
+        and layer.dtype == "fp32"
+        and (
+            (layer.type in ("conv2d", "conv_transpose2d") and torch.backends.cudnn.allow_tf32)
+            or (layer.type in ("linear", "matmul", "attention") and torch.backends.cuda.matmul.allow_tf32)
+        )
+    )
+    tolerance_dtype = "fp16" if tf32 else layer.dtype  # TF32 keeps fp16's 10-bit mantissa
+    compare_with_reference(actual, expected, layer, tolerance_dtype)
 
 
 @dataclass
@@ -234,7 +385,7 @@ class TorchExecutor(Executor):
 
     def variants(self, layer: Layer) -> list[Variant]:
         formats = ["contiguous"]
-        if self.channels_last and layer.type not in ("linear", "flatten"):
+        if self.channels_last and has_image_layout(layer):
             formats.append("channels_last")
         modes = ("eager",) if layer.type == "flatten" else _MODES  # a view: no kernel to capture
         return [Variant(mode=mode, memory_format=fmt) for fmt in formats for mode in modes]
@@ -286,7 +437,8 @@ class TorchExecutor(Executor):
             try:
                 for layer in arch:
                     module, inputs = self._module_and_inputs(layer, variant.memory_format, gen)
-                    chain = previous is not None and tuple(inputs[0].shape) == previous
+                    # embedding reads indices of its own, never the previous layer's (float) output
+                    chain = layer.type != "embedding" and previous is not None and tuple(inputs[0].shape) == previous
                     steps.append((module, inputs, chain))
                     previous = tuple(layer.out_shape)
             except BaseException:
@@ -308,27 +460,10 @@ class TorchExecutor(Executor):
             raise LayerFailed(f"the torch executor has one implementation per layer, not {variant.impl!r}")
 
     def _uniform(self, shape: Sequence[int], dtype: str, gen: Any, low: float = -1.0, high: float = 1.0) -> Any:
-        torch = self._torch
-        x = torch.empty(tuple(shape), device=self._dev, dtype=torch.float32)
-        x.uniform_(low, high, generator=gen)
-        return x.to(_torch_dtype(torch, dtype))
+        return _uniform(self._torch, shape, dtype, gen, self._dev, low, high)
 
     def _module_and_inputs(self, layer: Layer, memory_format: str, gen: Any) -> tuple[Any, list[Any]]:
-        """The layer's module on the device with random parameters (batchnorm: random running statistics
-        too), and random inputs, in the layer's dtype and ``memory_format``."""
-        torch = self._torch
-        dt = _torch_dtype(torch, layer.dtype)
-        module = layer_module(torch, layer, self._dev, dt).eval().to(device=self._dev, dtype=dt)
-        if layer.type == "batchnorm2d":  # as (reference.make_operands), so that outputs stay of order one
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 1.5)
-            module.weight.uniform_(0.5, 1.5)
-            module.bias.uniform_(-0.5, 0.5)
-        inputs = [self._uniform(shape, layer.dtype, gen) for shape in reference.input_shapes(layer)]
-        if memory_format == "channels_last":
-            module = module.to(memory_format=torch.channels_last)
-            inputs = [x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs]
-        return module, inputs
+        return module_and_inputs(self._torch, layer, self._dev, memory_format, gen)
 
     def _torchvision_model(self, arch: Architecture) -> Any:
         """``torchvision.models.<name>(weights=None)`` when ``arch`` is that zoo network, else ``None``."""
@@ -369,30 +504,8 @@ class TorchExecutor(Executor):
         key = (layer.row, "")
         if key in self._checked:
             return
-        torch = self._torch
-        small = small_layer(layer)
-        ops = reference.make_operands(small, np.random.default_rng(abs(hash(small.row)) % 2**32), dtype=np.float32)
-        dt = _torch_dtype(torch, small.dtype)
-        with self._errors(f"checking {layer!r}"), torch.cuda.device(self._index):
-            with torch.no_grad():
-                module = layer_module(torch, small, self._dev, dt).eval().to(device=self._dev, dtype=dt)
-                params = {k: torch.from_numpy(v).to(device=self._dev, dtype=dt) for k, v in ops.params.items()}
-                for name, value in params.items():
-                    getattr(module, name).copy_(value)  # parameters and running statistics alike
-                inputs = [torch.from_numpy(x).to(device=self._dev, dtype=dt) for x in ops.inputs]
-            with torch.inference_mode():
-                actual = module(*inputs).float().cpu().numpy()
-            # The reference sees exactly the values PyTorch saw: the operands rounded to the dtype.
-            rounded = reference.Operands(
-                [x.float().cpu().numpy() for x in inputs], {k: v.float().cpu().numpy() for k, v in params.items()}
-            )
-        expected = reference.forward(small, rounded)
-        tf32 = small.dtype == "fp32" and (
-            (small.type == "conv2d" and torch.backends.cudnn.allow_tf32)
-            or (small.type == "linear" and torch.backends.cuda.matmul.allow_tf32)
-        )
-        tolerance_dtype = "fp16" if tf32 else small.dtype  # TF32 keeps fp16's 10-bit mantissa
-        compare_with_reference(actual, expected, small, tolerance_dtype)
+        with self._errors(f"checking {layer!r}"), self._torch.cuda.device(self._index):
+            check_module(self._torch, small_layer(layer), self._dev)
         self._checked.add(key)
 
     @contextmanager
