@@ -170,7 +170,7 @@ def _cmd_import_neusight(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from .evaluator import load_model
-    from .validate import validate_networks
+    from .validate import format_validation, plot_validation, validate_networks
 
     if args.plot:
         check_output(args.plot, option="--plot", inputs=[args.networks, *(args.archs or [])], suffixes=(".png",))
@@ -183,90 +183,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         json.dump(record, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        print(_validation_table(record))
+        print(format_validation(record))
     if args.plot:
-        _plot_validation(record, args.plot)
+        plot_validation(record, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr if args.format == "json" else sys.stdout)
     return 0
-
-
-def _validation_table(record: dict[str, Any]) -> str:
-    from ._text import text_table
-    from .models.report import _pct
-    from .validate import QUANTITIES
-
-    def num(v: float | None, digits: int = 3) -> str:
-        return "-" if v is None else f"{v:.{digits}g}"
-
-    def pct(v: float | None) -> str:
-        return "-" if v is None else f"{v:+.1f}%"
-
-    head = ["network", "batch", "trials"]
-    for q, unit in zip(QUANTITIES, ("ms", "W", "mJ"), strict=True):
-        name = q.split("_")[0]
-        head += [f"{name} {unit}", "predicted", "error"]
-    alone = any("layers_measured" in c for c in record["cases"])
-    if alone:
-        head += ["layers alone ms"]
-    rows = []
-    for c in record["cases"]:
-        row = [c["arch"], str(c["batch"]), str(c["trials"])]
-        for q in QUANTITIES:
-            row += [num(c[f"measured_{q}"]), num(c[f"predicted_{q}"]), pct(c[f"{q}_error_pct"])]
-        if alone:
-            found = c["layers_measured"]
-            row.append(num(c["layers_sum_ms"]) if c["layers_sum_ms"] is not None else f"{found}/{c['layers']} found")
-        rows.append(row)
-    lines = [f"{record['model']}: {record['networks']} networks measured",
-             *text_table(head, rows, right=range(1, len(head))), ""]
-    mape_head = ["method", "runtime MAPE", "power MAPE", "energy MAPE"]
-    mape_rows = [["default", *(_pct(record[f"{q}_mape"]) for q in ("runtime", "power", "energy"))]]
-    for method, m in record["methods"].items():
-        mape_rows.append([method, *(_pct(m[f"{q}_mape"]) for q in ("runtime", "power", "energy"))])
-    lines += text_table(mape_head, mape_rows, right=range(1, 4))
-    return "\n".join(lines)
-
-
-def _plot_validation(record: dict[str, Any], path: str) -> None:
-    import matplotlib
-    import numpy as np
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ._output import atomic_path
-    from .validate import QUANTITIES
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
-    for ax, q, unit in zip(axes, QUANTITIES, ("ms", "W", "mJ"), strict=True):
-        pairs = [(c[f"measured_{q}"], c[f"predicted_{q}"]) for c in record["cases"]
-                 if c[f"measured_{q}"] is not None and c[f"predicted_{q}"] is not None]
-        name = q.split("_")[0]
-        ax.set_title(f"{name} ({unit})")
-        ax.set_xlabel("measured")
-        ax.set_ylabel("predicted")
-        if not pairs:
-            ax.text(0.5, 0.5, "not measured or not predicted", ha="center", va="center", transform=ax.transAxes)
-            continue
-        x, y = np.array(pairs, dtype=np.float64).T
-        ax.scatter(x, y, s=18)
-        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
-        ax.plot([lo, hi], [lo, hi], color="grey", linewidth=1)
-        if lo > 0:
-            from matplotlib.ticker import NullFormatter
-
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            for axis in (ax.xaxis, ax.yaxis):
-                axis.set_minor_formatter(NullFormatter())
-        mape = record[f"{name}_mape"]
-        if mape is not None:
-            ax.set_title(f"{name} ({unit}): MAPE {mape:.1f}%")
-    fig.suptitle(f"{record['model']}: {record['networks']} networks")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
 
 
 def _add_model_option(parser: argparse.ArgumentParser) -> None:

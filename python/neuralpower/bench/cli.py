@@ -15,7 +15,7 @@ from .._args import finite_float, positive_int, seed, size_int
 from ..errors import InputError
 from .executors import EXECUTORS
 
-__all__ = ["add_bench_parsers", "cmd_bench", "cmd_bench_network"]
+__all__ = ["add_bench_parsers", "cmd_bench", "cmd_bench_network", "cmd_campaign"]
 
 
 _positive_float = finite_float(minimum=0.0, allow_minimum=False)
@@ -29,6 +29,25 @@ def _batches(text: str) -> list[int]:
             out.append(size_int(item.strip()))
     if not out:
         raise argparse.ArgumentTypeError("give at least one batch size, e.g. 1,8,64")
+    return list(dict.fromkeys(out))
+
+
+def _dtypes(text: str) -> list[str]:
+    out = [t.strip().lower() for t in text.split(",") if t.strip()]
+    bad = [t for t in out if t not in ("fp16", "fp32")]
+    if bad or not out:
+        raise argparse.ArgumentTypeError(f"dtypes are fp16 and fp32, comma-separated, not {text!r}")
+    return list(dict.fromkeys(out))
+
+
+def _names(text: str) -> list[str]:
+    from .. import zoo
+
+    out = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = [t for t in out if t not in zoo.names()]
+    if unknown or not out:
+        raise argparse.ArgumentTypeError(f"unknown zoo network {unknown[0] if unknown else text!r} (see "
+                                         "`neuralpower zoo`)")
     return list(dict.fromkeys(out))
 
 
@@ -176,6 +195,44 @@ def add_bench_parsers(verbs: Any) -> None:
     n.add_argument("--trials", type=positive_int, default=3, metavar="N", help="trials per network (default: 3)")
     n.set_defaults(run=cmd_bench_network)
 
+    c = verbs.add_parser(
+        "campaign",
+        help="measure a machine in one command within a time budget: sweep, networks, fit, validate, report",
+        description="A whole visit to a machine: records the environment and checks the power sensor, prints "
+        "its plan, measures the layer sweep (every prefix holds every layer type), then whole networks, fits a "
+        "model per dtype, validates it on the networks, writes DIR/report.md and packs everything into "
+        "DIR/campaign.tar.gz. Each stage stops cleanly at its share of --minutes; run it again (on this or a "
+        "later visit) to extend the same datasets.",
+    )
+    c.add_argument("--out", required=True, metavar="DIR", help="the campaign's folder; a run continues what it holds")
+    c.add_argument("--executor", choices=list(EXECUTORS), default="torch",
+                   help="how layers run: torch, cupy or cpu (default: torch)")
+    c.add_argument("--device", help="cuda:N for cupy and torch (default: cuda:0), cpu for the cpu executor")
+    c.add_argument("--dtype", type=_dtypes, metavar="D,D",
+                   help="dtypes in the order measured, comma-separated (default: fp16,fp32 on a GPU, fp32 on the CPU)")
+    c.add_argument("--minutes", type=_positive_float, default=8.0, metavar="N",
+                   help="the visit's whole budget in minutes, fitting and the report included (default: 8)")
+    c.add_argument("--networks", type=_names, metavar="NAMES",
+                   help="zoo networks to validate on, comma-separated (default: resnet50, mobilenet_v2, "
+                   "efficientnet_b0, resnet18, convnext_tiny, vit_b_16, bert_base, gpt2 on a GPU; six small ones "
+                   "on the CPU)")
+    c.add_argument("--batch", type=_batches, metavar="B,B,...",
+                   help="batch sizes of the networks (default: 1,8,32 on a GPU, 1,4 on the CPU)")
+    c.add_argument("--suite", choices=list(SUITES), default="default",
+                   help="the layer sweep a budget works through (default: default)")
+    c.add_argument("--trials", type=positive_int, default=3, metavar="N", help="trials per network (default: 3)")
+    c.add_argument("--seed", type=seed, default=0, help="seed of the sampling and order (default: 0)")
+    c.add_argument("--no-power", dest="power", action="store_false", help="measure runtime only")
+    c.add_argument("--variants", choices=["all", "first"], default="first",
+                   help="first: each layer's default variant only, as a short visit should; all: every variant "
+                   "(eager and CUDA graph, ...) (default: first)")
+    c.add_argument("--target-ms", type=_positive_float, metavar="MS",
+                   help="length of one timed loop (default: 30 on a GPU, 20 on the CPU)")
+    c.add_argument("--loops", type=positive_int, default=5, metavar="N",
+                   help="timed loops per measurement (default: 5)")
+    c.add_argument("--quiet", action="store_true", help="no progress lines (the plan and report are still printed)")
+    c.set_defaults(run=cmd_campaign)
+
 
 def _executor(args: argparse.Namespace) -> Any:
     from .executors import get_executor
@@ -223,6 +280,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"neuralpower bench: {executor.name} on {executor.device}, suite {args.suite}, {args.dtype}")
     print(summary.table())
     return 130 if summary.stopped == "interrupted" else 0
+
+
+def cmd_campaign(args: argparse.Namespace) -> int:
+    """``neuralpower campaign``: returns the exit code."""
+    from ..campaign import CampaignOptions, run_campaign
+
+    dtypes = args.dtype or (["fp32"] if args.executor == "cpu" else ["fp16", "fp32"])
+    options = CampaignOptions(
+        out=args.out, executor=args.executor, device=args.device, dtypes=dtypes, minutes=args.minutes,
+        networks=args.networks, batches=args.batch, suite=args.suite, seed=args.seed, power=args.power,
+        trials=args.trials, variants=args.variants, target_ms=args.target_ms, loops=args.loops,
+        progress=not args.quiet,
+    )
+    visit = run_campaign(options)
+    return 0 if visit["archive"]["within_limit"] else 1
 
 
 def cmd_bench_network(args: argparse.Namespace) -> int:

@@ -98,6 +98,11 @@ class BenchOptions:
         Stop cleanly after the task running when this much time has passed.
     trials
         Trials of each network (``bench-network``).
+    order
+        ``shuffled``: each trial's tasks in a random order; ``balanced``: each trial's tasks dealt out one layer
+        type (one network) at a time, each type's own tasks in a random order, so that a run stopped at any
+        point has measured every type about as often as the others, and the small types completely first
+        (what ``campaign`` uses).
     progress
         Report progress and an ETA on ``stream``.
     """
@@ -119,6 +124,7 @@ class BenchOptions:
     gap_s: float | None = None
     max_minutes: float | None = None
     trials: int = 3
+    order: str = "shuffled"
     progress: bool = True
 
 
@@ -521,13 +527,22 @@ def _variants(executor: Executor, layer: Layer, which: str) -> list[Variant]:
     return variants[:1] if which == "first" else variants
 
 
-def _order(tasks: list[_Task], seed: int) -> list[_Task]:
-    """Trial by trial, each trial's tasks in its own shuffled order."""
+def _order(tasks: list[_Task], seed: int, order: str = "shuffled") -> list[_Task]:
+    """Trial by trial, each trial's tasks in its own shuffled order (``balanced``: dealt out round-robin over
+    layer types, or networks, each shuffled)."""
     out: list[_Task] = []
     for trial in sorted({t.trial for t in tasks}):
         these = [t for t in tasks if t.trial == trial]
         rng = np.random.default_rng(seed * 1009 + trial)
-        out.extend(these[int(i)] for i in rng.permutation(len(these)))
+        shuffled = [these[int(i)] for i in rng.permutation(len(these))]
+        if order != "balanced":
+            out.extend(shuffled)
+            continue
+        groups: dict[str, list[_Task]] = {}
+        for t in shuffled:
+            groups.setdefault(t.layer.type if t.layer is not None else t.origin, []).append(t)
+        for k in range(max((len(g) for g in groups.values()), default=0)):
+            out.extend(g[k] for g in groups.values() if k < len(g))
     return out
 
 
@@ -631,7 +646,7 @@ def run_bench(
             for variant in _variants(executor, c.layer, options.variants):
                 key = config_id(c.layer, variant)
                 tasks.extend(_Task(t, key, variant, power, layer=c.layer, origin=c.origin) for t in range(trials))
-        tasks = _order(tasks, options.seed)
+        tasks = _order(tasks, options.seed, options.order)
         loop = _Loop(executor, run_dir, options, meter, context, stream)
         started = _now()
         _idle(loop, meter, options, stream)
@@ -701,7 +716,7 @@ def run_networks(
             for variant in variants:
                 key = network_id(arch, variant)
                 tasks.extend(_Task(t, key, variant, True, arch=arch, origin=arch.name) for t in range(options.trials))
-        tasks = _order(tasks, options.seed)
+        tasks = _order(tasks, options.seed, options.order)
         loop = _Loop(executor, run_dir, options, meter, context, stream)
         started = _now()
         _idle(loop, meter, options, stream)

@@ -1,0 +1,88 @@
+"""`neuralpower campaign` end to end on the cpu executor: plan, sweep, networks, fit, validate, report, archive;
+a second visit extends the same datasets without measuring anything twice."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from neuralpower.bench.executors import get_executor
+from neuralpower.campaign import CampaignOptions, plan_campaign
+from neuralpower.cli import main
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_plan_arithmetic() -> None:
+    executor = get_executor("cpu", device="cpu", dtype="fp32")
+    plan = plan_campaign(executor, CampaignOptions(out="x", executor="cpu", dtypes=["fp16", "fp32"], minutes=8))
+    # the reserve, then the layer and network shares of each dtype add up to the budget
+    assert plan.reserve_s + 2 * (plan.layer_s + plan.network_s) == pytest.approx(8 * 60)
+    for d in ("fp16", "fp32"):
+        assert 0 < plan.runtime_configs[d] <= plan.sampled[d]
+        assert plan.power_expected[d] == 0  # the cpu measures no power
+    assert "campaign plan: 8 minutes" in plan.text() and "resnet18" in plan.text()
+
+
+def test_campaign_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "visit"
+    args = ["campaign", "--executor", "cpu", "--out", str(out), "--minutes", "0.7", "--suite", "quick",
+            "--networks", "cifar_conv6", "--batch", "1", "--trials", "1", "--quiet"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "campaign plan: 0.7 minutes, dtypes fp32" in err and "# Campaign report" in err
+    layers = _rows(out / "cpu-fp32" / "layers.csv")
+    networks = _rows(out / "cpu-fp32" / "networks" / "networks.csv")
+    assert len(layers) > 20 and [r["arch"] for r in networks] == ["cifar_conv6"]
+    # balanced: the first rows cover many layer types, not the first few types of a shuffled sweep
+    from neuralpower.layers import LAYER_TYPES
+
+    assert len({r["type"] for r in layers[:25]}) >= 15
+    assert all(r["type"] in LAYER_TYPES for r in layers)
+    record = json.loads((out / "campaign.json").read_text())
+    visit = record["visits"][0]
+    assert visit["environment"]["executor"] == "cpu" and visit["sensor"]["available"] is False
+    assert visit["stages"]["layers-fp32"]["measured"] == len(layers)
+    assert visit["stages"]["fit-fp32"]["fitted"] and (out / "cpu-fp32" / "model.json").exists()
+    assert visit["seconds"] < 0.7 * 60 + 30  # the budget, with the fit's and the report's reserve
+    report = (out / "report.md").read_text()
+    assert "## Models" in report and "| conv2d |" in report
+    if visit["stages"]["fit-fp32"]["validated"]:
+        assert json.loads((out / "cpu-fp32" / "validate.json").read_text())["networks"] == 1
+    with tarfile.open(out / "campaign.tar.gz") as tar:
+        names = tar.getnames()
+    assert "visit/cpu-fp32/layers.csv" in names and "visit/report.md" in names and "visit/campaign.json" in names
+    assert visit["archive"]["within_limit"] is False or visit["archive"]["bytes"] < 16 * 2**20
+
+    # a second visit extends the datasets: nothing is measured twice
+    assert main(args) == 0
+    capsys.readouterr()
+    again = _rows(out / "cpu-fp32" / "layers.csv")
+    keys = [(r["config_id"], r["trial"]) for r in again]
+    assert len(again) > len(layers) and len(set(keys)) == len(keys)
+    record = json.loads((out / "campaign.json").read_text())
+    assert len(record["visits"]) == 2 and record["visits"][1]["stages"]["layers-fp32"]["already_done"] > 0
+
+
+def test_campaign_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("x")
+    assert main(["campaign", "--executor", "cpu", "--out", str(tmp_path / "file"), "--minutes", "0.1"]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "campaign.json").write_text("{not json")
+    assert main(["campaign", "--executor", "cpu", "--out", str(tmp_path / "d"), "--minutes", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "not a campaign record" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit):
+        main(["campaign", "--executor", "cpu", "--out", str(tmp_path / "n"), "--networks", "resnet51"])
+    assert "unknown zoo network 'resnet51'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["campaign", "--executor", "cpu", "--out", str(tmp_path / "n"), "--dtype", "int8"])
+    assert "dtypes are fp16 and fp32" in capsys.readouterr().err
