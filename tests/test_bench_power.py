@@ -388,3 +388,30 @@ def test_windows_align_to_the_counter_steps(monkeypatch: pytest.MonkeyPatch) -> 
         assert w.energy_mj == pytest.approx(w.power_w * w.seconds * 1000)
         assert w.counter_period_ms == pytest.approx(100.0, abs=15.0)
         assert w.columns()["counter_period_ms"] == w.counter_period_ms
+
+
+def test_campaign_with_a_power_sensor(fake: FakeNVML, tmp_path: Path) -> None:
+    """A campaign whose executor has a (fake) sensor: the sensor check, power windows in the sweep and on the
+    networks, power models fitted, and the report saying so."""
+    import io
+    import json
+
+    from neuralpower.campaign import CampaignOptions, run_campaign
+    from neuralpower.models.data import flag_names, unusable
+
+    out = tmp_path / "visit"
+    options = CampaignOptions(out=str(out), executor="cpu", dtypes=["fp32"], minutes=0.75, suite="quick",
+                              networks=["cifar_conv6"], batches=[1], trials=1, progress=False, target_ms=0.5,
+                              loops=2, window_s=0.05)
+    visit = run_campaign(options, stream=io.StringIO(), meter_factory=lambda executor: PowerMeter.open())
+    assert visit["sensor"]["available"] and visit["sensor"]["idle_w"] == pytest.approx(300.0, rel=0.1)
+    assert "idle 300" in visit["sensor"]["note"]
+    assert visit["environment"]["power_limit_w"] == 700 and visit["environment"]["gpu_uuid"] == "GPU-0123"
+    assert visit["stages"]["layers-fp32"]["power_rows"] > 0 and visit["stages"]["networks-fp32"]["power_rows"] == 1
+    model = json.loads((out / "cpu-fp32" / "model.json").read_text())
+    with open(out / "cpu-fp32" / "layers.csv", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["power_w"]]
+    # power is fitted from the windows that other work on the machine did not disturb
+    usable = [r for r in rows if not unusable(flag_names(r["flags"]))]
+    assert len(rows) == visit["stages"]["layers-fp32"]["power_rows"] and model["power_measured"] == bool(usable)
+    assert "power sensor: idle" in (out / "report.md").read_text()

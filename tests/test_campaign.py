@@ -13,6 +13,7 @@ import pytest
 from neuralpower.bench.executors import get_executor
 from neuralpower.campaign import CampaignOptions, plan_campaign
 from neuralpower.cli import main
+from neuralpower.models.data import flag_names, unusable
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -50,10 +51,12 @@ def test_campaign_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     visit = record["visits"][0]
     assert visit["environment"]["executor"] == "cpu" and visit["sensor"]["available"] is False
     assert visit["stages"]["layers-fp32"]["measured"] == len(layers)
-    assert visit["stages"]["fit-fp32"]["fitted"] and (out / "cpu-fp32" / "model.json").exists()
+    # fitted from the rows that other work on the machine did not disturb (all of them on a quiet machine)
+    usable = [r for r in layers if not unusable(flag_names(r["flags"]))]
+    assert visit["stages"]["fit-fp32"]["fitted"] == bool(usable) == (out / "cpu-fp32" / "model.json").exists()
     assert visit["seconds"] < 0.7 * 60 + 30  # the budget, with the fit's and the report's reserve
     report = (out / "report.md").read_text()
-    assert "## Models" in report and "| conv2d |" in report
+    assert "## Models" in report and ("| conv2d |" in report or not usable)
     if visit["stages"]["fit-fp32"]["validated"]:
         assert json.loads((out / "cpu-fp32" / "validate.json").read_text())["networks"] == 1
     with tarfile.open(out / "campaign.tar.gz") as tar:

@@ -230,6 +230,8 @@ def add_bench_parsers(verbs: Any) -> None:
                    help="length of one timed loop (default: 30 on a GPU, 20 on the CPU)")
     c.add_argument("--loops", type=positive_int, default=5, metavar="N",
                    help="timed loops per measurement (default: 5)")
+    c.add_argument("--window-s", type=_positive_float, default=1.0, metavar="S",
+                   help="length of each power window in seconds (default: 1; the energy counter steps every ~100 ms)")
     c.add_argument("--quiet", action="store_true", help="no progress lines (the plan and report are still printed)")
     c.set_defaults(run=cmd_campaign)
 
@@ -290,7 +292,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
     options = CampaignOptions(
         out=args.out, executor=args.executor, device=args.device, dtypes=dtypes, minutes=args.minutes,
         networks=args.networks, batches=args.batch, suite=args.suite, seed=args.seed, power=args.power,
-        trials=args.trials, variants=args.variants, target_ms=args.target_ms, loops=args.loops,
+        trials=args.trials, variants=args.variants, target_ms=args.target_ms, loops=args.loops, window_s=args.window_s,
         progress=not args.quiet,
     )
     visit = run_campaign(options)
