@@ -303,7 +303,8 @@ def _report(out: str, visits: list[dict[str, Any]], fits: dict[str, Any], checks
         if record is None:
             lines.append(f"- {dtype}: not validated yet")
             continue
-        lines.append(f"- {dtype}: {record['networks']} network runs; MAPE runtime {_pct(record['runtime_mape'])}, "
+        lines.append(f"- {dtype}: {record['networks']} networks measured (network x batch); MAPE runtime "
+                     f"{_pct(record['runtime_mape'])}, "
                      f"power {_pct(record['power_mape'])}, energy {_pct(record['energy_mape'])} "
                      f"(validate-{dtype}.png)")
     text = "\n".join(lines) + "\n"
