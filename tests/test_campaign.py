@@ -89,3 +89,14 @@ def test_campaign_refuses_bad_input(tmp_path: Path, capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit):
         main(["campaign", "--executor", "cpu", "--out", str(tmp_path / "n"), "--dtype", "int8"])
     assert "dtypes are fp16 and fp32" in capsys.readouterr().err
+
+
+def test_campaign_without_the_gpu_it_needs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "h100"
+    assert main(["campaign", "--executor", "torch", "--out", str(out), "--minutes", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA device" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()  # nothing written

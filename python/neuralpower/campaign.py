@@ -364,7 +364,6 @@ def run_campaign(options: CampaignOptions, *, stream: TextIO | None = None,
     out = options.out
     if os.path.exists(out) and not os.path.isdir(out):
         raise InputError("exists and is not a folder", path=out)
-    os.makedirs(out, exist_ok=True)
     record_path = os.path.join(out, "campaign.json")
     visits = _load_visits(record_path)
     if not options.dtypes:
@@ -385,7 +384,8 @@ def run_campaign(options: CampaignOptions, *, stream: TextIO | None = None,
         """A power meter for a stage (each run closes its own); None: the run opens NVML's itself."""
         return meter_factory(executor) if meter_factory is not None else None
 
-    first = make(options.dtypes[0])
+    first = make(options.dtypes[0])  # a missing GPU is refused before anything is written
+    os.makedirs(out, exist_ok=True)
     environment = dict(first.context())
     environment.update(_software_versions())
     meter = open_meter(first)
