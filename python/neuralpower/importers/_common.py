@@ -38,6 +38,16 @@ def token_chw(shape: Sequence[int]) -> Shape:
     return (int(shape[-1]), prod(shape[:-1]), 1)
 
 
+def layer_chw(shape: Shape | None, is_tokens: bool) -> Shape | None:
+    """The shape an image layer reads from a value of ``shape`` (no batch): ``(C, H, W)``, ``(F,)``, or
+    ``F x tokens x 1`` for a token tensor (``is_tokens``, or any other rank); None when unknown or scalar."""
+    if shape is None or len(shape) == 0:
+        return None
+    if len(shape) == 1 or (len(shape) == 3 and not is_tokens):
+        return shape
+    return token_chw(shape)
+
+
 def _same_shape(ours: Sequence[int], theirs: Sequence[int]) -> bool:
     if tuple(ours) == tuple(theirs):
         return True

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import InputError, NeuralPowerError
 from ..layers import Architecture
-from ._common import Emitter, Shape, find_gelus, first_line, prod, token_chw
+from ._common import Emitter, Shape, find_gelus, first_line, layer_chw, prod, token_chw
 
 __all__ = ["from_onnx"]
 
@@ -244,13 +244,8 @@ class _Walker:
         return None if full is None or len(full) == 0 else full[1:]
 
     def _chw(self, name: str) -> Shape | None:
-        """The shape an image layer reads: ``(C, H, W)``, ``(F,)``, or ``F x tokens x 1`` for a token tensor."""
-        shape = self._shape(name)
-        if shape is None or len(shape) == 0:
-            return None
-        if len(shape) == 1 or (len(shape) == 3 and name not in self.tokens):
-            return shape
-        return token_chw(shape)
+        """The shape an image layer reads (see :func:`layer_chw`)."""
+        return layer_chw(self._shape(name), name in self.tokens)
 
     def _value(self, name: str) -> Any:
         return self.to_array(self.constants[name]) if name in self.constants else None

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..layers import Architecture
-from ._common import Emitter, Shape, find_gelus, first_line, prod, token_chw
+from ._common import Emitter, Shape, find_gelus, first_line, layer_chw, prod, token_chw
 
 __all__ = ["from_torch"]
 
@@ -270,13 +270,8 @@ class _Walker:
         return None if full is None else full[1:]
 
     def _chw(self, node: Any) -> Shape | None:
-        """The shape an image layer reads: ``(C, H, W)``, ``(F,)``, or ``F x tokens x 1`` for a token tensor."""
-        shape = self._shape(node)
-        if shape is None or len(shape) == 0:
-            return None
-        if len(shape) == 1 or (len(shape) == 3 and node not in self.tokens):
-            return shape
-        return token_chw(shape)
+        """The shape an image layer reads (see :func:`layer_chw`)."""
+        return layer_chw(self._shape(node), node in self.tokens)
 
     def _input(self, node: Any) -> Any:
         for a in (*node.args, *node.kwargs.values()):
