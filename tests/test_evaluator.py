@@ -20,7 +20,7 @@ import neuralpower as npw
 from neuralpower import InputError, zoo
 from neuralpower import _evaluator as _ev
 from neuralpower.evaluator import Model, load_model
-from neuralpower.layers import FEATURES, LAYER_TYPES
+from neuralpower.layers import FEATURES, FIELD_INDEX, LAYER_TYPES
 from neuralpower.models.data import read_measurements
 from neuralpower.models.fit import FitOptions, fit_models
 from neuralpower.models.format import validate_model, write_model_file
@@ -471,6 +471,49 @@ def test_cached_rows_give_the_uncached_results(fitted: Path) -> None:
             assert np.array_equal(out["bottleneck_runtime_ms"], single["runtime_ms"][best])
 
 
+def test_distinct_rows_and_an_index_give_the_same_results(fitted: Path) -> None:
+    """evaluate_archs over distinct rows and an index (each distinct row evaluated once) gives exactly what it
+    gives over the rows themselves: totals, per-layer values, bottlenecks, bounds; with any number of threads.
+    Errors are reported at the first layer (of the table, not of the distinct rows) that has one, and a bad
+    distinct row that no layer uses is no error."""
+    model = load_model(fitted)
+    rows = _conv_rows(20_000, seed=5)
+    distinct, index = np.unique(rows, axis=0, return_inverse=True)
+    index = np.ascontiguousarray(index.reshape(-1), dtype=np.int64)
+    offsets = np.arange(0, len(rows) + 1, 50, dtype=np.int64)
+    assert len(distinct) < len(rows)
+    for threads in (1, 3):
+        for validate in (False, True):
+            plain = model._compiled.evaluate_archs(rows, offsets, True, threads, validate)
+            indexed = model._compiled.evaluate_archs(distinct, offsets, True, threads, validate, index)
+            assert plain.keys() == indexed.keys()
+            for key in plain:
+                assert np.array_equal(plain[key], indexed[key], equal_nan=True), key
+    # an invalid row: reported at the first layer that is it, by its table index
+    bad = distinct.copy()
+    bad_code = int(index[777])
+    bad[bad_code, FIELD_INDEX["in_channels"]] = -5
+    first = int(np.flatnonzero(index == bad_code)[0])
+    with pytest.raises(ValueError, match=rf"^row {first}, field in_channels"):
+        model._compiled.evaluate_archs(bad, offsets, False, 2, True, index)
+    # a row of a type the model lacks: 'uncovered' is the first layer that is it
+    lacking = distinct.copy()
+    absent = next(t for t in LAYER_TYPES if t != "flatten" and t not in model.layer_types)
+    lacking[bad_code, 0] = LAYER_TYPES.index(absent)
+    out = model._compiled.evaluate_archs(lacking, offsets, False, 1, False, index)
+    assert out["uncovered"] == first
+    # a bad distinct row that no layer uses changes nothing
+    unused = np.concatenate([distinct, bad[bad_code : bad_code + 1]])
+    out = model._compiled.evaluate_archs(unused, offsets, True, 1, True, index)
+    assert np.array_equal(out["layer_runtime_ms"], plain["layer_runtime_ms"])
+    # an index out of the rows is refused
+    for wrong in (len(distinct), -1):
+        broken = index.copy()
+        broken[3] = wrong
+        with pytest.raises(ValueError, match="index 3 is out of the rows"):
+            model._compiled.evaluate_archs(distinct, offsets, False, 1, False, broken)
+
+
 def test_prepare_columns_reads_arrow_buffers_and_caches_repeats() -> None:
     """prepare_columns takes an Arrow column's (values, validity, offset) as well as a plain array, and gives
     the same rows; a repeated raw row is prepared once, invalid ones are still found at their own row."""
@@ -503,18 +546,29 @@ def test_prepare_columns_reads_arrow_buffers_and_caches_repeats() -> None:
     values_np = np.frombuffer(data, dtype=np.int64)[sliced.offset : sliced.offset + n]
     arrow[FIELD_INDEX["stride_h"]] = (values_np, np.frombuffer(validity, dtype=np.uint8), sliced.offset)
     plain[FIELD_INDEX["stride_h"]] = np.asarray(sliced.fill_null(MISSING).to_numpy(), dtype=np.int64)
-    a, bad_a, _, _ = _ev.prepare_columns(arrow, n, 2)
-    b, bad_b, _, _ = _ev.prepare_columns(plain, n, 2)
+    da, ia, bad_a, _, _ = _ev.prepare_columns(arrow, n, 2)
+    db, ib, bad_b, _, _ = _ev.prepare_columns(plain, n, 2)
     assert bad_a == bad_b == -1
-    assert np.array_equal(a, b)
+    assert np.array_equal(da[ia], db[ib])
+    # each distinct raw row is prepared once (per thread, while the cache holds it): 2,000 rows repeated 20
+    # times give at most 2,000 per thread
+    tiled = [None if c is None else np.tile(c[:2000], 20) for c in plain]
+    dt, it, bad_t, _, _ = _ev.prepare_columns(tiled, 40_000, 2)
+    assert bad_t == -1 and len(dt) <= 4000 and np.array_equal(dt[it], np.tile(db[ib][:2000], (20, 1)))
+    reference = np.full((n, len(FIELDS)), MISSING, dtype=np.int64)
+    for f, column in enumerate(plain):
+        if column is not None:
+            reference[:, f] = column
+    assert _ev.prepare(reference)[0] == -1
+    assert np.array_equal(da[ia], reference)
     # an invalid row after many repeats of it valid elsewhere: still reported at its own index
     plain[FIELD_INDEX["in_channels"]] = plain[FIELD_INDEX["in_channels"]].copy()
     plain[FIELD_INDEX["in_channels"]][40_000] = -3
-    _, bad, field, message = _ev.prepare_columns(plain, n, 1)
+    _, _, bad, field, message = _ev.prepare_columns(plain, n, 1)
     assert (bad, FIELDS[field]) == (40_000, "in_channels"), message
     # a value too large for any field, in an Arrow column: refused by the core, with its field
     big = np.asarray(values["out_channels"], dtype=np.int64).copy()
     big[123] = 2**62
     arrow[FIELD_INDEX["out_channels"]] = (big, None, 0)
-    _, bad, field, message = _ev.prepare_columns(arrow, n, 1)
+    _, _, bad, field, message = _ev.prepare_columns(arrow, n, 1)
     assert (bad, FIELDS[field], message) == (123, "out_channels", f"{2**62} is out of range")

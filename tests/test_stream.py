@@ -164,6 +164,39 @@ def test_score_cli_streams_with_small_blocks(
     assert outs[1 << 16][0].column("rank").to_pylist()[:3] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_parquet_scores_equal_csv_scores(
+    varying_model_path: Path, candidates: pa.Table, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], interleaved: bool,
+) -> None:
+    """A Parquet file (names read as its dictionaries, in blocks that cut row groups and architectures) scores
+    as the same table in CSV does: the same scores and per-layer rows, names as plain text; also where an
+    architecture's rows are spread over the file."""
+    table = candidates
+    if interleaved:
+        n = table.num_rows
+        pieces = [np.arange(i, min(i + 29, n)) for i in range(0, n, 29)]
+        table = table.take(pa.array(np.concatenate(pieces[::2] + pieces[1::2])))
+    csv_path, pq_path = tmp_path / "t.csv", tmp_path / "t.parquet"
+    pacsv.write_csv(table, csv_path)
+    pq.write_table(table, pq_path, row_group_size=1500)
+    monkeypatch.setattr(stream, "BLOCK_ROWS", 1000)
+    outs = []
+    for path in (csv_path, pq_path):
+        out, layers = tmp_path / f"s-{path.suffix[1:]}.csv", tmp_path / f"l-{path.suffix[1:]}.parquet"
+        code, _, err = run(capsys, "score", str(path), "--model", str(varying_model_path), "--out", str(out),
+                           "--per-layer", str(layers))
+        assert code == 0, err
+        outs.append((read_any(out), read_any(layers)))
+    same_scores(outs[0][0], outs[1][0])
+    # per-layer rows come block by block, each block's by architecture: where an architecture's rows are spread,
+    # their order follows the block edges (which differ between the two files), not their values
+    by_name = [("arch", "ascending"), ("layer", "ascending")]
+    same_scores(*(layers.sort_by(by_name) if interleaved else layers for _, layers in outs))
+    assert outs[1][1].schema.field("arch").type == pa.string()
+    assert outs[1][1].num_rows == table.num_rows
+
+
 def _folder(candidates: pa.Table, root: Path) -> Path:
     """The candidates in three Parquet files of a Hive-style folder, one architecture cut across two files."""
     n = candidates.num_rows

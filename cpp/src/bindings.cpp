@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <array>
 #include <stdexcept>
 #include <thread>
 #include <string>
@@ -57,34 +58,49 @@ std::tuple<py::ssize_t, int, std::string> prepare(py::array_t<std::int64_t> rows
     return {bad, err.field, err.message};
 }
 
-using PreparedCache = np::RowCache<np::LayerRow>;
+using IdCache = np::RowCache<std::int32_t>;
 
-// Normalizes and validates a row in place (np::prepare); a row equal to one prepared before gets its prepared
-// form from the cache (a repeated row is valid: the first was).
-np::ValidationError prepare_cached(std::int64_t* r, PreparedCache* cache) {
-    const bool cached = cache->use();
-    const std::uint64_t h = cached ? PreparedCache::hash(r) : 0;
-    if (const np::LayerRow* hit = cached ? cache->find(r, h) : nullptr) {
-        std::copy(hit->begin(), hit->end(), r);
-        return {};
+// A key's hash made column by column: start from kHashSeed, mix in each value, then finish.
+constexpr std::uint64_t kHashSeed = 0x243F6A8885A308D3ull;
+inline std::uint64_t hash_mix(std::uint64_t h, std::int64_t v) {
+    return (h ^ static_cast<std::uint64_t>(v)) * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull;
+}
+inline std::uint64_t hash_finish(std::uint64_t x) {
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ull;
+    return x ^ (x >> 29);
+}
+
+// The distinct rows that threads prepared (each its own, in order), back to back, and the index of each of the
+// n rows into them: each thread's ids, made for its own rows, are moved past the rows of the threads before it.
+// The threads split the n rows evenly, as `n * t / threads`.
+py::array_t<std::int64_t> joined_distinct(const std::vector<std::vector<std::int64_t>>& distinct_of,
+                                          std::int64_t* index, py::ssize_t n) {
+    std::size_t total = 0;
+    for (const auto& d : distinct_of) total += d.size();
+    py::array_t<std::int64_t> out(
+        std::vector<py::ssize_t>{static_cast<py::ssize_t>(total / np::kNumFields), np::kNumFields});
+    std::int64_t* to = out.mutable_data();
+    const auto n_threads = static_cast<py::ssize_t>(distinct_of.size());
+    std::int64_t base = 0;
+    for (py::ssize_t t = 0; t < n_threads; ++t) {
+        const auto& d = distinct_of[static_cast<std::size_t>(t)];
+        to = std::copy(d.begin(), d.end(), to);
+        if (base != 0)
+            for (py::ssize_t i = n * t / n_threads, end = n * (t + 1) / n_threads; i < end; ++i) index[i] += base;
+        base += static_cast<std::int64_t>(d.size() / np::kNumFields);
     }
-    np::LayerRow raw;
-    if (cached) std::copy(r, r + np::kNumFields, raw.begin());
-    np::ValidationError e = np::prepare(r);
-    if (!e && cached) {
-        np::LayerRow prepared;
-        std::copy(r, r + np::kNumFields, prepared.begin());
-        cache->insert(raw.data(), h, prepared);
-    }
-    return e;
+    return out;
 }
 
 // Builds rows from one array per field (None: every row leaves the field empty; a tuple (values, validity,
 // offset): an Arrow column, whose values are empty where bit offset + i of the validity bitmap is 0), then
-// normalizes and validates them, in one pass over memory. Returns (rows, bad_row, field, message) as prepare
-// does.
-std::tuple<py::array_t<std::int64_t>, py::ssize_t, int, std::string> prepare_columns(const py::list& columns,
-                                                                                   py::ssize_t n, int threads) {
+// normalizes and validates them, in one pass over memory. A table repeats rows: each distinct raw row is
+// prepared once. Returns (distinct, index, bad_row, field, message): the prepared rows are distinct[index]
+// (a row may appear in distinct more than once, where a cache started over); bad_row is -1 when all are valid,
+// else the first bad row, its field and the message, as prepare gives them.
+std::tuple<py::array_t<std::int64_t>, py::array_t<std::int64_t>, py::ssize_t, int, std::string> prepare_columns(
+    const py::list& columns, py::ssize_t n, int threads) {
     if (static_cast<int>(columns.size()) != np::kNumFields)
         throw std::invalid_argument("prepare_columns needs one entry per field");
     using BitsIn = py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast>;
@@ -117,52 +133,87 @@ std::tuple<py::array_t<std::int64_t>, py::ssize_t, int, std::string> prepare_col
             throw std::invalid_argument("each column must be a 1-D int64 array of n values");
         ptr[f] = keep.back().data();
     }
-    py::array_t<std::int64_t> rows({n, static_cast<py::ssize_t>(np::kNumFields)});
-    std::int64_t* out = rows.mutable_data();
+    py::array_t<std::int64_t> index_out(n);
+    std::int64_t* index = index_out.mutable_data();
     // Rows are split over threads; the first bad row of the whole table is reported.
     const int n_threads = static_cast<int>(std::max<py::ssize_t>(1, std::min<py::ssize_t>(threads, n / 65536 + 1)));
     std::vector<py::ssize_t> bad_of(n_threads, -1);
     std::vector<np::ValidationError> err_of(n_threads);
+    std::vector<std::vector<std::int64_t>> distinct_of(n_threads);  // each thread's prepared rows, in order
     // A row's key is the fields the table gives (every other field is empty in every row): hashing and comparing
-    // those alone finds the rows prepared before, whose prepared form is copied out whole.
+    // those alone finds a row prepared before, whose prepared form is not made or stored again.
+    // A column that gives two fields (kernel: kernel_h and kernel_w) is read and keyed once: `given` holds one
+    // field per distinct column, `key_of` each given field's place in the key.
     std::vector<int> given;
-    for (int f = 0; f < np::kNumFields; ++f)
-        if (ptr[f] != nullptr) given.push_back(f);
+    std::vector<std::pair<int, int>> key_of;  // (field, index into the key)
+    for (int f = 0; f < np::kNumFields; ++f) {
+        if (ptr[f] == nullptr) continue;
+        int j = 0;
+        while (j < static_cast<int>(given.size()) &&
+               !(ptr[given[j]] == ptr[f] && bits[given[j]] == bits[f] && bit_offset[given[j]] == bit_offset[f] &&
+                 raw[given[j]] == raw[f]))
+            ++j;
+        if (j == static_cast<int>(given.size())) given.push_back(f);
+        key_of.emplace_back(f, j);
+    }
     const int k = std::max<int>(1, static_cast<int>(given.size()));
     {
         py::gil_scoped_release release;
         auto work = [&](int t) {
-            PreparedCache cache(k);
+            IdCache ids(k);
+            std::vector<std::int64_t>& distinct = distinct_of[t];
             const py::ssize_t begin = n * t / n_threads, end = n * (t + 1) / n_threads;
-            // Keys are gathered a tile at a time, one column after another (each read in order, the tile in
-            // cache), then the rows are prepared in order.
-            constexpr py::ssize_t kTile = 512;
-            std::vector<std::int64_t> keys(static_cast<std::size_t>(kTile * k), np::kMissing);
+            // A tile of rows at a time: its cells are copied column by column (each column read in order, empty
+            // cells as kMissing) while each row's hash is made, then each row is looked up by its hash and
+            // compared cell by cell (the tile in cache).
+            constexpr py::ssize_t kTile = 128;
+            std::array<std::uint64_t, kTile> hash;
+            std::vector<std::int64_t> tile(given.size() * kTile);
+            std::vector<std::int64_t> key(given.size());
+            np::LayerRow row;
+            const auto cell = [&](std::size_t j, py::ssize_t i) { return tile[j * kTile + static_cast<std::size_t>(i)]; };
             for (py::ssize_t t0 = begin; t0 < end; t0 += kTile) {
-                const py::ssize_t t1 = std::min(end, t0 + kTile);
+                const py::ssize_t t1 = std::min(end, t0 + kTile), m = t1 - t0;
                 // the first cell of the tile (by row, then field) that no field can hold
                 py::ssize_t far_row = t1;
                 int far_field = -1;
                 std::int64_t far_value = 0;
+                std::fill(hash.begin(), hash.begin() + m, kHashSeed);
                 for (std::size_t j = 0; j < given.size(); ++j) {
                     const int f = given[j];
-                    std::int64_t* cell = keys.data() + j;
-                    const std::int64_t* src = ptr[f];
+                    const std::int64_t* src = ptr[f] + t0;
                     const std::uint8_t* valid = bits[f];
-                    const py::ssize_t off = bit_offset[f];
-                    for (py::ssize_t i = t0; i < t1; ++i, cell += k) {
-                        if (valid != nullptr && !((valid[(off + i) >> 3] >> ((off + i) & 7)) & 1)) {
-                            *cell = np::kMissing;
-                            continue;
+                    const py::ssize_t off = bit_offset[f] + t0;
+                    // an Arrow column's cells are checked: no field holds a value this large, and none may meet
+                    // the empty-cell marker (INT64_MIN)
+                    bool far = false;
+                    std::int64_t* out = tile.data() + j * kTile;
+                    if (valid == nullptr) {
+                        for (py::ssize_t i = 0; i < m; ++i) {
+                            const std::int64_t v = src[i];
+                            far |= v >= kIntLimit || v <= -kIntLimit;
+                            out[i] = v;
+                            hash[i] = hash_mix(hash[i], v);
                         }
-                        const std::int64_t v = src[i];
-                        *cell = v;
-                        // an Arrow column's cells are checked here: no field holds a value this large, and none
-                        // may meet the empty-cell marker (INT64_MIN)
-                        if (raw[f] && (v >= kIntLimit || v <= -kIntLimit) && i < far_row) {
-                            far_row = i;
-                            far_field = f;
-                            far_value = v;
+                    } else {
+                        for (py::ssize_t i = 0; i < m; ++i) {
+                            const bool here = (valid[(off + i) >> 3] >> ((off + i) & 7)) & 1;
+                            const std::int64_t v = here ? src[i] : np::kMissing;
+                            far |= here && (v >= kIntLimit || v <= -kIntLimit);
+                            out[i] = v;
+                            hash[i] = hash_mix(hash[i], v);
+                        }
+                    }
+                    if (far && raw[f]) {  // the column's first such cell, if before the tile's first so far
+                        for (py::ssize_t i = 0; i < m && t0 + i < far_row; ++i) {
+                            const bool here = valid == nullptr || ((valid[(off + i) >> 3] >> ((off + i) & 7)) & 1);
+                            const std::int64_t v = src[i];
+                            if (here && (v >= kIntLimit || v <= -kIntLimit)) {
+                                far_row = t0 + i;
+                                far_field = f;
+                                far_value = v;
+                                break;
+                            }
                         }
                     }
                 }
@@ -172,27 +223,31 @@ std::tuple<py::array_t<std::int64_t>, py::ssize_t, int, std::string> prepare_col
                         bad_of[t] = i;
                         return;
                     }
-                    std::int64_t* row = out + i * np::kNumFields;
-                    const std::int64_t* key = keys.data() + (i - t0) * k;
-                    const bool cached = cache.use();
-                    const std::uint64_t h = cached ? PreparedCache::hash(key, k) : 0;
-                    if (const np::LayerRow* hit = cached ? cache.find(key, h) : nullptr) {
-                        std::copy(hit->begin(), hit->end(), row);
+                    const std::uint64_t h = hash_finish(hash[i - t0]);
+                    const bool look = ids.use();
+                    const std::int32_t* hit = look ? ids.find_if(h, [&](const std::int64_t* stored) {
+                        for (std::size_t j = 0; j < given.size(); ++j)
+                            if (stored[j] != cell(j, i - t0)) return false;
+                        return true;
+                    })
+                                                   : nullptr;
+                    if (hit != nullptr) {
+                        index[i] = *hit;
                         continue;
                     }
-                    std::fill(row, row + np::kNumFields, np::kMissing);
-                    for (std::size_t j = 0; j < given.size(); ++j) row[given[j]] = key[j];
-                    np::ValidationError e = np::prepare(row);
+                    for (std::size_t j = 0; j < given.size(); ++j) key[j] = cell(j, i - t0);
+                    row.fill(np::kMissing);
+                    for (const auto& [f, j] : key_of) row[f] = key[j];
+                    np::ValidationError e = np::prepare(row.data());
                     if (e) {
                         err_of[t] = std::move(e);
                         bad_of[t] = i;
                         return;
                     }
-                    if (cached) {
-                        np::LayerRow prepared;
-                        std::copy(row, row + np::kNumFields, prepared.begin());
-                        cache.insert(key, h, prepared);
-                    }
+                    const auto id = static_cast<std::int32_t>(distinct.size() / np::kNumFields);
+                    distinct.insert(distinct.end(), row.begin(), row.end());
+                    index[i] = id;
+                    if (look) ids.insert(key.data(), h, id);
                 }
             }
         };
@@ -209,7 +264,9 @@ std::tuple<py::array_t<std::int64_t>, py::ssize_t, int, std::string> prepare_col
             err = err_of[t];
             break;
         }
-    return {rows, bad, err.field, err.message};
+    if (bad >= 0) return {py::array_t<std::int64_t>(std::vector<py::ssize_t>{0, np::kNumFields}), index_out, bad,
+                          err.field, err.message};
+    return {joined_distinct(distinct_of, index, n), index_out, -1, -1, std::string()};
 }
 
 py::array_t<std::int64_t> info(const RowsIn& rows) {
@@ -266,7 +323,8 @@ void bind_layers(py::module_& m) {
           "row or (-1, -1, '').");
     m.def("prepare_columns", &prepare_columns, py::arg("columns"), py::arg("n"), py::arg("threads") = 1,
           "Build layer rows from one int64 array (or None) per field, fill defaults and validate them; return "
-          "(rows, bad_row, field, message), bad_row -1 when all are valid.");
+          "(distinct, index, bad_row, field, message): the rows are distinct[index], bad_row -1 when all are "
+          "valid.");
     m.def("info", &info, py::arg("rows"), "Output shape and counts of valid layer rows.");
     m.def("features", &features, py::arg("rows"), py::arg("info"), "Model feature vectors of valid layer rows.");
 }
@@ -327,9 +385,21 @@ py::dict evaluate(const np::Model& model, const RowsIn& rows, bool validate) {
 }
 
 py::dict evaluate_archs(const np::Model& model, const RowsIn& rows, const RowsIn& offsets, bool per_layer,
-                        int threads, bool validate) {
+                        int threads, bool validate, const py::object& index_arg) {
     check_eval_rows(rows, validate);
-    const std::size_t n = static_cast<std::size_t>(rows.shape(0));
+    const std::size_t n_rows = static_cast<std::size_t>(rows.shape(0));
+    // with an index, the layers are rows[index]
+    RowsIn index;
+    const bool has_index = !index_arg.is_none();
+    if (has_index) {
+        index = RowsIn::ensure(index_arg);
+        if (!index || index.ndim() != 1) throw std::invalid_argument("index must be a 1-D array");
+        const std::int64_t* ix = index.data();
+        for (py::ssize_t j = 0; j < index.shape(0); ++j)
+            if (ix[j] < 0 || static_cast<std::size_t>(ix[j]) >= n_rows)
+                throw std::invalid_argument("index " + std::to_string(j) + " is out of the rows");
+    }
+    const std::size_t n = has_index ? static_cast<std::size_t>(index.shape(0)) : n_rows;
     if (offsets.ndim() != 1 || offsets.shape(0) < 1) throw std::invalid_argument("offsets must be a 1-D array");
     const std::size_t n_archs = static_cast<std::size_t>(offsets.shape(0) - 1);
     const std::int64_t* off = offsets.data();
@@ -352,8 +422,9 @@ py::dict evaluate_archs(const np::Model& model, const RowsIn& rows, const RowsIn
         np::LayerResult* pl = per_layer ? layers.data() : nullptr;
         double* pbounds = bounds.mutable_data();
         py::gil_scoped_release release;
+        const std::int64_t* ix = has_index ? index.data() : nullptr;
         bad = model.evaluate_archs(r, off, n_archs, pr, pp, pe, pb, pbe, pbr, px, pl, threads,
-                                   validate ? &invalid : nullptr, pbounds);
+                                   validate ? &invalid : nullptr, pbounds, ix, n_rows);
     }
     if (invalid) invalid_row(bad, invalid);
     py::dict out;
@@ -613,17 +684,8 @@ py::object parse_csv_block(const py::buffer& text, const std::vector<std::pair<s
         auto work = [&](std::size_t k) {
             np::CsvBlock& b = blocks[k];
             if (!np::parse_csv(data + ranges[k].first, ranges[k].second - ranges[k].first, rs, n_extras, types,
-                               dtypes, &b)) {
+                               dtypes, &b))
                 good[k] = 0;
-                return;
-            }
-            PreparedCache cache;
-            for (std::size_t i = 0; i < b.n; ++i) {
-                if (prepare_cached(b.rows.data() + i * np::kNumFields, &cache)) {
-                    good[k] = 0;
-                    return;
-                }
-            }
         };
         std::vector<std::thread> pool;
         for (std::size_t k = 1; k < ranges.size(); ++k) pool.emplace_back(work, k);
@@ -641,10 +703,21 @@ py::object parse_csv_block(const py::buffer& text, const std::vector<std::pair<s
     }
     if (arch_bytes > static_cast<std::size_t>(INT32_MAX) || layer_bytes > static_cast<std::size_t>(INT32_MAX))
         return py::none();
-    py::array_t<std::int64_t> rows({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(np::kNumFields)});
+    // the ranges' distinct rows back to back, and each record's index into them
+    std::size_t n_distinct = 0;
+    for (const np::CsvBlock& b : blocks) n_distinct += b.rows.size() / np::kNumFields;
+    py::array_t<std::int64_t> rows(
+        std::vector<py::ssize_t>{static_cast<py::ssize_t>(n_distinct), static_cast<py::ssize_t>(np::kNumFields)});
+    py::array_t<std::int64_t> index(static_cast<py::ssize_t>(n));
     {
         std::int64_t* to = rows.mutable_data();
-        for (const np::CsvBlock& b : blocks) to = std::copy(b.rows.begin(), b.rows.end(), to);
+        std::int64_t* at = index.mutable_data();
+        std::int64_t base = 0;
+        for (const np::CsvBlock& b : blocks) {
+            to = std::copy(b.rows.begin(), b.rows.end(), to);
+            for (const std::int64_t id : b.index) *at++ = base + id;
+            base += static_cast<std::int64_t>(b.rows.size() / np::kNumFields);
+        }
     }
     auto joined = [&](auto pick) {
         np::CsvStrings all;
@@ -662,6 +735,7 @@ py::object parse_csv_block(const py::buffer& text, const std::vector<std::pair<s
         extras.append(joined([j](const np::CsvBlock& b) -> const np::CsvStrings& { return b.extras[j]; }));
     py::dict out;
     out["rows"] = rows;
+    out["index"] = index;
     out["arch"] = joined([](const np::CsvBlock& b) -> const np::CsvStrings& { return b.arch; });
     out["layer"] = joined([](const np::CsvBlock& b) -> const np::CsvStrings& { return b.layer; });
     out["extras"] = extras;
@@ -671,7 +745,8 @@ py::object parse_csv_block(const py::buffer& text, const std::vector<std::pair<s
 void bind_model(py::module_& m) {
     m.def("parse_csv_block", &parse_csv_block, py::arg("text"), py::arg("ranges"), py::arg("roles"),
           py::arg("n_extras"), py::arg("types"), py::arg("dtypes"),
-          "Plain CSV records straight into prepared layer rows and name buffers, or None (read it the general way).");
+          "Plain CSV records straight into prepared layer rows (the distinct ones, 'rows', and each record's "
+          "'index' into them) and name buffers, or None (read it the general way).");
     m.def("distinct", &distinct, py::arg("rows"), py::arg("columns"),
           "(code per row, first row of each code) of the distinct values of some columns, in order of first "
           "appearance.");
@@ -700,8 +775,9 @@ void bind_model(py::module_& m) {
              "Per-layer runtime_ms, power_w, energy_mj and extrapolated; 'uncovered' is the first row whose type "
              "the model lacks, or -1.")
         .def("evaluate_archs", &evaluate_archs, py::arg("rows"), py::arg("offsets"), py::arg("per_layer") = false,
-             py::arg("threads") = 1, py::arg("validate") = true,
-             "Per-architecture totals (and per-layer values) of architectures laid out as rows[offsets[k]:offsets[k+1]]; "
+             py::arg("threads") = 1, py::arg("validate") = true, py::arg("index") = py::none(),
+             "Per-architecture totals (and per-layer values) of architectures laid out as rows[offsets[k]:offsets[k+1]] "
+             "(with an index: as rows[index][offsets[k]:offsets[k+1]], each distinct row evaluated once); "
              "'bounds' holds each architecture's runtime lo, hi and energy lo, hi (NaN without intervals).");
 }
 

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "neuralpower/layer.hpp"
+#include "neuralpower/row_cache.hpp"
 
 namespace neuralpower {
 
@@ -72,11 +73,25 @@ bool parse_csv(const char* text, std::size_t len, const std::vector<CsvRole>& ro
     std::size_t lines = 1;
     for (const char* p = text; (p = static_cast<const char*>(std::memchr(p, '\n', text + len - p))) != nullptr; ++p)
         ++lines;
-    out->rows.reserve(lines * kNumFields);
+    out->index.reserve(lines);
     for (CsvStrings* s : {&out->arch, &out->layer}) {
         s->offsets.reserve(lines + 1);
         s->valid.reserve(lines);
     }
+    // A record's key is the fields its columns give (the others are empty in every record): a record whose key
+    // was seen before is the same prepared row, made and stored once.
+    std::vector<int> given;
+    for (const CsvRole& role : roles) {
+        if (role.kind == CsvRole::Kind::Type) given.push_back(kType);
+        if (role.kind == CsvRole::Kind::DType) given.push_back(kDType);
+        if (role.kind == CsvRole::Kind::Int) {
+            given.push_back(role.field);
+            if (role.field2 >= 0) given.push_back(role.field2);
+        }
+    }
+    const int k = static_cast<int>(given.size());
+    RowCache<std::int32_t> ids(k);
+    std::vector<std::int64_t> key(given.size());
     std::size_t i = 0;
     std::string unquoted;
     std::array<std::int64_t, kNumFields> row;
@@ -183,7 +198,18 @@ bool parse_csv(const char* text, std::size_t len, const std::vector<CsvRole>& ro
             }
         }
         if (!have_type) return false;
-        out->rows.insert(out->rows.end(), row.begin(), row.end());
+        for (int j = 0; j < k; ++j) key[j] = row[given[j]];
+        const bool cached = ids.use();
+        const std::uint64_t h = cached ? RowCache<std::int32_t>::hash(key.data(), k) : 0;
+        if (const std::int32_t* hit = cached ? ids.find(key.data(), h) : nullptr) {
+            out->index.push_back(*hit);
+        } else {
+            if (prepare(row.data())) return false;  // an invalid row: the general reader names it
+            const auto id = static_cast<std::int32_t>(out->rows.size() / kNumFields);
+            out->rows.insert(out->rows.end(), row.begin(), row.end());
+            out->index.push_back(id);
+            if (cached) ids.insert(key.data(), h, id);
+        }
         ++out->n;
     }
     return true;

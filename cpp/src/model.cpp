@@ -308,12 +308,47 @@ std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_
                                      double* runtime_ms, double* power_w, double* energy_mj, std::int64_t* bottleneck,
                                      double* bottleneck_energy_mj, double* bottleneck_runtime_ms,
                                      std::int64_t* extrapolated, LayerResult* layers, int threads,
-                                     ValidationError* invalid, double* bounds) const {
+                                     ValidationError* invalid, double* bounds, const std::int64_t* index,
+                                     std::size_t n_rows) const {
     // never more threads than architectures (a huge request is not an allocation of that many slots)
     const std::size_t n_threads =
         std::max<std::size_t>(1, std::min<std::size_t>(static_cast<std::size_t>(std::max(1, threads)), n_archs));
     std::vector<std::ptrdiff_t> bad(n_threads, -1);
     std::vector<ValidationError> errors(n_threads);
+    // With an index, the distinct rows are evaluated first, once each; a bad one is reported at the first layer
+    // that is it.
+    std::vector<LayerResult> distinct;
+    if (index != nullptr) {
+        distinct.resize(n_rows);
+        std::vector<char> failed(n_threads, 0);
+        auto part = [&](std::size_t t) {
+            const std::size_t u0 = n_rows * t / n_threads, u1 = n_rows * (t + 1) / n_threads;
+            ValidationError ignored;
+            failed[t] = evaluate(rows + u0 * kNumFields, u1 - u0, distinct.data() + u0,
+                                 invalid != nullptr ? &ignored : nullptr) >= 0;
+        };
+        if (n_threads == 1 || n_rows < 4096) {
+            for (std::size_t t = 0; t < n_threads; ++t) part(t);
+        } else {
+            std::vector<std::thread> pool;
+            for (std::size_t t = 0; t < n_threads; ++t) pool.emplace_back(part, t);
+            for (auto& th : pool) th.join();
+        }
+        if (std::find(failed.begin(), failed.end(), 1) != failed.end()) {
+            // row by row: which distinct rows are bad (one that no layer is is no error), the first layer that is
+            std::vector<char> is_bad(n_rows, 0);
+            std::vector<ValidationError> error_of(n_rows);
+            for (std::size_t u = 0; u < n_rows; ++u)
+                is_bad[u] = evaluate(rows + u * kNumFields, 1, &distinct[u],
+                                     invalid != nullptr ? &error_of[u] : nullptr) >= 0;
+            const std::size_t n = static_cast<std::size_t>(offsets[n_archs]);
+            for (std::size_t j = 0; j < n; ++j)
+                if (is_bad[static_cast<std::size_t>(index[j])]) {
+                    if (invalid != nullptr) *invalid = error_of[static_cast<std::size_t>(index[j])];
+                    return static_cast<std::ptrdiff_t>(j);
+                }
+        }
+    }
     auto work = [&](std::size_t tid, std::size_t a0, std::size_t a1) {
         std::vector<LayerResult> local;
         ResultCache cache;
@@ -323,36 +358,51 @@ std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_
             LayerResult* res = layers;
             if (res != nullptr) {
                 res += begin;
-            } else {
+            } else if (index == nullptr) {
                 if (local.size() < count) local.resize(count);
                 res = local.data();
             }
-            const std::ptrdiff_t b =
-                evaluate(rows + begin * kNumFields, count, res, invalid != nullptr ? &errors[tid] : nullptr, &cache);
-            if (b >= 0) {
-                bad[tid] = begin + b;
-                return;
+            if (index != nullptr) {
+                if (res != nullptr)
+                    for (std::size_t i = 0; i < count; ++i) res[i] = distinct[static_cast<std::size_t>(index[begin + i])];
+            } else {
+                const std::ptrdiff_t b = evaluate(rows + begin * kNumFields, count, res,
+                                                  invalid != nullptr ? &errors[tid] : nullptr, &cache);
+                if (b >= 0) {
+                    bad[tid] = begin + b;
+                    return;
+                }
             }
+            // layer i of the architecture: its result, and its row
+            const LayerResult* by_index = index != nullptr ? distinct.data() : nullptr;
+            const std::int64_t* ix = index != nullptr ? index + begin : nullptr;
+            auto result = [&](std::size_t i) -> const LayerResult& {
+                return ix != nullptr ? by_index[static_cast<std::size_t>(ix[i])] : res[i];
+            };
+            auto row_of = [&](std::size_t i) -> const std::int64_t* {
+                return rows + (ix != nullptr ? ix[i] : begin + static_cast<std::int64_t>(i)) * kNumFields;
+            };
             // the bottleneck: the most energy, ties (a model without power: all 0) broken by runtime
             double t = 0.0, e = 0.0, best = -1.0, best_t = -1.0;
             std::int64_t best_i = -1, n_extra = 0;
             for (std::size_t i = 0; i < count; ++i) {
-                t += res[i].runtime_ms;
-                e += res[i].energy_mj;
-                if (res[i].energy_mj > best || (res[i].energy_mj == best && res[i].runtime_ms > best_t)) {
-                    best = res[i].energy_mj;
-                    best_t = res[i].runtime_ms;
+                const LayerResult& r = result(i);
+                t += r.runtime_ms;
+                e += r.energy_mj;
+                if (r.energy_mj > best || (r.energy_mj == best && r.runtime_ms > best_t)) {
+                    best = r.energy_mj;
+                    best_t = r.runtime_ms;
                     best_i = static_cast<std::int64_t>(i);
                 }
-                n_extra += res[i].extrapolated ? 1 : 0;
+                n_extra += r.extrapolated ? 1 : 0;
             }
             if (bounds != nullptr) {
                 double t_lo = 0.0, t_hi = 0.0, e_lo = 0.0, e_hi = 0.0;
                 if (has_intervals_) {
                     for (std::size_t i = 0; i < count; ++i) {
-                        const TypeModel& tm = types_[static_cast<int>(rows[(begin + i) * kNumFields + kType])];
+                        const TypeModel& tm = types_[static_cast<int>(row_of(i)[kType])];
                         if (!tm.present) continue;  // a free type: nothing, exactly
-                        const double r = res[i].runtime_ms, e_i = res[i].energy_mj;
+                        const double r = result(i).runtime_ms, e_i = result(i).energy_mj;
                         t_lo += r * tm.runtime_lo;
                         t_hi += r * tm.runtime_hi;
                         e_lo += e_i * tm.runtime_lo * tm.power_lo;

@@ -447,34 +447,42 @@ class Model:
         threads: int,
         validate: bool,
         arch_names: Sequence[str] | None = None,
+        index: npt.NDArray[np.int64] | None = None,
     ) -> dict[str, Any]:
-        """:meth:`score_rows` over rows that are checked (``validate``) or known valid (a layer table's)."""
+        """:meth:`score_rows` over rows that are checked (``validate``) or known valid (a layer table's). With
+        ``index``, the layers are ``rows[index]`` (each of ``rows`` evaluated once; every one is a layer's)."""
+
+        def layer_rows() -> npt.NDArray[np.int64]:
+            """The layers' rows (made only for a message)."""
+            return rows if index is None else rows[index]
+
         column = rows[:, FIELD_INDEX["dtype"]]
         own = DTYPES.index(self._dtype)
         # every row of the model's dtype is the common case, checked at once; otherwise find the first other one
         dtypes = np.array([], dtype=np.int64) if (column == own).all() else np.unique(column)
         for code in dtypes:
             if not 0 <= code < len(DTYPES):
-                i = int(np.argmax(rows[:, FIELD_INDEX["dtype"]] == code))
+                i = int(np.argmax(layer_rows()[:, FIELD_INDEX["dtype"]] == code))
                 raise InputError(f"row {i}, field dtype: unknown dtype code {int(code)}")
             if DTYPES[int(code)] != self._dtype:
-                i = int(np.argmax(rows[:, FIELD_INDEX["dtype"]] == code))
+                i = int(np.argmax(layer_rows()[:, FIELD_INDEX["dtype"]] == code))
                 raise InputError(
                     f"the model was fit for {self._dtype}, layer {i} is {DTYPES[int(code)]}", column="dtype"
                 )
         try:
-            out: dict[str, Any] = self._compiled.evaluate_archs(rows, offsets, per_layer, threads, validate)
+            out: dict[str, Any] = self._compiled.evaluate_archs(rows, offsets, per_layer, threads, validate, index)
         except ValueError as e:  # a row or the offsets, checked by the bindings
             raise InputError(str(e)) from None
         if out["uncovered"] >= 0:
-            raise self._uncovered(rows, out["uncovered"], "")
+            raise self._uncovered(layer_rows(), out["uncovered"], "")
         finite = np.isfinite(out["runtime_ms"]) & np.isfinite(out["energy_mj"])
         if not finite.all():
             arch = int(np.flatnonzero(~finite)[0])
             start = int(offsets[arch])
-            layer = self._first_overflow(rows[start : int(offsets[arch + 1])])
+            layers = layer_rows()
+            layer = self._first_overflow(layers[start : int(offsets[arch + 1])])
             name = arch_names[arch] if arch_names is not None else f"architecture {arch}"
-            raise self._overflow(name, None if layer < 0 else (f"layer {layer}", rows[start + layer]))
+            raise self._overflow(name, None if layer < 0 else (f"layer {layer}", layers[start + layer]))
         return out
 
     def _bounds(self, sums: npt.NDArray[np.float64]) -> dict[str, npt.NDArray[np.float64]]:

@@ -188,18 +188,46 @@ def _rows_of(table: LayerTable, a: int, b: int) -> LayerTable:
     """Rows ``a`` to ``b`` of a block, a block of its own (numbered from its place in the file)."""
     if a == 0 and b == len(table):
         return table
+    distinct, index = table.distinct_rows()
+    if index is not None:
+        index = index[a:b]
+        if 4 * (b - a) < len(distinct):  # a few rows: only their distinct rows go with them
+            used, index = np.unique(index, return_inverse=True)
+            distinct = distinct[used]
     return LayerTable(
-        table.path, table.rows[a:b], table.arch_column.slice(a, b - a), table.layer_column.slice(a, b - a),
-        table.extra.slice(a, b - a), table.fmt, table.first + a,
+        table.path, None if index is not None else distinct[a:b], table.arch_column.slice(a, b - a),
+        table.layer_column.slice(a, b - a), table.extra.slice(a, b - a), table.fmt, table.first + a,
+        _encoded=_encoded_slice(table._encoded, a, b),
+        distinct=None if index is None else distinct, index=index,
+    )
+
+
+def _encoded_slice(encoded: pa.DictionaryArray | None, a: int, b: int) -> pa.DictionaryArray | None:
+    """Rows ``a`` to ``b`` of a dictionary-encoded architecture column, still encoded in order of first
+    appearance: made from the column's codes where each architecture's rows follow each other (the common
+    case), else None (encoded again when asked)."""
+    if encoded is None or b <= a:
+        return None
+    codes = np.asarray(encoded.indices.slice(a, b - a).to_numpy(zero_copy_only=False))
+    steps = np.diff(codes)
+    if not ((steps == 0) | (steps == 1)).all():
+        return None
+    start = int(codes[0])
+    return pa.DictionaryArray.from_arrays(
+        pa.array(codes - start, pa.int32()), encoded.dictionary.slice(start, int(codes[-1]) - start + 1)
     )
 
 
 def _joined(a: LayerTable, b: LayerTable) -> LayerTable:
     """Two blocks of a file that follow each other, as one."""
     extra = pa.concat_tables([a.extra, b.extra], promote_options="permissive") if a.extra.num_columns else b.extra
+    (da, ia), (db, ib) = a.distinct_rows(), b.distinct_rows()
+    ia = np.arange(len(da), dtype=np.int64) if ia is None else ia
+    ib = np.arange(len(db), dtype=np.int64) if ib is None else ib
     return LayerTable(
-        b.path, np.concatenate([a.rows, b.rows]), pa.concat_arrays([a.arch_column, b.arch_column]),
+        b.path, None, pa.concat_arrays([a.arch_column.cast(pa.string()), b.arch_column.cast(pa.string())]),
         pa.concat_arrays([a.layer_column.cast(pa.string()), b.layer_column.cast(pa.string())]), extra, b.fmt, a.first,
+        distinct=np.concatenate([da, db]), index=np.concatenate([ia, ib + len(da)]),
     )
 
 
@@ -223,8 +251,9 @@ def _parquet_parts(path: str, extra: Collection[str] | None, block_rows: int) ->
     try:
         metadata = pq.read_metadata(path)
         schema = metadata.schema.to_arrow_schema()
-        # type and dtype (a few names each) read as the file's dictionaries, not as a string per row
-        names = [f.name for f in schema if f.name.strip().lower() in ("type", "dtype") and pa.types.is_string(f.type)]
+        # names that repeat (type, dtype, arch, layer) read as the file's dictionaries, not as a string per row
+        names = [f.name for f in schema
+                 if f.name.strip().lower() in ("type", "dtype", "arch", "layer") and pa.types.is_string(f.type)]
         pf = pq.ParquetFile(path, metadata=metadata, read_dictionary=names)
         columns = None if extra is None else _wanted(schema.names, extra)
         batches = pf.iter_batches(batch_size=block_rows, columns=columns)
@@ -339,11 +368,11 @@ def _parse_fast(
     )
     if out is None:
         return None
-    rows = out["rows"]
-    n = len(rows)
+    distinct, index = out["rows"], out["index"]
+    n = len(index)
     if n == 0:
         return None
-    present = np.flatnonzero(np.bincount(rows[:, 0], minlength=len(LAYER_TYPES)))
+    present = np.flatnonzero(np.bincount(distinct[:, 0], minlength=len(LAYER_TYPES)))
     supplied = {FIELDS[f] for r in roles if r[0] == "int" for f in r[1:] if f >= 0}
     if any(FIELDS[f] not in supplied for code in present for f in _ev.type_required_fields(int(code))):
         return None  # a missing column: the general reader names it
@@ -367,7 +396,7 @@ def _parse_fast(
                 continue
         columns[name] = column
     extra = pa.table(columns) if columns else pa.table({"_": pa.nulls(n)}).drop_columns(["_"])
-    return LayerTable(path, rows, arch, layer, extra, "csv", first, _encoded=encoded)
+    return LayerTable(path, None, arch, layer, extra, "csv", first, _encoded=encoded, distinct=distinct, index=index)
 
 
 def _csv_parts(
@@ -662,10 +691,15 @@ def score_blocks(
         if count % 8 == 0:
             _release_memory()
         order, offsets, names = block.grouping()
-        rows = block.rows if order is None else np.ascontiguousarray(block.rows[order])
+        distinct, at = block.distinct_rows()
+        if at is None:
+            rows = distinct if order is None else np.ascontiguousarray(distinct[order])
+        else:
+            rows, at = distinct, (at if order is None else at[order])
         try:
             out = model._evaluate(
-                rows, offsets, per_layer=per_layer is not None, threads=threads, validate=False, arch_names=names
+                rows, offsets, per_layer=per_layer is not None, threads=threads, validate=False, arch_names=names,
+                index=at,
             )
         except InputError as e:
             if e.path is None:
@@ -689,19 +723,21 @@ def score_blocks(
             out["bounds"],
         )
         if per_layer is not None:
-            position = np.arange(len(rows)) - np.repeat(first, np.diff(offsets))
-            row = np.arange(len(rows)) if order is None else order
+            n = len(block)
+            position = np.arange(n) - np.repeat(first, np.diff(offsets))
+            row = np.arange(n) if order is None else order
+            types = rows[:, 0] if at is None else rows[at, 0]  # in the order scored
             per_layer(
                 pa.table(
                     {
-                        "arch": block.arch_column.take(pa.array(row)),
+                        "arch": block.arch_column.take(pa.array(row)).cast(pa.string()),
                         "layer": pa.array(block.layer_names_at(row, position), pa.string()),
-                        "type": pa.array(np.asarray(LAYER_TYPES, dtype=object)[block.rows[row, 0]], pa.string()),
+                        "type": pa.array(np.asarray(LAYER_TYPES, dtype=object)[types], pa.string()),
                         "runtime_ms": out["layer_runtime_ms"],
                         "power_w": out["layer_power_w"],
                         "energy_mj": out["layer_energy_mj"],
                         "extrapolated": out["layer_extrapolated"],
-                        **model.layer_bounds(rows[:, 0], out["layer_runtime_ms"], out["layer_power_w"]),
+                        **model.layer_bounds(types, out["layer_runtime_ms"], out["layer_power_w"]),
                     }
                 ),
                 block,

@@ -84,8 +84,8 @@ class LayerTable:
     rows
         ``(n, len(FIELDS))`` normalized layer rows.
     arch_column, layer_column
-        Architecture and layer names per row (pyarrow string arrays; ``layer_column`` may hold nulls:
-        unnamed layers). ``arch`` and ``layer`` give them as lists.
+        Architecture and layer names per row (pyarrow string arrays, or dictionary-encoded strings as a Parquet
+        file holds them; ``layer_column`` may hold nulls: unnamed layers). ``arch`` and ``layer`` give them as lists.
     extra
         Columns the format does not know, unchanged.
     fmt
@@ -93,10 +93,14 @@ class LayerTable:
     first
         The data row of ``path`` (0-based) that this table's first row is: a block of a larger table read in
         parts (:func:`neuralpower.stream.read_blocks`) counts its rows from there in messages.
+
+    A table read from a file holds its rows compactly (:meth:`distinct_rows`: each distinct row once, and an
+    index per row); ``rows`` is made from them when first asked for. Give ``rows`` as None and the two
+    arrays as ``distinct`` and ``index`` to make one.
     """
 
     path: str
-    rows: npt.NDArray[np.int64]
+    _rows: npt.NDArray[np.int64] | None
     arch_column: pa.Array
     layer_column: pa.Array
     extra: pa.Table
@@ -106,9 +110,41 @@ class LayerTable:
     _encoded: pa.DictionaryArray | None = field(default=None, repr=False)
     _arch: list[str] | None = field(default=None, repr=False)
     _layer: list[str] | None = field(default=None, repr=False)
+    distinct: npt.NDArray[np.int64] | None = field(default=None, repr=False)
+    index: npt.NDArray[np.int64] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self._rows is None and (self.distinct is None or self.index is None):
+            raise ValueError("a LayerTable needs rows, or distinct rows and an index")
+
+    @property
+    def rows(self) -> npt.NDArray[np.int64]:
+        """``(n, len(FIELDS))`` normalized layer rows."""
+        if self._rows is None:
+            assert self.distinct is not None and self.index is not None
+            self._rows = self.distinct[self.index]
+        return self._rows
+
+    def distinct_rows(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64] | None]:
+        """``(distinct, index)``: the rows are ``distinct[index]`` (``index`` None: ``distinct`` is the rows),
+        without making the rows."""
+        if self.index is not None:
+            assert self.distinct is not None
+            return self.distinct, self.index
+        assert self._rows is not None
+        return self._rows, None
+
+    def field_at(self, index: npt.NDArray[np.int64], column: int) -> npt.NDArray[np.int64]:
+        """Field ``column`` of the rows ``index``, without making the rows."""
+        distinct, at = self.distinct_rows()
+        out: npt.NDArray[np.int64] = distinct[np.asarray(index, dtype=np.int64) if at is None else at[index], column]
+        return out
 
     def __len__(self) -> int:
-        return int(self.rows.shape[0])
+        if self._rows is None:
+            assert self.index is not None
+            return len(self.index)
+        return int(self._rows.shape[0])
 
     @property
     def arch(self) -> list[str]:
@@ -144,14 +180,16 @@ class LayerTable:
     def arch_encoded(self) -> pa.DictionaryArray:
         """The architecture column dictionary-encoded (in order of first appearance), made once."""
         if self._encoded is None:
-            self._encoded = self.arch_column.dictionary_encode()
+            column = self.arch_column
+            dictionary = pa.types.is_dictionary(column.type)
+            self._encoded = _first_appearance(column) if dictionary else column.dictionary_encode()
         return self._encoded
 
     def layer_names_at(self, index: npt.NDArray[np.int64], position: npt.NDArray[np.int64]) -> list[str]:
         """Names of the layers at row ``index``, ``position`` being each one's index in its architecture
         (an unnamed layer is called ``<type>_<position>``, as :class:`Architecture` names it)."""
         names = self.layer_column.take(pa.array(index, pa.int64())).to_pylist()
-        types = self.rows[np.asarray(index, dtype=np.int64), 0].tolist()
+        types = self.field_at(np.asarray(index, dtype=np.int64), 0).tolist()
         return [
             n if n else f"{LAYER_TYPES[t]}_{p}"
             for n, t, p in zip(names, types, np.asarray(position).tolist(), strict=True)
@@ -512,7 +550,7 @@ def _parse(path: str, fmt: str, table: pa.Table, first: int = 0) -> LayerTable:
                     column=axis_of or req,
                 )
 
-    rows, bad_row, field_index, message = _ev.prepare_columns(
+    distinct, index, bad_row, field_index, message = _ev.prepare_columns(
         [c if c is None or isinstance(c, tuple) else np.ascontiguousarray(c, dtype=np.int64) for c in cols],
         n,
         os.cpu_count() or 1,
@@ -523,10 +561,10 @@ def _parse(path: str, fmt: str, table: pa.Table, first: int = 0) -> LayerTable:
 
     arch, encoded = _names(table, columns.get("arch"), err, default=Path(path).stem)
     layer_col = columns.get("layer")
-    layer = pa.nulls(n, pa.string()) if layer_col is None else _strings(table.column(layer_col), layer_col, err)
+    layer = pa.nulls(n, pa.string()) if layer_col is None else _labels(table.column(layer_col), layer_col, err)
     known = {name for key, name in columns.items() if key in _KNOWN}
     extra = table.select([c for c in table.column_names if c not in known])
-    return LayerTable(path, rows, arch, layer, extra, fmt, first, _encoded=encoded)
+    return LayerTable(path, None, arch, layer, extra, fmt, first, _encoded=encoded, distinct=distinct, index=index)
 
 
 def _names(table: pa.Table, column: str | None, err: Any, default: str) -> tuple[pa.Array, pa.DictionaryArray]:
@@ -534,11 +572,11 @@ def _names(table: pa.Table, column: str | None, err: Any, default: str) -> tuple
     if column is None:
         values = pa.array([default] * table.num_rows, pa.string())
         return values, values.dictionary_encode()
-    values = _strings(table.column(column), column, err)
+    values = _labels(table.column(column), column, err)
     if values.null_count:
         raise err(int(np.argmax(~np.asarray(values.is_valid().to_numpy(zero_copy_only=False)))), column,
                   "empty: every row names its architecture")
-    encoded = values.dictionary_encode()
+    encoded = _first_appearance(values) if pa.types.is_dictionary(values.type) else values.dictionary_encode()
     # emptiness is checked on the distinct names (few), then located among the rows
     blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(encoded.dictionary)), 0)
     blank_np = np.asarray(blank.to_numpy(zero_copy_only=False), dtype=bool)
@@ -547,6 +585,30 @@ def _names(table: pa.Table, column: str | None, err: Any, default: str) -> tuple
         at = np.isin(np.asarray(encoded.indices.to_numpy(zero_copy_only=False)), codes)
         raise err(int(np.argmax(at)), column, "empty: every row names its architecture")
     return values, encoded
+
+
+def _labels(column: pa.ChunkedArray | pa.Array, name: str, err: Any) -> pa.Array:
+    """A column of names (arch, layer): a dictionary of strings in one chunk (as a Parquet file stores it: not
+    decoded to a string per row) as it is, any other as :func:`_strings` gives it."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    if len(chunks) == 1 and pa.types.is_dictionary(chunks[0].type) and pa.types.is_string(chunks[0].type.value_type):
+        return chunks[0]
+    return _strings(column, name, err)
+
+
+def _first_appearance(values: pa.DictionaryArray) -> pa.DictionaryArray:
+    """A dictionary-encoded column encoded again in order of first appearance, its dictionary only the values
+    it holds: from its codes where each value's rows follow each other in the dictionary's order (a Parquet
+    file's dictionary, rows of an architecture together), else by decoding it."""
+    codes = np.asarray(values.indices.to_numpy(zero_copy_only=False))
+    if len(codes):
+        steps = np.diff(codes)
+        if ((steps == 0) | (steps == 1)).all():
+            start = int(codes[0])
+            return pa.DictionaryArray.from_arrays(
+                pa.array(codes - start, pa.int32()), values.dictionary.slice(start, int(codes[-1]) - start + 1)
+            )
+    return values.cast(values.type.value_type).dictionary_encode()
 
 
 def _codes(
@@ -621,7 +683,9 @@ def _int_source(
     t = column.type
     if not (pa.types.is_integer(t) and t.bit_width == 64 and pa.types.is_signed_integer(t)):
         return _ints(column, name, err)
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    arr = column
+    if isinstance(column, pa.ChunkedArray):
+        arr = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     validity, data = arr.buffers()
     values = np.frombuffer(data, dtype=np.int64, count=len(arr) + arr.offset)[arr.offset :]
     if validity is None or arr.null_count == 0:

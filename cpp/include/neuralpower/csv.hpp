@@ -31,15 +31,17 @@ struct CsvStrings {
 };
 
 struct CsvBlock {
-    std::vector<std::int64_t> rows;  // kNumFields per record, kMissing where empty
+    std::vector<std::int64_t> rows;   // distinct prepared rows, kNumFields each
+    std::vector<std::int64_t> index;  // per record: its row in `rows`
     CsvStrings arch, layer;
     std::vector<CsvStrings> extras;
     std::size_t n = 0;
 };
 
-// Parses `len` bytes of records (no header) with the given roles (one per column) into *out. `types` and
+// Parses `len` bytes of records (no header) with the given roles (one per column) into *out, each record's layer
+// row prepared (defaults filled, validated: np::prepare) and stored once however often it repeats. `types` and
 // `dtypes` are the known names, lowercase, in code order. Returns false when the text holds anything the fast
-// path does not read (then *out is unspecified).
+// path does not read, an invalid row included (then *out is unspecified).
 bool parse_csv(const char* text, std::size_t len, const std::vector<CsvRole>& roles, std::size_t n_extras,
                const std::vector<std::string>& types, const std::vector<std::string>& dtypes, CsvBlock* out);
 

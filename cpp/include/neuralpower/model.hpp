@@ -113,11 +113,14 @@ public:
     // the layers' interval bounds are written: runtime lo and hi, energy lo and hi (a layer's energy bounds are
     // the products of its runtime and power bounds); NaN where a layer's type has no interval.
     // Splits the work over `threads` threads (>= 1).
+    // With `index`, `rows` holds `n_rows` distinct rows and the table's layer j is rows[index[j]] (each index
+    // in [0, n_rows)): each distinct row is evaluated once. Returned indices are the table's, as without it.
     std::ptrdiff_t evaluate_archs(const std::int64_t* rows, const std::int64_t* offsets, std::size_t n_archs,
                                   double* runtime_ms, double* power_w, double* energy_mj, std::int64_t* bottleneck,
                                   double* bottleneck_energy_mj, double* bottleneck_runtime_ms,
                                   std::int64_t* extrapolated, LayerResult* layers, int threads,
-                                  ValidationError* invalid = nullptr, double* bounds = nullptr) const;
+                                  ValidationError* invalid = nullptr, double* bounds = nullptr,
+                                  const std::int64_t* index = nullptr, std::size_t n_rows = 0) const;
 
 private:
     SubModel& sub(int type, int target);

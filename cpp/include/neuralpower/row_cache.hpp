@@ -64,13 +64,26 @@ public:
     }
 
     const Value* lookup(const std::int64_t* row, std::uint64_t h) const {
+        return lookup_if(h, [&](const std::int64_t* key) { return std::equal(row, row + key_len_, key); });
+    }
+
+    // find, for a key held elsewhere than in one array: same(stored key) says whether a stored key is it.
+    template <typename Same>
+    const Value* find_if(std::uint64_t h, Same same) {
+        ++lookups_;
+        const Value* found = lookup_if(h, same);
+        hits_ += found != nullptr;
+        return found;
+    }
+
+    template <typename Same>
+    const Value* lookup_if(std::uint64_t h, Same same) const {
         if (slot_.empty()) return nullptr;
         const std::size_t mask = slot_.size() - 1;
         for (std::size_t s = h & mask;; s = (s + 1) & mask) {
             const std::int32_t e = slot_[s];
             if (e < 0) return nullptr;
-            const std::int64_t* key = keys_.data() + static_cast<std::size_t>(e) * key_len_;
-            if (hash_[e] == h && std::equal(row, row + key_len_, key)) return &values_[e];
+            if (hash_[e] == h && same(keys_.data() + static_cast<std::size_t>(e) * key_len_)) return &values_[e];
         }
     }
 
