@@ -489,6 +489,14 @@ def test_distinct_rows_and_an_index_give_the_same_results(fitted: Path) -> None:
             assert plain.keys() == indexed.keys()
             for key in plain:
                 assert np.array_equal(plain[key], indexed[key], equal_nan=True), key
+    # a cache kept across calls gives the same results again, and starts over for another model
+    cache = _ev.ResultCache()
+    other = load_model(fitted, method="roofline")
+    for m in (model, model, other, model):
+        expected = m._compiled.evaluate_archs(rows, offsets, True, 1, False)
+        got = m._compiled.evaluate_archs(distinct, offsets, True, 2, False, index, cache)
+        for key in expected:
+            assert np.array_equal(expected[key], got[key], equal_nan=True), key
     # an invalid row: reported at the first layer that is it, by its table index
     bad = distinct.copy()
     bad_code = int(index[777])

@@ -384,8 +384,25 @@ py::dict evaluate(const np::Model& model, const RowsIn& rows, bool validate) {
     return out;
 }
 
+// Results of rows evaluated before, kept across calls: of one model at a time (given another, or the same one
+// changed, it starts over).
+class SharedResults {
+public:
+    np::ResultCache& of(const np::Model& model) {
+        if (version_ != model.version()) {
+            cache_ = np::ResultCache();
+            version_ = model.version();
+        }
+        return cache_;
+    }
+
+private:
+    std::uint64_t version_ = 0;
+    np::ResultCache cache_;
+};
+
 py::dict evaluate_archs(const np::Model& model, const RowsIn& rows, const RowsIn& offsets, bool per_layer,
-                        int threads, bool validate, const py::object& index_arg) {
+                        int threads, bool validate, const py::object& index_arg, SharedResults* shared) {
     check_eval_rows(rows, validate);
     const std::size_t n_rows = static_cast<std::size_t>(rows.shape(0));
     // with an index, the layers are rows[index]
@@ -424,7 +441,8 @@ py::dict evaluate_archs(const np::Model& model, const RowsIn& rows, const RowsIn
         py::gil_scoped_release release;
         const std::int64_t* ix = has_index ? index.data() : nullptr;
         bad = model.evaluate_archs(r, off, n_archs, pr, pp, pe, pb, pbe, pbr, px, pl, threads,
-                                   validate ? &invalid : nullptr, pbounds, ix, n_rows);
+                                   validate ? &invalid : nullptr, pbounds, ix, n_rows,
+                                   has_index && shared != nullptr ? &shared->of(model) : nullptr);
     }
     if (invalid) invalid_row(bad, invalid);
     py::dict out;
@@ -754,6 +772,10 @@ void bind_model(py::module_& m) {
           py::arg("last_end") = "\n", py::arg("rstrip") = false,
           "Lines made of columns (literal bytes, or ('int', values, width, right), ('str', offsets, data, width, "
           "right), ('dict', indices, offsets, data, width, right)), as one bytes object.");
+    py::class_<SharedResults>(m, "ResultCache",
+                              "Results of rows evaluated before, kept across calls of evaluate_archs (of one model at "
+                              "a time: given another, it starts over)")
+        .def(py::init<>());
     py::class_<np::Model>(m, "Model", "A compiled runtime and power model (built by neuralpower.evaluator)")
         .def(py::init<>())
         .def("set_poly", &np::Model::set_poly, py::arg("type"), py::arg("target"), py::arg("mode"),
@@ -776,8 +798,10 @@ void bind_model(py::module_& m) {
              "the model lacks, or -1.")
         .def("evaluate_archs", &evaluate_archs, py::arg("rows"), py::arg("offsets"), py::arg("per_layer") = false,
              py::arg("threads") = 1, py::arg("validate") = true, py::arg("index") = py::none(),
+             py::arg("cache") = nullptr,
              "Per-architecture totals (and per-layer values) of architectures laid out as rows[offsets[k]:offsets[k+1]] "
-             "(with an index: as rows[index][offsets[k]:offsets[k+1]], each distinct row evaluated once); "
+             "(with an index: as rows[index][offsets[k]:offsets[k+1]], each distinct row evaluated once, through "
+             "a ResultCache when given); "
              "'bounds' holds each architecture's runtime lo, hi and energy lo, hi (NaN without intervals).");
 }
 

@@ -1,6 +1,7 @@
 #include "neuralpower/model.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -116,9 +117,14 @@ double SubModel::eval(const double* f, double* scratch) const {
     return 0.0;
 }
 
-Model::Model() = default;
+namespace {
+std::atomic<std::uint64_t> next_version{1};
+}  // namespace
+
+Model::Model() : version_(next_version++) {}
 
 SubModel& Model::sub(int type, int target) {
+    version_ = next_version++;
     require(type >= 0 && type < kNumLayerTypes, "layer type code out of range");
     require(target == kRuntime || target == kPower, "target must be 0 (runtime) or 1 (power)");
     (target == kRuntime ? has_runtime_ : has_power_)[type] = true;
@@ -230,6 +236,7 @@ void Model::set_linear(int type, int target, int kind, double a, double b, doubl
 
 void Model::set_ranges(int type, const std::vector<int>& feature, const std::vector<double>& lo,
                        const std::vector<double>& hi) {
+    version_ = next_version++;
     require(type >= 0 && type < kNumLayerTypes, "layer type code out of range");
     require(feature.size() == lo.size() && lo.size() == hi.size(), "ranges: arrays differ in length");
     for (int f : feature) check_feature(f, "range");
@@ -240,6 +247,7 @@ void Model::set_ranges(int type, const std::vector<int>& feature, const std::vec
 }
 
 void Model::set_interval(int type, int target, double lo, double hi) {
+    version_ = next_version++;
     require(type >= 0 && type < kNumLayerTypes, "layer type code out of range");
     require(target == 0 || target == 1, "target must be 0 (runtime) or 1 (power)");
     require(finite(lo) && finite(hi) && lo >= 0.0 && lo <= 1.0 && hi >= 1.0, "interval: need 0 <= lo <= 1 <= hi");
@@ -250,6 +258,7 @@ void Model::set_interval(int type, int target, double lo, double hi) {
 }
 
 void Model::finish() {
+    version_ = next_version++;
     for (int t = 0; t < kNumLayerTypes; ++t) types_[t].present = has_runtime_[t] && has_power_[t];
 }
 
@@ -309,7 +318,7 @@ std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_
                                      double* bottleneck_energy_mj, double* bottleneck_runtime_ms,
                                      std::int64_t* extrapolated, LayerResult* layers, int threads,
                                      ValidationError* invalid, double* bounds, const std::int64_t* index,
-                                     std::size_t n_rows) const {
+                                     std::size_t n_rows, ResultCache* cache) const {
     // never more threads than architectures (a huge request is not an allocation of that many slots)
     const std::size_t n_threads =
         std::max<std::size_t>(1, std::min<std::size_t>(static_cast<std::size_t>(std::max(1, threads)), n_archs));
@@ -327,7 +336,10 @@ std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_
             failed[t] = evaluate(rows + u0 * kNumFields, u1 - u0, distinct.data() + u0,
                                  invalid != nullptr ? &ignored : nullptr) >= 0;
         };
-        if (n_threads == 1 || n_rows < 4096) {
+        if (cache != nullptr) {
+            ValidationError ignored;
+            failed[0] = evaluate(rows, n_rows, distinct.data(), invalid != nullptr ? &ignored : nullptr, cache) >= 0;
+        } else if (n_threads == 1 || n_rows < 4096) {
             for (std::size_t t = 0; t < n_threads; ++t) part(t);
         } else {
             std::vector<std::thread> pool;

@@ -35,6 +35,11 @@ def prepare_columns(
 def info(rows: npt.ArrayLike) -> npt.NDArray[np.int64]: ...
 def features(rows: npt.ArrayLike, info: npt.ArrayLike) -> npt.NDArray[np.float64]: ...
 
+class ResultCache:
+    """Results of rows evaluated before, kept across calls of evaluate_archs (of one model at a time)."""
+
+    def __init__(self) -> None: ...
+
 class Model:
     """A compiled runtime and power model (built by neuralpower.evaluator)."""
 
@@ -75,5 +80,5 @@ class Model:
     def evaluate(self, rows: npt.ArrayLike, validate: bool = True) -> dict[str, Any]: ...
     def evaluate_archs(
         self, rows: npt.ArrayLike, offsets: npt.ArrayLike, per_layer: bool = False, threads: int = 1,
-        validate: bool = True, index: npt.ArrayLike | None = None,
+        validate: bool = True, index: npt.ArrayLike | None = None, cache: ResultCache | None = None,
     ) -> dict[str, Any]: ...

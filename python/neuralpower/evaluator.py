@@ -448,9 +448,11 @@ class Model:
         validate: bool,
         arch_names: Sequence[str] | None = None,
         index: npt.NDArray[np.int64] | None = None,
+        cache: _ev.ResultCache | None = None,
     ) -> dict[str, Any]:
         """:meth:`score_rows` over rows that are checked (``validate``) or known valid (a layer table's). With
-        ``index``, the layers are ``rows[index]`` (each of ``rows`` evaluated once; every one is a layer's)."""
+        ``index``, the layers are ``rows[index]`` (each of ``rows`` evaluated once, through ``cache`` when given:
+        one kept across the blocks of a table)."""
 
         def layer_rows() -> npt.NDArray[np.int64]:
             """The layers' rows (made only for a message)."""
@@ -470,7 +472,9 @@ class Model:
                     f"the model was fit for {self._dtype}, layer {i} is {DTYPES[int(code)]}", column="dtype"
                 )
         try:
-            out: dict[str, Any] = self._compiled.evaluate_archs(rows, offsets, per_layer, threads, validate, index)
+            out: dict[str, Any] = self._compiled.evaluate_archs(
+                rows, offsets, per_layer, threads, validate, index, cache
+            )
         except ValueError as e:  # a row or the offsets, checked by the bindings
             raise InputError(str(e)) from None
         if out["uncovered"] >= 0:

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -62,7 +62,7 @@ __all__ = [
 #: CSV text read per block (bytes); a block ends at a record's end.
 BLOCK_BYTES = 16 << 20
 #: Parquet rows read per block.
-BLOCK_ROWS = 1 << 17
+BLOCK_ROWS = 1 << 18
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
@@ -133,7 +133,12 @@ def read_blocks(
         check_table_file(file)
         fmt = table_format(file)
         rows = 0
-        parts = _parquet_parts(file, extra, block_rows) if fmt == "parquet" else _csv_parts(file, extra, block_bytes)
+        # a Parquet file's next batch is decoded while this one is validated (a CSV block is read and parsed
+        # in one step)
+        parts = (
+            prefetch(_parquet_parts(file, extra, block_rows)) if fmt == "parquet"
+            else _csv_parts(file, extra, block_bytes)
+        )
         tables = (t if isinstance(t, LayerTable) else _parse(file, fmt, t, first) for t, first in parts)
         for table in _whole_architectures(tables, 4 * block_rows) if whole else tables:
             rows += len(table)
@@ -231,7 +236,10 @@ def _joined(a: LayerTable, b: LayerTable) -> LayerTable:
     )
 
 
-def prefetch(blocks: Iterator[LayerTable]) -> Iterator[LayerTable]:
+_T = TypeVar("_T")
+
+
+def prefetch(blocks: Iterator[_T]) -> Iterator[_T]:
     """The same blocks, the next one read (in a thread: reading and validating release the GIL) while the
     caller works on the current one."""
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="neuralpower-read") as pool:
@@ -687,6 +695,7 @@ def score_blocks(
     a folder to its index (``Totals.part``)."""
     totals = Totals()
     names_of: dict[str, str] = {}  # one string per distinct bottleneck name (they repeat across architectures)
+    cache = _ev.ResultCache()  # blocks repeat each other's rows: each evaluated once, across blocks
     for count, block in enumerate(blocks, start=1):
         if count % 8 == 0:
             _release_memory()
@@ -699,7 +708,7 @@ def score_blocks(
         try:
             out = model._evaluate(
                 rows, offsets, per_layer=per_layer is not None, threads=threads, validate=False, arch_names=names,
-                index=at,
+                index=at, cache=cache,
             )
         except InputError as e:
             if e.path is None:

@@ -150,14 +150,14 @@ class LayerTable:
     def arch(self) -> list[str]:
         """Each row's architecture name."""
         if self._arch is None:
-            self._arch = self.arch_column.to_pylist()
+            self._arch = _texts(self.arch_column)
         return self._arch
 
     @property
     def layer(self) -> list[str]:
         """Each row's layer name (``""`` where the table names none)."""
         if self._layer is None:
-            self._layer = ["" if v is None else v for v in self.layer_column.to_pylist()]
+            self._layer = ["" if v is None else v for v in _texts(self.layer_column)]
         return self._layer
 
     def grouping(self) -> tuple[npt.NDArray[np.int64] | None, npt.NDArray[np.int64], list[str]]:
@@ -188,7 +188,7 @@ class LayerTable:
     def layer_names_at(self, index: npt.NDArray[np.int64], position: npt.NDArray[np.int64]) -> list[str]:
         """Names of the layers at row ``index``, ``position`` being each one's index in its architecture
         (an unnamed layer is called ``<type>_<position>``, as :class:`Architecture` names it)."""
-        names = self.layer_column.take(pa.array(index, pa.int64())).to_pylist()
+        names = _texts(self.layer_column.take(pa.array(index, pa.int64())))
         types = self.field_at(np.asarray(index, dtype=np.int64), 0).tolist()
         return [
             n if n else f"{LAYER_TYPES[t]}_{p}"
@@ -585,6 +585,14 @@ def _names(table: pa.Table, column: str | None, err: Any, default: str) -> tuple
         at = np.isin(np.asarray(encoded.indices.to_numpy(zero_copy_only=False)), codes)
         raise err(int(np.argmax(at)), column, "empty: every row names its architecture")
     return values, encoded
+
+
+def _texts(names: pa.Array) -> list[Any]:
+    """A column of names as a list (a dictionary-encoded one decoded first: its to_pylist goes value by value)."""
+    if pa.types.is_dictionary(names.type):
+        names = names.cast(names.type.value_type)
+    out: list[Any] = names.to_pylist()
+    return out
 
 
 def _labels(column: pa.ChunkedArray | pa.Array, name: str, err: Any) -> pa.Array:

@@ -92,6 +92,8 @@ public:
     // A target's prediction interval, as factors on the prediction: 0 <= lo <= 1 <= hi.
     void set_interval(int type, int target, double lo, double hi);
     bool has_intervals() const { return has_intervals_; }
+    // Different for every model and after every change to one (results kept for one version serve it only).
+    std::uint64_t version() const { return version_; }
     // Marks a type as covered once both its targets are set.
     bool covers(LayerType t) const { return types_[static_cast<int>(t)].present; }
     void finish();
@@ -114,19 +116,22 @@ public:
     // the products of its runtime and power bounds); NaN where a layer's type has no interval.
     // Splits the work over `threads` threads (>= 1).
     // With `index`, `rows` holds `n_rows` distinct rows and the table's layer j is rows[index[j]] (each index
-    // in [0, n_rows)): each distinct row is evaluated once. Returned indices are the table's, as without it.
+    // in [0, n_rows)): each distinct row is evaluated once, through `cache` when given (one that lives across
+    // calls, as blocks of one table repeat rows: then in one thread). Returned indices are the table's.
     std::ptrdiff_t evaluate_archs(const std::int64_t* rows, const std::int64_t* offsets, std::size_t n_archs,
                                   double* runtime_ms, double* power_w, double* energy_mj, std::int64_t* bottleneck,
                                   double* bottleneck_energy_mj, double* bottleneck_runtime_ms,
                                   std::int64_t* extrapolated, LayerResult* layers, int threads,
                                   ValidationError* invalid = nullptr, double* bounds = nullptr,
-                                  const std::int64_t* index = nullptr, std::size_t n_rows = 0) const;
+                                  const std::int64_t* index = nullptr, std::size_t n_rows = 0,
+                                  ResultCache* cache = nullptr) const;
 
 private:
     SubModel& sub(int type, int target);
     std::array<TypeModel, kNumLayerTypes> types_;
     std::array<bool, kNumLayerTypes> has_runtime_{}, has_power_{};
     bool has_intervals_ = false;
+    std::uint64_t version_ = 0;
 };
 
 // Layer types that cost nothing when a model does not cover them (a view).
