@@ -1,0 +1,72 @@
+"""A yardstick for the layer models on real GPUs: gradient boosting (scikit-learn) on NeuSight's public tables.
+
+For each GPU of NeuSight's operator tables (`neuralpower import-neusight`), conv2d and linear rows: the layer
+model features that vary (log(1 + |x|)), a random fifth of the configurations held out (with all their
+rows), scikit-learn's HistGradientBoostingRegressor (800 rounds, learning rate 0.05) on log runtime, and the
+test RMSPE and MAPE, then the medians over the GPUs. It is a different split from `fit`'s (compare the
+medians with `benchmarks/neusight_accuracy.py`, not row by row); it shows how much a flexible, slow
+(not C++-evaluated) model gets from the same features.
+
+    python benchmarks/neusight_gbm_baseline.py [NEUSIGHT_DIR]      (default: ../shared/data/neusight)
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import warnings
+
+import numpy as np
+import pyarrow.compute as pc
+
+from neuralpower import _evaluator as _ev
+from neuralpower.neusight import import_neusight
+from neuralpower.table import _parse
+
+TYPES = ("conv2d", "linear")
+_NOT_LAYER = ["runtime_ms", "gpu", "executor", "origin"]
+
+
+def rmspe(y: np.ndarray, p: np.ndarray) -> float:
+    return float(100 * np.sqrt(np.mean(((p - y) / y) ** 2)))
+
+
+def main(source: str) -> None:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    result = import_neusight([source])
+    medians: dict[str, list[float]] = {t: [] for t in TYPES}
+    print(f"{'gpu':<22} {'type':<8} {'configs':>7} {'RMSPE':>6} {'MAPE':>6}")
+    for table in result.tables.values():
+        gpu = table.column("gpu")[0].as_py()
+        for t in TYPES:
+            rows_of = table.filter(pc.equal(table.column("type"), t))
+            if rows_of.num_rows < 50:
+                continue
+            y = np.asarray(rows_of.column("runtime_ms").to_numpy(), dtype=float)
+            rows = np.ascontiguousarray(_parse("neusight.csv", "csv", rows_of.drop_columns(_NOT_LAYER)).rows)
+            features = _ev.features(rows, _ev.info(rows))
+            varying = [i for i in range(features.shape[1]) if np.ptp(features[:, i]) > 0]
+            X = np.log1p(np.abs(features[:, varying]))
+            # a fifth of the configurations (all their rows) held out
+            _, group = np.unique(rows, axis=0, return_inverse=True)
+            group = group.reshape(-1)
+            held = np.random.default_rng(0).permutation(group.max() + 1)[: (group.max() + 1) // 5]
+            is_test = np.isin(group, held)
+            test, train = np.flatnonzero(is_test), np.flatnonzero(~is_test)
+            model = HistGradientBoostingRegressor(max_iter=800, learning_rate=0.05, l2_regularization=1.0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.fit(X[train], np.log(y[train]))
+            p = np.exp(model.predict(X[test]))
+            error = rmspe(y[test], p)
+            medians[t].append(error)
+            mape = 100 * float(np.mean(np.abs(p - y[test]) / y[test]))
+            print(f"{gpu:<22} {t:<8} {len(y):>7} {error:>5.1f}% {mape:>5.1f}%")
+    for t in TYPES:
+        if medians[t]:
+            print(f"median over {len(medians[t])} GPUs, {t}: test RMSPE {statistics.median(medians[t]):.1f} %")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/neusight")
