@@ -197,9 +197,12 @@ std::tuple<py::array_t<std::int64_t>, py::array_t<std::int64_t>, py::ssize_t, in
                         }
                     } else {
                         for (py::ssize_t i = 0; i < m; ++i) {
-                            const bool here = (valid[(off + i) >> 3] >> ((off + i) & 7)) & 1;
-                            const std::int64_t v = here ? src[i] : np::kMissing;
-                            far |= here && (v >= kIntLimit || v <= -kIntLimit);
+                            // branch-free: whether a cell is empty follows the layer types, unpredictably
+                            const auto here = static_cast<std::int64_t>((valid[(off + i) >> 3] >> ((off + i) & 7)) & 1);
+                            const std::int64_t mask = -here;
+                            const std::int64_t value = src[i];
+                            const std::int64_t v = (value & mask) | (np::kMissing & ~mask);
+                            far |= static_cast<bool>(here & static_cast<std::int64_t>(value >= kIntLimit || value <= -kIntLimit));
                             out[i] = v;
                             hash[i] = hash_mix(hash[i], v);
                         }

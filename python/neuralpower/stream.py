@@ -241,16 +241,24 @@ _T = TypeVar("_T")
 
 def prefetch(blocks: Iterator[_T]) -> Iterator[_T]:
     """The same blocks, the next one read (in a thread: reading and validating release the GIL) while the
-    caller works on the current one."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="neuralpower-read") as pool:
-        sentinel = object()
-        pending = pool.submit(next, blocks, sentinel)
-        while True:
-            block = pending.result()
-            if block is sentinel:
-                return
-            pending = pool.submit(next, blocks, sentinel)
-            yield block  # type: ignore[misc]
+    caller works on the current one. The first is read from the call on, before the first is asked for."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="neuralpower-read")
+    sentinel = object()
+    first = pool.submit(next, blocks, sentinel)
+
+    def iterate() -> Iterator[_T]:
+        pending = first
+        try:
+            while True:
+                block = pending.result()
+                if block is sentinel:
+                    return
+                pending = pool.submit(next, blocks, sentinel)
+                yield block  # type: ignore[misc]
+        finally:
+            pool.shutdown(wait=True)
+
+    return iterate()
 
 
 def _parquet_parts(path: str, extra: Collection[str] | None, block_rows: int) -> Iterator[tuple[pa.Table, int]]:
@@ -696,9 +704,12 @@ def score_blocks(
     totals = Totals()
     names_of: dict[str, str] = {}  # one string per distinct bottleneck name (they repeat across architectures)
     cache = _ev.ResultCache()  # blocks repeat each other's rows: each evaluated once, across blocks
-    for count, block in enumerate(blocks, start=1):
-        if count % 8 == 0:
+    since_release = 0  # rows scored since memory was last handed back
+    for block in blocks:
+        since_release += len(block)
+        if since_release >= 8 * BLOCK_ROWS:
             _release_memory()
+            since_release = 0
         order, offsets, names = block.grouping()
         distinct, at = block.distinct_rows()
         if at is None:
