@@ -210,6 +210,47 @@ def test_parquet_columns_of_any_type(tmp_path: Path) -> None:
     assert npw.read_architectures(path)[0][0].type == "conv2d"
 
 
+def test_parquet_names_read_as_dictionaries(tmp_path: Path) -> None:
+    """Architecture and layer names are read as a Parquet file's dictionaries: a blank or missing name is still
+    an error at its row, in any block; a categorical column whose categories are unused or out of order, or
+    names whose rows interleave, still group and score as the same table in CSV."""
+    n = 700
+    base: dict[str, Any] = {"type": ["conv2d"] * n, "in_channels": [16] * n, "in_h": [8] * n, "in_w": [8] * n,
+                            "out_channels": [16] * n, "kernel": [3] * n}
+    archs = [f"a{i // 7}" for i in range(n)]
+    for label, value, words in (("blank", "  ", "every row names its architecture"),
+                                ("missing", None, "every row names its architecture")):
+        names = list(archs)
+        names[650] = value  # in the last block (blocks of 256 rows)
+        path = tmp_path / f"{label}.parquet"
+        pq.write_table(pa.table({"arch": pa.array(names, pa.string()), **base}), path, row_group_size=300)
+        for verb in ("describe", "score"):
+            args = [verb, str(path)] + (["--arch", "a0"] if verb == "describe" else [])
+            code, _, err = run(*args)
+            refused(code, err, verb, str(path), "row 652", "column arch", words)
+    # categories unused and out of order, rows of an architecture spread over the file
+    spread = [archs[(i * 37) % n] for i in range(n)]
+    categories = pa.array(["zz-unused", *sorted(set(spread), reverse=True)])
+    codes = pa.array([categories.to_pylist().index(a) for a in spread], pa.int32())
+    layer = pa.array([f"l{i % 7}" for i in range(n)]).dictionary_encode()
+    table = pa.table({"arch": pa.DictionaryArray.from_arrays(codes, categories), "layer": layer, **base})
+    pq_path, csv_path = tmp_path / "cat.parquet", tmp_path / "cat.csv"
+    pq.write_table(table, pq_path, row_group_size=300)
+    pacsv.write_csv(table.set_column(0, "arch", pa.array(spread)).set_column(1, "layer", layer.cast(pa.string())),
+                    csv_path)
+    outs = []
+    for path in (pq_path, csv_path):
+        out = tmp_path / f"{path.suffix[1:]}-scores.csv"
+        code, _, err = run("score", str(path), "--out", str(out))
+        assert code == 0, err
+        outs.append(pacsv.read_csv(out))
+    assert outs[0].column_names == outs[1].column_names and outs[0].num_rows == len(set(spread))
+    for name in outs[0].column_names:  # sums over blocks may differ in the last digit
+        a, b = outs[0].column(name).to_pylist(), outs[1].column(name).to_pylist()
+        assert a == b or np.allclose(np.array(a, float), np.array(b, float), rtol=1e-12, equal_nan=True), name
+    assert "zz-unused" not in outs[0].column("arch").to_pylist()
+
+
 def test_overflowing_models_are_refused_not_reported_as_zero(tmp_path: Path) -> None:
     arch = table(tmp_path, CONV)
     model = power_model(tmp_path, coef=1e307)  # FLOPs x 1e307 overflows to infinity
