@@ -332,7 +332,23 @@ def test_describe_streams(
         assert code == 0, err
         outs.append(out)
     assert outs[0] == outs[1]
+    # the same table in Parquet (names read as its dictionaries), in blocks of 40 rows; and both with another
+    # batch and dtype
+    pq_path = tmp_path / "t.parquet"
+    pq.write_table(table.take(pa.array(order)), pq_path, row_group_size=100)
+    monkeypatch.setattr(stream, "BLOCK_ROWS", 40)
+    code, out, err = run(capsys, "describe", str(pq_path), "--arch", "mobilenet_v2", "--format", fmt)
+    assert code == 0, err
+    assert out == outs[0]
+    changed = []
+    for source in (path, pq_path):
+        code, out, err = run(capsys, "describe", str(source), "--arch", "mobilenet_v2", "--format", fmt,
+                             "--batch", "3", "--dtype", "fp16")
+        assert code == 0, err
+        changed.append(out)
+    assert changed[0] == changed[1] != outs[0]
     if fmt == "json":
+        assert json.loads(changed[0])["batch"] == 3 and json.loads(changed[0])["dtype"] == "fp16"
         doc = json.loads(outs[0])
         assert doc["layers"] == len(a) and doc["meta"] == {"family": "f"}
         assert [r["layer"] for r in doc["per_layer"]][:3] == [layer.name for layer in a.layers[:3]]

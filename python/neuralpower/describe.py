@@ -136,6 +136,16 @@ def _set_batch_and_dtype(
         raise InputError(message, path=table.path, row=int(table.line[int(index[i])]), column=column)
 
 
+def _first_layer_of(at: npt.NDArray[np.int64] | None, n: int) -> npt.NDArray[np.int64]:
+    """For each of ``n`` distinct rows, the position of the first layer that is it (``at`` None: row k is layer
+    k)."""
+    if at is None:
+        return np.arange(n, dtype=np.int64)
+    first = np.full(n, len(at), dtype=np.int64)
+    np.minimum.at(first, at, np.arange(len(at), dtype=np.int64))
+    return first
+
+
 def _made_per_distinct(
     rows: npt.NDArray[np.int64], columns: Sequence[int], make: Callable[[Sequence[int]], Any]
 ) -> tuple[npt.NDArray[np.int32], list[Any]]:
@@ -390,21 +400,38 @@ def _json_string(column: pa.Array) -> pa.Array:
 @dataclass
 class Part:
     """A run of one architecture's layers: rows, their info, their names (empty where unnamed) and the position
-    of the first one in the architecture."""
+    of the first one in the architecture. With ``at``, ``rows`` and ``info`` are distinct rows and layer ``j``
+    is row ``at[j]`` (each column is then made once per distinct row)."""
 
     rows: npt.NDArray[np.int64]
     info: npt.NDArray[np.int64]
     names: pa.Array
     start: int
+    at: npt.NDArray[np.int64] | None = None
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.rows) if self.at is None else len(self.at)
+
+    def _per_layer(self, values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """Values per row, as values per layer."""
+        return values if self.at is None else values[self.at]
+
+    def _texts(self, rows: npt.NDArray[np.int64], columns: Sequence[int], make: Callable[[Sequence[int]], str]
+               ) -> pa.DictionaryArray:
+        index, made = _made_per_distinct(rows, columns, make)
+        return pa.DictionaryArray.from_arrays(pa.array(self._per_layer(index), pa.int32()), pa.array(made, pa.string()))
+
+    def layer_info(self) -> npt.NDArray[np.int64]:
+        """The info row of each layer."""
+        return self._per_layer(self.info)
 
     def layer_names(self) -> pa.Array:
         """Names, an unnamed layer called ``<type>_<position>`` as :class:`Architecture` names it."""
         names = self.names
         if isinstance(names, pa.ChunkedArray):
             names = names.combine_chunks()
+        if pa.types.is_dictionary(names.type):  # as a Parquet file's dictionary holds them
+            names = names.cast(names.type.value_type)
         missing = pc.or_kleene(names.is_null(), pc.equal(pc.utf8_length(names), 0)).fill_null(True)
         if not pc.any(missing).as_py():
             return names
@@ -413,7 +440,7 @@ class Part:
         return pc.if_else(missing, generated, names)
 
     def types(self) -> pa.DictionaryArray:
-        return _texts(self.rows, [0], lambda r: LAYER_TYPES[r[0]])
+        return self._texts(self.rows, [0], lambda r: LAYER_TYPES[r[0]])
 
     def index(self) -> npt.NDArray[np.int64]:
         return np.arange(self.start, self.start + len(self), dtype=np.int64)
@@ -421,15 +448,15 @@ class Part:
     def shapes(self, make: Callable[[Sequence[int]], str]) -> tuple[pa.DictionaryArray, pa.DictionaryArray]:
         batch = int(self.rows[0, _F["batch"]]) if len(self) else 1  # one per architecture
         return (
-            _texts(self.rows, _IN_SHAPE_FIELDS, lambda v: make(_in_shape(v))),
-            _texts(self.info, _OUT_SHAPE_INFO, lambda v: make(_out_shape(batch, v))),
+            self._texts(self.rows, _IN_SHAPE_FIELDS, lambda v: make(_in_shape(v))),
+            self._texts(self.info, _OUT_SHAPE_INFO, lambda v: make(_out_shape(batch, v))),
         )
 
     def configs(self) -> pa.DictionaryArray:
-        return _texts(self.rows, _CONFIG_FIELDS, config_text)
+        return self._texts(self.rows, _CONFIG_FIELDS, config_text)
 
     def counts(self, name: str) -> npt.NDArray[np.int64]:
-        return _counts(self.info, name)
+        return self._per_layer(_counts(self.info, name))
 
     def text_columns(self) -> list[Any]:
         """The text table's columns (``_TEXT_HEADER``), unpadded: the index as integers, the rest as texts."""
@@ -492,7 +519,7 @@ class Summary:
 
     def add(self, part: Part) -> None:
         columns = part.text_columns() if self.fmt == "table" else None
-        t = network_totals(part.info)
+        t = network_totals(part.layer_info())
         self.totals = {k: self.totals[k] + v for k, v in t.items()}
         if columns is not None:
             self.widths = [max(w, _width(c)) for w, c in zip(self.widths, columns, strict=True)]
@@ -580,23 +607,34 @@ def describe_table(
         if checks:
             # an architecture has one batch and dtype: every row is compared with its first, whichever block
             if not first:
-                first.update(batch=block.rows[index[0], _F["batch"]], dtype=block.rows[index[0], _F["dtype"]],
-                             block=block, row=int(index[0]))
+                first.update(batch=block.field_at(index[:1], _F["batch"])[0],
+                             dtype=block.field_at(index[:1], _F["dtype"])[0], block=block, row=int(index[0]))
             for col in ("batch", "dtype"):
-                differs = np.flatnonzero(block.rows[index, _F[col]] != first[col])
+                values = block.field_at(index, _F[col])
+                differs = np.flatnonzero(values != first[col])
                 if len(differs):
                     i = int(index[int(differs[0])])
                     here, there = (DTYPES[int(v)] if col == "dtype" else str(int(v))
-                                   for v in (block.rows[i, _F[col]], first[col]))
+                                   for v in (values[int(differs[0])], first[col]))
                     line = int(first["block"].line[first["row"]])
                     raise block.error(i, col, f"{here} differs from {there} on row {line}: an architecture has "
                                       f"one {col}")
             _meta(block, index)
         whole = len(index) == len(block) and (len(index) == 0 or index[-1] == len(index) - 1)
-        rows = block.rows if whole and batch is None and dtype is None else np.array(block.rows[index], dtype=np.int64)
-        _set_batch_and_dtype(rows, batch, dtype, block, index)
+        # the distinct rows that these layers are (only theirs: another architecture's are not validated again)
+        distinct, at = block.distinct_rows()
+        if at is None:
+            at = None if whole else index
+        elif not whole:
+            at = at[index]
+        if at is not None and (not whole or batch is not None or dtype is not None):
+            used, at = np.unique(at, return_inverse=True)
+            distinct, at = distinct[used], at.reshape(-1).astype(np.int64)
+        if batch is not None or dtype is not None:
+            distinct = np.array(distinct, dtype=np.int64)  # a copy, given the new batch and dtype
+            _set_batch_and_dtype(distinct, batch, dtype, block, index[_first_layer_of(at, len(distinct))])
         names = block.layer_column if whole else block.layer_column.take(pa.array(index))
-        return Part(rows, _ev.info(rows), names, start)
+        return Part(distinct, _ev.info(distinct), names, start, at)
 
     def _meta(block: Any, index: npt.NDArray[np.int64]) -> None:
         for column in block.extra.column_names:  # values constant within the architecture
