@@ -169,9 +169,11 @@ std::tuple<py::array_t<std::int64_t>, py::array_t<std::int64_t>, py::ssize_t, in
             constexpr py::ssize_t kTile = 128;
             std::array<std::uint64_t, kTile> hash;
             std::vector<std::int64_t> tile(given.size() * kTile);
-            std::vector<std::int64_t> key(given.size());
+            std::vector<std::int64_t> key(static_cast<std::size_t>(k), 0);  // k >= 1 even when no column is given
             np::LayerRow row;
-            const auto cell = [&](std::size_t j, py::ssize_t i) { return tile[j * kTile + static_cast<std::size_t>(i)]; };
+            const auto cell = [&](std::size_t j, py::ssize_t i) {
+                return tile[j * kTile + static_cast<std::size_t>(i)];
+            };
             for (py::ssize_t t0 = begin; t0 < end; t0 += kTile) {
                 const py::ssize_t t1 = std::min(end, t0 + kTile), m = t1 - t0;
                 // the first cell of the tile (by row, then field) that no field can hold
@@ -202,7 +204,8 @@ std::tuple<py::array_t<std::int64_t>, py::array_t<std::int64_t>, py::ssize_t, in
                             const std::int64_t mask = -here;
                             const std::int64_t value = src[i];
                             const std::int64_t v = (value & mask) | (np::kMissing & ~mask);
-                            far |= static_cast<bool>(here & static_cast<std::int64_t>(value >= kIntLimit || value <= -kIntLimit));
+                            const bool beyond = value >= kIntLimit || value <= -kIntLimit;
+                            far |= static_cast<bool>(here & static_cast<std::int64_t>(beyond));
                             out[i] = v;
                             hash[i] = hash_mix(hash[i], v);
                         }
@@ -802,10 +805,10 @@ void bind_model(py::module_& m) {
         .def("evaluate_archs", &evaluate_archs, py::arg("rows"), py::arg("offsets"), py::arg("per_layer") = false,
              py::arg("threads") = 1, py::arg("validate") = true, py::arg("index") = py::none(),
              py::arg("cache") = nullptr,
-             "Per-architecture totals (and per-layer values) of architectures laid out as rows[offsets[k]:offsets[k+1]] "
-             "(with an index: as rows[index][offsets[k]:offsets[k+1]], each distinct row evaluated once, through "
-             "a ResultCache when given); "
-             "'bounds' holds each architecture's runtime lo, hi and energy lo, hi (NaN without intervals).");
+             "Per-architecture totals (and per-layer values) of architectures laid out as "
+             "rows[offsets[k]:offsets[k+1]] (with an index: as rows[index][offsets[k]:offsets[k+1]], each distinct "
+             "row evaluated once, through a ResultCache when given); 'bounds' holds each architecture's runtime lo, "
+             "hi and energy lo, hi (NaN without intervals).");
 }
 
 }  // namespace

@@ -376,7 +376,8 @@ std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_
             }
             if (index != nullptr) {
                 if (res != nullptr)
-                    for (std::size_t i = 0; i < count; ++i) res[i] = distinct[static_cast<std::size_t>(index[begin + i])];
+                    for (std::size_t i = 0; i < count; ++i)
+                        res[i] = distinct[static_cast<std::size_t>(index[begin + i])];
             } else {
                 const std::ptrdiff_t b = evaluate(rows + begin * kNumFields, count, res,
                                                   invalid != nullptr ? &errors[tid] : nullptr, &cache);
