@@ -143,6 +143,28 @@ def test_scores_merge_across_blocks(varying_model_path: Path, candidates: pa.Tab
     assert np.allclose(totals.error, [first_error[a] for a in totals.names])
 
 
+def test_a_table_scored_in_memory_per_layer(varying_model_path: Path, candidates: pa.Table, tmp_path: Path) -> None:
+    """`Model.score(path, per_layer=True)` (the table in memory, as distinct rows and an index) gives what
+    scoring its architectures as objects gives, layer by layer, where an architecture's rows are spread."""
+    model = npw.load_model(varying_model_path)
+    n = candidates.num_rows
+    pieces = [np.arange(i, min(i + 23, n)) for i in range(0, n, 23)]
+    table = candidates.take(pa.array(np.concatenate(pieces[::2] + pieces[1::2])))
+    path = tmp_path / "t.parquet"
+    pq.write_table(table, path)
+    from_file = model.score(path, per_layer=True)
+    archs = read_layer_table(path).architectures()
+    from_objects = model.score(archs, per_layer=True)
+    assert from_file.arch == from_objects.arch and from_file.bottleneck == from_objects.bottleneck
+    assert np.allclose(from_file.energy_mj, from_objects.energy_mj, rtol=1e-12)
+    assert from_file.per_layer is not None and from_objects.per_layer is not None
+    for key in ("runtime_ms", "power_w", "energy_mj", "extrapolated"):
+        assert np.array_equal(from_file.per_layer[key], from_objects.per_layer[key]), key
+    # the rows of the table each layer came from
+    rows = read_layer_table(path).rows
+    assert np.array_equal(rows[from_file.per_layer["row"]], np.concatenate([a.rows() for a in archs]))
+
+
 def test_score_cli_streams_with_small_blocks(
     varying_model_path: Path, candidates: pa.Table, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],

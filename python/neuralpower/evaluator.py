@@ -557,22 +557,27 @@ class Model:
     def score_table(self, table: Any, *, per_layer: bool = False, threads: int = 1) -> Scores:
         """Score every architecture of a :class:`~neuralpower.table.LayerTable`."""
         order, offsets, archs = table.grouping()
-        rows = table.rows if order is None else np.ascontiguousarray(table.rows[order])
+        distinct, at = table.distinct_rows()  # each distinct row evaluated once, the rows not made
+        if at is None:
+            rows = distinct if order is None else np.ascontiguousarray(distinct[order])
+        else:
+            rows, at = distinct, (at if order is None else at[order])
 
         def names(arch_index: npt.NDArray[np.int64], position: npt.NDArray[np.int64]) -> list[str]:
             index = offsets[arch_index] + position
             return list(table.layer_names_at(index if order is None else order[index], position))
 
         try:
-            scores = self._scores(archs, rows, offsets, names, per_layer, threads)
+            scores = self._scores(archs, rows, offsets, names, per_layer, threads, index=at)
         except InputError as e:
             if e.path is None:
                 raise InputError(e.message, path=table.path, column=e.column) from None
             raise
         if scores.per_layer is not None:
             # where each evaluated layer stands in the table, and in its architecture
-            scores.per_layer["row"] = np.arange(len(rows)) if order is None else order
-            scores.per_layer["position"] = np.arange(len(rows)) - np.repeat(offsets[:-1], np.diff(offsets))
+            n = len(table)
+            scores.per_layer["row"] = np.arange(n) if order is None else order
+            scores.per_layer["position"] = np.arange(n) - np.repeat(offsets[:-1], np.diff(offsets))
         return scores
 
     def _scores(
@@ -583,8 +588,12 @@ class Model:
         layer_names: Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64]], list[str]],
         per_layer: bool,
         threads: int,
+        index: npt.NDArray[np.int64] | None = None,
     ) -> Scores:
-        out = self._evaluate(rows, offsets, per_layer=per_layer, threads=threads, validate=False, arch_names=archs)
+        """Scores of architectures ``rows[offsets[k]:offsets[k + 1]]`` (with ``index``: of ``rows[index]``)."""
+        out = self._evaluate(
+            rows, offsets, per_layer=per_layer, threads=threads, validate=False, arch_names=archs, index=index
+        )
         bottleneck = layer_names(np.arange(len(archs), dtype=np.int64), out["bottleneck"])
         layers_dict = None
         if per_layer:
@@ -592,7 +601,8 @@ class Model:
                 k[len("layer_") :]: out[k]
                 for k in ("layer_runtime_ms", "layer_power_w", "layer_energy_mj", "layer_extrapolated")
             }
-            layers_dict.update(self.layer_bounds(rows[:, 0], out["layer_runtime_ms"], out["layer_power_w"]))
+            types = rows[:, 0] if index is None else rows[index, 0]
+            layers_dict.update(self.layer_bounds(types, out["layer_runtime_ms"], out["layer_power_w"]))
         return Scores(
             bounds=self._bounds(out["bounds"]),
             arch=list(archs),
