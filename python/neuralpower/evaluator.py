@@ -557,11 +557,7 @@ class Model:
     def score_table(self, table: Any, *, per_layer: bool = False, threads: int = 1) -> Scores:
         """Score every architecture of a :class:`~neuralpower.table.LayerTable`."""
         order, offsets, archs = table.grouping()
-        distinct, at = table.distinct_rows()  # each distinct row evaluated once, the rows not made
-        if at is None:
-            rows = distinct if order is None else np.ascontiguousarray(distinct[order])
-        else:
-            rows, at = distinct, (at if order is None else at[order])
+        rows, at = table.rows_in_order(order)  # each distinct row evaluated once, the rows not made
 
         def names(arch_index: npt.NDArray[np.int64], position: npt.NDArray[np.int64]) -> list[str]:
             index = offsets[arch_index] + position

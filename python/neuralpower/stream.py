@@ -711,11 +711,7 @@ def score_blocks(
             _release_memory()
             since_release = 0
         order, offsets, names = block.grouping()
-        distinct, at = block.distinct_rows()
-        if at is None:
-            rows = distinct if order is None else np.ascontiguousarray(distinct[order])
-        else:
-            rows, at = distinct, (at if order is None else at[order])
+        rows, at = block.rows_in_order(order)  # each distinct row evaluated once, the rows not made
         try:
             out = model._evaluate(
                 rows, offsets, per_layer=per_layer is not None, threads=threads, validate=False, arch_names=names,

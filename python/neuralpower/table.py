@@ -134,6 +134,16 @@ class LayerTable:
         assert self._rows is not None
         return self._rows, None
 
+    def rows_in_order(
+        self, order: npt.NDArray[np.int64] | None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64] | None]:
+        """The rows taken in ``order`` (None: as they are), as the evaluator takes them: ``(rows, index)``,
+        the layers being ``rows[index]`` (``index`` None: ``rows`` themselves), without making the rows."""
+        distinct, at = self.distinct_rows()
+        if at is None:
+            return (distinct if order is None else np.ascontiguousarray(distinct[order])), None
+        return distinct, (at if order is None else at[order])
+
     def field_at(self, index: npt.NDArray[np.int64], column: int) -> npt.NDArray[np.int64]:
         """Field ``column`` of the rows ``index``, without making the rows."""
         distinct, at = self.distinct_rows()
