@@ -71,24 +71,22 @@ inline std::uint64_t hash_finish(std::uint64_t x) {
     return x ^ (x >> 29);
 }
 
-// The distinct rows that threads prepared (each its own, in order), back to back, and the index of each of the
-// n rows into them: each thread's ids, made for its own rows, are moved past the rows of the threads before it.
-// The threads split the n rows evenly, as `n * t / threads`.
-py::array_t<std::int64_t> joined_distinct(const std::vector<std::vector<std::int64_t>>& distinct_of,
-                                          std::int64_t* index, py::ssize_t n) {
+// Distinct rows made in parts (each part's own, in order), back to back, and each part's ids moved past the rows
+// of the parts before it: part p numbered the entries index[ranges[p].first, ranges[p].second) from 0.
+py::array_t<std::int64_t> joined_distinct(const std::vector<const std::vector<std::int64_t>*>& parts,
+                                          std::int64_t* index,
+                                          const std::vector<std::pair<std::size_t, std::size_t>>& ranges) {
     std::size_t total = 0;
-    for (const auto& d : distinct_of) total += d.size();
+    for (const auto* d : parts) total += d->size();
     py::array_t<std::int64_t> out(
         std::vector<py::ssize_t>{static_cast<py::ssize_t>(total / np::kNumFields), np::kNumFields});
     std::int64_t* to = out.mutable_data();
-    const auto n_threads = static_cast<py::ssize_t>(distinct_of.size());
     std::int64_t base = 0;
-    for (py::ssize_t t = 0; t < n_threads; ++t) {
-        const auto& d = distinct_of[static_cast<std::size_t>(t)];
-        to = std::copy(d.begin(), d.end(), to);
+    for (std::size_t p = 0; p < parts.size(); ++p) {
+        to = std::copy(parts[p]->begin(), parts[p]->end(), to);
         if (base != 0)
-            for (py::ssize_t i = n * t / n_threads, end = n * (t + 1) / n_threads; i < end; ++i) index[i] += base;
-        base += static_cast<std::int64_t>(d.size() / np::kNumFields);
+            for (std::size_t i = ranges[p].first; i < ranges[p].second; ++i) index[i] += base;
+        base += static_cast<std::int64_t>(parts[p]->size() / np::kNumFields);
     }
     return out;
 }
@@ -272,7 +270,14 @@ std::tuple<py::array_t<std::int64_t>, py::array_t<std::int64_t>, py::ssize_t, in
         }
     if (bad >= 0) return {py::array_t<std::int64_t>(std::vector<py::ssize_t>{0, np::kNumFields}), index_out, bad,
                           err.field, err.message};
-    return {joined_distinct(distinct_of, index, n), index_out, -1, -1, std::string()};
+    std::vector<const std::vector<std::int64_t>*> parts;
+    std::vector<std::pair<std::size_t, std::size_t>> ranges;
+    for (int t = 0; t < n_threads; ++t) {
+        parts.push_back(&distinct_of[t]);
+        ranges.emplace_back(static_cast<std::size_t>(n * t / n_threads),
+                            static_cast<std::size_t>(n * (t + 1) / n_threads));
+    }
+    return {joined_distinct(parts, index, ranges), index_out, -1, -1, std::string()};
 }
 
 py::array_t<std::int64_t> info(const RowsIn& rows) {
@@ -728,21 +733,20 @@ py::object parse_csv_block(const py::buffer& text, const std::vector<std::pair<s
     if (arch_bytes > static_cast<std::size_t>(INT32_MAX) || layer_bytes > static_cast<std::size_t>(INT32_MAX))
         return py::none();
     // the ranges' distinct rows back to back, and each record's index into them
-    std::size_t n_distinct = 0;
-    for (const np::CsvBlock& b : blocks) n_distinct += b.rows.size() / np::kNumFields;
-    py::array_t<std::int64_t> rows(
-        std::vector<py::ssize_t>{static_cast<py::ssize_t>(n_distinct), static_cast<py::ssize_t>(np::kNumFields)});
     py::array_t<std::int64_t> index(static_cast<py::ssize_t>(n));
+    std::vector<const std::vector<std::int64_t>*> parts;
+    std::vector<std::pair<std::size_t, std::size_t>> records;
     {
-        std::int64_t* to = rows.mutable_data();
         std::int64_t* at = index.mutable_data();
-        std::int64_t base = 0;
+        std::size_t start = 0;
         for (const np::CsvBlock& b : blocks) {
-            to = std::copy(b.rows.begin(), b.rows.end(), to);
-            for (const std::int64_t id : b.index) *at++ = base + id;
-            base += static_cast<std::int64_t>(b.rows.size() / np::kNumFields);
+            std::copy(b.index.begin(), b.index.end(), at + start);
+            parts.push_back(&b.rows);
+            records.emplace_back(start, start + b.index.size());
+            start += b.index.size();
         }
     }
+    py::array_t<std::int64_t> rows = joined_distinct(parts, index.mutable_data(), records);
     auto joined = [&](auto pick) {
         np::CsvStrings all;
         for (const np::CsvBlock& b : blocks) {

@@ -78,16 +78,13 @@ bool parse_csv(const char* text, std::size_t len, const std::vector<CsvRole>& ro
         s->offsets.reserve(lines + 1);
         s->valid.reserve(lines);
     }
-    // A record's key is the fields its columns give (the others are empty in every record): a record whose key
-    // was seen before is the same prepared row, made and stored once.
+    // A record's key is the fields its columns give (the others are empty in every record; a pair column's second
+    // field repeats its first): a record whose key was seen before is the same prepared row, made and stored once.
     std::vector<int> given;
     for (const CsvRole& role : roles) {
         if (role.kind == CsvRole::Kind::Type) given.push_back(kType);
         if (role.kind == CsvRole::Kind::DType) given.push_back(kDType);
-        if (role.kind == CsvRole::Kind::Int) {
-            given.push_back(role.field);
-            if (role.field2 >= 0) given.push_back(role.field2);
-        }
+        if (role.kind == CsvRole::Kind::Int) given.push_back(role.field);
     }
     const int k = static_cast<int>(given.size());
     RowCache<std::int32_t> ids(k);

@@ -387,10 +387,9 @@ std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_
                 }
             }
             // layer i of the architecture: its result, and its row
-            const LayerResult* by_index = index != nullptr ? distinct.data() : nullptr;
             const std::int64_t* ix = index != nullptr ? index + begin : nullptr;
             auto result = [&](std::size_t i) -> const LayerResult& {
-                return ix != nullptr ? by_index[static_cast<std::size_t>(ix[i])] : res[i];
+                return ix != nullptr ? distinct[static_cast<std::size_t>(ix[i])] : res[i];
             };
             auto row_of = [&](std::size_t i) -> const std::int64_t* {
                 return rows + (ix != nullptr ? ix[i] : begin + static_cast<std::int64_t>(i)) * kNumFields;

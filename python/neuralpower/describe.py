@@ -136,16 +136,6 @@ def _set_batch_and_dtype(
         raise InputError(message, path=table.path, row=int(table.line[int(index[i])]), column=column)
 
 
-def _first_layer_of(at: npt.NDArray[np.int64] | None, n: int) -> npt.NDArray[np.int64]:
-    """For each of ``n`` distinct rows, the position of the first layer that is it (``at`` None: row k is layer
-    k)."""
-    if at is None:
-        return np.arange(n, dtype=np.int64)
-    first = np.full(n, len(at), dtype=np.int64)
-    np.minimum.at(first, at, np.arange(len(at), dtype=np.int64))
-    return first
-
-
 def _made_per_distinct(
     rows: npt.NDArray[np.int64], columns: Sequence[int], make: Callable[[Sequence[int]], Any]
 ) -> tuple[npt.NDArray[np.int32], list[Any]]:
@@ -323,11 +313,16 @@ _COUNTS = ("macs", "flops", "params", "bytes_read", "bytes_written", "bytes")
 
 
 def _texts(
-    rows: npt.NDArray[np.int64], columns: Sequence[int], make: Callable[[Sequence[int]], str]
+    rows: npt.NDArray[np.int64],
+    columns: Sequence[int],
+    make: Callable[[Sequence[int]], str],
+    at: npt.NDArray[np.int64] | None = None,
 ) -> pa.DictionaryArray:
-    """``make`` of some ``columns`` of each row as a dictionary array, computed once per distinct value."""
+    """``make`` of some ``columns`` of each row as a dictionary array, computed once per distinct value; with
+    ``at``, of rows ``at``."""
     index, made = _made_per_distinct(rows, columns, make)
-    return pa.DictionaryArray.from_arrays(pa.array(index, pa.int32()), pa.array(made, pa.string()))
+    codes = index if at is None else index[at]
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(made, pa.string()))
 
 
 def _decoded(column: pa.Array) -> pa.Array:
@@ -416,11 +411,6 @@ class Part:
         """Values per row, as values per layer."""
         return values if self.at is None else values[self.at]
 
-    def _texts(self, rows: npt.NDArray[np.int64], columns: Sequence[int], make: Callable[[Sequence[int]], str]
-               ) -> pa.DictionaryArray:
-        index, made = _made_per_distinct(rows, columns, make)
-        return pa.DictionaryArray.from_arrays(pa.array(self._per_layer(index), pa.int32()), pa.array(made, pa.string()))
-
     def layer_info(self) -> npt.NDArray[np.int64]:
         """The info row of each layer."""
         return self._per_layer(self.info)
@@ -440,7 +430,7 @@ class Part:
         return pc.if_else(missing, generated, names)
 
     def types(self) -> pa.DictionaryArray:
-        return self._texts(self.rows, [0], lambda r: LAYER_TYPES[r[0]])
+        return _texts(self.rows, [0], lambda r: LAYER_TYPES[r[0]], self.at)
 
     def index(self) -> npt.NDArray[np.int64]:
         return np.arange(self.start, self.start + len(self), dtype=np.int64)
@@ -448,12 +438,12 @@ class Part:
     def shapes(self, make: Callable[[Sequence[int]], str]) -> tuple[pa.DictionaryArray, pa.DictionaryArray]:
         batch = int(self.rows[0, _F["batch"]]) if len(self) else 1  # one per architecture
         return (
-            self._texts(self.rows, _IN_SHAPE_FIELDS, lambda v: make(_in_shape(v))),
-            self._texts(self.info, _OUT_SHAPE_INFO, lambda v: make(_out_shape(batch, v))),
+            _texts(self.rows, _IN_SHAPE_FIELDS, lambda v: make(_in_shape(v)), self.at),
+            _texts(self.info, _OUT_SHAPE_INFO, lambda v: make(_out_shape(batch, v)), self.at),
         )
 
     def configs(self) -> pa.DictionaryArray:
-        return self._texts(self.rows, _CONFIG_FIELDS, config_text)
+        return _texts(self.rows, _CONFIG_FIELDS, config_text, self.at)
 
     def counts(self, name: str) -> npt.NDArray[np.int64]:
         return self._per_layer(_counts(self.info, name))
@@ -590,6 +580,7 @@ def describe_table(
     while they are few), a second writes it."""
     from .sources import pick_architecture
     from .stream import read_blocks
+    from .table import used_rows
 
     names: dict[str, None] = {}
     summary = Summary(fmt)
@@ -627,12 +618,12 @@ def describe_table(
             at = None if whole else index
         elif not whole:
             at = at[index]
+        first_use = np.arange(len(distinct))  # the layer each distinct row is first
         if at is not None and (not whole or batch is not None or dtype is not None):
-            used, at = np.unique(at, return_inverse=True)
-            distinct, at = distinct[used], at.reshape(-1).astype(np.int64)
+            distinct, at, first_use = used_rows(distinct, at)
         if batch is not None or dtype is not None:
             distinct = np.array(distinct, dtype=np.int64)  # a copy, given the new batch and dtype
-            _set_batch_and_dtype(distinct, batch, dtype, block, index[_first_layer_of(at, len(distinct))])
+            _set_batch_and_dtype(distinct, batch, dtype, block, index[first_use])
         names = block.layer_column if whole else block.layer_column.take(pa.array(index))
         return Part(distinct, _ev.info(distinct), names, start, at)
 

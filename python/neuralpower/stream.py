@@ -46,6 +46,7 @@ from .table import (
     parquet_error,
     read_csv_text,
     table_format,
+    used_rows,
 )
 
 __all__ = [
@@ -197,8 +198,7 @@ def _rows_of(table: LayerTable, a: int, b: int) -> LayerTable:
     if index is not None:
         index = index[a:b]
         if 4 * (b - a) < len(distinct):  # a few rows: only their distinct rows go with them
-            used, index = np.unique(index, return_inverse=True)
-            distinct = distinct[used]
+            distinct, index, _ = used_rows(distinct, index)
     return LayerTable(
         table.path, None if index is not None else distinct[a:b], table.arch_column.slice(a, b - a),
         table.layer_column.slice(a, b - a), table.extra.slice(a, b - a), table.fmt, table.first + a,

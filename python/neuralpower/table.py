@@ -597,6 +597,15 @@ def _names(table: pa.Table, column: str | None, err: Any, default: str) -> tuple
     return values, encoded
 
 
+def used_rows(
+    distinct: npt.NDArray[np.int64], index: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Only the distinct rows that ``index`` uses: ``(rows, index, first)``, ``index`` renumbered into them and
+    ``first`` the position in it of each one's first use."""
+    used, first, inverse = np.unique(index, return_index=True, return_inverse=True)
+    return distinct[used], inverse.reshape(-1).astype(np.int64), first.astype(np.int64)
+
+
 def _texts(names: pa.Array) -> list[Any]:
     """A column of names as a list (a dictionary-encoded one decoded first: its to_pylist goes value by value)."""
     if pa.types.is_dictionary(names.type):
