@@ -69,6 +69,21 @@ def test_fit_recovers_the_ground_truth(model: dict[str, Any]) -> None:
     assert conv["runtime_ms"]["models"]["tree"]["kind"] == "tree"
 
 
+def test_the_tree_setting_is_chosen_on_validation_rows(model: dict[str, Any]) -> None:
+    for t, entry in model["layer_types"].items():
+        for target in ("runtime_ms", "power_w"):
+            block = entry[target]
+            if block["fallback"] is not None:
+                continue
+            settings = block["tree_settings"]
+            assert set(settings) == {"shallow", "deep"}
+            assert block["metrics"]["tree"]["setting"] == min(settings, key=settings.get)
+            leaf = block["models"]["tree"]["leaf_features"]
+            # GEMM-shaped types weigh the output padded to whole tiles as well
+            gemm = t in ("conv2d", "conv_transpose2d", "linear", "matmul")
+            assert ("tile_flops_128x128" in leaf) == gemm and "flops" in leaf, (t, leaf)
+
+
 @pytest.mark.parametrize(
     ("target", "mode", "truth"),
     [
@@ -112,8 +127,8 @@ def test_network_prediction_sums_layers(model: dict[str, Any]) -> None:
     assert (p.layer_runtime_ms[:-1] > 0).all() and (p.layer_power_w[:-1] > 0).all()
     # the 7x7 stem conv of ResNet has a kernel the synthetic sweep saw; 224x224 inputs are outside its sizes
     assert p.extrapolated[0]
-    tree = predict_network(model, arch, method="tree")
-    assert tree.runtime_ms != p.runtime_ms
+    other = "poly" if model["layer_types"]["conv2d"]["runtime_ms"]["default"] == "tree" else "tree"
+    assert predict_network(model, arch, method=other).runtime_ms != p.runtime_ms  # the method asked for
     with pytest.raises(InputError, match="the model was fit for fp32, convs is fp16"):
         predict_network(model, arch.with_dtype("fp16"))
     with pytest.raises(InputError, match="the model has no relu model"):

@@ -185,6 +185,33 @@ def test_features_follow_counts() -> None:
     assert f["elements_in"] == 4 * 24 * 400 and f["elements_out"] == 4 * 48 * 100
 
 
+def test_gemm_features() -> None:
+    # conv2d as an implicit GEMM per group: m = batch x out_h x out_w, n = out_channels / groups,
+    # k = in_channels / groups x kernel area
+    conv = Layer("conv2d", batch=2, in_channels=64, in_h=56, in_w=56, out_channels=100, kernel=3, padding=1, groups=2)
+    f = conv.features()
+    assert (f["gemm_m"], f["gemm_n"], f["gemm_k"]) == (2 * 56 * 56, 50, 32 * 9)
+    assert f["tile_flops_128x128"] == 2 * 2 * (49 * 128) * 128 * 288  # 6272 rows: 49 tiles; 50 columns: 1 tile
+    assert f["tile_flops_64x64"] == 2 * 2 * (98 * 64) * 64 * 288
+    assert f["tile_flops_128x32"] == 2 * 2 * (49 * 128) * 64 * 288
+    assert 2 * conv.macs == 2 * 2 * 6272 * 50 * 288 < f["tile_flops_128x64"]
+    # a GEMM of whole tiles wastes nothing
+    lin = Layer("linear", batch=2, tokens=64, in_features=300, out_features=256)
+    f = lin.features()
+    assert (f["gemm_m"], f["gemm_n"], f["gemm_k"]) == (128, 256, 300)
+    assert f["tile_flops_128x128"] == f["tile_flops_64x64"] == f["tile_flops_128x32"] == 2 * lin.macs
+    mm = Layer("matmul", batch=3, heads=4, tokens=10, in_features=64, out_features=10)
+    f = mm.features()
+    assert (f["gemm_m"], f["gemm_n"], f["gemm_k"]) == (10, 10, 64)
+    assert f["tile_flops_64x64"] == 2 * 12 * 64 * 64 * 64  # one tile per batch item and head
+    tconv = Layer("conv_transpose2d", batch=1, in_channels=8, in_h=5, in_w=5, out_channels=4, kernel=2, stride=2)
+    f = tconv.features()
+    assert (f["gemm_m"], f["gemm_n"], f["gemm_k"]) == (25, 16, 8)  # columns = input x weight, then col2im
+    for other in (Layer("relu", in_channels=64), Layer("maxpool2d", in_channels=3, in_h=8, in_w=8, kernel=2)):
+        f = other.features()
+        assert all(f[name] == 0 for name in FEATURES if name.startswith(("gemm_", "tile_flops_")))
+
+
 conv_configs = st.fixed_dictionaries(
     {
         "batch": st.integers(1, 64),

@@ -168,3 +168,49 @@ def test_import_api_matches_the_cli(imported: Path) -> None:
     assert json.dumps(result.rows[V100], sort_keys=True) == json.dumps(
         {"add": 60, "bmm": 60, "conv": 400, "linear": 400, "ln": 60, "relu": 60}, sort_keys=True
     )
+
+
+def _conv_table(path: Path, rise: float, seed: int = 0, n: int = 600) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A NeuSight conv file of `n` random 3x3 layers timed as a known law (3 % noise) plus an overhead that grows
+    linearly from 0 at the first row to `rise` ms at the last; the law's runtimes and the file's."""
+    rng = np.random.default_rng(seed)
+    b, cin, cout = rng.integers(1, 65, n), rng.integers(8, 1025, n), rng.integers(8, 1025, n)
+    size = rng.integers(4, 33, n)
+    law = 0.03 + 2 * b * cin * cout * 9 * size**2 / 8e9 * rng.lognormal(0, 0.03, n)
+    latency = law + rise * np.arange(n) / (n - 1)
+    lines = ["OPName,Latency,Device,B,Input_Channel,Output_Channel,Kernel_Szie,Input_Size,Stride,Padding"]
+    lines += [f"conv,{float(latency[i])!r},GPU X,{b[i]},{cin[i]},{cout[i]},3,{size[i]},1,1" for i in range(n)]
+    path.write_text("\n".join(lines) + "\n")
+    return path, law, latency
+
+
+def test_drift_with_the_row_order_is_found_and_removed(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    src, law, latency = _conv_table(tmp_path / "conv.csv", rise=0.5)
+    result = import_neusight([src])
+    (drift,) = result.drift["gpu_x.csv"]["conv"]
+    assert drift.significant and drift.rise == pytest.approx(0.5, rel=0.15)
+    assert drift.error_after < 0.5 * drift.error_before
+    table = result.tables["gpu_x.csv"]
+    runtime, removed = table.column("runtime_ms").to_numpy(), table.column("drift_ms").to_numpy()
+    assert np.allclose(runtime + removed, latency) and removed[0] == 0
+    # what is left is the law, to about its noise (the drift, up to 0.5 ms on layers of median ~1 ms, is gone)
+    assert float(np.sqrt(np.mean((runtime / law - 1) ** 2))) < 0.06
+    assert float(np.sqrt(np.mean((latency / law - 1) ** 2))) > 0.3
+    code, out, err = run(capsys, "import-neusight", str(src), "--out", str(tmp_path / "o"))
+    assert code == 0 and err == ""
+    assert "conv: runtime drifts with the row order, +0." in out and "removed (column drift_ms)" in out
+    # kept when asked
+    code, out, _ = run(capsys, "import-neusight", str(src), "--out", str(tmp_path / "k"), "--keep-drift")
+    assert code == 0 and "kept (--keep-drift)" in out
+    kept = read_measurements([tmp_path / "k" / "gpu_x.csv"]).targets["runtime_ms"]
+    assert np.array_equal(kept, latency)
+
+
+def test_no_drift_leaves_the_runtimes_as_they_are(tmp_path: Path) -> None:
+    src, _, latency = _conv_table(tmp_path / "conv.csv", rise=0.0, seed=1)
+    result = import_neusight([src])
+    (drift,) = result.drift["gpu_x.csv"]["conv"]
+    assert not drift.significant and not drift.values.any()
+    table = result.tables["gpu_x.csv"]
+    assert "drift_ms" not in table.column_names
+    assert np.array_equal(table.column("runtime_ms").to_numpy(), latency)

@@ -193,6 +193,18 @@ def test_min_leaf_respected() -> None:
     assert all(node["n"] >= 100 for node, _ in nodes(spec["root"]) if "leaf" in node)
 
 
+def test_a_smaller_min_gain_grows_a_larger_tree() -> None:
+    X, y, _ = make_data(1500, 14, noise=0.005)
+    y *= np.where(X[:, NAMES.index("in_channels")] > 128, 1.08, 1.0)  # a small second effect
+    settings: dict[str, Any] = {"split_features": SPLIT, "leaf_features": LEAF, "max_depth": 8, "min_leaf": 10}
+    coarse = fit_tree(X, y, NAMES, min_gain=0.05, **settings)
+    fine = fit_tree(X, y, NAMES, min_gain=0.0005, **settings)
+    leaves = [sum("leaf" in node for node, _ in nodes(spec["root"])) for spec in (coarse, fine)]
+    assert leaves[0] < leaves[1]
+    err = [float(np.mean((predict_tree(spec, X, NAMES) / y - 1) ** 2)) for spec in (coarse, fine)]
+    assert err[1] < err[0]  # on its own training rows
+
+
 def test_spec_is_plain_json_and_survives_a_round_trip_and_column_reordering() -> None:
     spec, _ = fitted()
     text = json.dumps(spec, allow_nan=False)
@@ -232,6 +244,8 @@ def test_fit_is_deterministic() -> None:
         (lambda a: a.update(min_leaf=0), "min_leaf"),
         (lambda a: a.update(multiples=[8, 0]), "multiples"),
         (lambda a: a.update(n_thresholds=-1), "n_thresholds"),
+        (lambda a: a.update(min_gain=1.5), "min_gain"),
+        (lambda a: a.update(min_gain=-0.1), "min_gain"),
         (lambda a: a["y"].__setitem__(3, 0.0), "positive"),
         (lambda a: a["y"].__setitem__(3, np.nan), "positive"),
         (lambda a: a["X"].__setitem__((2, 1), np.inf), "non-finite value at row 2, feature 'in_channels'"),

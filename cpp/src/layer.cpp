@@ -2,6 +2,7 @@
 #include "neuralpower/row_cache.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <initializer_list>
 
@@ -537,7 +538,9 @@ const std::array<const char*, kNumFeatures>& feature_names() {
         "inputs",      "dtype_bytes",   "macs",         "flops",       "params",       "bytes_input",
         "bytes_weights", "bytes_output", "bytes_moved", "elements_in", "elements_out", "tokens",
         "heads",       "kv_tokens",     "head_dim",     "causal",      "approximate",  "interpolation",
-        "output_padding_h", "output_padding_w", "channels_first", "rows"};
+        "output_padding_h", "output_padding_w", "channels_first", "rows", "gemm_m",
+        "gemm_n",      "gemm_k",        "tile_flops_128x128", "tile_flops_128x64", "tile_flops_64x64",
+        "tile_flops_128x32"};
     return names;
 }
 
@@ -714,6 +717,45 @@ void compute_features(const std::int64_t* r, const std::int64_t* info, double* o
         case T::Embedding: out[kFRows] = d(r[kBatch]) * d(r[kTokens]); break;
         default: out[kFRows] = d(r[kBatch]) * d(r[kInH]) * d(r[kInW]); break;
     }
+    // The GEMMs: count x (m x k) (k x n)
+    double count = 0, m = 0, n = 0, k = 0;
+    switch (t) {
+        case T::Conv2d:
+            count = d(r[kGroups]);
+            m = d(r[kBatch]) * d(info[kInfoOutH]) * d(info[kInfoOutW]);
+            n = d(r[kOutChannels] / r[kGroups]);
+            k = d(r[kInChannels] / r[kGroups]) * d(r[kKernelH]) * d(r[kKernelW]);
+            break;
+        case T::ConvTranspose2d:  // columns = input^T x weight, then col2im
+            count = d(r[kGroups]);
+            m = d(r[kBatch]) * d(r[kInH]) * d(r[kInW]);
+            n = d(r[kOutChannels] / r[kGroups]) * d(r[kKernelH]) * d(r[kKernelW]);
+            k = d(r[kInChannels] / r[kGroups]);
+            break;
+        case T::Linear:
+            count = 1;
+            m = d(r[kBatch]) * d(r[kTokens]);
+            n = d(r[kOutFeatures]);
+            k = d(r[kInFeatures]);
+            break;
+        case T::MatMul:
+            count = d(r[kBatch]) * d(r[kHeads]);
+            m = d(r[kTokens]);
+            n = d(r[kOutFeatures]);
+            k = d(r[kInFeatures]);
+            break;
+        default: break;
+    }
+    out[kFGemmM] = m;
+    out[kFGemmN] = n;
+    out[kFGemmK] = k;
+    const auto tiled = [&](double tm, double tn) {
+        return 2 * count * (std::ceil(m / tm) * tm) * (std::ceil(n / tn) * tn) * k;
+    };
+    out[kFTileFlops128x128] = tiled(128, 128);
+    out[kFTileFlops128x64] = tiled(128, 64);
+    out[kFTileFlops64x64] = tiled(64, 64);
+    out[kFTileFlops128x32] = tiled(128, 32);
 }
 
 ValidationError prepare(std::int64_t* row) {

@@ -151,6 +151,18 @@ enum Feature : int {
     kFOutputPaddingW,
     kFChannelsFirst,
     kFRows,  // vectors the layer works on: batch x tokens (token layers), batch x in_h x in_w (the others)
+    // The layer as GEMMs (conv2d: implicit GEMM; conv_transpose2d: a GEMM then col2im; linear; matmul: one per
+    // batch item and head): C[m x n] += A[m x k] B[k x n], done gemm_count times (groups, batch x heads). 0 for
+    // the other types.
+    kFGemmM,
+    kFGemmN,
+    kFGemmK,
+    // 2 x k x the output padded to whole tiles of m x n (tile quantization: a GEMM kernel computes whole
+    // tiles), over all the GEMMs; 0 for the other types.
+    kFTileFlops128x128,
+    kFTileFlops128x64,
+    kFTileFlops64x64,
+    kFTileFlops128x32,
     kNumFeatures
 };
 

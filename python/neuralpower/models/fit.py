@@ -39,6 +39,18 @@ MIN_INTERVAL_ROWS = 10
 KFOLD_BELOW = 400
 FOLDS = 5
 LEAF_FEATURES = ("flops", "bytes_moved", "params")
+# GEMM-shaped layer types (conv2d, conv_transpose2d, linear, matmul): the tree may also split on the GEMM's sizes
+# (kernels switch tiles and algorithms on them, and like multiples of 4, 8, ...), and its leaves also weigh the
+# output padded to whole tiles (tile quantization) and the output's size.
+GEMM_SPLIT_FEATURES = ("gemm_m", "gemm_n", "gemm_k")
+GEMM_LEAF_FEATURES = ("tile_flops_128x128", "tile_flops_128x64", "tile_flops_64x64", "tile_flops_128x32",
+                      "elements_out")
+# The tree settings compared on validation rows (as ``tree:<name>``): FastDeepIoT's shallow tree, and a deeper
+# one for large tables of real GPUs, whose kernels switch at many sizes.
+TREE_SETTINGS: dict[str, dict[str, Any]] = {
+    "shallow": {"max_depth": 4, "min_leaf": 20, "min_gain": 0.01},
+    "deep": {"max_depth": 8, "min_leaf": 15, "min_gain": 0.002},
+}
 _SPECIAL = {"flops", "bytes_moved"}
 
 
@@ -97,8 +109,13 @@ def _fit_method(
     if method == "poly":
         return fit_poly(X, y, FEATURES, config=config, mode=mode, degree=options.degree, seed=options.seed)
     if method == "tree":
-        ints = [f for f in config if np.all(X[:, FEATURES.index(f)] == np.round(X[:, FEATURES.index(f)]))]
-        return fit_tree(X, y, FEATURES, split_features=ints, leaf_features=LEAF_FEATURES)
+        split, leaf = list(config), list(LEAF_FEATURES)
+        if np.any(X[:, FEATURES.index("gemm_m")] > 0):
+            split += GEMM_SPLIT_FEATURES
+            leaf += GEMM_LEAF_FEATURES
+        ints = [f for f in split if np.all(X[:, FEATURES.index(f)] == np.round(X[:, FEATURES.index(f)]))]
+        settings = TREE_SETTINGS["shallow" if mode == "plain" else mode]
+        return fit_tree(X, y, FEATURES, split_features=ints, leaf_features=leaf, **settings)
     if method == "roofline":
         return fit_roofline(X, y, FEATURES)
     return fit_flops_linear(X, y, FEATURES)
@@ -153,12 +170,16 @@ def _candidates(
     methods: tuple[str, ...], X: npt.NDArray[np.float64], y: npt.NDArray[np.float64], config: list[str],
     options: FitOptions,
 ) -> dict[str, dict[str, Any]]:
-    """Every model ``fit`` considers, fitted to (X, y): poly once per target mode (as ``poly:<mode>``)."""
+    """Every model ``fit`` considers, fitted to (X, y): poly once per target mode (as ``poly:<mode>``), the tree
+    once per setting (as ``tree:<setting>``)."""
     out: dict[str, dict[str, Any]] = {}
     for method in (*methods, *BASELINES):
         if method == "poly":
             for mode in TARGET_MODES:
                 out[f"poly:{mode}"] = _fit_method("poly", X, y, config, options, mode)
+        elif method == "tree":
+            for setting in TREE_SETTINGS:
+                out[f"tree:{setting}"] = _fit_method("tree", X, y, config, options, setting)
         else:
             out[method] = _fit_method(method, X, y, config, options)
     return out
@@ -219,12 +240,15 @@ def _fit_target(
     val_rows, val_pred = _validation(X, y, train, methods, config, options, rng)
     val_rmspe = {name: metrics(y[val_rows], pred)["rmspe"] for name, pred in val_pred.items()}
     modes = {mode: val_rmspe[f"poly:{mode}"] for mode in TARGET_MODES} if "poly" in methods else {}
-    chosen = {m: (f"poly:{min(modes, key=lambda k: modes[k])}" if m == "poly" else m) for m in (*methods, *BASELINES)}
+    trees = {name: val_rmspe[f"tree:{name}"] for name in TREE_SETTINGS} if "tree" in methods else {}
+    best = {"poly": modes, "tree": trees}
+    chosen = {m: (f"{m}:{min(best[m], key=lambda k: best[m][k])}" if best.get(m) else m)
+              for m in (*methods, *BASELINES)}
     validation = {m: val_rmspe[name] for m, name in chosen.items()}
     default = min(validation, key=lambda m: validation[m])
     models: dict[str, Any] = {}
     for method, name in chosen.items():
-        mode = name.split(":")[1] if method == "poly" else "plain"
+        mode = name.split(":")[1] if ":" in name else "plain"
         models[method] = _fit_method(method, X[train], y[train], config, options, mode)
     predictions = {method: predict_spec(spec, X[test], FEATURES) for method, spec in models.items()}
     if options.holdout is not None:
@@ -240,6 +264,7 @@ def _fit_target(
             scores[method]["candidates"] = spec["candidates"]
         elif spec["kind"] == "tree":
             scores[method]["leaves"] = _leaves(spec["root"])
+            scores[method]["setting"] = chosen[method].split(":")[1]
     block: dict[str, Any] = {"rows": n, "default": default, "fallback": None, "models": models, "metrics": scores}
     if trials is not None:
         block["trials"] = int(trials.sum())
@@ -249,6 +274,8 @@ def _fit_target(
         block["interval"] = interval
     if modes:
         block["target_modes"] = modes
+    if trees:
+        block["tree_settings"] = trees
     return block
 
 

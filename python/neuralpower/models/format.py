@@ -14,7 +14,8 @@
            "runtime_ms": {"default": "poly", "fallback": null,
                           "models": {"poly": {...}, "tree": {...}, "roofline": {...}, "flops_linear": {...}},
                           "metrics": {"poly": {"rmspe": 7.1, "mape": 5.2, "r2": 0.99, "terms": 41, ...}, ...},
-                          "target_modes": {"plain": 31.0, "relative": 8.2, "log": 7.4},
+                          "target_modes": {"plain": 31.0, "relative": 8.2, "log": 7.4},   # poly's, on validation
+                          "tree_settings": {"shallow": 9.1, "deep": 8.4},                 # the tree's
                           "interval": {"coverage": 0.9, "lo": 0.8, "hi": 1.3, ...}},   # optional
            "power_w": {...}}}}
 

@@ -74,6 +74,7 @@ def fit_tree(
     multiples: Sequence[int] = (2, 4, 8, 16, 32),
     n_thresholds: int = 16,
     relative: bool = True,
+    min_gain: float = _MIN_GAIN,
 ) -> dict[str, Any]:
     """Fit a tree-structured linear model, greedily and top-down (CART-like).
 
@@ -82,7 +83,7 @@ def fit_tree(
     tests ``x <= t`` (``t`` at up to `n_thresholds` quantiles of the node's distinct values) and, for a feature
     whose training values are all integers, multiple tests ``x % m == 0`` for ``m`` in `multiples`, that leaves
     at least `min_leaf` rows on each side and minimizes the two child leaves' total squared error. A split is kept
-    when it cuts the error by more than 1 % of the root leaf's error; growth stops at `max_depth`.
+    when it cuts the error by more than `min_gain` (1 %) of the root leaf's error; growth stops at `max_depth`.
 
     Parameters
     ----------
@@ -107,6 +108,9 @@ def fit_tree(
     relative : bool, optional
         Minimize the squared relative error ``sum(((pred - y) / y) ** 2)`` (each row of the least-squares
         problem is divided by its target) rather than the squared error.
+    min_gain : float, optional
+        Smallest share of the root leaf's error a split must remove to be kept, from 0 to 1 (CART's complexity
+        parameter).
 
     Returns
     -------
@@ -129,6 +133,8 @@ def fit_tree(
         raise ValueError(f"min_leaf must be a positive integer, got {_show(min_leaf)}")
     if isinstance(n_thresholds, bool) or not isinstance(n_thresholds, numbers.Integral) or n_thresholds < 0:
         raise ValueError(f"n_thresholds must be a non-negative integer, got {_show(n_thresholds)}")
+    if isinstance(min_gain, bool) or not isinstance(min_gain, numbers.Real) or not 0 <= float(min_gain) <= 1:
+        raise ValueError(f"min_gain must be a number from 0 to 1, got {_show(min_gain)}")
     mods = list(multiples)
     for m in mods:
         if isinstance(m, bool) or not isinstance(m, numbers.Integral) or not 1 <= m <= MAX_MODULUS:
@@ -157,7 +163,7 @@ def fit_tree(
     )
     root_idx = np.arange(len(ya), dtype=np.intp)
     root_fit = _fit_leaf(design, target)
-    grower.min_gain = max(_MIN_GAIN * root_fit[1], _GAIN_FLOOR * float(target @ target))
+    grower.min_gain = max(float(min_gain) * root_fit[1], _GAIN_FLOOR * float(target @ target))
     return {
         "kind": "tree",
         "leaf_features": [names[c] for c in leaf_cols],

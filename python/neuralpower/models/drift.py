@@ -1,0 +1,119 @@
+"""Drift with the measurement order: an overhead that grows while a table is measured, found and removed.
+
+A table measured as one long run can drift: NeuSight's public conv2d tables get slower by 0.26 ms (V100) to
+0.70 ms (P100) from the first row to the last, for configurations drawn at random, so that the fastest layers
+of the last rows take seven times the first rows' (the other operators do not drift). No model of the
+configuration can explain that: it is the measurement, not the layer. :func:`order_drift` estimates it as an
+additive overhead, a piecewise-linear function of the row's position in the table, next to a flexible model
+of the configuration that it alternates with (scikit-learn's gradient boosting on the log of the features,
+predicting each row from the other folds); the drift counts only when it explains a good part of the rows'
+error (see :data:`MIN_GAIN`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["MIN_GAIN", "MIN_ROWS", "Drift", "order_drift"]
+
+FloatArray = npt.NDArray[np.float64]
+
+#: The fewest rows whose drift is estimated.
+MIN_ROWS = 200
+#: The drift counts when modelling it cuts the rows' out-of-fold RMSPE by at least this share.
+MIN_GAIN = 0.2
+# Segments of the piecewise-linear drift, rounds of the alternation, folds of the configuration model.
+_SEGMENTS = 8
+_ROUNDS = 3
+_FOLDS = 5
+_HUBER = 1.5
+
+
+@dataclass(frozen=True)
+class Drift:
+    """The additive drift of a table's runtimes with their order.
+
+    Attributes
+    ----------
+    values
+        Per row, the overhead over the first row's (ms); subtracting it gives the runtimes as measured at the
+        start. Zero everywhere when the drift does not count.
+    rise
+        The overhead at the last row over the first's (ms), as estimated (whether or not it counts).
+    error_before, error_after
+        Out-of-fold RMSPE (%) of the configuration model without and with the drift.
+    significant
+        Whether the drift counts: it cuts the error by at least :data:`MIN_GAIN`, and removing it leaves every
+        runtime positive.
+    """
+
+    values: FloatArray
+    rise: float
+    error_before: float
+    error_after: float
+    significant: bool
+
+
+def _hinges(n: int) -> FloatArray:
+    pos = np.arange(n) / max(n - 1, 1)
+    knots = np.linspace(0, 1, _SEGMENTS + 1)[1:-1]
+    return np.column_stack([np.ones(n), pos, *[np.maximum(pos - k, 0) for k in knots]])
+
+
+def _robust_fit(h: FloatArray, r: FloatArray, w: FloatArray) -> FloatArray:
+    """Huber-weighted least squares of ``r`` on ``h`` with row weights ``w`` (iteratively reweighted)."""
+    c = np.zeros(h.shape[1])
+    ridge = 1e-9 * np.eye(h.shape[1])
+    for _ in range(10):
+        scaled = (r - h @ c) * w
+        s = 1.4826 * float(np.median(np.abs(scaled))) + 1e-12
+        hw = np.minimum(1.0, _HUBER * s / np.maximum(np.abs(scaled), 1e-12))
+        ww = w * w * hw
+        c = np.asarray(np.linalg.solve(h.T @ (h * ww[:, None]) + ridge, h.T @ (ww * r)), dtype=np.float64)
+    return c
+
+
+def _rmspe(y: FloatArray, p: FloatArray) -> float:
+    return float(100 * np.sqrt(np.mean(((p - y) / y) ** 2)))
+
+
+def order_drift(features: npt.ArrayLike, runtime: npt.ArrayLike, *, seed: int = 0) -> Drift:
+    """Estimate the additive drift of ``runtime`` (positive, in measurement order) with the row order.
+
+    ``features`` is ``(n, F)``: what the runtime depends on (the configuration), non-negative. With fewer than
+    :data:`MIN_ROWS` rows nothing is estimated (a drift of zero that does not count).
+    """
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    y = np.asarray(runtime, dtype=np.float64)
+    n = len(y)
+    if n < MIN_ROWS:
+        return Drift(np.zeros(n), 0.0, float("nan"), float("nan"), False)
+    x = np.log1p(np.abs(np.asarray(features, dtype=np.float64)))
+    x = x[:, np.ptp(x, axis=0) > 0] if x.ndim == 2 and x.shape[1] else np.zeros((n, 1))
+    h = _hinges(n)
+    folds = KFold(_FOLDS, shuffle=True, random_state=seed)
+    drift = np.zeros(n)
+    before = after = float("nan")
+    c = np.zeros(h.shape[1])
+    floor = 0.05 * float(np.min(y))
+    for k in range(_ROUNDS):
+        model = HistGradientBoostingRegressor(max_iter=60, learning_rate=0.2, max_bins=64, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            g = np.exp(cross_val_predict(model, x, np.log(np.maximum(y - drift, floor)), cv=folds))
+        if k == 0:
+            before = _rmspe(y, g)
+        c = _robust_fit(h, y - g, 1.0 / g)
+        after = _rmspe(y, g + h @ c)
+        drift = h @ c - c[0]
+        if k == 0 and after > (1 - MIN_GAIN) * before:
+            break  # no drift worth a second round
+    rise = float(drift[-1])
+    significant = after <= (1 - MIN_GAIN) * before and bool(np.all(y - drift > 0))
+    return Drift(drift if significant else np.zeros(n), rise, before, after, significant)
