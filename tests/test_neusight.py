@@ -214,3 +214,15 @@ def test_no_drift_leaves_the_runtimes_as_they_are(tmp_path: Path) -> None:
     table = result.tables["gpu_x.csv"]
     assert "drift_ms" not in table.column_names
     assert np.array_equal(table.column("runtime_ms").to_numpy(), latency)
+
+
+def test_drift_of_one_configuration_measured_again_and_again() -> None:
+    from neuralpower.models.drift import MIN_ROWS, order_drift
+
+    n = 400
+    noise = np.random.default_rng(0).normal(0, 0.01, n)
+    drift = order_drift(np.ones((n, 3)), 1.0 + 0.3 * np.arange(n) / (n - 1) + noise)
+    assert drift.significant and drift.rise == pytest.approx(0.3, abs=0.03)
+    assert not order_drift(np.ones((n, 3)), 1.0 + noise).significant
+    few = order_drift(np.ones((MIN_ROWS - 1, 3)), np.linspace(1, 2, MIN_ROWS - 1))
+    assert not few.significant and not few.values.any()  # too few rows to tell

@@ -1,7 +1,7 @@
 """Drift with the measurement order: an overhead that grows while a table is measured, found and removed.
 
 A table measured as one long run can drift: NeuSight's public conv2d tables get slower by 0.26 ms (V100) to
-0.70 ms (P100) from the first row to the last, for configurations drawn at random, so that the fastest layers
+0.72 ms (P4) from the first row to the last, for configurations drawn at random, so that the fastest layers
 of the last rows take seven times the first rows' (the other operators do not drift). No model of the
 configuration can explain that: it is the measurement, not the layer. :func:`order_drift` estimates it as an
 additive overhead, a piecewise-linear function of the row's position in the table, next to a flexible model
@@ -94,8 +94,10 @@ def order_drift(features: npt.ArrayLike, runtime: npt.ArrayLike, *, seed: int = 
     n = len(y)
     if n < MIN_ROWS:
         return Drift(np.zeros(n), 0.0, float("nan"), float("nan"), False)
-    x = np.log1p(np.abs(np.asarray(features, dtype=np.float64)))
-    x = x[:, np.ptp(x, axis=0) > 0] if x.ndim == 2 and x.shape[1] else np.zeros((n, 1))
+    x = np.log1p(np.abs(np.asarray(features, dtype=np.float64))).reshape(n, -1)
+    x = x[:, np.ptp(x, axis=0) > 0] if x.shape[1] else x
+    if not x.shape[1]:
+        x = np.zeros((n, 1))  # one configuration measured again and again: the drift is all there is
     h = _hinges(n)
     folds = KFold(_FOLDS, shuffle=True, random_state=seed)
     drift = np.zeros(n)
