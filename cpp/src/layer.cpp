@@ -717,7 +717,7 @@ void compute_features(const std::int64_t* r, const std::int64_t* info, double* o
         case T::Embedding: out[kFRows] = d(r[kBatch]) * d(r[kTokens]); break;
         default: out[kFRows] = d(r[kBatch]) * d(r[kInH]) * d(r[kInW]); break;
     }
-    // The GEMMs: count x (m x k) (k x n)
+    // The GEMMs: count of them, each (m x k) (k x n)
     double count = 0, m = 0, n = 0, k = 0;
     switch (t) {
         case T::Conv2d:

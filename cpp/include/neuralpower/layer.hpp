@@ -151,14 +151,14 @@ enum Feature : int {
     kFOutputPaddingW,
     kFChannelsFirst,
     kFRows,  // vectors the layer works on: batch x tokens (token layers), batch x in_h x in_w (the others)
-    // The layer as GEMMs (conv2d: implicit GEMM; conv_transpose2d: a GEMM then col2im; linear; matmul: one per
-    // batch item and head): C[m x n] += A[m x k] B[k x n], done gemm_count times (groups, batch x heads). 0 for
-    // the other types.
+    // The layer as GEMMs C[m x n] += A[m x k] B[k x n]: conv2d as an implicit GEMM per group, conv_transpose2d
+    // as a GEMM per group then col2im, linear as one, matmul as one per batch item and head. 0 for the other
+    // types.
     kFGemmM,
     kFGemmN,
     kFGemmK,
-    // 2 x k x the output padded to whole tiles of m x n (tile quantization: a GEMM kernel computes whole
-    // tiles), over all the GEMMs; 0 for the other types.
+    // 2 x k x the output padded to whole tiles of 128 x 128, 128 x 64, ... (tile quantization: a GEMM kernel
+    // computes whole tiles), summed over the GEMMs; 0 for the other types.
     kFTileFlops128x128,
     kFTileFlops128x64,
     kFTileFlops64x64,
