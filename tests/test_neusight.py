@@ -226,3 +226,18 @@ def test_drift_of_one_configuration_measured_again_and_again() -> None:
     assert not order_drift(np.ones((n, 3)), 1.0 + noise).significant
     few = order_drift(np.ones((MIN_ROWS - 1, 3)), np.linspace(1, 2, MIN_ROWS - 1))
     assert not few.significant and not few.values.any()  # too few rows to tell
+
+
+def test_fit_says_when_its_errors_drift_with_the_row_order(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    src, _, _ = _conv_table(tmp_path / "conv.csv", rise=0.5, n=800)
+    assert main(["import-neusight", str(src), "--out", str(tmp_path / "kept"), "--keep-drift"]) == 0
+    assert main(["import-neusight", str(src), "--out", str(tmp_path / "removed")]) == 0
+    capsys.readouterr()
+    kept = fit_models(read_measurements([tmp_path / "kept" / "gpu_x.csv"]), FitOptions(method="tree"))
+    drift = kept["layer_types"]["conv2d"]["runtime_ms"]["drift"]
+    assert drift["rise"] == pytest.approx(0.5, rel=0.3) and drift["error_after"] < 0.8 * drift["error_before"]
+    removed = fit_models(read_measurements([tmp_path / "removed" / "gpu_x.csv"]), FitOptions(method="tree"))
+    assert "drift" not in removed["layer_types"]["conv2d"]["runtime_ms"]
+    code, out, _ = run(capsys, "fit", str(tmp_path / "kept" / "gpu_x.csv"), "--method", "tree", "--out",
+                       str(tmp_path / "m.json"))
+    assert code == 0 and "conv2d runtime_ms: the errors drift with the row order (+" in out

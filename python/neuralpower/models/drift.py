@@ -18,12 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MIN_GAIN", "MIN_ROWS", "Drift", "order_drift"]
+__all__ = ["MIN_GAIN", "MIN_RESIDUALS", "MIN_ROWS", "Drift", "order_drift", "residual_drift"]
 
 FloatArray = npt.NDArray[np.float64]
 
 #: The fewest rows whose drift is estimated.
 MIN_ROWS = 200
+#: The fewest residuals :func:`residual_drift` looks at.
+MIN_RESIDUALS = 50
 #: The drift counts when modelling it cuts the rows' out-of-fold RMSPE by at least this share.
 MIN_GAIN = 0.2
 # Segments of the piecewise-linear drift, rounds of the alternation, folds of the configuration model.
@@ -59,9 +61,13 @@ class Drift:
 
 
 def _hinges(n: int) -> FloatArray:
-    pos = np.arange(n) / max(n - 1, 1)
+    return _hinges_at(np.arange(n) / max(n - 1, 1))
+
+
+def _hinges_at(pos: FloatArray) -> FloatArray:
+    """The piecewise-linear basis at positions from 0 (the first row) to 1 (the last)."""
     knots = np.linspace(0, 1, _SEGMENTS + 1)[1:-1]
-    return np.column_stack([np.ones(n), pos, *[np.maximum(pos - k, 0) for k in knots]])
+    return np.column_stack([np.ones(len(pos)), pos, *[np.maximum(pos - k, 0) for k in knots]])
 
 
 def _robust_fit(h: FloatArray, r: FloatArray, w: FloatArray) -> FloatArray:
@@ -119,3 +125,31 @@ def order_drift(features: npt.ArrayLike, runtime: npt.ArrayLike, *, seed: int = 
     rise = float(drift[-1])
     significant = after <= (1 - MIN_GAIN) * before and bool(np.all(y - drift > 0))
     return Drift(drift if significant else np.zeros(n), rise, before, after, significant)
+
+
+def residual_drift(
+    position: npt.ArrayLike, measured: npt.ArrayLike, predicted: npt.ArrayLike
+) -> dict[str, float] | None:
+    """Whether a model's errors drift with the measurement order; None if they do not (or too few to tell).
+
+    ``position`` is each row's place in the tables, from 0 (first) to 1 (last); ``measured`` and ``predicted``
+    its runtimes (positive), on rows the model was not fitted to. An additive, piecewise-linear overhead of the
+    position is fitted to ``measured - predicted`` relative to ``predicted`` (Huber-weighted), as in
+    :func:`order_drift`; it counts when it cuts the relative errors' RMS by :data:`MIN_GAIN` or more. Returns
+    the overhead from the first row to the last (``rise``, in the runtimes' unit) and the RMS (percent) of the
+    relative errors without and with it.
+    """
+    pos = np.asarray(position, dtype=np.float64)
+    y = np.asarray(measured, dtype=np.float64)
+    p = np.asarray(predicted, dtype=np.float64)
+    if len(y) < MIN_RESIDUALS or np.ptp(pos) == 0 or not np.all(p > 0) or not np.all(np.isfinite(y)):
+        return None
+    h = _hinges_at(pos)
+    c = _robust_fit(h, y - p, 1.0 / p)
+    before = float(np.sqrt(np.mean(((y - p) / p) ** 2)))
+    after = float(np.sqrt(np.mean(((y - p - h @ c) / p) ** 2)))
+    if after > (1 - MIN_GAIN) * before:
+        return None
+    ends = _hinges_at(np.array([0.0, 1.0])) @ c
+    return {"rise": float(ends[1] - ends[0]), "error_before": 100 * before, "error_after": 100 * after,
+            "rows": len(y)}

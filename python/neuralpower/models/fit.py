@@ -17,6 +17,7 @@ from .. import _evaluator as _ev
 from ..layers import FEATURES, LAYER_TYPES
 from .baselines import fit_flops_linear, fit_roofline
 from .data import TARGETS, Measurements
+from .drift import residual_drift
 from .format import SCHEMA, SCHEMA_VERSION
 from .poly import TARGET_MODES, fit_poly
 from .predict import predict_spec
@@ -222,6 +223,7 @@ def _fit_target(
     fallback_value: float | None,
     key: tuple[str, str],
     trials: npt.NDArray[np.int64] | None = None,
+    order: npt.NDArray[np.float64] | None = None,
 ) -> dict[str, Any]:
     """Fit one layer type's target from one row per configuration (see :func:`combine_trials`).
 
@@ -229,7 +231,9 @@ def _fit_target(
     default among the methods and the baselines) on validation predictions of the training rows (see
     :func:`_validation`), fitted again to all training rows and scored on the test rows, which nothing was
     chosen on. The prediction interval is calibrated on the validation residuals and its coverage reported
-    on the test rows.
+    on the test rows. With ``order`` (where each configuration's first row is among the type's rows, 0 to 1), the
+    validation residuals are checked for drift with it (``drift`` in the block, see
+    :func:`~neuralpower.models.drift.residual_drift`).
     """
     n = len(y)
     if n < MIN_ROWS:
@@ -276,6 +280,12 @@ def _fit_target(
         block["target_modes"] = modes
     if trees:
         block["tree_settings"] = trees
+    if order is not None:
+        pred = val_pred[chosen[default]]
+        ok = pred > 0
+        drift = residual_drift(order[val_rows][ok], y[val_rows][ok], pred[ok])
+        if drift is not None:
+            block["drift"] = drift
     return block
 
 
@@ -377,7 +387,9 @@ def fit_models(
             if target == "runtime_ms" and not ok.any():
                 break
             first, combined, trials = combine_trials(data.rows[rows][ok], y[ok], data.noisy[rows][ok])
-            entry[target] = _fit_target(X[ok][first], combined, config, options, mean_power, (t, target), trials)
+            order = np.flatnonzero(ok)[first] / max(len(ok) - 1, 1)  # from the type's first row (0) to its last
+            entry[target] = _fit_target(X[ok][first], combined, config, options, mean_power, (t, target), trials,
+                                        order)
         else:
             layer_types[t] = entry
             continue
@@ -421,5 +433,6 @@ def fit_summary(doc: dict[str, Any]) -> list[dict[str, Any]]:
             for method in (*METHODS, *BASELINES):
                 rec[f"rmspe_{method}"] = m[method]["rmspe"] if method in m and m[method].get("rows_test") else None
             rec["fallback"] = block["fallback"]
+            rec["drift"] = block.get("drift")
             out.append(rec)
     return out

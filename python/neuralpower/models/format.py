@@ -16,7 +16,8 @@
                           "metrics": {"poly": {"rmspe": 7.1, "mape": 5.2, "r2": 0.99, "terms": 41, ...}, ...},
                           "target_modes": {"plain": 31.0, "relative": 8.2, "log": 7.4},   # poly's, on validation
                           "tree_settings": {"shallow": 9.1, "deep": 8.4},                 # the tree's
-                          "interval": {"coverage": 0.9, "lo": 0.8, "hi": 1.3, ...}},   # optional
+                          "interval": {"coverage": 0.9, "lo": 0.8, "hi": 1.3, ...},    # optional
+                          "drift": {"rise": 0.5, ...}},   # optional: the errors drift with the row order
            "power_w": {...}}}}
 
 Predictions are clipped at zero. Units: runtime in milliseconds, power in watts.

@@ -51,6 +51,12 @@ def format_summary(doc: dict[str, Any]) -> str:
         )
         if r["fallback"]:
             notes.append(f"{r['type']} {r['target']}: {r['fallback']}")
+        if r.get("drift"):
+            d = r["drift"]
+            unit = "ms" if r["target"] == "runtime_ms" else "W"
+            notes.append(f"{r['type']} {r['target']}: the errors drift with the row order ({d['rise']:+.3g} {unit} "
+                         f"from the first row to the last; validation RMSPE {d['error_before']:.1f} % without the "
+                         f"drift, {d['error_after']:.1f} % with it): were the measurements disturbed as they went?")
     text = text_table(header, lines[1:], range(2, len(header)))
     out = [
         f"test RMSPE (held-out configurations) per layer type and target ({doc['gpu']}, {doc['executor']}, "
