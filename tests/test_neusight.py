@@ -241,3 +241,24 @@ def test_fit_says_when_its_errors_drift_with_the_row_order(capsys: pytest.Captur
     code, out, _ = run(capsys, "fit", str(tmp_path / "kept" / "gpu_x.csv"), "--method", "tree", "--out",
                        str(tmp_path / "m.json"))
     assert code == 0 and "conv2d runtime_ms: the errors drift with the row order (+" in out
+
+
+def test_no_drift_claimed_from_outliers_or_from_an_order_that_follows_the_configuration() -> None:
+    from neuralpower.models.drift import order_follows_configuration, residual_drift
+
+    rng = np.random.default_rng(3)
+    n = 150
+    predicted = rng.uniform(0.05, 5.0, n)
+    measured = predicted * rng.lognormal(0, 0.05, n)
+    measured[rng.choice(n, 5, replace=False)] *= 5  # a few large errors, anywhere
+    position = rng.permutation(n) / (n - 1)
+    assert residual_drift(position, measured, predicted) is None
+    # an overhead growing with the order is found, about as large as it is
+    drifting = predicted * rng.lognormal(0, 0.05, n) + 0.5 * position
+    found = residual_drift(position, drifting, predicted)
+    assert found is not None and found["rise"] == pytest.approx(0.5, rel=0.3)
+    # a sweep ordered by size: its order is told from its configuration; a random one's is not
+    sizes = rng.integers(1, 1000, (n, 3))
+    by_size = np.argsort(np.argsort(sizes.prod(axis=1))) / (n - 1)
+    assert order_follows_configuration(by_size, sizes)
+    assert not order_follows_configuration(position, sizes)

@@ -18,14 +18,25 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MIN_GAIN", "MIN_RESIDUALS", "MIN_ROWS", "Drift", "order_drift", "residual_drift"]
+__all__ = [
+    "MAX_ORDER_R2",
+    "MIN_GAIN",
+    "MIN_RESIDUALS",
+    "MIN_ROWS",
+    "Drift",
+    "order_drift",
+    "order_follows_configuration",
+    "residual_drift",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
 #: The fewest rows whose drift is estimated.
 MIN_ROWS = 200
 #: The fewest residuals :func:`residual_drift` looks at.
-MIN_RESIDUALS = 50
+MIN_RESIDUALS = 100
+#: From this R² of the position predicted from the configuration on, the order follows the configuration.
+MAX_ORDER_R2 = 0.1
 #: The drift counts when modelling it cuts the rows' out-of-fold RMSPE by at least this share.
 MIN_GAIN = 0.2
 # Segments of the piecewise-linear drift, rounds of the alternation, folds of the configuration model.
@@ -33,6 +44,7 @@ _SEGMENTS = 8
 _ROUNDS = 3
 _FOLDS = 5
 _HUBER = 1.5
+_PERMUTATIONS = 19
 
 
 @dataclass(frozen=True)
@@ -127,15 +139,34 @@ def order_drift(features: npt.ArrayLike, runtime: npt.ArrayLike, *, seed: int = 
     return Drift(drift if significant else np.zeros(n), rise, before, after, significant)
 
 
+def order_follows_configuration(position: npt.ArrayLike, features: npt.ArrayLike, *, seed: int = 0) -> bool:
+    """Whether the rows' order can be told from their configuration (a sweep ordered by size, tables of other
+    families appended): a decision tree on the log of the features predicts the position out of fold with an R²
+    of :data:`MAX_ORDER_R2` or more. A drift with the order cannot be told from the model's errors then."""
+    from sklearn.model_selection import KFold, cross_val_predict
+    from sklearn.tree import DecisionTreeRegressor
+
+    pos = np.asarray(position, dtype=np.float64)
+    x = np.log1p(np.abs(np.asarray(features, dtype=np.float64))).reshape(len(pos), -1)
+    x = x[:, np.ptp(x, axis=0) > 0] if x.shape[1] else x
+    if not x.shape[1]:
+        return False
+    tree = DecisionTreeRegressor(max_depth=6, min_samples_leaf=5, random_state=seed)
+    guess = cross_val_predict(tree, x, pos, cv=KFold(3, shuffle=True, random_state=seed))
+    r2 = 1 - float(np.sum((pos - guess) ** 2)) / max(float(np.sum((pos - pos.mean()) ** 2)), 1e-300)
+    return r2 >= MAX_ORDER_R2
+
+
 def residual_drift(
-    position: npt.ArrayLike, measured: npt.ArrayLike, predicted: npt.ArrayLike
+    position: npt.ArrayLike, measured: npt.ArrayLike, predicted: npt.ArrayLike, *, seed: int = 0
 ) -> dict[str, float] | None:
     """Whether a model's errors drift with the measurement order; None if they do not (or too few to tell).
 
     ``position`` is each row's place in the tables, from 0 (first) to 1 (last); ``measured`` and ``predicted``
     its runtimes (positive), on rows the model was not fitted to. An additive, piecewise-linear overhead of the
     position is fitted to ``measured - predicted`` relative to ``predicted`` (Huber-weighted), as in
-    :func:`order_drift`; it counts when it cuts the relative errors' RMS by :data:`MIN_GAIN` or more. Returns
+    :func:`order_drift`; it counts when it cuts the relative errors' RMS by :data:`MIN_GAIN` or more, and by
+    more than with the positions shuffled (19 times: a 5 % permutation test). Returns
     the overhead from the first row to the last (``rise``, in the runtimes' unit) and the RMS (percent) of the
     relative errors without and with it.
     """
@@ -144,11 +175,18 @@ def residual_drift(
     p = np.asarray(predicted, dtype=np.float64)
     if len(y) < MIN_RESIDUALS or np.ptp(pos) == 0 or not np.all(p > 0) or not np.all(np.isfinite(y)):
         return None
-    h = _hinges_at(pos)
-    c = _robust_fit(h, y - p, 1.0 / p)
+    def rms_with_drift(at: FloatArray) -> tuple[float, FloatArray]:
+        h = _hinges_at(at)
+        c = _robust_fit(h, y - p, 1.0 / p)
+        return float(np.sqrt(np.mean(((y - p - h @ c) / p) ** 2))), c
+
     before = float(np.sqrt(np.mean(((y - p) / p) ** 2)))
-    after = float(np.sqrt(np.mean(((y - p - h @ c) / p) ** 2)))
+    after, c = rms_with_drift(pos)
     if after > (1 - MIN_GAIN) * before:
+        return None
+    # a few large errors can be fitted by any order: the true order must beat every one of 19 shuffled ones
+    rng = np.random.default_rng(seed)
+    if any(rms_with_drift(rng.permutation(pos))[0] <= after for _ in range(_PERMUTATIONS)):
         return None
     ends = _hinges_at(np.array([0.0, 1.0])) @ c
     return {"rise": float(ends[1] - ends[0]), "error_before": 100 * before, "error_after": 100 * after,

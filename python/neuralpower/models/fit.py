@@ -17,7 +17,7 @@ from .. import _evaluator as _ev
 from ..layers import FEATURES, LAYER_TYPES
 from .baselines import fit_flops_linear, fit_roofline
 from .data import TARGETS, Measurements
-from .drift import residual_drift
+from .drift import order_follows_configuration, residual_drift
 from .format import SCHEMA, SCHEMA_VERSION
 from .poly import TARGET_MODES, fit_poly
 from .predict import predict_spec
@@ -281,10 +281,12 @@ def _fit_target(
     if trees:
         block["tree_settings"] = trees
     if order is not None:
+        cols = [FEATURES.index(f) for f in config]
         pred = val_pred[chosen[default]]
         ok = pred > 0
         drift = residual_drift(order[val_rows][ok], y[val_rows][ok], pred[ok])
-        if drift is not None:
+        # only where the order is not the configuration's (a sweep ordered by size would look like a drift)
+        if drift is not None and not order_follows_configuration(order[val_rows][ok], X[val_rows][ok][:, cols]):
             block["drift"] = drift
     return block
 
