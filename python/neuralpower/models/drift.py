@@ -95,6 +95,12 @@ def _robust_fit(h: FloatArray, r: FloatArray, w: FloatArray) -> FloatArray:
     return c
 
 
+def _varying_logs(features: npt.ArrayLike, n: int) -> FloatArray:
+    """log(1 + |x|) of the ``n`` rows' features, the columns that vary only."""
+    x = np.log1p(np.abs(np.asarray(features, dtype=np.float64))).reshape(n, -1)
+    return x[:, np.ptp(x, axis=0) > 0] if x.shape[1] else x
+
+
 def _rmspe(y: FloatArray, p: FloatArray) -> float:
     return float(100 * np.sqrt(np.mean(((p - y) / y) ** 2)))
 
@@ -112,8 +118,7 @@ def order_drift(features: npt.ArrayLike, runtime: npt.ArrayLike, *, seed: int = 
     n = len(y)
     if n < MIN_ROWS:
         return Drift(np.zeros(n), 0.0, float("nan"), float("nan"), False)
-    x = np.log1p(np.abs(np.asarray(features, dtype=np.float64))).reshape(n, -1)
-    x = x[:, np.ptp(x, axis=0) > 0] if x.shape[1] else x
+    x = _varying_logs(features, n)
     if not x.shape[1]:
         x = np.zeros((n, 1))  # one configuration measured again and again: the drift is all there is
     h = _hinges(n)
@@ -147,8 +152,7 @@ def order_follows_configuration(position: npt.ArrayLike, features: npt.ArrayLike
     from sklearn.tree import DecisionTreeRegressor
 
     pos = np.asarray(position, dtype=np.float64)
-    x = np.log1p(np.abs(np.asarray(features, dtype=np.float64))).reshape(len(pos), -1)
-    x = x[:, np.ptp(x, axis=0) > 0] if x.shape[1] else x
+    x = _varying_logs(features, len(pos))
     if not x.shape[1]:
         return False
     tree = DecisionTreeRegressor(max_depth=6, min_samples_leaf=5, random_state=seed)
