@@ -194,12 +194,15 @@ def test_gemm_features() -> None:
     assert f["tile_flops_128x128"] == 2 * 2 * (49 * 128) * 128 * 288  # 6272 rows: 49 tiles; 50 columns: 1 tile
     assert f["tile_flops_64x64"] == 2 * 2 * (98 * 64) * 64 * 288
     assert f["tile_flops_128x32"] == 2 * 2 * (49 * 128) * 64 * 288
+    assert f["tile_flops_64x128"] == 2 * 2 * (98 * 64) * 128 * 288  # the tile's first side runs along m
+    assert f["tile_flops_32x128"] == 2 * 2 * (196 * 32) * 128 * 288
     assert 2 * conv.macs == 2 * 2 * 6272 * 50 * 288 < f["tile_flops_128x64"]
     # a GEMM of whole tiles wastes nothing
     lin = Layer("linear", batch=2, tokens=64, in_features=300, out_features=256)
     f = lin.features()
     assert (f["gemm_m"], f["gemm_n"], f["gemm_k"]) == (128, 256, 300)
     assert f["tile_flops_128x128"] == f["tile_flops_64x64"] == f["tile_flops_128x32"] == 2 * lin.macs
+    assert f["tile_flops_64x128"] == f["tile_flops_32x128"] == 2 * lin.macs
     mm = Layer("matmul", batch=3, heads=4, tokens=10, in_features=64, out_features=10)
     f = mm.features()
     assert (f["gemm_m"], f["gemm_n"], f["gemm_k"]) == (10, 10, 64)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -73,13 +75,38 @@ def test_imported_layers_match_the_operators(imported: Path) -> None:
     macs = np.array([int(r["B"]) * int(r["M"]) * int(r["N"]) * int(r["K"]) for r in bmm])
     assert np.array_equal(data.features[is_matmul, FEATURES.index("macs")], macs)
     assert np.array_equal(data.features[is_matmul, FEATURES.index("params")], np.zeros(len(bmm)))
-    elements = np.array([int(r["B"]) * (int(r["M"]) * int(r["K"]) + int(r["K"]) * int(r["N"])) for r in bmm])
+    # [B, M, N] x [B, N, K]: N is summed over
+    elements = np.array([int(r["B"]) * (int(r["M"]) * int(r["N"]) + int(r["N"]) * int(r["K"])) for r in bmm])
     assert np.array_equal(data.features[is_matmul, FEATURES.index("bytes_input")], 4 * elements)
+    out = np.array([int(r["B"]) * int(r["M"]) * int(r["K"]) for r in bmm])
+    assert np.array_equal(data.features[is_matmul, FEATURES.index("elements_out")], out)
+    # linear: [B, M, N] tokens, N features in, K out
+    assert np.array_equal(data.features[is_linear, FEATURES.index("in_features")], [int(r["N"]) for r in lin])
+    assert np.array_equal(data.features[is_linear, FEATURES.index("out_features")], [int(r["K"]) for r in lin])
     with gzip.open(DATA / "ln" / f"{V100}.gz", "rt", newline="") as f:
         ln = list(csv.DictReader(f))
     is_ln = data.types == LAYER_TYPES.index("layernorm")
     assert np.array_equal(data.features[is_ln, FEATURES.index("in_features")], [int(r["H"]) for r in ln])
     assert np.array_equal(data.features[is_ln, FEATURES.index("rows")], [int(r["B"]) for r in ln])
+
+
+def test_the_gemm_sides_are_those_the_kernel_tiled(imported: Path) -> None:
+    """The kernel that ran (not an input) tells which side is which: its grid tiles the output, M x K."""
+    data = read_measurements([imported])
+    checked = 0
+    for op, kind in (("linear", "linear"), ("bmm", "matmul")):
+        with gzip.open(DATA / op / f"{V100}.gz", "rt", newline="") as f:
+            src = list(csv.DictReader(f))
+        rows = data.features[data.types == LAYER_TYPES.index(kind)]
+        for r, x in zip(src, rows, strict=True):
+            tile = re.search(r"_(\d+)x(\d+)_", r["Kernel Name"])
+            if tile is None or r["Kernels"].count(";") != 1:
+                continue  # a kernel without its tile in the name, or a split-K GEMM and its reduction
+            first, second = int(tile.group(1)), int(tile.group(2))
+            n, m = x[FEATURES.index("gemm_n")], x[FEATURES.index("gemm_m")]
+            assert (math.ceil(n / first), math.ceil(m / second)) == (int(r["Grid x"]), int(r["Grid y"])), r
+            checked += 1
+    assert checked > 300
 
 
 def test_fit_on_real_gpu_rows(imported: Path) -> None:

@@ -540,7 +540,7 @@ const std::array<const char*, kNumFeatures>& feature_names() {
         "heads",       "kv_tokens",     "head_dim",     "causal",      "approximate",  "interpolation",
         "output_padding_h", "output_padding_w", "channels_first", "rows", "gemm_m",
         "gemm_n",      "gemm_k",        "tile_flops_128x128", "tile_flops_128x64", "tile_flops_64x64",
-        "tile_flops_128x32"};
+        "tile_flops_128x32", "tile_flops_64x128", "tile_flops_32x128"};
     return names;
 }
 
@@ -756,6 +756,8 @@ void compute_features(const std::int64_t* r, const std::int64_t* info, double* o
     out[kFTileFlops128x64] = tiled(128, 64);
     out[kFTileFlops64x64] = tiled(64, 64);
     out[kFTileFlops128x32] = tiled(128, 32);
+    out[kFTileFlops64x128] = tiled(64, 128);
+    out[kFTileFlops32x128] = tiled(32, 128);
 }
 
 ValidationError prepare(std::int64_t* row) {

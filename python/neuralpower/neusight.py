@@ -11,9 +11,9 @@ OPName    shape columns                          layer
 conv      B, Input_Channel, Output_Channel,      conv2d: square input and kernel, no bias
           Kernel_Szie, Input_Size, Stride,
           Padding
-linear    B, M, N, K                             linear on [B, M, K] tokens (batch B, M tokens), K -> N
+linear    B, M, N, K                             linear on [B, M, N] tokens (batch B, M tokens), N -> K
                                                  features, no bias
-bmm       B, M, N, K                             matmul [B, M, K] x [B, K, N] (batch B, M tokens)
+bmm       B, M, N, K                             matmul [B, M, N] x [B, N, K] (batch B, M tokens)
 relu,     B, H                                   relu, gelu of [B, H] (batch B, H channels)
 gelu
 softmax   B, H                                   softmax over the last axis of [B, H]
@@ -22,6 +22,9 @@ add, mul  B, H                                   add, mul of two [B, H] inputs
 ========  =====================================  =======================================================
 
 The kernel columns (what ran, known only after running) are not carried over: a predictor may not use them.
+They do say which side is which: on every linear and bmm row of the four GPUs, the GEMM kernel's grid covers
+an output of M x K in tiles (``Grid x`` = ceil(K / the tile's first side), ``Grid y`` = ceil(M / its second)),
+so N is the side summed over (the reduction) and K the features out.
 
 Each file's runtimes are checked for drift with the row order (:func:`neuralpower.models.drift.order_drift`):
 NeuSight's conv tables get slower from their first row to their last by an overhead that the configurations do
@@ -77,7 +80,7 @@ def _layers(op: str, s: dict[str, npt.NDArray[np.int64]], n: int) -> dict[str, p
     if op in ("linear", "bmm"):
         kind = "linear" if op == "linear" else "matmul"
         gemm: dict[str, pa.Array] = {"type": pa.array([kind] * n), "batch": s["B"], "tokens": s["M"],
-                                     "in_features": s["K"], "out_features": s["N"]}
+                                     "in_features": s["N"], "out_features": s["K"]}
         if op == "linear":
             gemm["bias"] = np.zeros(n, np.int64)
         return gemm

@@ -163,6 +163,8 @@ enum Feature : int {
     kFTileFlops128x64,
     kFTileFlops64x64,
     kFTileFlops128x32,
+    kFTileFlops64x128,
+    kFTileFlops32x128,
     kNumFeatures
 };
 

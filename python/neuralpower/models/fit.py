@@ -45,6 +45,7 @@ LEAF_FEATURES = ("flops", "bytes_moved", "params")
 # output padded to whole tiles (tile quantization) and the output's size.
 GEMM_SPLIT_FEATURES = ("gemm_m", "gemm_n", "gemm_k")
 GEMM_LEAF_FEATURES = ("tile_flops_128x128", "tile_flops_128x64", "tile_flops_64x64", "tile_flops_128x32",
+                      "tile_flops_64x128", "tile_flops_32x128",
                       "elements_out")
 # The tree settings compared on validation rows (as ``tree:<name>``): FastDeepIoT's shallow tree, and a deeper
 # one for large tables of real GPUs, whose kernels switch at many sizes.
