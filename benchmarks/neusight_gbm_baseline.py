@@ -8,6 +8,10 @@ medians with `benchmarks/neusight_accuracy.py`, not row by row); it shows how mu
 (not C++-evaluated) model gets from the same features. The last column gives the model the kernel that ran
 (NeuSight's `Kernel Name` and grid, known only after running, so no predictor may use them): what is left
 then is beyond predicting which kernel cuBLAS or cuDNN picks, a floor for any model of the configuration.
+The kernel column says how often a gradient-boosted classifier on the same features (and the sizes'
+divisibility by 2, 4, 8 and 16) guesses that kernel (`Kernel Name`) on held-out configurations, against how
+often the most common kernel ran: where the kernel cannot be told from the configuration and kernels run at
+different speeds, no model of the configuration gets close to the column before it.
 
     python benchmarks/neusight_gbm_baseline.py [NEUSIGHT_DIR]      (default: ../shared/data/neusight)
 """
@@ -40,7 +44,8 @@ def main(source: str) -> None:
     result = import_neusight([source])
     medians: dict[str, list[float]] = {t: [] for t in TYPES}
     oracle: dict[str, list[float]] = {t: [] for t in TYPES}
-    print(f"{'gpu':<22} {'type':<8} {'configs':>7} {'RMSPE':>6} {'MAPE':>6} {'with the kernel':>15}")
+    print(f"{'gpu':<22} {'type':<8} {'configs':>7} {'RMSPE':>6} {'MAPE':>6} {'with the kernel':>15} "
+          f"{'kernel guessed':>14} {'most common':>11}")
     for name, table in result.tables.items():
         gpu = table.column("gpu")[0].as_py()
         for t in TYPES:
@@ -69,11 +74,31 @@ def main(source: str) -> None:
             grid = np.column_stack([raw.column(c).to_numpy() for c in ("Grid x", "Grid y", "Grid z")])
             with_kernel = rmspe(y[test], fit_predict(np.column_stack([X, kernel, np.log1p(grid)]), y, train, test))
             oracle[t].append(with_kernel)
-            print(f"{gpu:<22} {t:<8} {len(y):>7} {error:>5.1f}% {mape:>5.1f}% {with_kernel:>14.1f}%")
+            guessed, common = kernel_guessed(X, rows, kernel, train, test)
+            print(f"{gpu:<22} {t:<8} {len(y):>7} {error:>5.1f}% {mape:>5.1f}% {with_kernel:>14.1f}% "
+                  f"{guessed:>13.1f}% {common:>10.1f}%")
     for t in TYPES:
         if medians[t]:
             print(f"median over {len(medians[t])} GPUs, {t}: test RMSPE {statistics.median(medians[t]):.1f} % "
                   f"({statistics.median(oracle[t]):.1f} % with the kernel that ran)")
+
+
+def kernel_guessed(X: np.ndarray, rows: np.ndarray, kernel: np.ndarray, train: np.ndarray,
+                   test: np.ndarray) -> tuple[float, float]:
+    """How often (%) a classifier of the configuration guesses the kernel that ran on the test rows, and how
+    often the training rows' most common kernel ran there."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    varying = rows[:, np.ptp(rows, axis=0) > 0]
+    divisible = np.column_stack([varying % q == 0 for q in (2, 4, 8, 16)])
+    features = np.column_stack([X, divisible])
+    model = HistGradientBoostingClassifier(max_iter=300)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(features[train], kernel[train])
+    guessed = 100 * float(np.mean(model.predict(features[test]) == kernel[test]))
+    common = 100 * float(np.mean(kernel[test] == np.bincount(kernel[train]).argmax()))
+    return guessed, common
 
 
 def fit_predict(X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
