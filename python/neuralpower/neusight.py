@@ -22,9 +22,9 @@ add, mul  B, H                                   add, mul of two [B, H] inputs
 ========  =====================================  =======================================================
 
 The kernel columns (what ran, known only after running) are not carried over: a predictor may not use them.
-They do say which side is which: on every linear and bmm row of the four GPUs, the GEMM kernel's grid covers
-an output of M x K in tiles (``Grid x`` = ceil(K / the tile's first side), ``Grid y`` = ceil(M / its second)),
-so N is the side summed over (the reduction) and K the features out.
+They do say which side is which: on each of the 96,588 linear and bmm rows of the four GPUs whose kernel
+names its tile (all but 138), the kernel's grid covers an output of M x K in tiles (``Grid x`` = ceil(K / the
+tile's first side), ``Grid y`` = ceil(M / its second)), so N is the side summed over and K the features out.
 
 Each file's runtimes are checked for drift with the row order (:func:`neuralpower.models.drift.order_drift`):
 NeuSight's conv tables get slower from their first row to their last by an overhead that the configurations do
