@@ -93,6 +93,7 @@ def test_imported_layers_match_the_operators(imported: Path) -> None:
 def test_the_gemm_sides_are_those_the_kernel_tiled(imported: Path) -> None:
     """The kernel that ran (not an input) tells which side is which: its grid tiles the output, M x K."""
     data = read_measurements([imported])
+    m_at, n_at = FEATURES.index("gemm_m"), FEATURES.index("gemm_n")
     checked = 0
     for op, kind in (("linear", "linear"), ("bmm", "matmul")):
         with gzip.open(DATA / op / f"{V100}.gz", "rt", newline="") as f:
@@ -103,7 +104,7 @@ def test_the_gemm_sides_are_those_the_kernel_tiled(imported: Path) -> None:
             if tile is None:
                 continue  # a kernel without its tile in the name
             first, second = int(tile.group(1)), int(tile.group(2))
-            n, m = x[FEATURES.index("gemm_n")], x[FEATURES.index("gemm_m")]
+            n, m = x[n_at], x[m_at]
             assert (math.ceil(n / first), math.ceil(m / second)) == (int(r["Grid x"]), int(r["Grid y"])), r
             checked += 1
     assert checked > 300

@@ -179,6 +179,7 @@ def residual_drift(
     p = np.asarray(predicted, dtype=np.float64)
     if len(y) < MIN_RESIDUALS or np.ptp(pos) == 0 or not np.all(p > 0) or not np.all(np.isfinite(y)):
         return None
+
     def rms_with_drift(at: FloatArray) -> tuple[float, FloatArray]:
         h = _hinges_at(at)
         c = _robust_fit(h, y - p, 1.0 / p)

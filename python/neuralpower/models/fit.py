@@ -283,13 +283,22 @@ def _fit_target(
         block["tree_settings"] = trees
     if order is not None:
         cols = [FEATURES.index(f) for f in config]
-        pred = val_pred[chosen[default]]
-        ok = pred > 0
-        drift = residual_drift(order[val_rows][ok], y[val_rows][ok], pred[ok])
-        # only where the order is not the configuration's (a sweep ordered by size would look like a drift)
-        if drift is not None and not order_follows_configuration(order[val_rows][ok], X[val_rows][ok][:, cols]):
+        drift = _errors_drift(order[val_rows], y[val_rows], val_pred[chosen[default]], X[val_rows][:, cols])
+        if drift is not None:
             block["drift"] = drift
     return block
+
+
+def _errors_drift(position: npt.NDArray[np.float64], measured: npt.NDArray[np.float64],
+                  predicted: npt.NDArray[np.float64], configs: npt.NDArray[np.float64]) -> dict[str, float] | None:
+    """The drift of the errors with the row order (see :func:`residual_drift`), on the rows predicted positive;
+    None where there is none, or where the order is the configurations' (a sweep ordered by size would look
+    like a drift)."""
+    ok = predicted > 0
+    drift = residual_drift(position[ok], measured[ok], predicted[ok])
+    if drift is None or order_follows_configuration(position[ok], configs[ok]):
+        return None
+    return drift
 
 
 def _leaves(node: dict[str, Any]) -> int:
