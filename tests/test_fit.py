@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -404,3 +405,18 @@ def test_a_roofline_law_is_fitted_as_one(tmp_path: Path) -> None:
 def _write_csv(path: Path, table: pa.Table) -> Path:
     pacsv.write_csv(table, path)
     return path
+
+
+@pytest.mark.parametrize("rows", [500, 60])  # one validation split; k-fold choice (below KFOLD_BELOW rows)
+def test_the_model_is_the_same_whatever_the_number_of_threads(rows: int, tmp_path: Path) -> None:
+    import warnings
+
+    data = read_measurements([_write_csv(tmp_path / "t.csv", synthetic_table(rows, noise=NOISE, seed=3))])
+    options = FitOptions(method="all", degree=1)  # (degree 1 keeps it quick)
+    one = fit_models(data, replace(options, jobs=1))
+    before = list(warnings.filters)
+    many = fit_models(data, replace(options, jobs=8))  # more threads than tasks: the folds of LassoCV share them
+    assert warnings.filters == before  # the threads' warning filters are the caller's again
+    assert {**one, "created": None} == {**many, "created": None}
+    with pytest.raises(ValueError, match="jobs must be at least 1"):
+        fit_models(data, FitOptions(jobs=0))

@@ -336,6 +336,7 @@ def test_predict_keeps_the_tables_dtype_and_plots_what_it_has(tmp_path: Path) ->
         (["describe", "resnet50", "--image-size", "100000000000"], ["--image-size", "at most"]),
         (["score", "examples/candidates.csv.gz", "--threads", "3000000000"], ["--threads", "at most"]),
         (["fit", "x.csv", "--out", "m.json", "--seed", "-1"], ["--seed"]),
+        (["fit", "x.csv", "--out", "m.json", "--jobs", "0"], ["--jobs", "at least 1"]),
         (["fit", "x.csv", "--out", "m.json", "--degree", "99999999999999999999"], ["--degree"]),
         (["bench", "--executor", "cpu", "--out", "x", "--window-s", "nan"], ["--window-s", "finite"]),
     ],

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 
-__all__ = ["MAX_SIZE", "MAX_THREADS", "bounded_int", "finite_float", "positive_int", "seed", "size_int", "threads"]
+__all__ = ["MAX_SIZE", "MAX_THREADS", "bounded_int", "cores", "finite_float", "positive_int", "seed", "size_int",
+           "threads"]
 
 #: The largest size of any layer field (``kMaxSize`` in cpp/src/layer.cpp): batch, channels, height, width.
 MAX_SIZE = 1 << 24
@@ -57,3 +59,11 @@ def finite_float(*, minimum: float, allow_minimum: bool = True) -> Callable[[str
         return value
 
     return parse
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1

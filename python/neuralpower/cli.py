@@ -136,7 +136,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"fitting {message} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 
-    options = FitOptions(method=args.method, degree=args.degree, seed=args.seed, progress=progress, holdout=holdout)
+    options = FitOptions(method=args.method, degree=args.degree, seed=args.seed, jobs=args.jobs, progress=progress,
+                         holdout=holdout)
     doc = fit_models(data, options, gpu=args.gpu, executor=args.executor)
     if args.description:
         doc["description"] = args.description
@@ -842,6 +843,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--executor", help="executor to record (default: the tables' executor column)")
     f.add_argument("--description", help="a sentence saying what the model is, shown by `neuralpower models`")
     f.add_argument("--seed", type=seed, default=0, help="seed of the held-out split and cross-validation (default: 0)")
+    f.add_argument("--jobs", type=threads, default=None,
+                   help="threads fitting at once (default: the machine's cores; the model is the same whatever the "
+                        "number)")
     f.set_defaults(run=_cmd_fit)
 
     va = verbs.add_parser(

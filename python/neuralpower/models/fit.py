@@ -5,15 +5,18 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import platform
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from .. import __version__
 from .. import _evaluator as _ev
+from .._args import cores
 from ..layers import FEATURES, LAYER_TYPES
 from .baselines import fit_flops_linear, fit_roofline
 from .data import TARGETS, Measurements
@@ -71,12 +74,16 @@ class FitOptions:
         Share of each layer type's configurations held out for the metrics (and, of the rest, for validation).
     seed
         Seed of the splits and of the cross-validation.
+    jobs
+        Threads that fit a layer type's candidate models at once (None: the machine's cores). The models, and so
+        the model file, are the same whatever the number.
     """
 
     method: str = "poly"
     degree: int = 3
     test_fraction: float = 0.2
     seed: int = 0
+    jobs: int | None = None
     progress: Callable[[str], None] | None = field(default=None, repr=False)
     # Filled by fit_models when not None: (type, target) -> (held-out y, {method: predictions}), for plots.
     holdout: dict[tuple[str, str], tuple[Any, dict[str, Any]]] | None = field(default=None, repr=False)
@@ -107,9 +114,11 @@ def _fit_method(
     config: list[str],
     options: FitOptions,
     mode: str = "plain",
+    jobs: int = 1,
 ) -> dict[str, Any]:
     if method == "poly":
-        return fit_poly(X, y, FEATURES, config=config, mode=mode, degree=options.degree, seed=options.seed)
+        return fit_poly(X, y, FEATURES, config=config, mode=mode, degree=options.degree, seed=options.seed,
+                        jobs=jobs)
     if method == "tree":
         split, leaf = list(config), list(LEAF_FEATURES)
         if np.any(X[:, FEATURES.index("gemm_m")] > 0):
@@ -168,23 +177,49 @@ def _covered(y: npt.NDArray[np.float64], pred: npt.NDArray[np.float64], interval
     return float(100 * np.mean((y >= pred * interval["lo"]) & (y <= pred * interval["hi"])))
 
 
-def _candidates(
-    methods: tuple[str, ...], X: npt.NDArray[np.float64], y: npt.NDArray[np.float64], config: list[str],
-    options: FitOptions,
-) -> dict[str, dict[str, Any]]:
-    """Every model ``fit`` considers, fitted to (X, y): poly once per target mode (as ``poly:<mode>``), the tree
-    once per setting (as ``tree:<setting>``)."""
-    out: dict[str, dict[str, Any]] = {}
+def _candidates(methods: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """Every model ``fit`` considers, as (name, method, mode): poly once per target mode (as ``poly:<mode>``), the
+    tree once per setting (as ``tree:<setting>``), then the baselines."""
+    out: list[tuple[str, str, str]] = []
     for method in (*methods, *BASELINES):
         if method == "poly":
-            for mode in TARGET_MODES:
-                out[f"poly:{mode}"] = _fit_method("poly", X, y, config, options, mode)
+            out += [(f"poly:{mode}", "poly", mode) for mode in TARGET_MODES]
         elif method == "tree":
-            for setting in TREE_SETTINGS:
-                out[f"tree:{setting}"] = _fit_method("tree", X, y, config, options, setting)
+            out += [(f"tree:{setting}", "tree", setting) for setting in TREE_SETTINGS]
         else:
-            out[method] = _fit_method(method, X, y, config, options)
+            out.append((method, method, "plain"))
     return out
+
+
+_T = TypeVar("_T")
+
+
+def _workers(jobs: int | None) -> int:
+    return cores() if jobs is None else jobs
+
+
+def _run_all(tasks: Sequence[Callable[[int], _T]], jobs: int | None) -> list[_T]:
+    """The results of ``tasks`` in their order, computed by up to ``jobs`` threads.
+
+    Each task is given the threads it may use itself (its share where there are fewer tasks than threads: the
+    polynomial's cross-validation folds then run at once). The fits are independent and each is deterministic, so
+    the results do not depend on the number of threads. Threads pay because scikit-learn's coordinate descent,
+    where fitting spends its time, runs without the GIL.
+    """
+    total = _workers(jobs)
+    workers = min(total, len(tasks))
+    share = max(1, total // max(len(tasks), 1))
+    if workers <= 1:
+        return [task(share) for task in tasks]
+    from sklearn.exceptions import ConvergenceWarning
+
+    # fit_poly silences LassoCV's convergence warnings in a warnings.catch_warnings block, which is not
+    # thread-safe: threads leaving theirs can restore one another's filters. Silencing them here, around every
+    # thread, keeps them silenced whichever filters a thread restores, and this block restores the caller's.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="neuralpower-fit") as pool:
+            return list(pool.map(lambda task: task(share), tasks))
 
 
 def _validation(
@@ -202,17 +237,29 @@ def _validation(
     :data:`KFOLD_BELOW`, a single split would leave a handful of rows to choose on: every training row is
     predicted instead by candidates fitted to the other folds (:data:`FOLDS`-fold cross-validation).
     """
+    candidates = _candidates(methods)
+
+    def predictions(method: str, mode: str, fit_rows: npt.NDArray[np.int64],
+                    rows: npt.NDArray[np.int64]) -> Callable[[int], npt.NDArray[np.float64]]:
+        def task(jobs: int) -> npt.NDArray[np.float64]:
+            spec = _fit_method(method, X[fit_rows], y[fit_rows], config, options, mode, jobs)
+            return predict_spec(spec, X[rows], FEATURES)
+        return task
+
     if len(train) >= KFOLD_BELOW:
         fit_part, val_part = _split(len(train), options.test_fraction, rng)
         fit_rows, val_rows = train[fit_part], train[val_part]
-        first = _candidates(methods, X[fit_rows], y[fit_rows], config, options)
-        return val_rows, {name: predict_spec(spec, X[val_rows], FEATURES) for name, spec in first.items()}
+        done = _run_all([predictions(method, mode, fit_rows, val_rows) for _, method, mode in candidates],
+                        options.jobs)
+        return val_rows, {name: pred for (name, _, _), pred in zip(candidates, done, strict=True)}
     fold = rng.permutation(len(train)) % FOLDS
-    out: dict[str, npt.NDArray[np.float64]] = {}
-    for k in range(FOLDS):
-        inside, held = train[fold != k], fold == k
-        for name, spec in _candidates(methods, X[inside], y[inside], config, options).items():
-            out.setdefault(name, np.empty(len(train)))[held] = predict_spec(spec, X[train[held]], FEATURES)
+    folds = [(train[fold != k], fold == k) for k in range(FOLDS)]
+    done = _run_all([predictions(method, mode, inside, train[held])
+                     for inside, held in folds for _, method, mode in candidates], options.jobs)
+    out = {name: np.empty(len(train)) for name, _, _ in candidates}
+    for i, (_, held) in enumerate(folds):
+        for j, (name, _, _) in enumerate(candidates):
+            out[name][held] = done[i * len(candidates) + j]
     return train, out
 
 
@@ -251,10 +298,12 @@ def _fit_target(
               for m in (*methods, *BASELINES)}
     validation = {m: val_rmspe[name] for m, name in chosen.items()}
     default = min(validation, key=lambda m: validation[m])
-    models: dict[str, Any] = {}
-    for method, name in chosen.items():
+    def refit(method: str, name: str) -> Callable[[int], dict[str, Any]]:
         mode = name.split(":")[1] if ":" in name else "plain"
-        models[method] = _fit_method(method, X[train], y[train], config, options, mode)
+        return lambda jobs: _fit_method(method, X[train], y[train], config, options, mode, jobs)
+
+    fitted = _run_all([refit(method, name) for method, name in chosen.items()], options.jobs)
+    models: dict[str, Any] = dict(zip(chosen, fitted, strict=True))
     predictions = {method: predict_spec(spec, X[test], FEATURES) for method, spec in models.items()}
     if options.holdout is not None:
         options.holdout[key] = (y[test], predictions)
@@ -354,30 +403,8 @@ def _software() -> dict[str, str]:
     return versions
 
 
-def fit_models(
-    data: Measurements, options: FitOptions | None = None, *, gpu: str | None = None, executor: str | None = None
-) -> dict[str, Any]:
-    """Fit the runtime and power models of every layer type in ``data``; returns the model document.
-
-    ``gpu`` and ``executor`` default to the tables' ``gpu`` and ``executor`` columns.
-    """
-    options = options or FitOptions()
-    if options.method not in (*METHODS, "all"):
-        raise ValueError(f"unknown method {options.method!r}")
-    if options.degree < 1 or options.degree > 4:
-        raise ValueError("degree must be 1 to 4")
-    dtypes = data.context["dtype"]
-    if len(dtypes) > 1:
-        from ..errors import InputError
-
-        raise InputError(f"the tables mix dtypes ({', '.join(dtypes)}): fit one model per dtype")
-
-    def one(key: str, given: str | None) -> str:
-        if given is not None:
-            return given
-        values = data.context.get(key, [])
-        return values[0] if len(values) == 1 else ("mixed: " + ", ".join(values) if values else "unknown")
-
+def _fit_types(data: Measurements, options: FitOptions) -> dict[str, Any]:
+    """The models of every layer type with runtime measurements (see :func:`fit_models`)."""
     all_power = data.targets["power_w"][np.isfinite(data.targets["power_w"])]
     mean_power = float(all_power.mean()) if len(all_power) else None
     layer_types: dict[str, Any] = {}
@@ -406,6 +433,43 @@ def fit_models(
             layer_types[t] = entry
             continue
         log.warning("%s: no runtime measured; left out of the model", t)
+    return layer_types
+
+
+def fit_models(
+    data: Measurements, options: FitOptions | None = None, *, gpu: str | None = None, executor: str | None = None
+) -> dict[str, Any]:
+    """Fit the runtime and power models of every layer type in ``data``; returns the model document.
+
+    ``gpu`` and ``executor`` default to the tables' ``gpu`` and ``executor`` columns.
+    """
+    options = options or FitOptions()
+    if options.method not in (*METHODS, "all"):
+        raise ValueError(f"unknown method {options.method!r}")
+    if options.degree < 1 or options.degree > 4:
+        raise ValueError("degree must be 1 to 4")
+    if options.jobs is not None and options.jobs < 1:
+        raise ValueError("jobs must be at least 1")
+    dtypes = data.context["dtype"]
+    if len(dtypes) > 1:
+        from ..errors import InputError
+
+        raise InputError(f"the tables mix dtypes ({', '.join(dtypes)}): fit one model per dtype")
+
+    def one(key: str, given: str | None) -> str:
+        if given is not None:
+            return given
+        values = data.context.get(key, [])
+        return values[0] if len(values) == 1 else ("mixed: " + ", ".join(values) if values else "unknown")
+
+    import scipy.optimize  # noqa: F401  (the BLAS libraries fitting uses, loaded before they are limited)
+    import sklearn.linear_model  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    # BLAS on one thread: the fits are spread over threads already (FitOptions.jobs), many BLAS threads under
+    # each would only contend, and BLAS's sums in one fixed order keep the model the same whatever ``jobs`` is
+    with threadpool_limits(limits=1, user_api="blas"):
+        layer_types = _fit_types(data, options)
     if not layer_types:
         from ..errors import InputError
 
@@ -420,7 +484,7 @@ def fit_models(
         "software": _software(),
         "sources": [{"path": p, "rows": n} for p, n in data.sources],
         "method": options.method,
-        "power_measured": bool(len(all_power)),
+        "power_measured": bool(np.isfinite(data.targets["power_w"]).any()),
         "degree": options.degree,
         "features": list(FEATURES),
         "layer_types": layer_types,

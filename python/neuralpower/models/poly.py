@@ -98,6 +98,7 @@ def fit_poly(
     degree: int = 3,
     cv: int = 5,
     seed: int = 0,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Fit a sparse polynomial of ``config`` features (plus FLOPs and memory terms) by LassoCV.
 
@@ -114,6 +115,8 @@ def fit_poly(
         ``plain``, ``relative`` or ``log`` (see the module docstring).
     degree
         Highest total degree of the monomials.
+    jobs
+        Threads computing the cross-validation folds' Lasso paths at once (the same fit whatever the number).
     """
     if mode not in TARGET_MODES:
         raise ValueError(f"unknown target mode {mode!r}")
@@ -132,7 +135,8 @@ def fit_poly(
         intercept = float(np.average(target, weights=weight))
         return {"kind": "poly", "target": mode, "degree": degree, "inputs": inputs, "intercept": intercept,
                 "terms": [], "alpha": 0.0, "candidates": 0}
-    model = _lasso(alphas=40, cv=min(cv, len(y)), max_iter=20_000, tol=1e-4, random_state=seed, selection="random")
+    model = _lasso(alphas=40, cv=min(cv, len(y)), max_iter=20_000, tol=1e-4, random_state=seed, selection="random",
+                   n_jobs=jobs if jobs > 1 else None)
     with warnings.catch_warnings():
         # LassoCV warns when its path has not fully converged on the weakest penalties; the chosen alpha is
         # checked by cross-validation either way.

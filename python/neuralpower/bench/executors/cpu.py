@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ..._args import cores as available_cores
 from ...layers import Architecture, Layer
 from .. import reference as ref
 from .base import Executor, ExecutorUnavailable, LayerFailed, OutOfMemory, Prepared, Variant
@@ -57,13 +58,10 @@ def cpu_model() -> str:
 def _threads() -> tuple[int, str]:
     """Usable cores, and the BLAS library's thread count where threadpoolctl (a scikit-learn dependency)
     can tell it."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
+    cores = available_cores()
     blas = ""
     try:
-        from threadpoolctl import threadpool_info  # type: ignore[import-untyped]
+        from threadpoolctl import threadpool_info
 
         for info in threadpool_info():
             if info.get("user_api") == "blas":
