@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import __version__
-from ._args import bounded_int, finite_float, seed, size_int, threads
+from ._args import bounded_int, cores, finite_float, seed, size_int, threads
 from ._output import (
     PLOT_SUFFIXES,
     TABLE_SUFFIXES,
@@ -844,8 +844,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--description", help="a sentence saying what the model is, shown by `neuralpower models`")
     f.add_argument("--seed", type=seed, default=0, help="seed of the held-out split and cross-validation (default: 0)")
     f.add_argument("--jobs", type=threads, default=None,
-                   help="threads fitting at once (default: the machine's cores; the model is the same whatever the "
-                        "number)")
+                   help="threads fitting at once (default: the cores this process may use; the model is the same "
+                        "whatever the number)")
     f.set_defaults(run=_cmd_fit)
 
     va = verbs.add_parser(
@@ -943,8 +943,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument(
         "--threads",
         type=threads,
-        default=os.cpu_count() or 1,
-        help="evaluator threads (default: the machine's cores)",
+        default=cores(),
+        help="evaluator threads (default: the cores this process may use)",
     )
     sc.set_defaults(run=_cmd_score)
 

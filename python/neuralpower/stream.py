@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import _evaluator as _ev
+from ._args import cores
 from .errors import InputError
 from .layers import AXIS_PAIRS, DTYPES, FIELD_INDEX, FIELDS, LAYER_TYPES
 from .table import (
@@ -372,7 +373,7 @@ def _parse_fast(
     """The CSV records of ``text[start:stop]`` read by the core's fast reader, or None when it does not apply
     to this text (the general reader then reads it, and says what is wrong if anything is)."""
     size = stop - start
-    threads = max(1, min(os.cpu_count() or 1, size // (1 << 20) + 1))
+    threads = max(1, min(cores(), size // (1 << 20) + 1))
     cuts = [start]
     for k in range(1, threads):
         end = _record_end(text, start + k * size // threads)

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import _evaluator as _ev
+from ._args import cores
 from .errors import InputError
 from .layers import (
     AXIS_PAIRS,
@@ -563,7 +564,7 @@ def _parse(path: str, fmt: str, table: pa.Table, first: int = 0) -> LayerTable:
     distinct, index, bad_row, field_index, message = _ev.prepare_columns(
         [c if c is None or isinstance(c, tuple) else np.ascontiguousarray(c, dtype=np.int64) for c in cols],
         n,
-        os.cpu_count() or 1,
+        cores(),
     )
     if bad_row >= 0:
         fname = FIELDS[field_index]

@@ -75,8 +75,8 @@ class FitOptions:
     seed
         Seed of the splits and of the cross-validation.
     jobs
-        Threads that fit a layer type's candidate models at once (None: the machine's cores). The models, and so
-        the model file, are the same whatever the number.
+        Threads that fit a layer type's candidate models at once (None: the cores this process may use). The
+        models, and so the model file, are the same whatever the number.
     """
 
     method: str = "poly"
