@@ -197,6 +197,36 @@ def test_other_executor_or_device_refused(tmp_path: Path) -> None:
         run_bench(Elsewhere(), str(tmp_path), options(configs=1, types=["relu"]))
 
 
+def test_another_card_of_the_same_model_extends_the_dataset(tmp_path: Path) -> None:
+    class Card(CpuExecutor):
+        def __init__(self, uuid: str) -> None:
+            super().__init__()
+            self.uuid = uuid
+
+        def context(self) -> Mapping[str, Any]:
+            return {**super().context(), "gpu": "NVIDIA H200", "gpu_uuid": self.uuid}
+
+    run_bench(Card("GPU-1111"), str(tmp_path), options(configs=2, types=["relu"]))
+    later = run_bench(Card("GPU-2222"), str(tmp_path), options(configs=4, types=["relu"]))
+    assert later.measured > 0 and later.skipped > 0  # the first card's rows are kept and not measured again
+    with open(tmp_path / "layers.csv", encoding="utf-8") as f:
+        cards = [r["gpu_uuid"] for r in csv.DictReader(f)]
+    assert cards[0] == "GPU-1111" and cards[-1] == "GPU-2222"
+
+    class OnlyUuid(CpuExecutor):  # the model's name unknown: the card decides
+        def context(self) -> Mapping[str, Any]:
+            return {**super().context(), "gpu": "", "gpu_uuid": "GPU-3333"}
+
+    run_bench(OnlyUuid(), str(tmp_path / "u"), options(configs=1, types=["relu"]))
+
+    class OtherUuid(CpuExecutor):
+        def context(self) -> Mapping[str, Any]:
+            return {**super().context(), "gpu": "", "gpu_uuid": "GPU-4444"}
+
+    with pytest.raises(DatasetError, match="gpu_uuid 'GPU-3333'"):
+        run_bench(OtherUuid(), str(tmp_path / "u"), options(configs=1, types=["relu"]))
+
+
 class Flaky(CpuExecutor):
     """Fails some configurations the ways a GPU executor can."""
 

@@ -100,3 +100,13 @@ def test_campaign_without_the_gpu_it_needs(tmp_path: Path, capsys: pytest.Captur
     err = capsys.readouterr().err
     assert "no CUDA device" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()  # nothing written
+
+
+def test_a_gpu_models_datasets_have_one_folder() -> None:
+    from neuralpower.campaign import gpu_folder
+
+    assert gpu_folder("NVIDIA H200") == "h200"
+    assert gpu_folder("NVIDIA H100 80GB HBM3") == "h100-80gb-hbm3"
+    assert gpu_folder("NVIDIA H100 PCIe") == "h100-pcie" != gpu_folder("NVIDIA H100 80GB HBM3")
+    assert gpu_folder("Tesla V100-PCIE-32GB") == "tesla-v100-pcie-32gb"
+    assert gpu_folder("") == gpu_folder("  NVIDIA  ") == "gpu"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import tarfile
 import time
@@ -36,6 +37,7 @@ __all__ = [
     "CampaignOptions",
     "Plan",
     "default_networks",
+    "gpu_folder",
     "plan_campaign",
     "run_campaign",
 ]
@@ -56,6 +58,16 @@ _CPU_BATCHES = (1, 4)
 # the report (at least _RESERVE_S).
 _LAYER_SHARE, _NETWORK_SHARE = 0.68, 0.2
 _RESERVE_S = 20.0
+
+
+def gpu_folder(name: str) -> str:
+    """The folder of a GPU model's datasets under ``data/``: its name in lower case without the vendor, runs of
+    other characters as one dash (``NVIDIA H200`` -> ``h200``, ``NVIDIA H100 80GB HBM3`` -> ``h100-80gb-hbm3``).
+    Models that differ in name (an H100 PCIe and an H100 SXM) get folders of their own."""
+    words = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-").split("-")
+    if words and words[0] == "nvidia":
+        words = words[1:]
+    return "-".join(w for w in words if w) or "gpu"
 
 
 def default_networks(executor: str) -> tuple[list[str], list[int]]:

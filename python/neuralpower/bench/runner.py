@@ -547,11 +547,15 @@ def _order(tasks: list[_Task], seed: int, order: str = "shuffled") -> list[_Task
 
 
 def _identity(context: Mapping[str, Any], dtype: str) -> dict[str, Any]:
+    """What the rows already in a dataset must share with a run that extends it: the executor, the dtype and
+    the GPU model (its name). Another card of the same model extends it (each row keeps its ``gpu_uuid``): the
+    GPU machines lent for a visit are seldom the same card twice, and a campaign extends its datasets on every
+    visit. The card's UUID is compared only where the model's name is unknown."""
     ident = {"executor": context.get("executor"), "dtype": dtype}
-    if context.get("gpu_uuid"):
-        ident["gpu_uuid"] = context["gpu_uuid"]
-    elif context.get("gpu"):
+    if context.get("gpu"):
         ident["gpu"] = context["gpu"]
+    elif context.get("gpu_uuid"):
+        ident["gpu_uuid"] = context["gpu_uuid"]
     return ident
 
 
