@@ -420,3 +420,28 @@ def test_the_model_is_the_same_whatever_the_number_of_threads(rows: int, tmp_pat
     assert {**one, "created": None} == {**many, "created": None}
     with pytest.raises(ValueError, match="jobs must be at least 1"):
         fit_models(data, FitOptions(jobs=0))
+
+
+def test_a_failing_fit_drops_the_fits_not_started() -> None:
+    import time
+
+    from neuralpower.models.fit import _run_all
+
+    ran: list[int] = []
+
+    def fails(jobs: int) -> int:
+        raise ValueError("bad rows")
+
+    def fits(k: int) -> Any:
+        def task(jobs: int) -> int:
+            time.sleep(0.02)
+            ran.append(k)
+            return k
+
+        return task
+
+    assert _run_all([fits(k) for k in range(5)], 2) == list(range(5))  # in order, whichever thread ran them
+    ran.clear()
+    with pytest.raises(ValueError, match="bad rows"):
+        _run_all([fails, *(fits(k) for k in range(40))], 2)
+    assert len(ran) < 10  # the queued ones were dropped (Executor.map cancels them), not run to the end
