@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -110,3 +111,59 @@ def test_a_gpu_models_datasets_have_one_folder() -> None:
     assert gpu_folder("NVIDIA H100 PCIe") == "h100-pcie" != gpu_folder("NVIDIA H100 80GB HBM3")
     assert gpu_folder("Tesla V100-PCIE-32GB") == "tesla-v100-pcie-32gb"
     assert gpu_folder("") == gpu_folder("  NVIDIA  ") == "gpu"
+
+
+def _archive(path: Path, members: dict[str, bytes]) -> Path:
+    import io
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_after_a_visit_its_data_become_bundled_models(tmp_path: Path) -> None:
+    import io
+    import subprocess
+    import sys
+
+    import pyarrow.csv as pacsv
+
+    from neuralpower.models.format import read_model_file
+    from neuralpower.models.synthetic import synthetic_table
+
+    sweep = io.BytesIO()
+    pacsv.write_csv(synthetic_table(80, seed=2), sweep)
+    data, models = tmp_path / "data", tmp_path / "models"
+    (data / "h200").mkdir(parents=True)
+    (data / "h200" / "earlier.txt").write_text("kept")
+    archive = _archive(tmp_path / "campaign.tar.gz", {"h200/torch-fp16/layers.csv": sweep.getvalue(),
+                                                       "h200/torch-fp32/layers.csv": sweep.getvalue()})
+    env = {**os.environ, "DATA": str(data), "MODELS": str(models), "FIT_OPTIONS": "--method tree --jobs 2",
+           "NEURALPOWER": f"{sys.executable} -m neuralpower.cli"}
+    script = str(Path(__file__).resolve().parents[1] / "gpu" / "after-visit.sh")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", script, *args], env=env, capture_output=True, text=True, timeout=300)
+
+    done = run(str(archive))
+    assert done.returncode == 0, done.stderr
+    assert (data / "h200" / "torch-fp32" / "layers.csv").read_bytes() == sweep.getvalue()
+    assert (data / "h200" / "earlier.txt").read_text() == "kept"
+    for dtype in ("fp16", "fp32"):
+        assert read_model_file(models / f"h200-torch-{dtype}.json")["layer_types"]
+    assert (models / "DEFAULT").read_text().strip() == "h200-torch-fp16"
+
+    bad = {
+        "no such file": tmp_path / "none.tar.gz",
+        "not a readable .tar.gz": tmp_path / "junk.tar.gz",
+        "an absolute path or '..'": _archive(tmp_path / "up.tar.gz", {"h200/../../x": b"x"}),
+        "more than one folder": _archive(tmp_path / "two.tar.gz", {"h200/a": b"", "h100/b": b""}),
+    }
+    (tmp_path / "junk.tar.gz").write_bytes(b"not an archive")
+    for words, path in bad.items():
+        refused = run(str(path))
+        assert refused.returncode == 2 and words in refused.stderr and len(refused.stderr.splitlines()) == 1, words
+    assert not (tmp_path / "x").exists()
