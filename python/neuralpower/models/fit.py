@@ -244,6 +244,7 @@ def _validation(
         def task(jobs: int) -> npt.NDArray[np.float64]:
             spec = _fit_method(method, X[fit_rows], y[fit_rows], config, options, mode, jobs)
             return predict_spec(spec, X[rows], FEATURES)
+
         return task
 
     if len(train) >= KFOLD_BELOW:
@@ -298,6 +299,7 @@ def _fit_target(
               for m in (*methods, *BASELINES)}
     validation = {m: val_rmspe[name] for m, name in chosen.items()}
     default = min(validation, key=lambda m: validation[m])
+
     def refit(method: str, name: str) -> Callable[[int], dict[str, Any]]:
         mode = name.split(":")[1] if ":" in name else "plain"
         return lambda jobs: _fit_method(method, X[train], y[train], config, options, mode, jobs)
