@@ -4,7 +4,7 @@ Runs the fit the CLI runs (--method all: the polynomial's three target modes, th
 baselines, for runtime and power) on synthetic conv2d tables (synthetic_table: a known ground truth, not
 a measurement): one of ROWS rows, where models are chosen on one validation split, and one of SMALL rows, where
 they are chosen by 5-fold cross-validation (a layer type of a short campaign). Each is fitted with
-``jobs=1`` and with the machine's cores; the models are checked to be the same and the speed-up printed.
+``jobs=1`` and with the cores this process may use; the models are checked to be the same and the speed-up printed.
 
     python benchmarks/fit_speed.py [ROWS [SMALL]]
 """
@@ -19,8 +19,9 @@ from typing import Any
 
 import pyarrow.csv as pacsv
 
+from neuralpower._args import cores
 from neuralpower.models.data import read_measurements
-from neuralpower.models.fit import FitOptions, _workers, fit_models
+from neuralpower.models.fit import FitOptions, fit_models
 from neuralpower.models.synthetic import synthetic_table
 
 BUDGET_S = 60.0
@@ -33,8 +34,8 @@ def _fit(path: str, jobs: int | None) -> tuple[float, dict[str, Any]]:
 
 
 def main(rows: int = 3000, small: int = 100) -> float:
-    cores = _workers(None)
-    print(f"threads: 1 and {cores} (the machine's cores)")
+    threads = cores()
+    print(f"threads: 1 and {threads} (the cores this process may use)")
     elapsed = 0.0
     with tempfile.TemporaryDirectory() as d:
         for n in (rows, small):
@@ -48,7 +49,7 @@ def main(rows: int = 3000, small: int = 100) -> float:
             for target in ("runtime_ms", "power_w"):
                 m = conv[target]["metrics"]
                 print(f"  {target}: held-out RMSPE poly {m['poly']['rmspe']:.1f}%, tree {m['tree']['rmspe']:.1f}%")
-            print(f"  fit time {serial:.1f} s on 1 thread, {parallel:.1f} s on {cores}: {serial / parallel:.2f}x; "
+            print(f"  fit time {serial:.1f} s on 1 thread, {parallel:.1f} s on {threads}: {serial / parallel:.2f}x; "
                   f"the same model: {doc == same}")
             if n == rows:
                 elapsed = parallel

@@ -194,10 +194,6 @@ def _candidates(methods: tuple[str, ...]) -> list[tuple[str, str, str]]:
 _T = TypeVar("_T")
 
 
-def _workers(jobs: int | None) -> int:
-    return cores() if jobs is None else jobs
-
-
 def _run_all(tasks: Sequence[Callable[[int], _T]], jobs: int | None) -> list[_T]:
     """The results of ``tasks`` in their order, computed by up to ``jobs`` threads.
 
@@ -206,7 +202,7 @@ def _run_all(tasks: Sequence[Callable[[int], _T]], jobs: int | None) -> list[_T]
     the results do not depend on the number of threads. Threads pay because scikit-learn's coordinate descent,
     where fitting spends its time, runs without the GIL.
     """
-    total = _workers(jobs)
+    total = cores() if jobs is None else jobs
     workers = min(total, len(tasks))
     share = max(1, total // max(len(tasks), 1))
     if workers <= 1:
@@ -405,10 +401,9 @@ def _software() -> dict[str, str]:
     return versions
 
 
-def _fit_types(data: Measurements, options: FitOptions) -> dict[str, Any]:
-    """The models of every layer type with runtime measurements (see :func:`fit_models`)."""
-    all_power = data.targets["power_w"][np.isfinite(data.targets["power_w"])]
-    mean_power = float(all_power.mean()) if len(all_power) else None
+def _fit_types(data: Measurements, options: FitOptions, mean_power: float | None) -> dict[str, Any]:
+    """The models of every layer type with runtime measurements (see :func:`fit_models`); ``mean_power`` is the
+    mean of all power measurements (None without any)."""
     layer_types: dict[str, Any] = {}
     for code in np.unique(data.types):
         t = LAYER_TYPES[int(code)]
@@ -470,8 +465,9 @@ def fit_models(
 
     # BLAS on one thread: the fits are spread over threads already (FitOptions.jobs), many BLAS threads under
     # each would only contend, and BLAS's sums in one fixed order keep the model the same whatever ``jobs`` is
+    all_power = data.targets["power_w"][np.isfinite(data.targets["power_w"])]
     with threadpool_limits(limits=1, user_api="blas"):
-        layer_types = _fit_types(data, options)
+        layer_types = _fit_types(data, options, float(all_power.mean()) if len(all_power) else None)
     if not layer_types:
         from ..errors import InputError
 
@@ -486,7 +482,7 @@ def fit_models(
         "software": _software(),
         "sources": [{"path": p, "rows": n} for p, n in data.sources],
         "method": options.method,
-        "power_measured": bool(np.isfinite(data.targets["power_w"]).any()),
+        "power_measured": bool(len(all_power)),
         "degree": options.degree,
         "features": list(FEATURES),
         "layer_types": layer_types,
