@@ -404,8 +404,9 @@ def test_network_variants_are_network_wide() -> None:
 
     # the cupy executor: a layer's kernel choice (implicit_gemm, depthwise) is never a network's variant
     with_linear = network_variants(zoo.build("resnet18"))
+    # cuBLAS eager only: CuPy refuses cuBLAS calls during stream capture
     assert with_linear == [Variant("eager", impl="kernel"), Variant("graph", impl="kernel"),
-                           Variant("eager", impl="cublas"), Variant("graph", impl="cublas")]
+                           Variant("eager", impl="cublas")]
     convs = Architecture("convs", [layer for layer in zoo.build("resnet18") if layer.type == "conv2d"])
     assert network_variants(convs) == [Variant("eager"), Variant("graph")]
     # the default: the first layer's modes and formats, its implementation dropped

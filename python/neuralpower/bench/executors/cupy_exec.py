@@ -72,6 +72,13 @@ CHECK_ELEMENTS = 2**18
 _MODES = ("eager", "graph")
 _SEED = 20240611
 _TWO_IMPLS = ("linear", "matmul")  # our kernel and cuBLAS
+#: CuPy refuses cuBLAS calls during stream capture ("calling cuBLAS API during stream capture is currently
+#: unsupported", measured on an H200 with CuPy for CUDA 13, 2026-12-04), so cuBLAS runs eager only.
+_CUBLAS_MODES = ("eager",)
+
+
+def _modes_of(impl: str, modes: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(m for m in modes if m in _CUBLAS_MODES) if impl == "cublas" else modes
 
 
 # -- helpers shared with the torch executor ---------------------------------------------------------------
@@ -79,11 +86,12 @@ _TWO_IMPLS = ("linear", "matmul")  # our kernel and cuBLAS
 
 def network_variants(arch: Architecture) -> list[Variant]:
     """What :meth:`CupyExecutor.network_variants` returns (no CuPy needed): eager and graph, and with linear or
-    matmul layers both of their implementations (``kernel``, ``cublas``); a network's convolutions pick their
-    own kernels, so no conv implementation is a network variant."""
+    matmul layers both of their implementations (``kernel``, ``cublas``; cuBLAS eager only, as CuPy cannot
+    capture it); a network's convolutions pick their own kernels, so no conv implementation is a network
+    variant."""
     modes = ("eager",) if all(layer.type == "flatten" for layer in arch) else _MODES
     impls = ("kernel", "cublas") if any(layer.type in _TWO_IMPLS for layer in arch) else ("",)
-    return [Variant(mode=mode, impl=impl) for impl in impls for mode in modes]
+    return [Variant(mode=mode, impl=impl) for impl in impls for mode in _modes_of(impl, modes)]
 
 
 def first_line(error: BaseException) -> str:
@@ -351,7 +359,7 @@ class CupyExecutor(Executor):
         else:
             impls = [""]
         modes = ("eager",) if layer.type == "flatten" else _MODES  # a view: nothing to capture
-        return [Variant(mode=mode, impl=impl) for impl in impls for mode in modes]
+        return [Variant(mode=mode, impl=impl) for impl in impls for mode in _modes_of(impl, modes)]
 
     def network_variants(self, arch: Architecture) -> list[Variant]:
         """Eager and graph; with linear layers, once through our kernels and once through cuBLAS (a conv's
@@ -417,6 +425,9 @@ class CupyExecutor(Executor):
     def _check_variant(self, variant: Variant) -> None:
         if variant.mode not in _MODES:
             raise LayerFailed(f"the cupy executor's modes are {', '.join(_MODES)}, not {variant.mode!r}")
+        if variant.impl == "cublas" and variant.mode not in _CUBLAS_MODES:
+            raise LayerFailed(f"the cupy executor runs cuBLAS eager only (CuPy cannot capture it in a graph), "
+                              f"not {variant.mode!r}")
         if variant.memory_format != "contiguous":
             raise LayerFailed(f"the cupy executor's kernels are NCHW (contiguous), not {variant.memory_format}")
 
