@@ -33,6 +33,7 @@ def _proc(tmp_path: Path, busy: int, idle: int, own: tuple[int, int]) -> tuple[s
     return str(stat), str(mine)
 
 
+@pytest.mark.machine_load
 def test_load_counts_other_processes_only(tmp_path: Path) -> None:
     stat, mine = _proc(tmp_path, 1000, 5000, (100, 50))
     load = CpuLoad(stat, mine)
@@ -49,6 +50,7 @@ def test_no_proc_means_no_detection(tmp_path: Path) -> None:
     assert not CpuLoad(str(tmp_path / "missing"), str(tmp_path / "missing")).available
 
 
+@pytest.mark.machine_load
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_busy_process_is_seen() -> None:
     load = CpuLoad()
