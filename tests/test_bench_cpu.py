@@ -394,6 +394,28 @@ def test_cpu_executor_context_and_errors() -> None:
         executor.prepare(layer.replace(dtype="bf16"), Variant())
 
 
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        (Layer("relu", in_channels=3, dtype="fp8"), "the cpu executor runs fp32, fp16, not fp8"),
+        (Layer("attention", heads=4, kv_heads=1, tokens=6, head_dim=8), "kv_heads = heads, not 1 of 4"),
+        (Layer("attention", heads=4, tokens=6, head_dim=8, causal=1, window=2), "without a window, not window 2"),
+        (Layer("attention", heads=4, tokens=6, head_dim=8, dtype="fp16", kv_dtype="fp8"), "in its dtype, not fp8"),
+    ],
+)
+def test_cpu_executor_refuses_what_it_cannot_run(layer: Layer, message: str) -> None:
+    """fp8 and attention's serving forms: refused in one line, never measured as something else."""
+    executor = CpuExecutor()
+    assert not executor.supports(layer)
+    with pytest.raises(LayerFailed, match=message) as err:
+        executor.prepare(layer, Variant())
+    assert "\n" not in str(err.value)
+    with pytest.raises(LayerFailed, match=message):
+        executor.prepare_network(Architecture("a", [layer]), Variant())
+    with pytest.raises(ExecutorUnavailable, match="fp8"):
+        get_executor("cpu", "cpu", "fp8")
+
+
 def test_conv_workspace_chunks_the_batch() -> None:
     layer = Layer("conv2d", batch=5, in_channels=3, in_h=9, in_w=9, out_channels=4, kernel=3, padding=1, stride=2)
     small = CpuExecutor(workspace_bytes=1)  # one batch item at a time

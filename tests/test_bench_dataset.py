@@ -138,6 +138,12 @@ def test_torn_header_and_foreign_files(tmp_path: Path) -> None:
         RunDirectory(tmp_path / "file")
 
 
+def test_layer_cells_name_the_dtypes() -> None:
+    cells = layer_cells(Layer("attention", heads=8, kv_heads=2, tokens=4, head_dim=8, dtype="bf16", kv_dtype="fp8"))
+    assert (cells["dtype"], cells["kv_dtype"], cells["kv_heads"], cells["window"]) == ("bf16", "fp8", 2, 0)
+    assert layer_cells(Layer("relu", in_channels=3, dtype="fp8"))["kv_dtype"] is None
+
+
 def test_layer_cells() -> None:
     cells = layer_cells(Layer("maxpool2d", in_channels=3, in_h=9, in_w=9, kernel=3, stride=2, ceil_mode=1))
     assert set(cells) == set(LAYER_COLUMNS) - {"arch", "layer"}

@@ -169,3 +169,9 @@ def test_config_id_is_stable() -> None:
     assert config_id(layer, Variant()) != config_id(layer, Variant(mode="graph")) != config_id(layer)
     assert config_id(layer.replace(name="other")) == config_id(layer)  # names do not matter
     assert config_id(layer.replace(dtype="fp16")) != config_id(layer)
+    # attention's kv_heads and kv_dtype came later: at their defaults (heads, dtype) they leave the ids as they were
+    att = Layer("attention", batch=2, heads=8, tokens=128, head_dim=64, causal=1, dtype="fp16")
+    assert config_id(att) == "9a30f81a5de83006"
+    assert config_id(Layer("attention", heads=12, tokens=197, head_dim=64)) == "570a07b65f69c464"
+    ids = {config_id(a) for a in (att, att.replace(kv_heads=2), att.replace(window=64), att.replace(kv_dtype="fp8"))}
+    assert len(ids) == 4

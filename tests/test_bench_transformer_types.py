@@ -385,6 +385,26 @@ def test_torch_modules_match_the_reference_on_the_cpu(layer: Layer) -> None:
         assert inputs[0].dtype == torch.int64 and int(inputs[0].max()) < layer.in_features
 
 
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        (Layer("relu", in_channels=3, dtype="fp8"), "the torch executor runs fp32, fp16, bf16, not fp8"),
+        (Layer("attention", heads=4, kv_heads=2, tokens=6, head_dim=8), "kv_heads = heads, not 2 of 4"),
+        (Layer("attention", heads=4, tokens=6, head_dim=8, window=3), "without a window"),
+        (Layer("attention", heads=4, tokens=6, head_dim=8, dtype="bf16", kv_dtype="fp8"), "in its dtype, not fp8"),
+    ],
+)
+def test_torch_modules_refuse_what_the_executor_cannot_run(layer: Layer, message: str) -> None:
+    torch = pytest.importorskip("torch")
+    from neuralpower.bench.executors import LayerFailed
+    from neuralpower.bench.executors.torch_exec import module_and_inputs
+
+    gen = torch.Generator(device="cpu")
+    with pytest.raises(LayerFailed, match=message) as err:
+        module_and_inputs(torch, layer, torch.device("cpu"), "contiguous", gen)
+    assert "\n" not in str(err.value)
+
+
 def test_torch_modules_are_what_users_run() -> None:
     torch = pytest.importorskip("torch")
     from neuralpower.bench.executors.torch_exec import has_image_layout, layer_module

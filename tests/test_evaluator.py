@@ -84,9 +84,37 @@ def tree_specs(draw: st.DrawFn) -> dict[str, Any]:
     return {"kind": "tree", "leaf_features": leaf, "relative": True, "root": draw(tree_nodes(3, len(leaf)))}
 
 
+@st.composite
+def boosted_trees(draw: st.DrawFn, k: int) -> dict[str, Any]:
+    """One tree of a boosted spec: nodes root first, children after their parent."""
+    nodes: list[list[Any]] = []
+
+    def grow(depth: int) -> int:
+        at = len(nodes)
+        nodes.append([-1, draw(st.floats(-2, 2)), -1, -1])
+        if depth > 0 and draw(st.booleans()):
+            nodes[at][0] = draw(st.integers(0, k - 1))
+            nodes[at][1] = draw(st.floats(0, 1e7))
+            nodes[at][2] = grow(depth - 1)
+            nodes[at][3] = grow(depth - 1)
+        return at
+
+    grow(3)
+    return {key: [n[i] for n in nodes] for i, key in enumerate(("feature", "value", "yes", "no"))}
+
+
+@st.composite
+def boosted_specs(draw: st.DrawFn) -> dict[str, Any]:
+    features = draw(st.lists(st.sampled_from(["flops", "bytes_moved", "batch", "in_channels", "rows"]), min_size=1,
+                             max_size=3, unique=True))
+    return {"kind": "boosted", "target": draw(st.sampled_from(["log", "plain"])), "base": draw(st.floats(-3, 3)),
+            "features": features, "trees": draw(st.lists(boosted_trees(len(features)), min_size=1, max_size=6))}
+
+
 specs = st.one_of(
     poly_specs(),
     tree_specs(),
+    boosted_specs(),
     st.builds(
         lambda a, b, c: {"kind": "roofline", "ms_per_flop": a, "ms_per_byte": b, "overhead": c},
         st.floats(0, 1e-9),
@@ -329,6 +357,25 @@ def test_uncovered_types_and_dtype(fitted: Path) -> None:
     assert model.predict(flat).runtime_ms == 0.0  # a view costs nothing
 
 
+@pytest.mark.parametrize(
+    ("name", "runtime_ms", "attention_ms"),
+    [("gpt2", 16665.103767363897, 597.9249119986417), ("bert_base", 1053.9694163756162, 5.032644065132921),
+     ("vit_b_16", 1657.602892236603, 11.427977521795485), ("resnet18", 269.09488373297575, None)],
+)
+def test_the_bundled_model_predicts_as_before_the_serving_fields(
+    name: str, runtime_ms: float, attention_ms: float | None
+) -> None:
+    """Fields and features added later (attention's kv_heads, window, kv_dtype; fp8) leave what a model fit before
+    them predicts as it was: models name their features. The numbers are the model's before those were added
+    (refitting the bundled model changes them, on purpose)."""
+    model = load_model("cpu-numpy-fp32")
+    prediction = model.predict(zoo.build(name, batch=2))
+    assert prediction.runtime_ms == pytest.approx(runtime_ms, rel=1e-12)
+    attention = [i for i, layer in enumerate(prediction.arch) if layer.type == "attention"]
+    if attention_ms is not None:
+        assert prediction.layer_runtime_ms[attention[0]] == pytest.approx(attention_ms, rel=1e-12)
+
+
 def test_load_model_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="neither a model file nor a bundled model"):
         load_model("no-such-model")
@@ -398,6 +445,14 @@ def test_the_compiled_builder_checks_everything() -> None:
         m.set_poly(0, 0, 0, [0], [0], 0.0, [0, 5], [0], [1], [1.0])
     with pytest.raises(ValueError, match="children must follow their parent"):
         m.set_tree(0, 0, [], [0, 0], [1, 0], [1.0, 0.0], [0, 0], [1, 0], [0.0, 0.0], [])
+    with pytest.raises(ValueError, match="boosted: children must follow their parent"):
+        m.set_boosted(0, 0, True, 0.0, [0, 2], [0, 0], [1.0, 0.0], [0, -1], [1, -1], [0.0, 0.0])
+    with pytest.raises(ValueError, match="boosted: children must follow their parent"):  # a child in the next tree
+        m.set_boosted(0, 0, True, 0.0, [0, 1, 2], [0, 0], [1.0, 0.0], [1, -1], [1, -1], [0.0, 0.0])
+    with pytest.raises(ValueError, match="boosted: tree offsets"):
+        m.set_boosted(0, 0, True, 0.0, [0, 5], [0], [1.0], [-1], [-1], [0.0])
+    with pytest.raises(ValueError, match="boosted split: feature index out of range"):
+        m.set_boosted(0, 0, True, 0.0, [0, 3], [999, 0, 0], [1.0, 0.0, 0.0], [1, -1, -1], [2, -1, -1], [0.0] * 3)
     with pytest.raises(ValueError, match="layer type code out of range"):
         m.set_linear(len(LAYER_TYPES), 0, 5, 0, 0, 1)
     with pytest.raises(ValueError, match="must be finite"):

@@ -208,6 +208,9 @@ def test_torch_bad_input() -> None:
         from_torch(ResNet18(), (1, 5, 32, 32))
     with pytest.raises(InputError, match="unknown dtype"):
         from_torch(ResNet18(), (1, 3, 32, 32), dtype="int8")
+    with pytest.raises(InputError, match="the torch importer builds fp32, fp16, bf16 networks, not fp8") as err:
+        from_torch(ResNet18(), (1, 3, 32, 32), dtype="fp8")
+    assert err.value.column == "dtype" and "\n" not in str(err.value)
 
 
 def test_torch_exported_onnx_imports_like_the_module(tmp_path: Path) -> None:
@@ -276,6 +279,14 @@ def test_onnx_shuffle_matmul_bias_and_symbolic_batch(tmp_path: Path) -> None:
     assert arch.batch == 3 and arch[0].groups == 2
     assert (arch[2].in_features, arch[2].out_features, arch[2].bias) == (4, 6, 1)
     assert from_onnx(path).batch == 1  # a symbolic batch without --batch
+
+
+def test_onnx_refuses_fp8_graphs(tmp_path: Path) -> None:
+    path = tmp_path / "fp8.onnx"
+    onnx.save(_tiny([helper.make_node("Relu", ["x"], ["r"], "act")], [], elem=TensorProto.FLOAT8E4M3FN), path)
+    with pytest.raises(InputError, match="is float8e4m3fn: neuralpower does not import fp8 ONNX graphs") as err:
+        from_onnx(path)
+    assert "\n" not in str(err.value)
 
 
 def test_onnx_unsupported_and_malformed(tmp_path: Path) -> None:

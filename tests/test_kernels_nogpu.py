@@ -323,6 +323,12 @@ def test_flatten_is_a_view() -> None:
 def test_limits() -> None:
     with pytest.raises(LayerFailed, match="fp32, fp16"):
         kernels.plan_layer(Layer("relu", in_channels=4, dtype="bf16"))
+    with pytest.raises(LayerFailed, match="fp32, fp16, not fp8"):
+        kernels.plan_layer(Layer("relu", in_channels=4, dtype="fp8"))
+    with pytest.raises(LayerFailed, match="kv_heads = heads"):
+        kernels.plan_layer(Layer("attention", heads=4, kv_heads=2, tokens=6, head_dim=8))
+    with pytest.raises(LayerFailed, match="without a window"):
+        kernels.plan_layer(Layer("attention", heads=4, tokens=6, head_dim=8, window=3))
     with pytest.raises(LayerFailed, match="32-bit indexing"):
         kernels.plan_layer(Layer("relu", in_channels=2048, in_h=1024, in_w=1024))
     with pytest.raises(LayerFailed, match="grid"):

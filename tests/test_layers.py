@@ -132,6 +132,18 @@ def test_dtype_scales_bytes_only() -> None:
     assert fp16.dtype == "fp16"
 
 
+def test_fp8_is_one_byte_an_element() -> None:
+    assert npw.DTYPES == ("fp32", "fp16", "bf16", "fp8")  # codes are on disk: fp8 came last
+    base = dict(in_channels=32, in_h=14, in_w=14, out_channels=64, kernel=3, padding=1)
+    fp8, fp16 = Layer("conv2d", dtype="FP8", **base), Layer("conv2d", dtype="fp16", **base)
+    assert fp8.dtype == "fp8" and fp8.bytes_moved * 2 == fp16.bytes_moved
+    assert fp8.bytes_input == 32 * 14 * 14 and fp8.bytes_weights == fp8.params and fp8.bytes_output == 64 * 14 * 14
+    assert (fp8.macs, fp8.flops, fp8.params) == (fp16.macs, fp16.flops, fp16.params)
+    assert fp8.features()["dtype_bytes"] == 1
+    arch = npw.Architecture("a", [fp16]).with_dtype("fp8")
+    assert arch.dtype == "fp8" and arch[0].row == fp8.row
+
+
 @pytest.mark.parametrize(
     ("kwargs", "column", "fragment"),
     [
@@ -160,7 +172,7 @@ def test_other_validation() -> None:
     with pytest.raises(InputError, match="more than half the kernel"):
         Layer("maxpool2d", in_channels=3, in_h=8, in_w=8, kernel=2, padding=2)
     with pytest.raises(InputError, match="unknown dtype"):
-        Layer("relu", in_channels=3, dtype="fp8")
+        Layer("relu", in_channels=3, dtype="int8")
     with pytest.raises(InputError, match="not an integer"):
         Layer("relu", in_channels=3.0)
     with pytest.raises(InputError, match="unknown layer field"):

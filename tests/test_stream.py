@@ -19,6 +19,7 @@ import pytest
 import neuralpower as npw
 from neuralpower import InputError, stream
 from neuralpower.cli import main
+from neuralpower.layers import DTYPES, FIELDS
 from neuralpower.table import read_layer_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -402,6 +403,19 @@ def _blocks_equal(a: list[Any], b: list[Any]) -> None:
     assert [n for x in a for n in x.layer] == [n for x in b for n in x.layer]
 
 
+def _spy_on_the_fast_reader(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """What each call of the fast CSV reader returned (None where it did not apply), in a list it fills."""
+    results: list[Any] = []
+    real = stream._parse_fast
+
+    def spy(*args: Any) -> Any:
+        results.append(real(*args))
+        return results[-1]
+
+    monkeypatch.setattr(stream, "_parse_fast", spy)
+    return results
+
+
 @pytest.mark.parametrize(
     ("body", "fast_reads_it"),
     [
@@ -420,14 +434,7 @@ def _blocks_equal(a: list[Any], b: list[Any]) -> None:
 def test_the_fast_csv_reader_reads_what_the_general_one_reads(
     body: str, fast_reads_it: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    results: list[Any] = []
-    real = stream._parse_fast
-
-    def spy(*args: Any) -> Any:
-        results.append(real(*args))
-        return results[-1]
-
-    monkeypatch.setattr(stream, "_parse_fast", spy)
+    results = _spy_on_the_fast_reader(monkeypatch)
     path = tmp_path / "t.csv"
     path.write_bytes(b"arch,layer,type,batch,dtype,in_channels,in_h,in_w,out_channels,kernel\n" + body.encode())
     fast = list(stream.read_blocks(path, {"error"}))  # the fast reader where it applies
@@ -436,6 +443,20 @@ def test_the_fast_csv_reader_reads_what_the_general_one_reads(
     _blocks_equal(fast, general)
     whole = read_layer_table(path)
     _blocks_equal(fast, [whole])
+
+
+def test_the_fast_csv_reader_reads_kv_dtype_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    results = _spy_on_the_fast_reader(monkeypatch)
+    path = tmp_path / "t.csv"
+    path.write_text("arch,type,dtype,heads,kv_heads,tokens,head_dim,window,kv_dtype,in_channels\n"
+                    "n,attention,bf16,8,2,16,64,4,fp8,\nn,attention,bf16,8,,16,64,,,\nn,relu,BF16,,,,,,,3\n"
+                    "n,attention,bf16,8,8,16,64,0, FP8 ,\n")
+    fast = list(stream.read_blocks(path, {"error"}))
+    assert results[0] is not None  # names of both dtype fields, read by the fast reader itself
+    _blocks_equal(fast, [read_layer_table(path)])
+    kv = FIELDS.index("kv_dtype")
+    assert [DTYPES[c] for c in fast[0].rows[:, kv][[0, 1, 3]]] == ["fp8", "bf16", "fp8"]
+    assert fast[0].rows[2, kv] == 0  # relu has no K and V
 
 
 @pytest.mark.parametrize(

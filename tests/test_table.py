@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from neuralpower import Architecture, InputError, Layer, read_architectures, read_layer_table, write_architectures
-from neuralpower.layers import LAYER_TYPES
+from neuralpower.layers import DTYPES, LAYER_TYPES
 
 GOOD = """arch,layer,type,in_channels,in_h,in_w,out_channels,kernel,stride,padding,groups,in_features,out_features,error
 net1,conv1,conv2d,3,32,32,16,3,1,1,,,,0.3
@@ -55,6 +55,50 @@ def test_read_good_table(tmp_path: Path) -> None:
     assert net1[2].stride == (2, 2)  # pooling stride defaults to the kernel
     assert net1[3].groups == 16 and net1[0].bias == 1
     assert net1[5].in_features == 4096
+
+
+SERVING = """arch,layer,type,dtype,heads,kv_heads,tokens,kv_tokens,head_dim,causal,window,kv_dtype,in_channels
+llm,qk,attention,fp8,32,8,128,,128,1,4096,,
+llm,cache,attention,fp8,32,8,1,4096,128,0,,FP8 ,
+llm,mixed,attention,fp8,32,,1,4096,128,0,0,bf16,
+llm,act,relu,fp8,,,,,,,,,64
+"""
+
+
+def test_fp8_and_kv_dtype_cells(tmp_path: Path) -> None:
+    path = write(tmp_path, SERVING)
+    (arch,) = read_architectures(path)
+    qk, cache, mixed, act = arch
+    assert arch.dtype == "fp8" and all(layer.dtype == "fp8" for layer in arch)
+    assert (qk.kv_heads, qk.window, qk.kv_dtype, qk.kv_tokens) == (8, 4096, "fp8", 128)  # empty: the defaults
+    assert (cache.kv_dtype, cache.window, mixed.kv_dtype, mixed.kv_heads) == ("fp8", 0, "bf16", 32)
+    assert act.kv_dtype is None and act.bytes_input == 64
+    assert mixed.bytes_input == 32 * 128 * 1 + 2 * 32 * 4096 * 128 * 2  # Q in fp8, K and V in bf16
+    assert read_layer_table(path).rows.tolist() == [list(layer.row) for layer in arch]
+    for suffix in ("csv", "parquet"):
+        out = tmp_path / f"copy.{suffix}"
+        write_architectures([arch], out)
+        assert read_architectures(out) == [arch]
+    copy = (tmp_path / "copy.csv").read_text().splitlines()
+    assert copy[0].split(",")[:6] == ["arch", "layer", "type", "batch", "dtype", "kv_dtype"]
+    assert [line.split(",")[5] for line in copy[1:]] == ['"fp8"', '"fp8"', '"bf16"', ""]  # empty: no K and V
+    # a Parquet file of dictionary-encoded names (as pandas' categoricals are written)
+    table = pq.read_table(tmp_path / "copy.parquet")
+    names = table.column("kv_dtype").combine_chunks().dictionary_encode()
+    pq.write_table(table.set_column(table.schema.get_field_index("kv_dtype"), "kv_dtype", names),
+                   tmp_path / "dict.parquet")
+    assert read_architectures(tmp_path / "dict.parquet") == [arch]
+
+
+def test_a_bad_kv_dtype_cell_names_its_row_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, SERVING.replace("FP8 ", "int4"))
+    with pytest.raises(InputError, match="unknown dtype 'int4'") as err:
+        read_architectures(path)
+    assert (err.value.row, err.value.column) == (3, "kv_dtype")
+    path = write(tmp_path, SERVING.replace(",32,8,1,4096", ",32,3,1,4096"))
+    with pytest.raises(InputError, match="kv_heads 3 does not divide heads 32") as err:
+        read_architectures(path)
+    assert (err.value.row, err.value.column) == (3, "kv_heads")
 
 
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])
@@ -169,10 +213,10 @@ BAD_CASES = [
     ),
     (
         "bad dtype",
-        GOOD.replace("arch,layer,", "dtype,arch,layer,").replace("net", ",net").replace(",net1,pool", "fp8,net1,pool"),
+        GOOD.replace("arch,layer,", "dtype,arch,layer,").replace("net", ",net").replace(",net1,pool", "int8,net1,pool"),
         4,
         "dtype",
-        "unknown dtype 'fp8'",
+        "unknown dtype 'int8'",
     ),
     (
         "fields count",
@@ -256,6 +300,11 @@ def _layer_fields(kind: str, batch: int, dtype: str, pick: Any) -> dict[str, Any
         fields |= dict(out_h=pick(1, 8), out_w=pick(1, 8))
     elif kind in ("add", "mul", "concat"):
         fields |= dict(inputs=pick(2, 4))
+    elif kind == "attention":  # grouped-query, windowed, K and V in any dtype
+        kv_heads = pick(1, 4)
+        fields = dict(batch=batch, dtype=dtype, heads=kv_heads * pick(1, 4), kv_heads=kv_heads, tokens=pick(1, 64),
+                      kv_tokens=pick(1, 64), head_dim=pick(1, 64), causal=pick(0, 1), window=pick(0, 70),
+                      kv_dtype=DTYPES[pick(0, len(DTYPES) - 1)])
     return fields
 
 
@@ -288,7 +337,7 @@ def architectures(draw: st.DrawFn) -> list[Architecture]:
     out = []
     for i in range(draw(st.integers(1, 3))):
         batch = draw(st.integers(1, 64))
-        dtype = draw(st.sampled_from(["fp32", "fp16", "bf16"]))
+        dtype = draw(st.sampled_from(DTYPES))
         items = draw(st.lists(layers(batch, dtype), min_size=1, max_size=6))
         meta = {"error": draw(st.floats(0, 1))} if draw(st.booleans()) else {}
         out.append(Architecture(f"a{i}", items, meta))

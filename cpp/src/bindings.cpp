@@ -681,8 +681,12 @@ py::object parse_csv_block(const py::buffer& text, const std::vector<std::pair<s
         else if (kind == "arch") r.kind = np::CsvRole::Kind::Arch;
         else if (kind == "layer") r.kind = np::CsvRole::Kind::Layer;
         else if (kind == "type") r.kind = np::CsvRole::Kind::Type;
-        else if (kind == "dtype") r.kind = np::CsvRole::Kind::DType;
-        else if (kind == "int") {
+        else if (kind == "dtype") {  // ("dtype",) fills dtype; ("dtype", field) another dtype field (kv_dtype)
+            r.kind = np::CsvRole::Kind::DType;
+            r.field = t.size() > 1 ? t[1].cast<int>() : static_cast<int>(np::kDType);
+            if (r.field != np::kDType && r.field != np::kKvDType)
+                throw std::invalid_argument("dtype role: not a dtype field");
+        } else if (kind == "int") {
             r.kind = np::CsvRole::Kind::Int;
             r.field = t[1].cast<int>();
             r.field2 = t[2].cast<int>();
@@ -794,6 +798,9 @@ void bind_model(py::module_& m) {
         .def("set_tree", &np::Model::set_tree, py::arg("type"), py::arg("target"), py::arg("leaf_features"),
              py::arg("node_feature"), py::arg("node_test"), py::arg("node_value"), py::arg("node_yes"),
              py::arg("node_no"), py::arg("node_intercept"), py::arg("node_weights"))
+        .def("set_boosted", &np::Model::set_boosted, py::arg("type"), py::arg("target"), py::arg("log_target"),
+             py::arg("base"), py::arg("tree_start"), py::arg("node_feature"), py::arg("node_value"),
+             py::arg("node_yes"), py::arg("node_no"), py::arg("node_leaf"))
         .def("set_linear", &np::Model::set_linear, py::arg("type"), py::arg("target"), py::arg("kind"), py::arg("a"),
              py::arg("b"), py::arg("c"))
         .def("set_ranges", &np::Model::set_ranges, py::arg("type"), py::arg("feature"), py::arg("lo"), py::arg("hi"))

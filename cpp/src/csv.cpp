@@ -83,7 +83,7 @@ bool parse_csv(const char* text, std::size_t len, const std::vector<CsvRole>& ro
     std::vector<int> given;
     for (const CsvRole& role : roles) {
         if (role.kind == CsvRole::Kind::Type) given.push_back(kType);
-        if (role.kind == CsvRole::Kind::DType) given.push_back(kDType);
+        if (role.kind == CsvRole::Kind::DType) given.push_back(role.field);
         if (role.kind == CsvRole::Kind::Int) given.push_back(role.field);
     }
     const int k = static_cast<int>(given.size());
@@ -181,7 +181,7 @@ bool parse_csv(const char* text, std::size_t len, const std::vector<CsvRole>& ro
                     if (flen == 0) break;
                     const int code = lookup(start, flen, dtypes);
                     if (code < 0) return false;
-                    row[kDType] = code;
+                    row[role.field] = code;
                     break;
                 }
                 case CsvRole::Kind::Int: {

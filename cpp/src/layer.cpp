@@ -77,11 +77,13 @@ std::int64_t adaptive_window_sum(std::int64_t in, std::int64_t out) {
 }
 
 // Query-key pairs that attention scores: every pair, or with a causal mask (PyTorch's is_causal, aligned to
-// the top left: query i sees keys 0..i) sum over queries of min(i + 1, kv).
-std::int64_t attention_pairs(std::int64_t q, std::int64_t kv, bool causal, Checked& c) {
-    if (!causal) return c.mul(q, kv);
-    const std::int64_t full = std::min(q, kv);  // queries 0..full-1 see i + 1 keys, the rest see all kv
-    return c.add(c.mul(full, full + 1) / 2, c.mul(q - full, kv));
+// the top left: query i sees keys 0..i) sum over queries of min(i + 1, kv). A sliding window (window > 0) caps
+// each query's keys at window: min(kv, window) without the mask, min(i + 1, kv, window) with it.
+std::int64_t attention_pairs(std::int64_t q, std::int64_t kv, bool causal, std::int64_t window, Checked& c) {
+    const std::int64_t seen = window > 0 ? std::min(kv, window) : kv;  // the most keys one query sees
+    if (!causal) return c.mul(q, seen);
+    const std::int64_t full = std::min(q, seen);  // queries 0..full-1 see i + 1 keys, the rest see `seen`
+    return c.add(c.mul(full, full + 1) / 2, c.mul(q - full, seen));
 }
 
 // The PyTorch output size of a transposed convolution along one axis.
@@ -117,7 +119,7 @@ std::vector<int> fields_of(T t) {
             f.push_back(kChannelsFirst);
             break;
         case T::Attention:
-            f.insert(f.end(), {kHeads, kTokens, kKvTokens, kHeadDim, kCausal});
+            f.insert(f.end(), {kHeads, kTokens, kKvTokens, kHeadDim, kCausal, kKvHeads, kWindow, kKvDType});
             break;
         case T::Embedding:
             f.insert(f.end(), {kTokens, kInFeatures, kOutFeatures});
@@ -204,7 +206,8 @@ std::vector<int> features_of(T t) {
             f.insert(f.end(), {kFInChannels, kFChannelsFirst});
             break;
         case T::Attention:
-            f.insert(f.end(), {kFHeads, kFTokens, kFKvTokens, kFHeadDim, kFCausal});
+            f.insert(f.end(), {kFHeads, kFTokens, kFKvTokens, kFHeadDim, kFCausal, kFKvHeads, kFWindow,
+                               kFKvDTypeBytes});
             break;
         case T::Upsample:
             f.insert(f.end(), {kFInChannels, kFInH, kFOutH, kFInterpolation});
@@ -259,6 +262,8 @@ std::int64_t default_value(const std::int64_t* row, int field) {
         case kHeads: return 1;  // matmul: no heads dimension
         case kChannelsFirst: return t == T::Softmax ? 1 : 0;  // softmax over dim 1 of N x C x H x W, as before
         case kKvTokens: return row[kTokens];  // read in the second pass, after tokens
+        case kKvHeads: return row[kHeads];    // second pass, after heads
+        case kKvDType: return row[kDType];    // second pass, after dtype
         case kStrideH:  // PyTorch's pooling layers default their stride to the kernel size
             return is_pool(t) ? row[kKernelH] : 1;
         case kStrideW: return is_pool(t) ? row[kKernelW] : 1;
@@ -279,7 +284,8 @@ std::int64_t min_value(int field) {
         case kInterpolation:
         case kOutputPaddingH:
         case kOutputPaddingW:
-        case kChannelsFirst: return 0;
+        case kChannelsFirst:
+        case kWindow: return 0;
         case kInputs: return 2;
         default: return 1;
     }
@@ -312,6 +318,7 @@ InfoRow info_checked(const std::int64_t* r, Checked& c) {
     std::int64_t oc = cin, oh = h, ow = w, rank = 4;
     std::int64_t macs = 0, flops = 0, params = 0, weight_bytes = 0;
     std::int64_t in_elems = c.mul(n, cin, h, w);
+    std::int64_t in_bytes = -1;  // set where the operands differ in dtype (attention's K and V), else in_elems x b
 
     switch (t) {
         case T::Conv2d: {
@@ -386,8 +393,12 @@ InfoRow info_checked(const std::int64_t* r, Checked& c) {
             oc = heads;  // the output is N x heads x tokens x head_dim, as PyTorch's SDPA returns it
             oh = q;
             ow = d;
-            in_elems = c.mul(c.mul(n, heads, d), c.add(q, c.mul(2, kv)));  // Q, K and V
-            const std::int64_t scores = c.mul(c.mul(n, heads), attention_pairs(q, kv, r[kCausal] != 0, c));
+            const std::int64_t q_elems = c.mul(c.mul(n, heads, d), q);
+            const std::int64_t kv_elems = c.mul(c.mul(n, r[kKvHeads], d), c.mul(2, kv));  // K and V
+            in_elems = c.add(q_elems, kv_elems);
+            in_bytes = c.add(c.mul(q_elems, b), c.mul(kv_elems, dtype_bytes(static_cast<DType>(r[kKvDType]))));
+            const std::int64_t scores =
+                c.mul(c.mul(n, heads), attention_pairs(q, kv, r[kCausal] != 0, r[kWindow], c));
             macs = c.mul(2, c.mul(scores, d));  // Q K^T and the weighted sum of V
             // the products, the scaling and the softmax (5 per score, as the softmax layer)
             flops = c.add(c.mul(2, macs), c.mul(6, scores));
@@ -468,6 +479,7 @@ InfoRow info_checked(const std::int64_t* r, Checked& c) {
     // Flatten is a view: it moves nothing.
     info[kInfoBytesInput] = t == T::Flatten     ? 0
                             : t == T::Embedding ? c.mul(8, c.mul(n, r[kTokens]))  // int64 indices
+                            : in_bytes >= 0     ? in_bytes
                                                 : c.mul(in_elems, b);
     info[kInfoBytesWeights] = weight_bytes;
     info[kInfoBytesOutput] = t == T::Flatten ? 0 : c.mul(out_elems, b);
@@ -504,7 +516,8 @@ const std::array<const char*, kNumFields>& field_names() {
         "out_h",    "out_w",    "kernel_h",   "kernel_w",    "stride_h",    "stride_w",     "padding_h",
         "padding_w", "dilation_h", "dilation_w", "groups",   "in_features", "out_features", "bias",
         "ceil_mode", "inputs",  "broadcast", "tokens",      "heads",       "kv_tokens",    "head_dim",
-        "causal",   "approximate", "interpolation", "output_padding_h", "output_padding_w", "channels_first"};
+        "causal",   "approximate", "interpolation", "output_padding_h", "output_padding_w", "channels_first",
+        "kv_heads", "window",   "kv_dtype"};
     return names;
 }
 
@@ -519,7 +532,7 @@ const std::array<const char*, kNumLayerTypes>& type_names() {
 }
 
 const std::array<const char*, kNumDTypes>& dtype_names() {
-    static const std::array<const char*, kNumDTypes> names = {"fp32", "fp16", "bf16"};
+    static const std::array<const char*, kNumDTypes> names = {"fp32", "fp16", "bf16", "fp8"};
     return names;
 }
 
@@ -540,7 +553,7 @@ const std::array<const char*, kNumFeatures>& feature_names() {
         "heads",       "kv_tokens",     "head_dim",     "causal",      "approximate",  "interpolation",
         "output_padding_h", "output_padding_w", "channels_first", "rows", "gemm_m",
         "gemm_n",      "gemm_k",        "tile_flops_128x128", "tile_flops_128x64", "tile_flops_64x64",
-        "tile_flops_128x32", "tile_flops_64x128", "tile_flops_32x128"};
+        "tile_flops_128x32", "tile_flops_64x128", "tile_flops_32x128", "kv_heads", "window", "kv_dtype_bytes"};
     return names;
 }
 
@@ -559,7 +572,13 @@ const std::vector<int>& type_required_fields(LayerType t) {
     return table[static_cast<int>(t)];
 }
 
-int dtype_bytes(DType d) { return d == DType::FP32 ? 4 : 2; }
+int dtype_bytes(DType d) {
+    switch (d) {
+        case DType::FP32: return 4;
+        case DType::FP8: return 1;
+        default: return 2;  // fp16, bf16
+    }
+}
 
 ValidationError normalize(std::int64_t* row) {
     if (row[kType] < 0 || row[kType] >= kNumLayerTypes)
@@ -570,10 +589,11 @@ ValidationError normalize(std::int64_t* row) {
     for (int f : type_required_fields(t))
         if (row[f] == kMissing) return error(f, std::string("is required for ") + type_name(t) + " layers");
     LayerRow out{};
-    // Kernel and tokens first: the pooling stride and attention's kv_tokens default to them.
+    // Kernel, tokens, heads and dtype first: the pooling stride and attention's kv_tokens, kv_heads and kv_dtype
+    // default to them.
     for (int pass = 0; pass < 2; ++pass)
         for (int f : used) {
-            const bool second = f == kStrideH || f == kStrideW || f == kKvTokens;
+            const bool second = f == kStrideH || f == kStrideW || f == kKvTokens || f == kKvHeads || f == kKvDType;
             if ((pass == 0) == second) continue;
             out[f] = row[f] == kMissing ? default_value(out.data(), f) : row[f];
         }
@@ -591,6 +611,10 @@ ValidationError validate(const std::int64_t* r, InfoRow* info_out) {
         return error(kDType, "unknown dtype code " + std::to_string(r[kDType]));
     for (int f : type_fields(t)) {
         if (f == kType || f == kDType) continue;
+        if (f == kKvDType) {  // a dtype code, as dtype is
+            if (r[f] < 0 || r[f] >= kNumDTypes) return error(f, "unknown dtype code " + std::to_string(r[f]));
+            continue;
+        }
         // torch.cat of a single tensor is a copy (DenseNet's first layers); add and mul need two operands
         const std::int64_t lowest = (f == kInputs && t == T::Concat) ? 1 : min_value(f);
         if (r[f] < lowest) {
@@ -605,6 +629,7 @@ ValidationError validate(const std::int64_t* r, InfoRow* info_out) {
         }
     }
     // fields a type does not read must be 0 (normalize zeroes them): one bit per field and type
+    static_assert(kNumFields <= 64, "the mask of fields a type reads is 64 bits");
     static const auto used_mask = [] {
         std::array<std::uint64_t, kNumLayerTypes> m{};
         for (int k = 0; k < kNumLayerTypes; ++k)
@@ -634,6 +659,14 @@ ValidationError validate(const std::int64_t* r, InfoRow* info_out) {
                                             " must be smaller than the stride " + std::to_string(r[s[a]]) +
                                             " or the dilation " + std::to_string(r[d[a]]));
         }
+    }
+    if (t == T::Attention) {
+        if (r[kKvHeads] > r[kHeads])
+            return error(kKvHeads, "kv_heads " + std::to_string(r[kKvHeads]) + " is more than heads " +
+                                       std::to_string(r[kHeads]));
+        if (r[kHeads] % r[kKvHeads] != 0)
+            return error(kKvHeads, "kv_heads " + std::to_string(r[kKvHeads]) + " does not divide heads " +
+                                       std::to_string(r[kHeads]));
     }
     if (t == T::ChannelShuffle && r[kInChannels] % r[kGroups] != 0)
         return error(kGroups, "groups " + std::to_string(r[kGroups]) + " does not divide in_channels " +
@@ -692,9 +725,12 @@ void compute_features(const std::int64_t* r, const std::int64_t* info, double* o
         case T::Linear:
         case T::LayerNorm: out[kFElementsIn] = d(r[kBatch]) * d(r[kTokens]) * d(r[kInFeatures]); break;
         case T::Embedding: out[kFElementsIn] = d(r[kBatch]) * d(r[kTokens]); break;  // the indices
-        case T::MatMul:
-        case T::Attention:  // both operands (all of Q, K and V)
+        case T::MatMul:  // both operands
             out[kFElementsIn] = d(info[kInfoBytesInput]) / d(dtype_bytes(static_cast<DType>(r[kDType])));
+            break;
+        case T::Attention:  // all of Q, K and V, from the shapes (K and V may be of another dtype); each
+                            // product is at most what info_checked found to fit
+            out[kFElementsIn] = d(r[kBatch] * r[kHeadDim] * (r[kHeads] * r[kTokens] + 2 * r[kKvHeads] * r[kKvTokens]));
             break;
         default: out[kFElementsIn] = d(r[kBatch]) * d(r[kInChannels]) * d(r[kInH]) * d(r[kInW]); break;
     }
@@ -709,6 +745,10 @@ void compute_features(const std::int64_t* r, const std::int64_t* info, double* o
     out[kFOutputPaddingH] = d(r[kOutputPaddingH]);
     out[kFOutputPaddingW] = d(r[kOutputPaddingW]);
     out[kFChannelsFirst] = d(r[kChannelsFirst]);
+    out[kFKvHeads] = d(r[kKvHeads]);
+    out[kFWindow] = d(r[kWindow]);
+    // a type that does not read kv_dtype has 0 there, which is fp32's code: its feature is 0, as its other fields'
+    out[kFKvDTypeBytes] = t == T::Attention ? d(dtype_bytes(static_cast<DType>(r[kKvDType]))) : 0.0;
     switch (t) {
         case T::Linear:
         case T::LayerNorm:

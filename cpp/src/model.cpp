@@ -109,6 +109,25 @@ double SubModel::eval(const double* f, double* scratch) const {
             for (std::size_t i = 0; i < k; ++i) y += f[leaf_features[i]] * w[i];
             return y;
         }
+        case ModelKind::Boosted: {
+            // four trees at a time: their walks do not wait on each other
+            const std::size_t n_trees = tree_root.size();
+            const int* feat = node_feature.data();
+            const double* val = node_value.data();
+            const int* yes = node_yes.data();
+            const int* no = node_no.data();
+            const auto walk = [&](int node) {
+                while (yes[node] >= 0) node = f[feat[node]] <= val[node] ? yes[node] : no[node];
+                return node_intercept[node];
+            };
+            double acc[4] = {0.0, 0.0, 0.0, 0.0};
+            std::size_t i = 0;
+            for (; i + 4 <= n_trees; i += 4)
+                for (int u = 0; u < 4; ++u) acc[u] += walk(tree_root[i + u]);
+            for (; i < n_trees; ++i) acc[0] += walk(tree_root[i]);
+            const double y = c + ((acc[0] + acc[1]) + (acc[2] + acc[3]));
+            return target == PolyTarget::Log ? std::exp(y) : y;
+        }
         case ModelKind::Roofline: return a * f[kFFlops] + b * f[kFBytesMoved] + c;
         case ModelKind::FlopsLinear: return a * f[kFFlops] + c;
         case ModelKind::Constant: return c;
@@ -219,6 +238,46 @@ void Model::set_tree(int type, int target, const std::vector<int>& leaf_features
     s.node_no = node_no;
     s.node_intercept = node_intercept;
     s.node_weights = node_weights;
+}
+
+void Model::set_boosted(int type, int target, bool log_target, double base, const std::vector<int>& tree_start,
+                        const std::vector<int>& node_feature, const std::vector<double>& node_value,
+                        const std::vector<int>& node_yes, const std::vector<int>& node_no,
+                        const std::vector<double>& node_leaf) {
+    const std::size_t n = node_feature.size();
+    require(finite(base), "boosted: base must be finite");
+    require(node_value.size() == n && node_yes.size() == n && node_no.size() == n && node_leaf.size() == n,
+            "boosted: node arrays differ in length");
+    require(tree_start.size() >= 2 && tree_start.front() == 0 && static_cast<std::size_t>(tree_start.back()) == n,
+            "boosted: tree offsets do not match the nodes");
+    for (std::size_t t = 0; t + 1 < tree_start.size(); ++t) {
+        const int lo = tree_start[t], hi = tree_start[t + 1];
+        require(lo < hi, "boosted: a tree without nodes");
+        for (int i = lo; i < hi; ++i) {
+            if (node_yes[i] < 0) {  // a leaf: both children -1
+                require(node_no[i] < 0 && finite(node_leaf[i]), "boosted: a leaf needs a finite value and no children");
+                continue;
+            }
+            check_feature(node_feature[i], "boosted split");
+            require(finite(node_value[i]), "boosted: split value must be finite");
+            const auto child_ok = [&](int c) { return c > i && c < hi; };
+            require(child_ok(node_yes[i]) && child_ok(node_no[i]), "boosted: children must follow their parent");
+        }
+    }
+    SubModel& s = sub(type, target);
+    s = SubModel{};
+    s.kind = ModelKind::Boosted;
+    s.target = log_target ? PolyTarget::Log : PolyTarget::Plain;
+    s.c = base;
+    s.tree_root.assign(tree_start.begin(), tree_start.end() - 1);
+    s.node_feature = node_feature;
+    s.node_value = node_value;
+    s.node_yes = node_yes;
+    s.node_no = node_no;
+    s.node_intercept = node_leaf;
+    // a leaf's feature is never read; keep it a valid index anyway
+    for (std::size_t i = 0; i < n; ++i)
+        if (s.node_yes[i] < 0) s.node_feature[i] = 0;
 }
 
 void Model::set_linear(int type, int target, int kind, double a, double b, double c) {

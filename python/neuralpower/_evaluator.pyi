@@ -70,6 +70,19 @@ class Model:
         node_intercept: list[float],
         node_weights: list[float],
     ) -> None: ...
+    def set_boosted(
+        self,
+        type: int,
+        target: int,
+        log_target: bool,
+        base: float,
+        tree_start: list[int],
+        node_feature: list[int],
+        node_value: list[float],
+        node_yes: list[int],
+        node_no: list[int],
+        node_leaf: list[float],
+    ) -> None: ...
     def set_linear(self, type: int, target: int, kind: int, a: float, b: float, c: float) -> None: ...
     def set_ranges(self, type: int, feature: list[int], lo: list[float], hi: list[float]) -> None: ...
     def set_interval(self, type: int, target: int, lo: float, hi: float) -> None: ...

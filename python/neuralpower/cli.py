@@ -27,7 +27,7 @@ from ._output import (
 from ._text import text_table
 from .describe import shape_text, si
 from .errors import InputError, NeuralPowerError
-from .layers import Architecture
+from .layers import DTYPES, Architecture
 
 __all__ = ["main"]
 
@@ -173,6 +173,24 @@ def _cmd_import_neusight(args: argparse.Namespace) -> int:
                     print(f"  {op}: runtime drifts with the row order, {d.rise:+.3f} ms from the first row to the "
                           f"last (out-of-fold RMSPE {d.error_before:.1f}% without the drift, {d.error_after:.1f}% "
                           f"with it): {what}")
+    return 0
+
+
+def _cmd_import_aiconfigurator(args: argparse.Namespace) -> int:
+    from ._output import atomic_dir, check_new_dir
+    from .aiconfigurator import import_aiconfigurator
+    from .table import write_arrow
+
+    check_new_dir(args.out, option="--out", inputs=args.sources)
+    result = import_aiconfigurator(args.sources)
+    with atomic_dir(args.out) as tmp:
+        for name, table in result.tables.items():
+            write_arrow(table, os.path.join(tmp, name), format="csv")
+    for name, ops in result.rows.items():
+        counts = ", ".join(f"{op} {n}" for op, n in ops.items())
+        short = result.short_windows.get(name, 0)
+        note = f"; {short} with power measured over less than one NVML update (flag short_window)" if short else ""
+        print(f"{os.path.join(args.out, name)}: {sum(ops.values())} rows ({counts}){note}")
     return 0
 
 
@@ -751,7 +769,7 @@ def _add_arch_options(parser: argparse.ArgumentParser, *, image_size_default: st
         help="sequence length of a zoo language model (bert_base, bert_large, gpt2; default: its entry's, see "
         "`neuralpower zoo`)",
     )
-    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help=f"element type (default: {dtype_default})")
+    parser.add_argument("--dtype", choices=list(DTYPES), help=f"element type (default: {dtype_default})")
     _add_allow_unknown(parser)
 
 
@@ -822,11 +840,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, metavar="MODEL.json", help="where to write the model file")
     f.add_argument(
         "--method",
-        choices=["poly", "tree", "all"],
+        choices=["poly", "tree", "boosted", "all"],
         default="poly",
         help="poly: NeuralPower's sparse "
-        "polynomial (Lasso-selected terms); tree: FastDeepIoT's model tree; all: both. Each type's default is "
-        "the method, or baseline, with the lowest validation error (default: poly)",
+        "polynomial (Lasso-selected terms); tree: FastDeepIoT's model tree; boosted: gradient-boosted trees (log "
+        "runtime; power with the Huber loss); all: the three, boosted only where a type has at least 400 "
+        "configurations. Each type's default is the method, or baseline, with the lowest validation error "
+        "(default: poly)",
     )
     f.add_argument(
         "--degree",
@@ -892,6 +912,22 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--keep-drift", action="store_true",
                     help="keep the runtimes as measured: a drift found is only reported")
     im.set_defaults(run=_cmd_import_neusight)
+
+    ia = verbs.add_parser(
+        "import-aiconfigurator",
+        help="turn NVIDIA aiconfigurator's public GPU kernel measurements into measurement tables",
+        description="Read aiconfigurator's kernel measurement files (Parquet: gemm, context_attention, "
+        "generation_attention, encoder_attention; from github.com/ai-dynamo/aiconfigurator) and write one "
+        "measurement table per GPU and dtype (runtime_ms, and power_w where measured) that `neuralpower fit` "
+        "reads. GEMMs are linear layers on m tokens, prefill attention is causal over isl tokens, decode attention "
+        "is one query token over a KV cache of isl + step tokens, encoder attention is not causal. Each row is "
+        "an architecture of its own (arch = <op_name>:<row>). Power measured over a loop shorter than one NVML "
+        "update is flagged short_window.",
+    )
+    ia.add_argument("sources", metavar="SOURCE", nargs="+",
+                    help="aiconfigurator Parquet files, or folders searched for them")
+    ia.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) folder for the tables")
+    ia.set_defaults(run=_cmd_import_aiconfigurator)
 
     sc = verbs.add_parser(
         "score",

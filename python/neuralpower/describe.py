@@ -33,6 +33,7 @@ from .layers import (
     network_totals,
     outside_params,
     prepare_rows,
+    set_dtype,
 )
 
 __all__ = ["Listing", "config_text", "shape_text", "si"]
@@ -53,7 +54,7 @@ _CONFIG_FIELDS = [
     for f in (
         "type", "kernel_h", "kernel_w", "stride_h", "stride_w", "padding_h", "padding_w", "dilation_h", "dilation_w",
         "groups", "inputs", "broadcast", "heads", "causal", "approximate", "interpolation", "output_padding_h",
-        "output_padding_w", "channels_first",
+        "output_padding_w", "channels_first", "kv_heads", "window", "dtype", "kv_dtype",
     )
 ]
 
@@ -67,10 +68,10 @@ def si(value: float) -> str:
 
 
 def config_text(values: Sequence[int]) -> str:
-    """A layer's configuration in a few characters (k3 s2 p1 g32), from the fields of ``_CONFIG_FIELDS``."""
-    t, kh, kw, sh, sw, ph, pw, dh, dw, groups, inputs, broadcast, heads, causal, approx, interp, oph, opw, first = (
-        int(v) for v in values
-    )
+    """A layer's configuration in a few characters (k3 s2 p1 g32; attention h32 kv8 causal w4096 kv:fp8), from
+    the fields of ``_CONFIG_FIELDS``."""
+    (t, kh, kw, sh, sw, ph, pw, dh, dw, groups, inputs, broadcast, heads, causal, approx, interp, oph, opw, first,
+     kv_heads, window, dtype, kv_dtype) = (int(v) for v in values)
     parts = []
     if t in _WINDOWED:
 
@@ -96,7 +97,12 @@ def config_text(values: Sequence[int]) -> str:
     if t == _SHUFFLE:
         parts.append(f"g{groups}")
     if t == _ATTENTION or (t == _MATMUL and heads > 1):
-        parts.append(f"h{heads}" + (" causal" if causal else ""))
+        parts.append(f"h{heads}" + (f" kv{kv_heads}" if t == _ATTENTION and kv_heads != heads else "")
+                     + (" causal" if causal else ""))
+    if t == _ATTENTION and window:
+        parts.append(f"w{window}")
+    if t == _ATTENTION and kv_dtype != dtype:
+        parts.append(f"kv:{DTYPES[kv_dtype]}")
     if t == _GELU and approx:
         parts.append("tanh")
     if t == _UPSAMPLE:
@@ -129,7 +135,7 @@ def _set_batch_and_dtype(
     if batch is not None:
         rows[:, _F["batch"]] = batch
     if dtype is not None:
-        rows[:, _F["dtype"]] = DTYPE_CODE[dtype]
+        set_dtype(rows, DTYPE_CODE[dtype])
     bad = prepare_rows(rows)
     if bad is not None:
         i, column, message = bad

@@ -24,6 +24,7 @@ import numpy.typing as npt
 from . import _evaluator as _ev
 from .errors import InputError
 from .layers import DTYPES, FEATURES, FIELD_INDEX, LAYER_TYPES, Architecture
+from .models.boosted import flatten_boosted
 from .models.format import read_model_file, validate_model
 
 __all__ = ["Model", "Prediction", "Scores", "bundled_models", "default_model_name", "load_model"]
@@ -156,6 +157,10 @@ def _compile(doc: Mapping[str, Any], method: str | None) -> Any:
                     a["intercept"],
                     a["weights"],
                 )
+            elif kind == "boosted":
+                b = flatten_boosted(spec, FEATURES)
+                compiled.set_boosted(code, target_index, spec["target"] == "log", float(spec["base"]), b["tree_start"],
+                                     b["feature"], b["value"], b["yes"], b["no"], b["value"])
             elif kind == "roofline":
                 compiled.set_linear(
                     code, target_index, _KIND[kind], spec["ms_per_flop"], spec["ms_per_byte"], spec["overhead"]

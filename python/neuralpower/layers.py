@@ -19,6 +19,7 @@ from .errors import InputError
 __all__ = [
     "AXIS_PAIRS",
     "DTYPES",
+    "DTYPE_FIELDS",
     "FEATURES",
     "FIELDS",
     "FIELD_NAMES",
@@ -48,6 +49,14 @@ AXIS_PAIRS: dict[str, tuple[str, str]] = {
     "output_padding": ("output_padding_h", "output_padding_w"),
 }
 
+# Fields that hold a dtype code and are given by name (fp32, fp16, bf16, fp8) in tables and constructors:
+# the layer's dtype, and attention's K and V (a KV cache stored in fp8 beside bf16 queries), which defaults to it.
+DTYPE_FIELDS: tuple[str, ...] = ("dtype", "kv_dtype")
+
+# Fields whose default is another field's value (attention's kv_tokens, kv_heads and kv_dtype): a layer's copy
+# with that other field changed (:meth:`Layer.replace`, :func:`set_dtype`) keeps following it where it did.
+_FOLLOWS: dict[str, str] = {"kv_heads": "heads", "kv_dtype": "dtype"}
+
 # Integer fields that also take a name (a constructor argument): upsample's interpolation, gelu's
 # approximate (PyTorch's spellings).
 FIELD_NAMES: dict[str, tuple[str, ...]] = {
@@ -73,12 +82,21 @@ def type_code(name: str) -> int:
     return code
 
 
-def dtype_code(name: str) -> int:
-    """The code of a dtype name (fp32, fp16, bf16)."""
+def dtype_code(name: str, column: str = "dtype") -> int:
+    """The code of a dtype name (fp32, fp16, bf16, fp8); an error names ``column``."""
     code = DTYPE_CODE.get(name.strip().lower())
     if code is None:
-        raise InputError(f"unknown dtype {name!r} (known: {', '.join(DTYPES)})", column="dtype")
+        raise InputError(f"unknown dtype {name!r} (known: {', '.join(DTYPES)})", column=column)
     return code
+
+
+def set_dtype(rows: npt.NDArray[np.int64], code: int) -> None:
+    """Give layer rows another dtype (a code) in place; attention's ``kv_dtype`` follows where it was the old
+    dtype (its default), and stays where it was set apart (an fp8 KV cache). The rows still need validating."""
+    dt, kv = FIELD_INDEX["dtype"], FIELD_INDEX["kv_dtype"]
+    reads = np.isin(rows[:, 0], [t for t, used in enumerate(_TYPE_FIELDS) if "kv_dtype" in used])
+    rows[reads & (rows[:, kv] == rows[:, dt]), kv] = code
+    rows[:, dt] = code
 
 
 def named_value(field: str, name: str) -> int:
@@ -210,9 +228,10 @@ class Layer:
         The layer's name in its architecture (``""``: named by the architecture).
     **fields
         Configuration fields (:data:`FIELDS`). ``kernel``, ``stride``, ``padding`` and ``dilation`` may
-        be an int or an ``(h, w)`` pair. ``dtype`` is a name (``fp32``, ``fp16``, ``bf16``). Fields left
-        out take their defaults (batch 1, stride 1 or the kernel for pooling, padding 0, bias 1, ...);
-        fields the type does not read are ignored.
+        be an int or an ``(h, w)`` pair. ``dtype`` and attention's ``kv_dtype`` are names (``fp32``,
+        ``fp16``, ``bf16``, ``fp8``). Fields left out take their defaults (batch 1, stride 1 or the kernel for
+        pooling, padding 0, bias 1, attention's ``kv_tokens``, ``kv_heads`` and ``kv_dtype`` its ``tokens``,
+        ``heads`` and ``dtype``, ...); fields the type does not read are ignored.
 
     Raises
     ------
@@ -251,6 +270,8 @@ class Layer:
     output_padding_h = _Field("output_padding_h")
     output_padding_w = _Field("output_padding_w")
     channels_first = _Field("channels_first")
+    kv_heads = _Field("kv_heads")
+    window = _Field("window")
 
     macs = _Count("macs")
     flops = _Count("flops")
@@ -269,8 +290,8 @@ class Layer:
                     raise InputError(f"{value!r} is not an int or an (h, w) pair", column=key)
                 for axis_field, v in zip(AXIS_PAIRS[key], pair, strict=True):
                     row[0, FIELD_INDEX[axis_field]] = _as_int(key, v)
-            elif key == "dtype":
-                row[0, FIELD_INDEX["dtype"]] = dtype_code(str(value))
+            elif key in DTYPE_FIELDS:
+                row[0, FIELD_INDEX[key]] = dtype_code(str(value), key)
             elif key in FIELD_NAMES and isinstance(value, str):
                 row[0, FIELD_INDEX[key]] = named_value(key, value)
             elif key in FIELD_INDEX and key != "type":
@@ -332,6 +353,13 @@ class Layer:
         return DTYPES[self._row[FIELD_INDEX["dtype"]]]
 
     @property
+    def kv_dtype(self) -> str | None:
+        """The dtype of attention's K and V (default: :attr:`dtype`); None for the types without them."""
+        if "kv_dtype" not in _TYPE_FIELDS[self._row[0]]:
+            return None
+        return DTYPES[self._row[FIELD_INDEX["kv_dtype"]]]
+
+    @property
     def kernel(self) -> tuple[int, int]:
         return (self.kernel_h, self.kernel_w)
 
@@ -352,17 +380,23 @@ class Layer:
         return (self.output_padding_h, self.output_padding_w)
 
     def config(self) -> dict[str, int | str]:
-        """The fields this layer's type reads, by name (type and dtype as names)."""
+        """The fields this layer's type reads, by name (type, dtype and kv_dtype as names)."""
         used = _TYPE_FIELDS[self._row[0]]
         out: dict[str, int | str] = {"type": self.type}
         for name, value in zip(FIELDS[1:], self._row[1:], strict=True):
             if name in used:
-                out[name] = DTYPES[value] if name == "dtype" else value
+                out[name] = DTYPES[value] if name in DTYPE_FIELDS else value
         return out
 
     def replace(self, **changes: Any) -> Layer:
-        """A copy with some fields changed (validated)."""
+        """A copy with some fields changed (validated). A field that defaults to another (attention's kv_heads
+        and kv_dtype: heads and dtype) and equals it follows it when only that other changes: an fp32 attention
+        made fp16 has fp16 K and V, one whose K and V were set apart keeps them."""
         config: dict[str, Any] = {k: v for k, v in self.config().items() if k != "type"}
+        for follower, leader in _FOLLOWS.items():
+            follows = follower in config and config[follower] == config.get(leader)
+            if follows and leader in changes and follower not in changes:
+                del config[follower]
         config.update(changes)
         name = config.pop("name", self.name)
         type_name = config.pop("type", self.type)
@@ -536,7 +570,8 @@ class Architecture:
         return Architecture(self.name, (layer.replace(batch=batch) for layer in self.layers), self.meta)
 
     def with_dtype(self, dtype: str) -> Architecture:
-        """The same architecture in another dtype (fp32, fp16, bf16), without ``layer_data``."""
+        """The same architecture in another dtype (fp32, fp16, bf16, fp8), without ``layer_data`` (attention's
+        kv_dtype follows where it was the dtype, see :meth:`Layer.replace`)."""
         return Architecture(self.name, (layer.replace(dtype=dtype) for layer in self.layers), self.meta)
 
     def __len__(self) -> int:

@@ -196,6 +196,13 @@ def read_neusight(path: str | os.PathLike[str]) -> tuple[str, pa.Table]:
 
 def neusight_files(sources: Iterable[str | os.PathLike[str]]) -> list[str]:
     """The NeuSight CSV files among ``sources`` (files, or folders searched recursively), sorted per folder."""
+    return source_files(sources, _SUFFIXES, "no .csv or .csv.gz files in this folder")
+
+
+def source_files(sources: Iterable[str | os.PathLike[str]], suffixes: tuple[str, ...], none_found: str) -> list[str]:
+    """The files among ``sources``: files as given, folders searched recursively for names ending in one of
+    ``suffixes`` (hidden and ``_`` names left out), sorted per folder; ``none_found`` is the error of a folder
+    without any."""
     files: list[str] = []
     for source in sources:
         s = str(source)
@@ -204,10 +211,10 @@ def neusight_files(sources: Iterable[str | os.PathLike[str]]) -> list[str]:
                 os.path.join(d, f)
                 for d, _, names in os.walk(s)
                 for f in names
-                if f.endswith(_SUFFIXES) and not f.startswith((".", "_"))
+                if f.endswith(suffixes) and not f.startswith((".", "_"))
             )
             if not found:
-                raise InputError("no .csv or .csv.gz files in this folder", path=s)
+                raise InputError(none_found, path=s)
             files += found
         elif os.path.isfile(s):
             files.append(s)
@@ -259,11 +266,24 @@ def import_neusight(sources: Iterable[str | os.PathLike[str]], *, correct_drift:
                 at = part.column_names.index("runtime_ms")
                 part = part.set_column(at, "runtime_ms", pa.array(runtime)).append_column("drift_ms",
                                                                                         pa.array(drift.values))
-            parts.setdefault(name, []).append(part)
-            result.rows.setdefault(name, {})
-            result.rows[name][op] = result.rows[name].get(op, 0) + part.num_rows
+            add_part(parts, result.rows, name, op, part)
+    result.tables = gather_parts(parts)
+    return result
+
+
+def add_part(parts: dict[str, list[pa.Table]], rows: dict[str, dict[str, int]], name: str, op: str,
+             part: pa.Table) -> None:
+    """Add ``part``, rows of operator ``op``, to the parts of output table ``name``, and count its rows."""
+    parts.setdefault(name, []).append(part)
+    rows.setdefault(name, {})
+    rows[name][op] = rows[name].get(op, 0) + part.num_rows
+
+
+def gather_parts(parts: dict[str, list[pa.Table]]) -> dict[str, pa.Table]:
+    """Each output table's parts as one table, the layer fields first (in their order), then the rest."""
+    out = {}
     for name, tables in parts.items():
         table = pa.concat_tables(tables, promote_options="default")
         order = [f for f in FIELDS if f in table.column_names]
-        result.tables[name] = table.select([*order, *(c for c in table.column_names if c not in order)])
-    return result
+        out[name] = table.select([*order, *(c for c in table.column_names if c not in order)])
+    return out

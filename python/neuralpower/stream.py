@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from . import _evaluator as _ev
 from ._args import cores
 from .errors import InputError
-from .layers import AXIS_PAIRS, DTYPES, FIELD_INDEX, FIELDS, LAYER_TYPES
+from .layers import AXIS_PAIRS, DTYPE_FIELDS, DTYPES, FIELD_INDEX, FIELDS, LAYER_TYPES
 from .table import (
     _KNOWN,
     LayerTable,
@@ -270,7 +270,7 @@ def _parquet_parts(path: str, extra: Collection[str] | None, block_rows: int) ->
         schema = metadata.schema.to_arrow_schema()
         # names that repeat (type, dtype, arch, layer) read as the file's dictionaries, not as a string per row
         names = [f.name for f in schema
-                 if f.name.strip().lower() in ("type", "dtype", "arch", "layer") and pa.types.is_string(f.type)]
+                 if f.name.strip().lower() in ("type", *DTYPE_FIELDS, "arch", "layer") and pa.types.is_string(f.type)]
         pf = pq.ParquetFile(path, metadata=metadata, read_dictionary=names)
         columns = None if extra is None else _wanted(schema.names, extra)
         batches = pf.iter_batches(batch_size=block_rows, columns=columns)
@@ -342,6 +342,8 @@ def _fast_roles(names: list[str], extra: Collection[str] | None) -> tuple[list[t
     for name, key in zip(names, keys, strict=True):
         if key in ("arch", "layer", "type", "dtype"):
             roles.append((key,))
+        elif key in DTYPE_FIELDS:  # kv_dtype: a name, into its own field
+            roles.append(("dtype", FIELD_INDEX[key]))
         elif key in AXIS_PAIRS:
             fh, fw = AXIS_PAIRS[key]
             if fh in keys or fw in keys:

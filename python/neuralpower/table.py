@@ -29,6 +29,7 @@ from .errors import InputError
 from .layers import (
     AXIS_PAIRS,
     DTYPE_CODE,
+    DTYPE_FIELDS,
     DTYPES,
     FIELD_INDEX,
     FIELDS,
@@ -48,13 +49,13 @@ __all__ = [
 ]
 
 # Integer columns of the format, in the order a written table shows them (per-axis fields are written
-# as one column when every row has equal axes).
-_INT_FIELDS = [f for f in FIELDS if f not in ("type", "dtype")]
+# as one column when every row has equal axes). type and the dtype fields are names.
+_INT_FIELDS = [f for f in FIELDS if f != "type" and f not in DTYPE_FIELDS]
 _AXIS_OF = {axis: pair for pair, axes in AXIS_PAIRS.items() for axis in axes}
 _NAME_COLUMNS = ("arch", "layer")
 # CSV files compressed by these codecs are read and written transparently (by their suffix).
 _COMPRESSED = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".lz4": "lz4"}
-_KNOWN = {"arch", "layer", "type", "dtype", *_INT_FIELDS, *AXIS_PAIRS}
+_KNOWN = {"arch", "layer", "type", *DTYPE_FIELDS, *_INT_FIELDS, *AXIS_PAIRS}
 _REQUIRED_FIELDS = {code: [FIELDS[f] for f in _ev.type_required_fields(code)] for code in range(len(LAYER_TYPES))}
 _USED_FIELDS = {code: {FIELDS[f] for f in _ev.type_fields(code)} for code in range(len(LAYER_TYPES))}
 
@@ -406,7 +407,7 @@ def _read_csv_types(names: Sequence[str], integers: bool) -> dict[str, pa.DataTy
     types = {}
     for n in names:
         key = n.strip().lower()
-        if key in ("type", "dtype"):  # few distinct names: read as a dictionary
+        if key == "type" or key in DTYPE_FIELDS:  # few distinct names: read as a dictionary
             types[n] = pa.dictionary(pa.int32(), pa.string())
         elif key in _KNOWN:
             types[n] = pa.int64() if integers and key not in ("arch", "layer") else pa.string()
@@ -511,13 +512,15 @@ def _parse(path: str, fmt: str, table: pa.Table, first: int = 0) -> LayerTable:
         cols[index] = col
         return col
 
-    cols[0] = _codes(table.column(columns["type"]), TYPE_CODE, "layer type", columns["type"], err)
-    if "dtype" in columns:
-        cols[FIELD_INDEX["dtype"]] = _codes(
-            table.column(columns["dtype"]), DTYPE_CODE, "dtype", columns["dtype"], err, allow_null=True
-        )
-
     source: dict[str, str] = {}  # field -> column that supplied it (for messages)
+    cols[0] = _codes(table.column(columns["type"]), TYPE_CODE, "layer type", columns["type"], err)
+    for name in DTYPE_FIELDS:  # dtype, kv_dtype: names, empty cells their defaults
+        if name in columns:
+            cols[FIELD_INDEX[name]] = _codes(
+                table.column(columns[name]), DTYPE_CODE, "dtype", columns[name], err, allow_null=True
+            )
+            source[name] = columns[name]
+
     for name in _INT_FIELDS:
         if name in columns:
             cols[FIELD_INDEX[name]] = _int_source(table.column(columns[name]), columns[name], err)
@@ -890,6 +893,10 @@ def to_arrow(archs: Sequence[Architecture]) -> pa.Table:
 
     data["batch"] = column("batch")
     data["dtype"] = pa.array([DTYPES[d] for d in rows[:, FIELD_INDEX["dtype"]]], pa.string())
+    kv = FIELD_INDEX["kv_dtype"]
+    if used[:, kv].any():  # names, empty where the type has no K and V
+        data["kv_dtype"] = pa.array([DTYPES[d] if u else None for d, u in zip(rows[:, kv], used[:, kv], strict=True)],
+                                    pa.string())
     for name in _INT_FIELDS:
         if name == "batch" or not used[:, FIELD_INDEX[name]].any():
             continue

@@ -19,7 +19,8 @@ namespace neuralpower {
 // What one column of the file is.
 struct CsvRole {
     enum class Kind { Skip, Arch, Layer, Type, DType, Int, Extra } kind = Kind::Skip;
-    int field = -1, field2 = -1;  // Int: the layer field(s) it fills (a pair column such as kernel fills two)
+    int field = -1, field2 = -1;  // Int: the layer field(s) it fills (a pair column such as kernel fills two);
+                                  // DType: the dtype field it fills (dtype or kv_dtype)
     int extra = -1;               // Extra: which kept column
 };
 

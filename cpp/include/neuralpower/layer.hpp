@@ -50,7 +50,14 @@ enum class LayerType : std::int64_t {
 };
 constexpr int kNumLayerTypes = static_cast<int>(LayerType::Count);
 
-enum class DType : std::int64_t { FP32 = 0, FP16, BF16, Count };
+// Element types. Codes are part of the on-disk formats (tables name them, models record one): append only.
+enum class DType : std::int64_t {
+    FP32 = 0,
+    FP16,
+    BF16,
+    FP8,  // one byte per element (E4M3 or E5M2 alike: the counts do not tell them apart)
+    Count
+};
 constexpr int kNumDTypes = static_cast<int>(DType::Count);
 
 // Columns of a layer row. Append, never reorder (same reason as LayerType).
@@ -91,6 +98,16 @@ enum Field : int {
     kOutputPaddingW,
     kChannelsFirst,   // layernorm over the channels of N x C x H x W (tokens = H x W); softmax: 1 (the
                       // default) over dim 1 of N x C x H x W, 0 over the last axis of N x H x W x C
+    // Attention as LLM serving runs it:
+    kKvHeads,  // key and value heads (grouped-query attention: heads / kv_heads query heads share each); they
+               // must divide heads (default: heads). K and V bytes count kv_heads heads; MACs and FLOPs do not
+               // change (every query head still scores every key it sees).
+    kWindow,   // sliding-window attention: each query sees at most the `window` most recent keys up to and
+               // including its own position (0, the default: no window). Causal: query i sees
+               // min(i + 1, kv_tokens, window) keys; otherwise min(kv_tokens, window). Only the pairs scored
+               // (MACs, FLOPs) follow the window: K and V bytes count the whole tensors, as with a causal mask
+               // (for a decode step over a sliding-window cache, give the cached length as kv_tokens).
+    kKvDType,  // the dtype code of K and V (a KV cache in fp8 beside bf16 queries; default: dtype): their bytes
     kNumFields
 };
 
@@ -165,6 +182,9 @@ enum Feature : int {
     kFTileFlops128x32,
     kFTileFlops64x128,
     kFTileFlops32x128,
+    kFKvHeads,
+    kFWindow,
+    kFKvDTypeBytes,  // bytes per element of K and V (attention; 0 for the other types)
     kNumFeatures
 };
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NeuralPowerError
-from ..layers import FIELDS, Layer, type_fields
+from ..layers import DTYPE_FIELDS, DTYPES, FIELDS, Layer, type_fields
 
 __all__ = [
     "CONTEXT_COLUMNS",
@@ -131,7 +131,7 @@ def layer_cells(layer: Layer) -> dict[str, Any]:
     for name, value in zip(FIELDS, layer.row, strict=True):
         if name in ("type", "batch", "dtype"):
             continue
-        cells[name] = value if name in used else None
+        cells[name] = (DTYPES[value] if name in DTYPE_FIELDS else value) if name in used else None
     return cells
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..layers import Layer
-from .executors.base import ExecutorUnavailable, LayerFailed
+from .executors.base import ExecutorUnavailable, LayerFailed, unsupported
 from .reference import concat_channels, input_shapes, output_shape, param_shapes
 
 __all__ = [
@@ -487,13 +487,16 @@ def plan_layer(layer: Layer, impl: str = "") -> LayerPlan:
     Raises
     ------
     LayerFailed
-        A dtype without kernels (bf16), an unknown or inapplicable ``impl``, a tensor of 2^31 elements or
+        A dtype without kernels (bf16, fp8), an unknown or inapplicable ``impl``, a tensor of 2^31 elements or
         more, a grid beyond CUDA's limits, attention with a head dimension beyond
-        :data:`ATTENTION_MAX_HEAD_DIM`.
+        :data:`ATTENTION_MAX_HEAD_DIM` or in a serving form (grouped-query, windowed, K and V of their own dtype).
     """
     d = layer.dtype
     if d not in CUDA_TYPES:
         raise LayerFailed(f"neuralpower's CUDA kernels support {', '.join(CUDA_TYPES)}, not {d}")
+    reason = unsupported(layer, "cupy", CUDA_TYPES)  # attention's grouped-query, windowed, own-dtype K and V forms
+    if reason is not None:
+        raise LayerFailed(reason)
     _check_sizes(layer)
     t = layer.type
     n_inputs = len(input_shapes(layer))

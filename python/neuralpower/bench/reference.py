@@ -105,7 +105,7 @@ _GELU_TANH_KAPPA = 0.044715
 
 
 def numpy_dtype(dtype: str) -> np.dtype[np.floating]:
-    """The NumPy dtype of a layer dtype name; bf16 has none in NumPy (``ValueError``)."""
+    """The NumPy dtype of a layer dtype name; bf16 and fp8 have none in NumPy (``ValueError``)."""
     if dtype == "fp32":
         return np.dtype(np.float32)
     if dtype == "fp16":

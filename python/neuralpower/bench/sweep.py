@@ -170,15 +170,23 @@ class SweepConfig:
 # the value is not named): left out of an id at that value, so a resumed run knows the older configurations.
 _LATER_FIELDS = frozenset(FIELDS[FIELDS.index("tokens"):])
 _OLDER_VALUES = {("linear", "tokens"): 1, ("softmax", "channels_first"): 1}
+# ... or, for attention's kv_heads and kv_dtype (added after attention), the value of the field they default to.
+_OLDER_AS = {("attention", "kv_heads"): FIELDS.index("heads"), ("attention", "kv_dtype"): FIELDS.index("dtype")}
 
 
 def config_id(layer: Layer, variant: Variant | None = None) -> str:
     """A stable 16-hex-digit name of a layer configuration (and variant): a hash of its normalized row (a field
     added since the first datasets is left out at the value every older row has)."""
+    row = layer.row
+
+    def older(name: str) -> int:
+        at = _OLDER_AS.get((layer.type, name))
+        return row[at] if at is not None else _OLDER_VALUES.get((layer.type, name), 0)
+
     parts = [
         f"{name}={value}"
-        for name, value in zip(FIELDS, layer.row, strict=True)
-        if name not in _LATER_FIELDS or value != _OLDER_VALUES.get((layer.type, name), 0)
+        for name, value in zip(FIELDS, row, strict=True)
+        if name not in _LATER_FIELDS or value != older(name)
     ]
     if variant is not None:
         parts += [f"{k}={v}" for k, v in variant.columns().items()]

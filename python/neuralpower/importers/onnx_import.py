@@ -14,6 +14,8 @@ __all__ = ["from_onnx"]
 
 # element types of the graph input: onnx.TensorProto.FLOAT, FLOAT16, BFLOAT16; token ids (INT64, INT32)
 _DTYPE = {1: "fp32", 10: "fp16", 16: "bf16"}
+# ONNX's float8 element types (E4M3FN, E4M3FNUZ, E5M2, E5M2FNUZ, E8M0): a quantized graph, refused by name
+_FP8 = {17: "float8e4m3fn", 18: "float8e4m3fnuz", 19: "float8e5m2", 20: "float8e5m2fnuz", 24: "float8e8m0"}
 _IDS = (6, 7)
 # no work at inference, or shape arithmetic only
 _FREE = {
@@ -98,6 +100,9 @@ def from_onnx(
     dtype = _DTYPE.get(tensor_type.elem_type)
     if tensor_type.elem_type in _IDS:  # token ids: the network's type is its weights'
         dtype = next((_DTYPE[t.data_type] for t in graph.initializer if t.data_type in _DTYPE), "fp32")
+    if tensor_type.elem_type in _FP8:
+        raise InputError(f"{source}: input {inputs[0].name!r} is {_FP8[tensor_type.elem_type]}: neuralpower does "
+                         "not import fp8 ONNX graphs (float, float16, bfloat16; int64 or int32 token ids)")
     if dtype is None:
         raise InputError(f"{source}: input {inputs[0].name!r} has element type {tensor_type.elem_type} (known: "
                          "float, float16, bfloat16; int64 or int32 token ids)")

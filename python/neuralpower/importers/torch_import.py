@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import InputError
-from ..layers import Architecture
+from ..layers import DTYPES, Architecture
 from ._common import Emitter, Shape, find_gelus, first_line, layer_chw, prod, token_chw
 
 __all__ = ["from_torch"]
@@ -70,7 +70,7 @@ def from_torch(
     input_shape
         ``(N, C, H, W)``, ``(N, T, F)`` tokens, ``(N, F)`` or ``(N, T)`` token ids: the batch size is ``N``.
     dtype
-        The element type the network will run in (fp32, fp16, bf16); shapes are traced in fp32.
+        The element type the network will run in (fp32, fp16, bf16; not fp8); shapes are traced in fp32.
     name
         The architecture's name (default: the module's class name).
     allow_unknown
@@ -92,6 +92,8 @@ def from_torch(
     if len(shape) not in (2, 3, 4) or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
         raise InputError(f"{source}: input_shape {shape!r} must be (N, C, H, W), (N, T, F) or (N, F) positive "
                          "integers")
+    if dtype in DTYPES and dtype not in _DTYPES:  # fp8: a network's layers do not all run in it
+        raise InputError(f"the torch importer builds {', '.join(_DTYPES)} networks, not {dtype}", column="dtype")
     if dtype not in _DTYPES:
         raise InputError(f"unknown dtype {dtype!r} (known: {', '.join(_DTYPES)})", column="dtype")
     if not isinstance(module, torch.nn.Module):

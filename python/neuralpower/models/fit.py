@@ -19,6 +19,7 @@ from .. import _evaluator as _ev
 from .._args import cores
 from ..layers import FEATURES, LAYER_TYPES
 from .baselines import fit_flops_linear, fit_roofline
+from .boosted import fit_boosted
 from .data import TARGETS, Measurements
 from .drift import order_follows_configuration, residual_drift
 from .format import SCHEMA, SCHEMA_VERSION
@@ -30,7 +31,10 @@ __all__ = ["METHODS", "MIN_ROWS", "FitOptions", "combine_trials", "fit_models", 
 
 log = logging.getLogger(__name__)
 
-METHODS = ("poly", "tree")
+METHODS = ("poly", "tree", "boosted")
+# Gradient-boosted trees are fitted only where a layer type has this many configurations: a large table of a real
+# GPU, whose kernels switch at many sizes; on fewer, many small trees only learn the noise of a few rows.
+BOOSTED_FROM = 400
 BASELINES = ("roofline", "flops_linear")
 # Below this many rows a layer type's target gets a simpler model (see _fallback), said in the file.
 MIN_ROWS = 30
@@ -127,6 +131,8 @@ def _fit_method(
         ints = [f for f in split if np.all(X[:, FEATURES.index(f)] == np.round(X[:, FEATURES.index(f)]))]
         settings = TREE_SETTINGS["shallow" if mode == "plain" else mode]
         return fit_tree(X, y, FEATURES, split_features=ints, leaf_features=leaf, **settings)
+    if method == "boosted":
+        return fit_boosted(X, y, FEATURES, features=[*config, "flops", "bytes_moved"], target=mode, seed=options.seed)
     if method == "roofline":
         return fit_roofline(X, y, FEATURES)
     return fit_flops_linear(X, y, FEATURES)
@@ -177,12 +183,15 @@ def _covered(y: npt.NDArray[np.float64], pred: npt.NDArray[np.float64], interval
     return float(100 * np.mean((y >= pred * interval["lo"]) & (y <= pred * interval["hi"])))
 
 
-def _candidates(methods: tuple[str, ...]) -> list[tuple[str, str, str]]:
+def _candidates(methods: tuple[str, ...], target: str = "runtime_ms") -> list[tuple[str, str, str]]:
     """Every model ``fit`` considers, as (name, method, mode): poly once per target mode (as ``poly:<mode>``), the
-    tree once per setting (as ``tree:<setting>``), then the baselines."""
+    tree once per setting (as ``tree:<setting>``), boosted trees (of log runtime; of power as it is, with the Huber
+    loss), then the baselines."""
     out: list[tuple[str, str, str]] = []
     for method in (*methods, *BASELINES):
-        if method == "poly":
+        if method == "boosted":
+            out.append(("boosted", "boosted", "log" if target == "runtime_ms" else "plain"))
+        elif method == "poly":
             out += [(f"poly:{mode}", "poly", mode) for mode in TARGET_MODES]
         elif method == "tree":
             out += [(f"tree:{setting}", "tree", setting) for setting in TREE_SETTINGS]
@@ -226,6 +235,7 @@ def _validation(
     config: list[str],
     options: FitOptions,
     rng: np.random.Generator,
+    target: str = "runtime_ms",
 ) -> tuple[npt.NDArray[np.int64], dict[str, npt.NDArray[np.float64]]]:
     """Predictions of every candidate for rows it was not fitted to, and which rows those are.
 
@@ -233,7 +243,7 @@ def _validation(
     :data:`KFOLD_BELOW`, a single split would leave a handful of rows to choose on: every training row is
     predicted instead by candidates fitted to the other folds (:data:`FOLDS`-fold cross-validation).
     """
-    candidates = _candidates(methods)
+    candidates = _candidates(methods, target)
 
     def predictions(method: str, mode: str, fit_rows: npt.NDArray[np.int64],
                     rows: npt.NDArray[np.int64]) -> Callable[[int], npt.NDArray[np.float64]]:
@@ -285,8 +295,10 @@ def _fit_target(
         return {"rows": n, **_fallback(X, y, n, fallback_value)}
     rng = np.random.default_rng(options.seed)
     train, test = _split(n, options.test_fraction, rng)
-    methods = METHODS if options.method == "all" else (options.method,)
-    val_rows, val_pred = _validation(X, y, train, methods, config, options, rng)
+    methods: tuple[str, ...] = METHODS if options.method == "all" else (options.method,)
+    if len(train) < BOOSTED_FROM and len(methods) > 1:
+        methods = tuple(m for m in methods if m != "boosted")
+    val_rows, val_pred = _validation(X, y, train, methods, config, options, rng, key[1])
     val_rmspe = {name: metrics(y[val_rows], pred)["rmspe"] for name, pred in val_pred.items()}
     modes = {mode: val_rmspe[f"poly:{mode}"] for mode in TARGET_MODES} if "poly" in methods else {}
     trees = {name: val_rmspe[f"tree:{name}"] for name in TREE_SETTINGS} if "tree" in methods else {}
@@ -296,8 +308,10 @@ def _fit_target(
     validation = {m: val_rmspe[name] for m, name in chosen.items()}
     default = min(validation, key=lambda m: validation[m])
 
+    modes_of = {name: mode for name, _, mode in _candidates(methods, key[1])}
+
     def refit(method: str, name: str) -> Callable[[int], dict[str, Any]]:
-        mode = name.split(":")[1] if ":" in name else "plain"
+        mode = modes_of.get(name, "plain")
         return lambda jobs: _fit_method(method, X[train], y[train], config, options, mode, jobs)
 
     fitted = _run_all([refit(method, name) for method, name in chosen.items()], options.jobs)
@@ -317,6 +331,8 @@ def _fit_target(
         elif spec["kind"] == "tree":
             scores[method]["leaves"] = _leaves(spec["root"])
             scores[method]["setting"] = chosen[method].split(":")[1]
+        elif spec["kind"] == "boosted":
+            scores[method]["trees"] = len(spec["trees"])
     block: dict[str, Any] = {"rows": n, "default": default, "fallback": None, "models": models, "metrics": scores}
     if trials is not None:
         block["trials"] = int(trials.sum())

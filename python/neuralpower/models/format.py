@@ -34,6 +34,7 @@ from ..errors import InputError
 from ..layers import DTYPES, FEATURES, LAYER_TYPES
 from ._values import is_finite_number
 from .baselines import validate_baseline
+from .boosted import validate_boosted
 from .poly import validate_poly
 from .tree import validate_tree
 
@@ -51,7 +52,7 @@ __all__ = [
 SCHEMA = "neuralpower-model"
 SCHEMA_VERSION = 1
 TARGET_UNITS = {"runtime_ms": "ms", "power_w": "W"}
-KINDS = ("poly", "tree", "roofline", "flops_linear", "constant")
+KINDS = ("poly", "tree", "boosted", "roofline", "flops_linear", "constant")
 MAX_BYTES = 256 << 20
 
 
@@ -62,6 +63,8 @@ def validate_spec(spec: Any, feature_names: Sequence[str]) -> None:
         validate_poly(spec, feature_names)
     elif kind == "tree":
         validate_tree(spec, feature_names)
+    elif kind == "boosted":
+        validate_boosted(spec, feature_names)
     elif kind in ("roofline", "flops_linear"):
         validate_baseline(spec)
     elif kind == "constant":

@@ -16,6 +16,7 @@ import numpy.typing as npt
 from ..errors import InputError
 from ..layers import FEATURES, LAYER_TYPES, Architecture
 from .baselines import predict_baseline
+from .boosted import predict_boosted
 from .poly import predict_poly
 from .tree import predict_tree
 
@@ -39,6 +40,8 @@ def predict_spec(
             out = predict_poly(spec, X, feature_names)
         elif kind == "tree":
             out = predict_tree(spec, X, feature_names)
+        elif kind == "boosted":
+            out = predict_boosted(spec, X, feature_names)
         elif kind == "constant":
             out = np.full(X.shape[0], float(spec["value"]))
         else:

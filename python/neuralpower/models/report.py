@@ -34,7 +34,8 @@ def _pct(v: float | None) -> str:
 def format_summary(doc: dict[str, Any]) -> str:
     """The fit table as text: configurations, terms kept and test RMSPE of each method, per type and target."""
     records = fit_summary(doc)
-    header = ["type", "target", "configs", "default", "mode", "terms", "poly", "tree", "roofline", "flops-lin"]
+    header = ["type", "target", "configs", "default", "mode", "terms", "poly", "tree", "boosted", "roofline",
+              "flops-lin"]
     lines: list[list[str]] = [header]
     notes = []
     for r in records:
@@ -91,7 +92,7 @@ def write_report(
     for (layer_type, target), (y, predictions) in holdout.items():
         fig, ax = plt.subplots(figsize=(5, 5))
         lo, hi = float(np.min(y)), float(np.max(y))
-        for method, marker in zip((*METHODS, *BASELINES), "o^sx", strict=True):
+        for method, marker in zip((*METHODS, *BASELINES), "o^Dsx", strict=True):
             if method in predictions:
                 p = np.maximum(predictions[method], lo * 1e-3)
                 rmspe = doc["layer_types"][layer_type][target]["metrics"][method]["rmspe"]

@@ -91,7 +91,7 @@ def build(
     image_size
         Input height and width of an image network (default: the resolution the network was published at).
     dtype
-        fp32, fp16 or bf16.
+        fp32, fp16, bf16 or fp8 (every layer in it).
     seq_len
         Sequence length of a language model (default: its entry's ``seq_len``).
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Executor, ExecutorUnavailable, LayerFailed, OutOfMemory, Prepared, Variant
+from .base import Executor, ExecutorUnavailable, LayerFailed, OutOfMemory, Prepared, Variant, unsupported
 
 __all__ = [
     "EXECUTORS",
@@ -15,6 +15,7 @@ __all__ = [
     "Prepared",
     "Variant",
     "get_executor",
+    "unsupported",
 ]
 
 # name -> (module, class)

@@ -14,14 +14,14 @@ neither CuPy nor PyTorch: each executor imports its library when it is created.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import NeuralPowerError
 from ...layers import Architecture, Layer
 
-__all__ = ["Executor", "ExecutorUnavailable", "LayerFailed", "OutOfMemory", "Prepared", "Variant"]
+__all__ = ["Executor", "ExecutorUnavailable", "LayerFailed", "OutOfMemory", "Prepared", "Variant", "unsupported"]
 
 
 class ExecutorUnavailable(NeuralPowerError):
@@ -34,6 +34,23 @@ class OutOfMemory(NeuralPowerError):
 
 class LayerFailed(NeuralPowerError):
     """A configuration failed to run (a kernel launch error, an unsupported shape): recorded and skipped."""
+
+
+def unsupported(layer: Layer, executor: str, dtypes: Collection[str]) -> str | None:
+    """Why ``executor``, which runs ``dtypes``, cannot run ``layer`` (one line), or None. No executor runs
+    attention's serving forms, grouped-query (kv_heads below heads), a sliding window or K and V of their own
+    dtype: it would measure plain attention in their place."""
+    if layer.dtype not in dtypes:
+        return f"the {executor} executor runs {', '.join(dtypes)}, not {layer.dtype}"
+    if layer.type == "attention":
+        if layer.kv_heads != layer.heads:
+            return (f"the {executor} executor runs attention with kv_heads = heads, not {layer.kv_heads} of "
+                    f"{layer.heads}")
+        if layer.window:
+            return f"the {executor} executor runs attention without a window, not window {layer.window}"
+        if layer.kv_dtype != layer.dtype:
+            return f"the {executor} executor runs attention with K and V in its dtype, not {layer.kv_dtype}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Its timings describe the host, not a GPU: they exist so that sweeps, datasets, resumption and fitting
 are exercised for real on any machine (CI included). fp32 and fp16 are supported: fp16 layers keep their
 tensors in fp16 and do their arithmetic as NumPy does for fp16 (products and sums of conv2d, linear,
-pooling and softmax accumulate in fp32, as GPU kernels do); bf16 is not supported (NumPy has no bf16).
+pooling and softmax accumulate in fp32, as GPU kernels do); bf16 and fp8 are not supported (NumPy has neither).
 
 Implementations are deliberately different from :mod:`neuralpower.bench.reference`, which they are checked
 against: conv2d is im2col (a strided window view copied into a column buffer, in batch chunks of at most
@@ -32,7 +32,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..._args import cores as available_cores
 from ...layers import Architecture, Layer
 from .. import reference as ref
-from .base import Executor, ExecutorUnavailable, LayerFailed, OutOfMemory, Prepared, Variant
+from .base import Executor, ExecutorUnavailable, LayerFailed, OutOfMemory, Prepared, Variant, unsupported
 
 __all__ = ["CpuExecutor", "CpuPrepared", "cpu_model"]
 
@@ -41,6 +41,7 @@ Kernel = Callable[[], Array]
 
 # fp16 layers: what products and sums accumulate in.
 _ACC = np.dtype(np.float32)
+_DTYPES = ("fp32", "fp16")  # NumPy has no bf16 or fp8
 
 
 def cpu_model() -> str:
@@ -188,7 +189,7 @@ class CpuExecutor(Executor):
         self.name = "cpu"
         if self.device != "cpu":
             raise ExecutorUnavailable(f"the cpu executor runs on the host, not on {self.device}: use --device cpu")
-        if self.dtype not in ("fp32", "fp16"):
+        if self.dtype not in _DTYPES:
             raise ExecutorUnavailable(f"the cpu executor runs fp32 and fp16, not {self.dtype}")
         self._rng = np.random.default_rng(self.seed)
 
@@ -208,7 +209,7 @@ class CpuExecutor(Executor):
         }
 
     def supports(self, layer: Layer) -> bool:
-        return layer.dtype in ("fp32", "fp16")
+        return unsupported(layer, self.name, _DTYPES) is None
 
     def variants(self, layer: Layer) -> list[Variant]:
         return [Variant(mode="eager", impl="im2col" if layer.type == "conv2d" else "")]
@@ -227,8 +228,9 @@ class CpuExecutor(Executor):
         if variant.mode != "eager" or variant.memory_format != "contiguous":
             raise LayerFailed(f"the cpu executor has no {variant.mode}/{variant.memory_format} variant")
         for layer in layers:
-            if not self.supports(layer):
-                raise LayerFailed(f"the cpu executor does not run {layer.dtype} layers")
+            reason = unsupported(layer, self.name, _DTYPES)
+            if reason is not None:
+                raise LayerFailed(reason)
         need = _bytes_needed(layers, self.workspace_bytes, shared=buffers is not None)
         available = _available_memory()
         if available and need > 0.8 * available:

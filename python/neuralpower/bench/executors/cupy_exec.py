@@ -45,7 +45,7 @@ import numpy.typing as npt
 from ...errors import InputError
 from ...layers import Architecture, Layer
 from .. import kernels, reference
-from .base import Executor, ExecutorUnavailable, LayerFailed, OutOfMemory, Prepared, Variant
+from .base import Executor, ExecutorUnavailable, LayerFailed, OutOfMemory, Prepared, Variant, unsupported
 
 __all__ = [
     "CHECK_ELEMENTS",
@@ -346,7 +346,7 @@ class CupyExecutor(Executor):
         per head (``np_attention_rows`` keeps 4 per lane)."""
         if layer.type == "attention" and layer.head_dim > kernels.ATTENTION_MAX_HEAD_DIM:
             return False
-        return layer.dtype in kernels.CUDA_TYPES
+        return unsupported(layer, self.name, kernels.CUDA_TYPES) is None
 
     def l2_bytes(self) -> int:
         return int(self._props.get("l2CacheSize", 0))

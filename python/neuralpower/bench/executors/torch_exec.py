@@ -35,7 +35,7 @@ import numpy as np
 from ...errors import InputError
 from ...layers import Architecture, Layer
 from .. import reference
-from .base import Executor, ExecutorUnavailable, LayerFailed, OutOfMemory, Prepared, Variant
+from .base import Executor, ExecutorUnavailable, LayerFailed, OutOfMemory, Prepared, Variant, unsupported
 from .cupy_exec import (
     GRAPH_CALLS,
     compare_with_reference,
@@ -65,6 +65,8 @@ def import_torch() -> Any:
 
 
 def _torch_dtype(torch: Any, dtype: str) -> Any:
+    if dtype not in _TORCH_DTYPES:  # fp8: PyTorch's float8 types are for scaled matmuls, not its modules
+        raise LayerFailed(f"the torch executor runs {', '.join(_TORCH_DTYPES)}, not {dtype}")
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
 
 
@@ -151,6 +153,9 @@ def layer_module(torch: Any, layer: Layer, device: Any = None, dtype: Any = None
     ``device`` in ``dtype`` (default: the CPU, float32)."""
     nn = torch.nn
     t = layer.type
+    reason = unsupported(layer, "torch", _TORCH_DTYPES)
+    if reason is not None:
+        raise LayerFailed(reason)
     where = {"device": device, "dtype": dtype}
     if t == "conv2d":
         return nn.Conv2d(
@@ -378,7 +383,7 @@ class TorchExecutor(Executor):
         }
 
     def supports(self, layer: Layer) -> bool:
-        return layer.dtype in _TORCH_DTYPES
+        return unsupported(layer, self.name, _TORCH_DTYPES) is None
 
     def l2_bytes(self) -> int:
         return int(getattr(self._props, "L2_cache_size", 0))

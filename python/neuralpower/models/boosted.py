@@ -1,0 +1,160 @@
+"""Gradient-boosted regression trees of runtime or power.
+
+Large tables of a real GPU (tens of thousands of GEMM and attention kernels) hold effects no low-degree polynomial
+and no shallow tree follows: kernels switch tiles, split-K and algorithms at many sizes, and power saturates at
+the board's limit while runtime keeps growing. A sum of small regression trees, each fitted to what the ones
+before it left (Friedman's gradient boosting, scikit-learn's ``GradientBoostingRegressor``), follows them. Trees
+split on raw features (a split on ``x`` is a split on ``log x``); runtime is fitted as its logarithm (squared error
+there is a relative error), power as it is, with the Huber loss, so that the bimodal readings of short kernels
+(a few NVML samples of a GPU not yet in its steady state) do not pull the fit, and each row weighs what its
+measurement is worth (see ``fit_boosted``'s ``weights``).
+
+A fitted model is plain JSON-able data that names its features::
+
+    {"kind": "boosted", "target": "log", "base": -2.1, "features": ["rows", "in_features", ...],
+     "trees": [{"feature": [0, -1, -1], "value": [96.5, -0.12, 0.08], "yes": [1, -1, -1], "no": [2, -1, -1]},
+               ...]}
+
+Each tree lists its nodes, root first, children after their parent: a split node ``i`` sends a row to ``yes[i]``
+when ``x[features[feature[i]]] <= value[i]``, else to ``no[i]``; a leaf has ``feature`` -1, ``yes`` and ``no``
+-1 and its contribution as ``value``. The prediction is ``base`` plus every tree's leaf, ``exp`` of that for the
+``log`` target. :func:`validate_boosted` checks a spec from an untrusted source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._values import is_finite_number
+
+__all__ = ["fit_boosted", "flatten_boosted", "predict_boosted", "validate_boosted"]
+
+#: The most trees, and nodes per tree, :func:`validate_boosted` accepts.
+MAX_TREES = 5000
+MAX_TREE_NODES = 4096
+TARGETS = ("log", "plain")
+
+
+def fit_boosted(
+    X: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    feature_names: Sequence[str],
+    *,
+    features: Sequence[str],
+    target: str = "log",
+    weights: npt.NDArray[np.float64] | None = None,
+    trees: int = 300,
+    depth: int = 5,
+    learning_rate: float = 0.1,
+    min_leaf: int = 5,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fit gradient-boosted trees on the columns ``features`` of ``X`` (named by ``feature_names``).
+
+    ``target`` ``log`` fits log(y) with squared error, ``plain`` fits y with the Huber loss (outliers count
+    linearly, not squared). ``weights`` (non-negative, one per row) weigh each row's loss.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}")
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    columns = [list(feature_names).index(f) for f in features]
+    Z = np.ascontiguousarray(X[:, columns], dtype=np.float64)
+    yy = np.log(y) if target == "log" else np.asarray(y, dtype=np.float64)
+    model = GradientBoostingRegressor(
+        loss="squared_error" if target == "log" else "huber",
+        n_estimators=trees,
+        max_depth=depth,
+        learning_rate=learning_rate,
+        min_samples_leaf=min(min_leaf, max(1, len(yy) // 4)),
+        subsample=0.8 if len(yy) >= 200 else 1.0,
+        random_state=seed,
+    )
+    model.fit(Z, yy, sample_weight=weights)
+    base = float(np.asarray(model.init_.predict(Z[:1])).ravel()[0])
+    out_trees = []
+    for estimator in model.estimators_[:, 0]:
+        t = estimator.tree_
+        leaf = t.children_left < 0
+        out_trees.append({
+            "feature": np.where(leaf, -1, t.feature).astype(int).tolist(),
+            "value": np.where(leaf, learning_rate * t.value[:, 0, 0], t.threshold).astype(float).tolist(),
+            "yes": t.children_left.astype(int).tolist(),
+            "no": t.children_right.astype(int).tolist(),
+        })
+    return {"kind": "boosted", "target": target, "base": base, "features": list(features), "trees": out_trees}
+
+
+def flatten_boosted(spec: Mapping[str, Any], feature_names: Sequence[str]) -> dict[str, list[Any]]:
+    """A validated spec as the flat node arrays the compiled evaluator takes (feature indices into
+    ``feature_names``; children as indices into the whole arrays; ``tree_start`` the offsets of the trees)."""
+    index = [list(feature_names).index(f) for f in spec["features"]]
+    out: dict[str, list[Any]] = {"tree_start": [0], "feature": [], "value": [], "yes": [], "no": []}
+    for tree in spec["trees"]:
+        at = out["tree_start"][-1]
+        out["feature"] += [index[f] if f >= 0 else 0 for f in tree["feature"]]
+        out["value"] += [float(v) for v in tree["value"]]
+        out["yes"] += [c + at if c >= 0 else -1 for c in tree["yes"]]
+        out["no"] += [c + at if c >= 0 else -1 for c in tree["no"]]
+        out["tree_start"].append(at + len(tree["feature"]))
+    return out
+
+
+def predict_boosted(spec: Mapping[str, Any], X: npt.NDArray[np.float64],
+                    feature_names: Sequence[str]) -> npt.NDArray[np.float64]:
+    """The NumPy reference of the compiled evaluator: ``base`` plus the trees' leaves (``exp`` for ``log``)."""
+    columns = [list(feature_names).index(f) for f in spec["features"]]
+    Z = np.asarray(X, dtype=np.float64)[:, columns]
+    n = Z.shape[0]
+    rows = np.arange(n)
+    total = np.zeros(n)
+    for tree in spec["trees"]:
+        feature = np.asarray(tree["feature"], dtype=np.intp)
+        value = np.asarray(tree["value"], dtype=np.float64)
+        yes = np.asarray(tree["yes"], dtype=np.intp)
+        no = np.asarray(tree["no"], dtype=np.intp)
+        node = np.zeros(n, dtype=np.intp)
+        while True:
+            inner = yes[node] >= 0
+            if not inner.any():
+                break
+            at = node[inner]
+            go_yes = Z[rows[inner], feature[at]] <= value[at]
+            node[inner] = np.where(go_yes, yes[at], no[at])
+        total += value[node]
+    y = float(spec["base"]) + total
+    return np.exp(y) if spec["target"] == "log" else y
+
+
+def validate_boosted(spec: Any, feature_names: Sequence[str]) -> None:
+    """Check a boosted spec from an untrusted source; ``ValueError`` with a one-line message."""
+    if spec.get("target") not in TARGETS:
+        raise ValueError(f"boosted: 'target' must be one of {', '.join(TARGETS)}")
+    if not is_finite_number(spec.get("base")):
+        raise ValueError("boosted: 'base' must be a finite number")
+    features = spec.get("features")
+    if not isinstance(features, list) or not features or any(f not in feature_names for f in features):
+        raise ValueError("boosted: 'features' must be a non-empty list of known feature names")
+    trees = spec.get("trees")
+    if not isinstance(trees, list) or not 1 <= len(trees) <= MAX_TREES:
+        raise ValueError(f"boosted: 'trees' must be a list of 1 to {MAX_TREES} trees")
+    for k, tree in enumerate(trees):
+        where = f"boosted: tree {k}"
+        if not isinstance(tree, Mapping) or set(tree) != {"feature", "value", "yes", "no"}:
+            raise ValueError(f"{where} must have exactly 'feature', 'value', 'yes' and 'no'")
+        n = len(tree["feature"]) if isinstance(tree["feature"], list) else -1
+        if not 1 <= n <= MAX_TREE_NODES or any(not isinstance(tree[key], list) or len(tree[key]) != n
+                                                 for key in ("value", "yes", "no")):
+            raise ValueError(f"{where}: node lists of 1 to {MAX_TREE_NODES} nodes, all of one length")
+        for i in range(n):
+            f, v, a, b = tree["feature"][i], tree["value"][i], tree["yes"][i], tree["no"][i]
+            if not all(isinstance(x, int) and not isinstance(x, bool) for x in (f, a, b)) or not is_finite_number(v):
+                raise ValueError(f"{where}, node {i}: whole-number indices and a finite value expected")
+            if f == -1 and a == -1 and b == -1:
+                continue
+            if not 0 <= f < len(features) or not i < a < n or not i < b < n:
+                raise ValueError(f"{where}, node {i}: a split needs a feature index and children after it")

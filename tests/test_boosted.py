@@ -1,0 +1,121 @@
+"""Gradient-boosted trees: fitted, checked, evaluated by the compiled core as by the NumPy reference."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuralpower.cli import main
+from neuralpower.evaluator import Model
+from neuralpower.layers import FEATURES
+from neuralpower.models.boosted import fit_boosted, predict_boosted, validate_boosted
+from neuralpower.models.format import validate_spec
+
+
+def _data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = np.zeros((n, len(FEATURES)))
+    X[:, FEATURES.index("rows")] = rng.integers(1, 4096, n)
+    X[:, FEATURES.index("in_features")] = rng.choice([256, 512, 1024, 4096], n)
+    # a kernel that switches at 1024 rows: twice as fast per row above it
+    rows = X[:, FEATURES.index("rows")]
+    y = 0.01 + rows * X[:, FEATURES.index("in_features")] * np.where(rows > 1024, 1e-8, 2e-8)
+    return X, y
+
+
+def test_boosted_follows_a_switch_that_no_polynomial_does() -> None:
+    X, y = _data(3000)
+    spec = fit_boosted(X[:2400], y[:2400], FEATURES, features=["rows", "in_features"], target="log", trees=200)
+    validate_boosted(spec, FEATURES)
+    pred = predict_boosted(spec, X[2400:], FEATURES)
+    assert np.mean(np.abs(pred / y[2400:] - 1)) < 0.05
+    assert json.loads(json.dumps(spec)) == spec  # plain JSON
+
+
+def test_the_huber_loss_is_not_pulled_by_outliers() -> None:
+    rng = np.random.default_rng(1)
+    X = np.zeros((2000, len(FEATURES)))
+    X[:, FEATURES.index("flops")] = rng.uniform(0, 1, 2000)
+    y = 300 + 200 * X[:, FEATURES.index("flops")]
+    noisy = y.copy()
+    bad = rng.random(2000) < 0.05
+    noisy[bad] *= 0.5  # one reading in twenty at half the power, as short kernels read
+    spec = fit_boosted(X, noisy, FEATURES, features=["flops"], target="plain", trees=150)
+    error = np.abs(predict_boosted(spec, X, FEATURES) / y - 1)
+    # what squared error does with the same rows: pulled toward the low readings
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    squared = GradientBoostingRegressor(n_estimators=150, max_depth=5, subsample=0.8, random_state=0)
+    pulled = squared.fit(X[:, [FEATURES.index("flops")]], noisy).predict(X[:, [FEATURES.index("flops")]]) / y - 1
+    assert np.median(error) < 0.015 and np.mean(error) < np.mean(np.abs(pulled))
+
+
+def test_compiled_and_reference_agree(tmp_path: Path) -> None:
+    X, y = _data(1000)
+    spec = fit_boosted(X, y, FEATURES, features=["rows", "in_features", "flops"], target="log", trees=50)
+    power = fit_boosted(X, 100 + y, FEATURES, features=["rows"], target="plain", trees=20)
+    from model_docs import layer_entry, model_doc
+
+    doc = model_doc({"linear": layer_entry(spec, power)})
+    model = Model(doc)
+    import neuralpower as npw
+
+    archs = [npw.Architecture(str(t), [npw.Layer("linear", tokens=t, in_features=f, out_features=64, bias=0)])
+             for t, f in [(1, 256), (700, 512), (1500, 4096), (4000, 1024)]]
+    from neuralpower.models.predict import predict_spec
+
+    for arch in archs:
+        p = model.predict(arch)
+        feats = arch.features()
+        assert p.runtime_ms == pytest.approx(predict_spec(spec, feats, FEATURES)[0], rel=1e-12)
+        assert p.power_w == pytest.approx(predict_spec(power, feats, FEATURES)[0], rel=1e-12)
+
+
+def test_bad_specs_are_refused_in_one_line() -> None:
+    X, y = _data(300)
+    spec = fit_boosted(X, y, FEATURES, features=["rows"], target="log", trees=3, depth=2)
+    for mutate, message in [
+        (lambda s: s.update(target="cubic"), "'target' must be"),
+        (lambda s: s.update(features=["nope"]), "known feature names"),
+        (lambda s: s["trees"][0]["yes"].__setitem__(0, 0), "children after it"),
+        (lambda s: s["trees"][0]["value"].__setitem__(0, float("nan")), "finite value"),
+        (lambda s: s["trees"][0].pop("no"), "exactly"),
+        (lambda s: s.update(trees=[]), "1 to"),
+        (lambda s: s["trees"][0]["feature"].__setitem__(0, 7), "feature index"),
+    ]:
+        bad = copy.deepcopy(spec)
+        mutate(bad)
+        with pytest.raises(ValueError, match=message) as e:
+            validate_spec(bad, FEATURES)
+        assert "\n" not in str(e.value)
+
+
+def _table(path: Path, n: int) -> None:
+    X, y = _data(n, seed=3)
+    rows = X[:, FEATURES.index("rows")].astype(int)
+    feats = X[:, FEATURES.index("in_features")].astype(int)
+    lines = ["type,tokens,in_features,out_features,bias,runtime_ms,power_w"]
+    lines += [f"linear,{r},{f},64,0,{t:.6g},{200 + 1e3 * t:.6g}" for r, f, t in zip(rows, feats, y, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_fit_chooses_boosted_on_a_large_table_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _table(tmp_path / "big.csv", 1200)
+    assert main(["fit", str(tmp_path / "big.csv"), "--out", str(tmp_path / "big.json"), "--method", "all"]) == 0
+    doc = json.loads((tmp_path / "big.json").read_text())
+    block = doc["layer_types"]["linear"]["runtime_ms"]
+    assert "boosted" in block["models"] and block["metrics"]["boosted"]["trees"] > 0
+    assert "boosted" in capsys.readouterr().out
+    Model(doc)  # compiles
+    _table(tmp_path / "small.csv", 200)
+    assert main(["fit", str(tmp_path / "small.csv"), "--out", str(tmp_path / "small.json"), "--method", "all"]) == 0
+    doc = json.loads((tmp_path / "small.json").read_text())
+    assert "boosted" not in doc["layer_types"]["linear"]["runtime_ms"]["models"]
+    # asked for alone, it is fitted whatever the size
+    assert main(["fit", str(tmp_path / "small.csv"), "--out", str(tmp_path / "b.json"), "--method", "boosted"]) == 0
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert doc["layer_types"]["linear"]["power_w"]["models"]["boosted"]["target"] == "plain"
