@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 from neuralpower.aiconfigurator import import_aiconfigurator
 from neuralpower.evaluator import Model
@@ -56,10 +57,7 @@ def _covered(lo: npt.NDArray[np.float64], hi: npt.NDArray[np.float64], y: npt.ND
     return float(100 * np.mean((y[ok] >= lo[ok]) & (y[ok] <= hi[ok]))) if ok.any() else float("nan")
 
 
-def evaluate(name: str, table: object, method: str, seed: int = 0) -> list[dict[str, object]]:
-    import pyarrow as pa
-
-    assert isinstance(table, pa.Table)
+def evaluate(name: str, table: pa.Table, method: str, seed: int = 0) -> list[dict[str, object]]:
     parsed = _parse(name, "parquet", table)
     n = len(parsed)
     runtime = table.column("runtime_ms").to_numpy().astype(np.float64)

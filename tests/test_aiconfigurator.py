@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -89,7 +90,7 @@ def test_each_kind_is_its_layer(source: Path) -> None:
 
 
 def test_the_loop_rule_and_short_windows(source: Path) -> None:
-    calls, seconds = loop(__import__("numpy").array([0.004, 0.05, 0.2, 2.0]))
+    calls, seconds = loop(np.array([0.004, 0.05, 0.2, 2.0]))
     assert calls.tolist() == [3000, 3000, 3000, 500]
     assert seconds.tolist() == pytest.approx([0.012, 0.15, 0.6, 1.0])
     _, gemm = read_aiconfigurator(source / "h200" / "gemm.parquet")

@@ -446,13 +446,13 @@ def test_the_compiled_builder_checks_everything() -> None:
     with pytest.raises(ValueError, match="children must follow their parent"):
         m.set_tree(0, 0, [], [0, 0], [1, 0], [1.0, 0.0], [0, 0], [1, 0], [0.0, 0.0], [])
     with pytest.raises(ValueError, match="boosted: children must follow their parent"):
-        m.set_boosted(0, 0, True, 0.0, [0, 2], [0, 0], [1.0, 0.0], [0, -1], [1, -1], [0.0, 0.0])
+        m.set_boosted(0, 0, True, 0.0, [0, 2], [0, 0], [1.0, 0.0], [0, -1], [1, -1])
     with pytest.raises(ValueError, match="boosted: children must follow their parent"):  # a child in the next tree
-        m.set_boosted(0, 0, True, 0.0, [0, 1, 2], [0, 0], [1.0, 0.0], [1, -1], [1, -1], [0.0, 0.0])
+        m.set_boosted(0, 0, True, 0.0, [0, 1, 2], [0, 0], [1.0, 0.0], [1, -1], [1, -1])
     with pytest.raises(ValueError, match="boosted: tree offsets"):
-        m.set_boosted(0, 0, True, 0.0, [0, 5], [0], [1.0], [-1], [-1], [0.0])
+        m.set_boosted(0, 0, True, 0.0, [0, 5], [0], [1.0], [-1], [-1])
     with pytest.raises(ValueError, match="boosted split: feature index out of range"):
-        m.set_boosted(0, 0, True, 0.0, [0, 3], [999, 0, 0], [1.0, 0.0, 0.0], [1, -1, -1], [2, -1, -1], [0.0] * 3)
+        m.set_boosted(0, 0, True, 0.0, [0, 3], [999, 0, 0], [1.0, 0.0, 0.0], [1, -1, -1], [2, -1, -1])
     with pytest.raises(ValueError, match="layer type code out of range"):
         m.set_linear(len(LAYER_TYPES), 0, 5, 0, 0, 1)
     with pytest.raises(ValueError, match="must be finite"):

@@ -800,7 +800,7 @@ void bind_model(py::module_& m) {
              py::arg("node_no"), py::arg("node_intercept"), py::arg("node_weights"))
         .def("set_boosted", &np::Model::set_boosted, py::arg("type"), py::arg("target"), py::arg("log_target"),
              py::arg("base"), py::arg("tree_start"), py::arg("node_feature"), py::arg("node_value"),
-             py::arg("node_yes"), py::arg("node_no"), py::arg("node_leaf"))
+             py::arg("node_yes"), py::arg("node_no"))
         .def("set_linear", &np::Model::set_linear, py::arg("type"), py::arg("target"), py::arg("kind"), py::arg("a"),
              py::arg("b"), py::arg("c"))
         .def("set_ranges", &np::Model::set_ranges, py::arg("type"), py::arg("feature"), py::arg("lo"), py::arg("hi"))

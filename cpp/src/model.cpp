@@ -118,7 +118,7 @@ double SubModel::eval(const double* f, double* scratch) const {
             const int* no = node_no.data();
             const auto walk = [&](int node) {
                 while (yes[node] >= 0) node = f[feat[node]] <= val[node] ? yes[node] : no[node];
-                return node_intercept[node];
+                return val[node];
             };
             double acc[4] = {0.0, 0.0, 0.0, 0.0};
             std::size_t i = 0;
@@ -242,11 +242,10 @@ void Model::set_tree(int type, int target, const std::vector<int>& leaf_features
 
 void Model::set_boosted(int type, int target, bool log_target, double base, const std::vector<int>& tree_start,
                         const std::vector<int>& node_feature, const std::vector<double>& node_value,
-                        const std::vector<int>& node_yes, const std::vector<int>& node_no,
-                        const std::vector<double>& node_leaf) {
+                        const std::vector<int>& node_yes, const std::vector<int>& node_no) {
     const std::size_t n = node_feature.size();
     require(finite(base), "boosted: base must be finite");
-    require(node_value.size() == n && node_yes.size() == n && node_no.size() == n && node_leaf.size() == n,
+    require(node_value.size() == n && node_yes.size() == n && node_no.size() == n,
             "boosted: node arrays differ in length");
     require(tree_start.size() >= 2 && tree_start.front() == 0 && static_cast<std::size_t>(tree_start.back()) == n,
             "boosted: tree offsets do not match the nodes");
@@ -255,7 +254,7 @@ void Model::set_boosted(int type, int target, bool log_target, double base, cons
         require(lo < hi, "boosted: a tree without nodes");
         for (int i = lo; i < hi; ++i) {
             if (node_yes[i] < 0) {  // a leaf: both children -1
-                require(node_no[i] < 0 && finite(node_leaf[i]), "boosted: a leaf needs a finite value and no children");
+                require(node_no[i] < 0 && finite(node_value[i]), "boosted: a leaf needs a finite value and no children");
                 continue;
             }
             check_feature(node_feature[i], "boosted split");
@@ -274,7 +273,6 @@ void Model::set_boosted(int type, int target, bool log_target, double base, cons
     s.node_value = node_value;
     s.node_yes = node_yes;
     s.node_no = node_no;
-    s.node_intercept = node_leaf;
     // a leaf's feature is never read; keep it a valid index anyway
     for (std::size_t i = 0; i < n; ++i)
         if (s.node_yes[i] < 0) s.node_feature[i] = 0;

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import InputError
-from .neusight import add_part, gather_parts, slug, source_files
+from .neusight import _integers, add_part, gather_parts, slug, source_files
 from .table import _parse
 
 __all__ = ["EXECUTOR", "ImportResult", "aiconfigurator_files", "import_aiconfigurator", "read_aiconfigurator"]
@@ -89,20 +89,6 @@ def _strings(table: pa.Table, name: str, path: str) -> list[str]:
         if v is None or not str(v).strip():
             raise InputError("empty cell", path=path, row=i + 2, column=name)
     return [str(v).strip() for v in values]
-
-
-def _integers(table: pa.Table, name: str, low: int, path: str) -> npt.NDArray[np.int64]:
-    values = table.column(name).to_pylist()
-    out = np.empty(len(values), dtype=np.int64)
-    for i, v in enumerate(values):
-        ok = (isinstance(v, int) and not isinstance(v, bool)) or (
-            isinstance(v, float) and math.isfinite(v) and v == int(v))
-        if v is None:
-            raise InputError("empty cell", path=path, row=i + 2, column=name)
-        if not ok or not low <= int(v) <= _MAX_SHAPE:
-            raise InputError(f"{v!r} is not a whole number from {low} to 2**40", path=path, row=i + 2, column=name)
-        out[i] = int(v)
-    return out
 
 
 def _positive(table: pa.Table, name: str, path: str, what: str, high: float) -> npt.NDArray[np.float64]:
@@ -190,9 +176,10 @@ def read_aiconfigurator(path: str | os.PathLike[str]) -> tuple[str, pa.Table]:
         raise InputError(f"missing column {missing[0]!r} (an aiconfigurator {op} table has {', '.join(needed)})",
                          path=spath, column=missing[0])
     n = table.num_rows
-    shapes = {name: _integers(table, name, low, spath) for name, low in _SHAPES[op].items()}
+    shapes = {name: _integers(table, name, low, spath, lambda i: i + 2) for name, low in _SHAPES[op].items()}
     latency = _positive(table, "latency", spath, "a latency in milliseconds (a positive number)", 1e9)
-    dtypes = [_dtype(_strings(table, c, spath), c, spath) for c in _DTYPE_COLUMNS[op]]
+    given = {c: _strings(table, c, spath) for c in _DTYPE_COLUMNS[op]}
+    dtypes = [_dtype(v, c, spath) for c, v in given.items()]
     columns: dict[str, pa.Array | npt.NDArray[np.int64] | npt.NDArray[np.float64]] = {
         **_layers(op, shapes, n, spath), "dtype": pa.array(dtypes[0])}
     if len(dtypes) > 1:
@@ -217,7 +204,7 @@ def read_aiconfigurator(path: str | os.PathLike[str]) -> tuple[str, pa.Table]:
             columns[name] = table.column(source).cast(pa.string()).combine_chunks()
     if op == "gemm":
         columns["scaling"] = pa.array([{"fp8_block": "block", "fp8": "tensor"}.get(v.lower(), "")
-                                       for v in _strings(table, "gemm_dtype", spath)])
+                                       for v in given["gemm_dtype"]])
     columns.update({"window_s": seconds, "window_calls": calls})
     if has_power:
         columns["power_samples"] = samples
@@ -249,15 +236,12 @@ def _table_name(gpu: str, dtype: str, scaling: str) -> str:
     return f"{slug(gpu)}-{dtype}{'-per-tensor' if scaling == 'tensor' else ''}.csv"
 
 
-def import_aiconfigurator(sources: Iterable[str | os.PathLike[str]],
-                          progress: Callable[[str], None] | None = None) -> ImportResult:
+def import_aiconfigurator(sources: Iterable[str | os.PathLike[str]]) -> ImportResult:
     """Read aiconfigurator files and gather them into one measurement table per GPU and dtype."""
     result = ImportResult()
     parts: dict[str, list[pa.Table]] = {}
     for path in aiconfigurator_files(sources):
         op, table = read_aiconfigurator(path)
-        if progress is not None:
-            progress(f"{path}: {table.num_rows} rows ({op})")
         scaling = table.column("scaling") if "scaling" in table.column_names else pa.array([""] * table.num_rows)
         keys = [_table_name(g, d, s) for g, d, s in zip(table.column("gpu").to_pylist(),
                                                         table.column("dtype").to_pylist(), scaling.to_pylist(),

@@ -160,7 +160,7 @@ def _compile(doc: Mapping[str, Any], method: str | None) -> Any:
             elif kind == "boosted":
                 b = flatten_boosted(spec, FEATURES)
                 compiled.set_boosted(code, target_index, spec["target"] == "log", float(spec["base"]), b["tree_start"],
-                                     b["feature"], b["value"], b["yes"], b["no"], b["value"])
+                                     b["feature"], b["value"], b["yes"], b["no"])
             elif kind == "roofline":
                 compiled.set_linear(
                     code, target_index, _KIND[kind], spec["ms_per_flop"], spec["ms_per_byte"], spec["overhead"]

@@ -50,8 +50,8 @@ struct SubModel {
     std::vector<int> node_feature, node_test, node_yes, node_no;
     std::vector<double> node_value, node_intercept, node_weights;  // weights: leaf_features.size() per node
     // boosted (gradient-boosted trees): c + the sum of its trees' leaves, exp() of it for a log target; the trees'
-    // nodes in node_feature/node_value/node_yes/node_no/node_intercept (leaves: the intercept), tree i rooted at
-    // node tree_root[i], children after their parent within their tree
+    // nodes in node_feature/node_value/node_yes/node_no (a split's threshold or a leaf's value in node_value), tree i
+    // rooted at node tree_root[i], children after their parent within their tree
     std::vector<int> tree_root;
     // roofline: a flops + b bytes_moved + c; flops_linear: a flops + c; constant: c
     double a = 0.0, b = 0.0, c = 0.0;
@@ -91,11 +91,11 @@ public:
                   const std::vector<int>& node_yes, const std::vector<int>& node_no,
                   const std::vector<double>& node_intercept, const std::vector<double>& node_weights);
     // Gradient-boosted trees: `base` plus the sum of the trees' leaves (exp() of it when log_target); tree i's
-    // nodes are [tree_start[i], tree_start[i + 1]) of the node arrays, its children indexed within the whole arrays.
+    // nodes are [tree_start[i], tree_start[i + 1]) of the node arrays, its children indexed within the whole arrays;
+    // a leaf (children -1) has its value in node_value, a split its threshold.
     void set_boosted(int type, int target, bool log_target, double base, const std::vector<int>& tree_start,
                      const std::vector<int>& node_feature, const std::vector<double>& node_value,
-                     const std::vector<int>& node_yes, const std::vector<int>& node_no,
-                     const std::vector<double>& node_leaf);
+                     const std::vector<int>& node_yes, const std::vector<int>& node_no);
     void set_linear(int type, int target, int kind, double a, double b, double c);
     void set_ranges(int type, const std::vector<int>& feature, const std::vector<double>& lo,
                     const std::vector<double>& hi);

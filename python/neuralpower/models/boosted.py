@@ -6,8 +6,7 @@ the board's limit while runtime keeps growing. A sum of small regression trees, 
 before it left (Friedman's gradient boosting, scikit-learn's ``GradientBoostingRegressor``), follows them. Trees
 split on raw features (a split on ``x`` is a split on ``log x``); runtime is fitted as its logarithm (squared error
 there is a relative error), power as it is, with the Huber loss, so that the bimodal readings of short kernels
-(a few NVML samples of a GPU not yet in its steady state) do not pull the fit, and each row weighs what its
-measurement is worth (see ``fit_boosted``'s ``weights``).
+(a few NVML samples of a GPU not yet in its steady state) do not pull the fit.
 
 A fitted model is plain JSON-able data that names its features::
 
@@ -46,7 +45,6 @@ def fit_boosted(
     *,
     features: Sequence[str],
     target: str = "log",
-    weights: npt.NDArray[np.float64] | None = None,
     trees: int = 300,
     depth: int = 5,
     learning_rate: float = 0.1,
@@ -56,7 +54,7 @@ def fit_boosted(
     """Fit gradient-boosted trees on the columns ``features`` of ``X`` (named by ``feature_names``).
 
     ``target`` ``log`` fits log(y) with squared error, ``plain`` fits y with the Huber loss (outliers count
-    linearly, not squared). ``weights`` (non-negative, one per row) weigh each row's loss.
+    linearly, not squared).
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}")
@@ -74,7 +72,7 @@ def fit_boosted(
         subsample=0.8 if len(yy) >= 200 else 1.0,
         random_state=seed,
     )
-    model.fit(Z, yy, sample_weight=weights)
+    model.fit(Z, yy)
     base = float(np.asarray(model.init_.predict(Z[:1])).ravel()[0])
     out_trees = []
     for estimator in model.estimators_[:, 0]:
