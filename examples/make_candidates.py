@@ -5,7 +5,10 @@ multiplier, per-stage depths, expansion ratios and kernel sizes, and the input r
 networks the block type, base width, per-stage depths and resolution. Candidates are drawn at random with a
 fixed seed, so the file is reproducible:
 
-    python examples/make_candidates.py [COUNT] [OUT]
+    python examples/make_candidates.py [COUNT] [OUT] [DTYPE]
+
+(default: 3000 candidates in fp32 to examples/candidates.csv.gz; the bf16 table the README scores on an H200 is
+``python examples/make_candidates.py 3000 examples/candidates-bf16.csv.gz bf16``: the same architectures.)
 
 There is no `error` column: these candidates were never trained, and we have no honest source for their
 accuracy.
@@ -24,10 +27,13 @@ def _round8(c: float) -> int:
     return max(8, int(c + 4) // 8 * 8)
 
 
+DTYPE = "fp32"
+
+
 def mobilenet(rng: random.Random, index: int) -> npw.Architecture:
     width = rng.choice([0.5, 0.75, 1.0, 1.25, 1.4])
     size = rng.choice([128, 160, 192, 224])
-    b = Builder(batch=1)
+    b = Builder(batch=1, dtype=DTYPE)
     x = b.act(b.bn(b.conv(T(3, size, size), _round8(32 * width), 3, 2, 1, name="stem.conv")), "relu6")
     # (channels, stride, largest depth) of MobileNetV2's seven stages
     for s, (c, stride, max_depth) in enumerate(
@@ -54,7 +60,7 @@ def resnet(rng: random.Random, index: int) -> npw.Architecture:
     bottleneck = rng.random() < 0.5
     base = rng.choice([32, 48, 64, 80, 96])
     size = rng.choice([128, 160, 192, 224])
-    b = Builder(batch=1)
+    b = Builder(batch=1, dtype=DTYPE)
     x = b.act(b.bn(b.conv(T(3, size, size), base, 7, 2, 3, name="stem.conv")), "relu")
     x = b.maxpool(x, 3, 2, 1, name="stem.pool")
     for s in range(4):
@@ -77,7 +83,9 @@ def resnet(rng: random.Random, index: int) -> npw.Architecture:
     return b.build(f"resnet-{index:05d}", family="resnet", width=base, resolution=size)
 
 
-def main(count: int = 3000, out: str = "examples/candidates.csv.gz") -> None:
+def main(count: int = 3000, out: str = "examples/candidates.csv.gz", dtype: str = "fp32") -> None:
+    global DTYPE
+    DTYPE = dtype
     rng = random.Random(2026)
     archs = [(mobilenet if rng.random() < 0.6 else resnet)(rng, i) for i in range(count)]
     npw.write_architectures(archs, out)
@@ -89,4 +97,5 @@ if __name__ == "__main__":
     main(
         int(sys.argv[1]) if len(sys.argv) > 1 else 3000,
         sys.argv[2] if len(sys.argv) > 2 else "examples/candidates.csv.gz",
+        sys.argv[3] if len(sys.argv) > 3 else "fp32",
     )

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # After a GPU visit (on the development machine, from the repository root): unpack the visit's campaign.tar.gz into
-# data/, fit a bundled model from each dtype's layer sweep and make the fp16 torch model the default.
+# data/ and fit a bundled model from each dtype's layer sweep (the bundled GPU models, which the H200 sweeps feed,
+# are rebuilt with `python -m neuralpower.models.bundle`).
 #
 #   bash gpu/after-visit.sh PATH/campaign.tar.gz
 #
 # The archive holds one folder, the GPU model's (gpu/visit.sh: data/h200 for an NVIDIA H200), with the datasets
 # committed there before the visit and the visit's rows added; it replaces data/<that folder>'s files. Each
 # data/<folder>/<executor>-<dtype>/layers.csv is fitted (`neuralpower fit --method all`) into the bundled model
-# <folder>-<executor>-<dtype> (for example h200-torch-fp16); <folder>-torch-fp16 becomes the DEFAULT. Nothing is
-# committed: review `git status`, run the tests, commit the data and the models.
+# <folder>-<executor>-<dtype> (for example h200-torch-fp16); the DEFAULT is left as it is. Nothing is committed:
+# review `git status`, run the tests, commit the data and the models.
 #
 # DATA, MODELS and NEURALPOWER (the command) may be set to run it elsewhere (the tests do); FIT_OPTIONS adds
 # options to fit. Exits 2 with one line for an archive that is missing, unreadable or not one folder of
@@ -48,7 +49,5 @@ for sweep in "$DATA/$FOLDER"/*/layers.csv; do
   fi
 done
 [ "$fitted" -gt 0 ] || fail "$DATA/$FOLDER: no layer sweep could be fitted"
-if [ -f "$MODELS/$FOLDER-torch-fp16.json" ]; then
-  echo "$FOLDER-torch-fp16" > "$MODELS/DEFAULT"
-  echo "the default model is now $FOLDER-torch-fp16: update the README's figures of the bundled model"
-fi
+# The default stays the bundled GPU model (h200-bf16), which the H200 sweeps feed: rebuild it from the new data.
+echo "rebuild the bundled GPU models from the new data: python -m neuralpower.models.bundle; then update the README's figures"

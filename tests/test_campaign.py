@@ -154,7 +154,8 @@ def test_after_a_visit_its_data_become_bundled_models(tmp_path: Path) -> None:
     assert (data / "h200" / "earlier.txt").read_text() == "kept"
     for dtype in ("fp16", "fp32"):
         assert read_model_file(models / f"h200-torch-{dtype}.json")["layer_types"]
-    assert (models / "DEFAULT").read_text().strip() == "h200-torch-fp16"
+    assert not (models / "DEFAULT").exists()  # the default stays the bundled GPU model, rebuilt from the data
+    assert "python -m neuralpower.models.bundle" in done.stdout
 
     bad = {
         "no such file": tmp_path / "none.tar.gz",

@@ -92,10 +92,10 @@ def test_score_pareto(model_path: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["score", str(no_error), "--model", str(model_path), "--pareto"]) == 2
     assert capsys.readouterr().err == f"neuralpower score: error: {no_error}: --pareto needs an error column (top-1 " \
         "error per architecture)\n"
-    # the bundled model holds no power: the front is over runtime, and says so
+    # a model without power (the bundled CPU model): the front is over runtime, and says so
     npw.write_architectures([npw.Architecture(a.name, zoo.build(sources[a.name][0], batch=sources[a.name][1]).layers,
                                               a.meta) for a in archs if a.name in ("r18", "mb", "alex")], no_error)
-    rows = _score_rows(["score", str(no_error), "--pareto"], capsys)
+    rows = _score_rows(["score", str(no_error), "--pareto", "--model", "cpu-numpy-fp32"], capsys)
     assert rows and all(float(r["energy_mj"]) == 0 for r in rows)
 
 
@@ -117,7 +117,9 @@ def test_score_to_files(candidates: Path, model_path: Path, tmp_path: Path, suff
     assert layers.num_rows == sum(int(n) for n in scores.column("layers").to_pylist())
     bounds = [f"{q}_{side}" for q in ("runtime_ms", "power_w", "energy_mj") for side in ("lo", "hi")]
     assert layers.column_names == ["arch", "layer", "type", "runtime_ms", "power_w", "energy_mj", "extrapolated",
-                                   *bounds]  # the fitted model holds intervals
+                                   "runtime_source", "power_source", *bounds]  # the fitted model holds intervals
+    assert set(layers.column("runtime_source").to_pylist()) == {
+        "measured on none (synthetic ground truth) (synthetic, fp32)"}
     assert layers.column("layer").to_pylist()[0] == "conv1"
     assert scores.column_names[:11] == ["arch", "layers", "runtime_ms", "power_w", "energy_mj", *bounds]
     lo, mid, hi = (scores.column(c).to_numpy() for c in ("runtime_ms_lo", "runtime_ms", "runtime_ms_hi"))

@@ -251,6 +251,8 @@ def test_fitted_models_match_the_reference(fitted: Path) -> None:
         "power_w",
         "energy_mj",
         "extrapolated",
+        "runtime_source",
+        "power_source",
         *BOUNDS,
     )
     assert p.bottleneck in {layer.name for layer in arch}

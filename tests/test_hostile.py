@@ -69,10 +69,14 @@ def table(tmp_path: Path, *rows: str, name: str = "t.csv", header: str = HEADER)
     return path
 
 
+# The bundled model of fp32 layers without power (the tables here are fp32; the default model is an H200's bf16).
+CPU = ("--model", "cpu-numpy-fp32")
+
+
 def no_power_model(tmp_path: Path) -> Path:
-    """The bundled default model's document, as a file."""
+    """The bundled CPU model's document (fp32, no power), as a file."""
     path = tmp_path / "m.json"
-    path.write_text(json.dumps(npw.load_model().doc))
+    path.write_text(json.dumps(npw.load_model("cpu-numpy-fp32").doc))
     return path
 
 
@@ -225,7 +229,7 @@ def test_parquet_names_read_as_dictionaries(tmp_path: Path) -> None:
         path = tmp_path / f"{label}.parquet"
         pq.write_table(pa.table({"arch": pa.array(names, pa.string()), **base}), path, row_group_size=300)
         for verb in ("describe", "score"):
-            args = [verb, str(path)] + (["--arch", "a0"] if verb == "describe" else [])
+            args = [verb, str(path)] + (["--arch", "a0"] if verb == "describe" else list(CPU))
             code, _, err = run(*args)
             refused(code, err, verb, str(path), "row 652", "column arch", words)
     # categories unused and out of order, rows of an architecture spread over the file
@@ -241,7 +245,7 @@ def test_parquet_names_read_as_dictionaries(tmp_path: Path) -> None:
     outs = []
     for path in (pq_path, csv_path):
         out = tmp_path / f"{path.suffix[1:]}-scores.csv"
-        code, _, err = run("score", str(path), "--out", str(out))
+        code, _, err = run("score", str(path), "--out", str(out), *CPU)
         assert code == 0, err
         outs.append(pacsv.read_csv(out))
     assert outs[0].column_names == outs[1].column_names and outs[0].num_rows == len(set(spread))
@@ -283,14 +287,14 @@ def test_model_files_with_repeated_factors_or_huge_numbers(tmp_path: Path) -> No
 def test_epr_and_bottleneck_under_a_model_without_power(tmp_path: Path) -> None:
     path = table(tmp_path, "a,conv2d,1,16,8,8,64,3,0.2", "b,conv2d,1,16,8,8,16,3,0.3", header=HEADER + ",error")
     out = tmp_path / "s.csv"
-    code, _, err = run("score", str(path), "--out", str(out))
+    code, _, err = run("score", str(path), "--out", str(out), *CPU)
     assert code == 0 and "epr is left empty and rank orders by error^alpha x runtime_ms" in err
     scores = pacsv.read_csv(out).to_pydict()
     assert scores["epr"] == [None, None]
     runtime = dict(zip(scores["arch"], scores["runtime_ms"], strict=True))
     want = sorted(scores["arch"], key=lambda a: {"a": 0.2, "b": 0.3}[a] * runtime[a])
     assert scores["arch"] == want and scores["rank"] == [1, 2]
-    code, out_text, _ = run("predict", "cifar_conv6")
+    code, out_text, _ = run("predict", "cifar_conv6", *CPU)
     assert code == 0 and "bottleneck by runtime" in out_text
     # with power: epr is error x energy, ranked by it
     code, _, err = run("score", str(path), "--out", str(out), "--model", str(power_model(tmp_path)))
@@ -312,14 +316,14 @@ def test_predict_keeps_the_tables_dtype_and_plots_what_it_has(tmp_path: Path) ->
     half = table(tmp_path, "a,conv2d,1,fp16,16,8,8,16,3", header="arch,type,batch,dtype,in_channels,in_h,in_w,"
                                                                  "out_channels,kernel")
     for verb in ("predict", "tune"):
-        code, _, err = run(verb, str(half))
+        code, _, err = run(verb, str(half), *CPU)
         refused(code, err, verb, "is fp16", "fit for fp32", "--dtype fp32")
-    code, _, err = run("predict", str(half), "--dtype", "fp32")
+    code, _, err = run("predict", str(half), "--dtype", "fp32", *CPU)
     assert code == 0, err
-    code, _, err = run("score", str(half))
+    code, _, err = run("score", str(half), *CPU)
     refused(code, err, "score", "fp16")
     no_power = tmp_path / "np.png"
-    assert run("predict", "cifar_conv6", "--plot", str(no_power))[0] == 0
+    assert run("predict", "cifar_conv6", "--plot", str(no_power), *CPU)[0] == 0
     with_power = tmp_path / "p.png"
     arch = table(tmp_path, CONV, "a,conv2d,1,16,8,8,32,3", name="c.csv")
     assert run("predict", str(arch), "--model", str(power_model(tmp_path)), "--plot", str(with_power))[0] == 0
@@ -380,7 +384,7 @@ def test_output_paths_are_checked_before_any_work(tmp_path: Path) -> None:
 
 def test_outputs_are_renamed_into_place(tmp_path: Path) -> None:
     out = tmp_path / "s.parquet"
-    code, _, err = run("score", str(table(tmp_path, CONV)), "--out", str(out))
+    code, _, err = run("score", str(table(tmp_path, CONV)), "--out", str(out), *CPU)
     assert code == 0, err
     assert pq.read_table(out).num_rows == 1
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
@@ -435,7 +439,7 @@ def test_fit_on_one_configuration_and_extreme_targets(tmp_path: Path) -> None:
 
 def test_python_api_rows_raise_input_error() -> None:
     row = np.array(zoo.build("cifar_conv6").rows()[:1])
-    model = npw.load_model()
+    model = npw.load_model("cpu-numpy-fp32")
     for field, value in (("groups", 0), ("stride_h", 0), ("kernel_h", -1), ("in_h", MISSING), ("dtype", 9)):
         bad = row.copy()
         bad[0, FIELDS.index(field)] = value
@@ -459,7 +463,7 @@ def test_python_api_rows_raise_input_error() -> None:
 
 def test_tune_refuses_a_window_it_cannot_afford(tmp_path: Path) -> None:
     path = table(tmp_path, "a,conv2d,1,3,8,8,16000000,1", "a,conv2d,1,16000000,8,8,16,1")
-    code, _, err = run("tune", str(path), "--max-change", "100%")
+    code, _, err = run("tune", str(path), "--max-change", "100%", *CPU)
     refused(code, err, "tune", "32,000,000 widths", "lower --max-change")
 
 

@@ -323,9 +323,9 @@ def test_onnx_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     described = json.loads(capsys.readouterr().out)
     twin = zoo.build("mobilenet_v2", batch=4)
     assert described["batch"] == 4 and described["macs"] == twin.totals()["macs"]
-    assert main(["predict", str(path)]) == 0
-    assert "mobilenet_v2: batch 1" in capsys.readouterr().out
-    assert main(["score", str(path)]) == 0
+    assert main(["predict", str(path), "--dtype", "bf16"]) == 0  # an fp32 export, predicted on the default H200
+    assert "mobilenet_v2: batch 1, bf16" in capsys.readouterr().out
+    assert main(["score", str(path), "--dtype", "bf16"]) == 0
     assert capsys.readouterr().out.splitlines()[1].startswith('"mobilenet_v2",152,')
 
     nodes = [helper.make_node("Relu", ["x"], ["r"], "act"), helper.make_node("Cos", ["r"], ["t"], "squash")]

@@ -156,7 +156,7 @@ def test_evolve_errors() -> None:
     with pytest.raises(InputError, match="no candidate of the search space meets the budget"):
         evolve(MobileNetV2Space(), model, generations=2, children=50, max_energy_mj=1e-9)
     with pytest.raises(InputError, match="holds no power measurements"):
-        evolve(MobileNetV2Space(), npw.load_model(), generations=1, children=10)
+        evolve(MobileNetV2Space(), npw.load_model("cpu-numpy-fp32"), generations=1, children=10)
     with pytest.raises(InputError, match="children 0"):
         evolve(MobileNetV2Space(), model, children=0)
     with pytest.raises(InputError, match="must be positive"):
@@ -168,7 +168,7 @@ def test_search_example_runs(
 ) -> None:
     out, layers = tmp_path / "front.csv", tmp_path / "front_layers.csv"
     argv = ["search.py", "--generations", "3", "--children", "200", "--max-runtime-ms", "40", "--out", str(out),
-            "--layers", str(layers), "--quiet"]
+            "--layers", str(layers), "--quiet", "--model", "cpu-numpy-fp32"]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as info:
         runpy.run_path(str(ROOT / "examples" / "search.py"), run_name="__main__")
@@ -179,7 +179,7 @@ def test_search_example_runs(
     with out.open() as f:
         front = list(csv.DictReader(f))
     assert front and all(float(r["runtime_ms"]) <= 40 for r in front)
-    scored = npw.load_model().score(npw.read_architectures(layers))
+    scored = npw.load_model("cpu-numpy-fp32").score(npw.read_architectures(layers))
     np.testing.assert_allclose(scored.runtime_ms, [float(r["runtime_ms"]) for r in front], rtol=1e-5)
 
     monkeypatch.setattr(sys, "argv", ["search.py", "--generations", "1", "--children", "20", "--max-runtime-ms",

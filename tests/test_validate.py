@@ -89,7 +89,7 @@ def test_bench_network_then_validate(capsys: pytest.CaptureFixture[str], tmp_pat
             "--trials", "2", "--target-ms", "1", "--loops", "2", "--quiet"]  # fmt: skip
     assert main(argv) == 0
     capsys.readouterr()
-    code, out, _ = run(capsys, "validate", str(tmp_path / "n"), "--format", "json")
+    code, out, _ = run(capsys, "validate", str(tmp_path / "n"), "--format", "json", "--model", "cpu-numpy-fp32")
     assert code == 0
     rec = json.loads(out)
     assert rec["networks"] == 2 and rec["runtime_mape"] > 0 and rec["power_mape"] is None

@@ -806,6 +806,9 @@ void bind_model(py::module_& m) {
         .def("set_ranges", &np::Model::set_ranges, py::arg("type"), py::arg("feature"), py::arg("lo"), py::arg("hi"))
         .def("set_interval", &np::Model::set_interval, py::arg("type"), py::arg("target"), py::arg("lo"),
              py::arg("hi"))
+        .def("set_adjust", &np::Model::set_adjust, py::arg("type"), py::arg("target"), py::arg("scale"),
+             py::arg("min"), py::arg("max"))
+        .def("set_floor", &np::Model::set_floor, py::arg("type"), py::arg("ms"), py::arg("power_w"))
         .def_property_readonly("has_intervals", &np::Model::has_intervals)
         .def("finish", &np::Model::finish)
         .def(

@@ -32,6 +32,13 @@ double clip(double v) {
     return v > 0.0 ? v : 0.0;
 }
 
+// A clipped prediction times its scale, kept within [lo, hi]; NaN stays NaN (as the NumPy reference).
+double adjust(double v, double scale, double lo, double hi) {
+    if (std::isnan(v)) return v;
+    v *= scale;
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
 // log1p of the small non-negative integers that most configuration features are (channels, sizes,
 // kernels, strides, batch), from a table computed with std::log1p itself: the same values, without the call.
 constexpr int kLogTable = 4096;
@@ -314,6 +321,26 @@ void Model::set_interval(int type, int target, double lo, double hi) {
     has_intervals_ = true;
 }
 
+void Model::set_adjust(int type, int target, double scale, double min, double max) {
+    version_ = next_version++;
+    require(type >= 0 && type < kNumLayerTypes, "layer type code out of range");
+    require(target == 0 || target == 1, "target must be 0 (runtime) or 1 (power)");
+    require(finite(scale) && scale > 0.0, "adjust: the scale must be a positive finite number");
+    require(finite(min) && min >= 0.0 && !std::isnan(max) && max >= min, "adjust: need 0 <= min <= max");
+    TypeModel& t = types_[type];
+    (target == 0 ? t.runtime_scale : t.power_scale) = scale;
+    (target == 0 ? t.runtime_min : t.power_min) = min;
+    (target == 0 ? t.runtime_max : t.power_max) = max;
+}
+
+void Model::set_floor(int type, double ms, double power_w) {
+    version_ = next_version++;
+    require(type >= 0 && type < kNumLayerTypes, "layer type code out of range");
+    require(finite(ms) && ms >= 0.0 && finite(power_w) && power_w >= 0.0, "floor: need finite ms >= 0, power_w >= 0");
+    types_[type].floor_ms = ms;
+    types_[type].floor_power_w = power_w;
+}
+
 void Model::finish() {
     version_ = next_version++;
     for (int t = 0; t < kNumLayerTypes; ++t) types_[t].present = has_runtime_[t] && has_power_[t];
@@ -356,8 +383,15 @@ std::ptrdiff_t Model::evaluate(const std::int64_t* rows, std::size_t n, LayerRes
         compute_features(r, info.data(), f.data());
         const std::size_t need = std::max(tm.runtime.scratch_size(), tm.power.scratch_size());
         if (scratch.size() < need) scratch.resize(need);
-        res.runtime_ms = clip(tm.runtime.eval(f.data(), scratch.data()));
-        res.power_w = clip(tm.power.eval(f.data(), scratch.data()));
+        res.runtime_ms = adjust(clip(tm.runtime.eval(f.data(), scratch.data())), tm.runtime_scale, tm.runtime_min,
+                                tm.runtime_max);
+        res.power_w = adjust(clip(tm.power.eval(f.data(), scratch.data())), tm.power_scale, tm.power_min,
+                             tm.power_max);
+        if (res.runtime_ms < tm.floor_ms) {  // launch-bound: the kernel, then the wait for the next launch
+            res.power_w =
+                (res.power_w * res.runtime_ms + tm.floor_power_w * (tm.floor_ms - res.runtime_ms)) / tm.floor_ms;
+            res.runtime_ms = tm.floor_ms;
+        }
         res.energy_mj = res.runtime_ms * res.power_w;
         bool extrapolated = false;
         for (std::size_t k = 0; k < tm.range_feature.size(); ++k) {

@@ -6,6 +6,7 @@ Every verb reports bad input as one line on stderr and exits with code 2; no tra
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -27,7 +28,7 @@ from ._output import (
 from ._text import text_table
 from .describe import shape_text, si
 from .errors import InputError, NeuralPowerError
-from .layers import DTYPES, Architecture
+from .layers import DTYPES, FIELD_INDEX, Architecture
 
 __all__ = ["main"]
 
@@ -194,13 +195,19 @@ def _cmd_import_aiconfigurator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _networks_dtype(args: argparse.Namespace) -> str | None:
+    """The dtype of the networks a ``--gpu`` validation reads (the first network's)."""
+    from .validate import read_networks
+
+    return read_networks(args.networks)[0].dtype
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .evaluator import load_model
     from .validate import format_validation, plot_validation, validate_networks
 
     if args.plot:
         check_output(args.plot, option="--plot", inputs=[args.networks, *(args.archs or [])], suffixes=(".png",))
-    model = load_model(args.model)
+    model = _load_model(args, _networks_dtype(args) if args.gpu else None)
     result = validate_networks(args.networks, model, arch_sources=args.archs or (), image_size=args.image_size,
                                seq_len=args.seq_len,
                                layers=args.layers or ())
@@ -216,10 +223,33 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_model_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", metavar="M", help="a bundled model's name or a model JSON file (default: the bundled default)"
+def _add_model_option(parser: argparse.ArgumentParser, model_help: str | None = None) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--model", metavar="M",
+        help=model_help or "a bundled model's name or a model JSON file (default: the bundled default)",
     )
+    group.add_argument(
+        "--gpu", metavar="NAME",
+        help="predict this GPU (h200, h100, NVIDIA H100 80GB HBM3, ...): the bundled model measured on it for the "
+        "architecture's dtype (`neuralpower models` lists them)",
+    )
+
+
+def _load_model(args: argparse.Namespace, dtype: str | None = None) -> Any:
+    """The model ``--model`` or ``--gpu`` names (``dtype`` picks a GPU's model; None: its preferred one)."""
+    from .evaluator import load_model
+
+    return load_model(args.model, gpu=getattr(args, "gpu", None), dtype=dtype)
+
+
+def _arch_dtype(args: argparse.Namespace) -> str | None:
+    """The dtype a ``--gpu`` model is picked for: ``--dtype``, else a file's own (a zoo network: the GPU's)."""
+    from .sources import is_zoo_name
+
+    if args.dtype is not None or getattr(args, "gpu", None) is None or is_zoo_name(args.arch_source):
+        return args.dtype  # type: ignore[no-any-return]
+    return _one_architecture(args, None).dtype
 
 
 def _check_table_output(path: str | None, option: str, inputs: Sequence[str]) -> None:
@@ -249,7 +279,6 @@ def _cmd_score(args: argparse.Namespace) -> int:
     import numpy as np
     import pyarrow as pa
 
-    from .evaluator import load_model
     from .stream import TableWriter, prefetch, read_blocks, result_table, score_blocks, table_files
 
     _fast_arrow_pool()
@@ -271,7 +300,20 @@ def _cmd_score(args: argparse.Namespace) -> int:
     onnx = args.table.lower().endswith(".onnx")
     # the table's first block is read while the model loads (a bad model is still the error reported first)
     blocks: Any = None if onnx else prefetch(read_blocks(args.table, extra={"error"}, whole=True))
-    model = load_model(args.model)
+    if args.dtype is not None and not onnx:
+        blocks = _as_dtype(blocks, args.dtype)
+    if args.gpu is not None and args.dtype is None and not onnx:
+        # a GPU's model is picked for the table's dtype: its first block's (a table of several dtypes is refused
+        # as it is scored)
+        first = next(blocks, None)
+        rows = None if first is None else (first.distinct if first.distinct is not None else first.rows)
+        dtype = None if rows is None or not len(rows) else DTYPES[int(rows[0, FIELD_INDEX["dtype"]])]
+        blocks = itertools.chain([] if first is None else [first], blocks)
+        model = _load_model(args, dtype)
+    elif args.gpu is not None:
+        model = _load_model(args, args.dtype)
+    else:
+        model = _load_model(args)
     _power_note(model)
     if onnx:
         from .sources import load_architectures
@@ -279,6 +321,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
         archs = load_architectures(args.table, allow_unknown=args.allow_unknown)
         _skipped_note(archs)
+        if args.dtype is not None:
+            archs = [a.with_dtype(args.dtype) for a in archs]
         blocks = iter([layer_table(archs, args.table)])
     parts = {f: i for i, f in enumerate(files)}
     names = [_part_name(args.table, f) for f in files]
@@ -500,12 +544,34 @@ def _layer_values(p: Any) -> Any:
                strict=True)
 
 
+def _as_dtype(blocks: Any, dtype: str) -> Any:
+    """Layer-table blocks with every layer in ``dtype`` (attention's kv_dtype too where it was the layer's)."""
+    import dataclasses
+
+    from .layers import LAYER_TYPES
+
+    code, d, kv = DTYPES.index(dtype), FIELD_INDEX["dtype"], FIELD_INDEX["kv_dtype"]
+    attention = LAYER_TYPES.index("attention")
+
+    def cast(rows: Any) -> Any:
+        out = rows.copy()
+        follow = (out[:, 0] == attention) & (out[:, kv] == out[:, d])
+        out[:, d] = code
+        out[follow, kv] = code
+        return out
+
+    for block in blocks:
+        changes = {"_rows": None if block._rows is None else cast(block._rows)}
+        if block.distinct is not None:
+            changes["distinct"] = cast(block.distinct)
+        yield dataclasses.replace(block, **changes)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .evaluator import load_model
 
     if args.plot:
         check_output(args.plot, option="--plot", inputs=_source_files(args), suffixes=PLOT_SUFFIXES)
-    model = load_model(args.model)
+    model = _load_model(args, _arch_dtype(args))
     _power_note(model)
     arch = _one_architecture(args, args.dtype, model)
     p = model.predict(arch)
@@ -532,6 +598,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                     "power_w": float(w),
                     "energy_mj": float(e),
                     "extrapolated": bool(x),
+                    **{k: str(v[i]) for k, v in p.layer_sources.items()},
                     **{k: _json_number(v[i]) for k, v in p.layer_bounds.items()},
                 }
                 for i, (layer, r, w, e, x) in enumerate(_layer_values(p))
@@ -540,7 +607,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         json.dump(out, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        header = ("#", "layer", "type", "output", "runtime_ms", "power_w", "energy_mj", "")
+        header = ("#", "layer", "type", "output", "runtime_ms", "power_w", "energy_mj", "source", "")
+        # each distinct (runtime, power) source gets a number, told below the table
+        pairs = list(zip(p.layer_sources["runtime_source"], p.layer_sources["power_source"], strict=True))
+        legend = {pair: k + 1 for k, pair in enumerate(dict.fromkeys(pairs))}
         rows = [
             (
                 str(i),
@@ -550,6 +620,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 f"{r:.4f}",
                 f"{w:.1f}",
                 f"{e:.4f}",
+                f"[{legend[pairs[i]]}]",
                 "extrapolated" if x else "",
             )
             for i, (layer, r, w, e, x) in enumerate(_layer_values(p))
@@ -563,9 +634,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             f"{p.power_w:.1f}",
             f"{p.energy_mj:.4f}",
             "",
+            "",
         )
         print(f"{arch.name}: batch {arch.batch}, {arch.dtype}; model {model.name} ({model.gpu}, {model.executor})")
         print("\n".join(text_table(header, rows, {0, 4, 5, 6}, total)))
+        for (runtime_text, power_text), k in legend.items():
+            print(f"[{k}] runtime: {runtime_text}; power: {power_text}")
         print(
             f"runtime {p.runtime_ms:.4f} ms, power {p.power_w:.1f} W, energy {p.energy_mj:.4f} mJ; "
             f"bottleneck by {'energy' if model.power_measured else 'runtime'}: {p.bottleneck}"
@@ -623,6 +697,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     from .evaluator import bundled_models, default_model_name, load_model
 
+    if args.model is not None:
+        return _model_types(load_model(args.model), args.format)
     records = []
     for name in bundled_models():
         model = load_model(name)
@@ -644,6 +720,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
                 "median_rmspe_runtime": float(np.median(metrics["runtime_ms"])) if metrics["runtime_ms"] else None,
                 "median_rmspe_power": float(np.median(metrics["power_w"])) if metrics["power_w"] else None,
                 "power_measured": model.power_measured,
+                "carried_types": sum(any(model.source(t, target)[0] == "carried"
+                                         for target in ("runtime_ms", "power_w")) for t in model.layer_types),
                 "default": name == default_model_name(),
                 "description": model.doc.get("description", ""),
             }
@@ -662,11 +740,44 @@ def _cmd_models(args: argparse.Namespace) -> int:
             pw = "not measured"
         print(
             f"{r['name']}{' (default)' if r['default'] else ''}: {r['gpu']}, executor {r['executor']}, "
-            f"{r['dtype']}, fit {r['created'][:10]}, {r['layer_types']} layer types; median held-out RMSPE "
-            f"runtime {rt}, power {pw}"
+            f"{r['dtype']}, fit {r['created'][:10]}, {r['layer_types']} layer types"
+            + (f" ({r['carried_types']} carried over: `neuralpower models {r['name']}`)" if r["carried_types"] else "")
+            + f"; median held-out RMSPE runtime {rt}, power {pw}"
         )
         if r["description"]:
             print(f"    {r['description']}")
+    return 0
+
+
+def _model_types(model: Any, fmt: str) -> int:
+    """Per layer type of one model: its default models, held-out RMSPE and sources."""
+    records = []
+    for t, entry in model.doc["layer_types"].items():
+        record: dict[str, Any] = {"type": t}
+        for target in ("runtime_ms", "power_w"):
+            block = entry[target]
+            m = block["metrics"].get(block["default"], {})
+            how, text = model.source(t, target)
+            interval = block.get("interval") or {}
+            record[target] = {"default": block["default"], "rmspe": m.get("rmspe") if m.get("rows_test") else None,
+                              "how": how, "source": text,
+                              # the share of held-out rows the 90 % interval held (None: not measured, or none)
+                              "interval_coverage": interval.get("test_coverage")}
+        records.append(record)
+    if fmt == "json":
+        json.dump({"model": model.name, "gpu": model.gpu, "dtype": model.dtype, "layer_types": records}, sys.stdout,
+                  indent=1)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{model.name}: {model.gpu}, {model.dtype}")
+    for r in records:
+        for target, label in (("runtime_ms", "runtime"), ("power_w", "power")):
+            v = r[target]
+            rmspe = "" if v["rmspe"] is None else f", held-out RMSPE {v['rmspe']:.1f}%"
+            if v["interval_coverage"] is not None:
+                rmspe += f", 90% interval held {v['interval_coverage']:.0f}%"
+            print(f"{r['type'] if target == 'runtime_ms' else '':<19} {label:<8} {v['how'] or '-':<9} {v['source']} "
+                  f"[{v['default']}{rmspe}]")
     return 0
 
 
@@ -683,11 +794,10 @@ def _fraction(text: str) -> float:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from .evaluator import load_model
     from .tune import tune
 
     _check_table_output(args.out, "--out", _source_files(args))
-    model = load_model(args.model)
+    model = _load_model(args, _arch_dtype(args))
     arch = _one_architecture(args, args.dtype, model)
     result = tune(arch, model, objective=args.objective, max_change=args.max_change)
     unit = "ms" if args.objective == "runtime" else "mJ"
@@ -946,11 +1056,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Parquet file per input file), or an .onnx file",
     )
     _add_allow_unknown(sc)
-    sc.add_argument(
-        "--model",
-        metavar="M",
-        help="a bundled model's name (see `neuralpower models`) or a model JSON file (default: the bundled default)",
-    )
+    _add_model_option(sc, "a bundled model's name (see `neuralpower models`) or a model JSON file (default: the "
+                      "bundled default)")
+    sc.add_argument("--dtype", choices=DTYPES, help="score every layer as this dtype (attention's kv_dtype follows "
+                    "where it was the layer's dtype; default: the table's own)")
     sc.add_argument(
         "--out",
         metavar="OUT",
@@ -1024,8 +1133,11 @@ def build_parser() -> argparse.ArgumentParser:
     mo = verbs.add_parser(
         "models",
         help="list the bundled models",
-        description="List the bundled models: GPU, executor, dtype, date and fit metrics.",
+        description="List the bundled models: GPU, executor, dtype, date and fit metrics; with a model, each layer "
+        "type's default model, held-out error and where its runtime and power come from (measured on the model's GPU, "
+        "or carried over, and from what).",
     )
+    mo.add_argument("model", nargs="?", metavar="MODEL", help="a bundled model's name or a model JSON file")
     mo.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
     mo.set_defaults(run=_cmd_models)
 

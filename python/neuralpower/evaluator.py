@@ -25,9 +25,10 @@ from . import _evaluator as _ev
 from .errors import InputError
 from .layers import DTYPES, FEATURES, FIELD_INDEX, LAYER_TYPES, Architecture
 from .models.boosted import flatten_boosted
-from .models.format import read_model_file, validate_model
+from .models.format import adjustment, read_model_file, validate_model
+from .models.predict import FREE_TYPES
 
-__all__ = ["Model", "Prediction", "Scores", "bundled_models", "default_model_name", "load_model"]
+__all__ = ["Model", "Prediction", "Scores", "bundled_models", "default_model_name", "load_model", "model_for_gpu"]
 
 _KIND = {"poly": 1, "tree": 2, "roofline": 3, "flops_linear": 4, "constant": 5}
 _TARGETS = ("runtime_ms", "power_w")
@@ -58,8 +59,43 @@ def default_model_name() -> str | None:
     return name if name in bundled_models() else None
 
 
-def load_model(name_or_path: str | os.PathLike[str] | None = None, *, method: str | None = None) -> Model:
-    """Load a model: a bundled model's name (see ``neuralpower models``), or a model JSON file.
+#: The dtype a GPU's bundled model is picked for when none is asked for: the first of these it has.
+PREFERRED_DTYPES = ("bf16", "fp16", "fp32", "fp8")
+
+
+def model_for_gpu(gpu: str, dtype: str | None = None) -> str:
+    """The name of the bundled model measured on GPU ``gpu`` (a name :func:`neuralpower.gpus.find_gpu` knows) for
+    ``dtype`` (default: the first of :data:`PREFERRED_DTYPES` it has).
+
+    Raises
+    ------
+    InputError
+        An unknown GPU (the line lists the known ones), or no bundled model of that GPU and dtype (the line lists
+        the GPU models bundled).
+    """
+    from .gpus import find_gpu
+
+    if dtype is not None and dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+    g = find_gpu(gpu)
+    bundled = bundled_models()
+    prefixes = [f"{n}-" for n in (g.key, *g.aliases)]
+    for d in (dtype,) if dtype else PREFERRED_DTYPES:
+        for prefix in prefixes:
+            if f"{prefix}{d}" in bundled:
+                return f"{prefix}{d}"
+    own = sorted(n for n in bundled if any(n.startswith(p) and n[len(p):] in DTYPES for p in prefixes))
+    if own:
+        raise InputError(f"no bundled model of {g.name} for {dtype} (it has {', '.join(own)})")
+    gpu_models = sorted(n for n in bundled if not n.startswith("cpu-"))
+    raise InputError(f"no bundled model was measured on {g.name} (bundled GPU models: "
+                     f"{', '.join(gpu_models) or 'none'})")
+
+
+def load_model(name_or_path: str | os.PathLike[str] | None = None, *, method: str | None = None,
+               gpu: str | None = None, dtype: str | None = None) -> Model:
+    """Load a model: a bundled model's name (see ``neuralpower models``), or a model JSON file; or, with ``gpu``,
+    the bundled model measured on that GPU for ``dtype`` (see :func:`model_for_gpu`).
 
     Parameters
     ----------
@@ -68,12 +104,19 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, *, method: st
     method
         Evaluate this model kind (``poly``, ``tree``, ``roofline``, ``flops_linear``) where a layer type has
         it, instead of each type's default.
+    gpu, dtype
+        Pick the bundled model by GPU (``h200``, ``NVIDIA H100 80GB HBM3``, ...) and dtype instead of by name.
 
     Raises
     ------
     InputError
-        An unknown name, a file that is not a valid model (one line naming the file and the problem).
+        An unknown name, a file that is not a valid model (one line naming the file and the problem), both a
+        name and a GPU, an unknown GPU or one with no bundled model.
     """
+    if gpu is not None:
+        if name_or_path is not None:
+            raise InputError("give a model or a GPU, not both")
+        name_or_path = model_for_gpu(gpu, dtype)
     spec = DEFAULT_MODEL if name_or_path is None else os.fspath(name_or_path)
     bundled = bundled_models()
     if spec == DEFAULT_MODEL and not os.path.exists(spec):
@@ -169,9 +212,12 @@ def _compile(doc: Mapping[str, Any], method: str | None) -> Any:
                 compiled.set_linear(code, target_index, _KIND[kind], spec["slope"], 0.0, spec["intercept"])
             else:
                 compiled.set_linear(code, target_index, _KIND[kind], 0.0, 0.0, spec["value"])
+            compiled.set_adjust(code, target_index, *adjustment(block))
             interval = _interval_of(block, method)
             if interval is not None:
                 compiled.set_interval(code, target_index, float(interval["lo"]), float(interval["hi"]))
+        if entry.get("floor") is not None:
+            compiled.set_floor(code, float(entry["floor"]["ms"]), float(entry["floor"]["power_w"]))
         names = list(entry["ranges"])
         compiled.set_ranges(
             code,
@@ -227,6 +273,9 @@ class Prediction:
     layer_extrapolated: npt.NDArray[np.bool_]
     bounds: dict[str, float] = field(default_factory=dict)
     layer_bounds: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
+    #: Per layer, where its runtime and power come from (``runtime_source``, ``power_source``: see
+    #: :meth:`Model.source`).
+    layer_sources: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
     _table: npt.NDArray[Any] | None = field(default=None, repr=False)
 
     @property
@@ -236,8 +285,8 @@ class Prediction:
 
     @property
     def per_layer(self) -> npt.NDArray[Any]:
-        """The per-layer breakdown as a record array: layer, type, runtime_ms, power_w, energy_mj, extrapolated
-        (and the bounds, with a model that holds intervals)."""
+        """The per-layer breakdown as a record array: layer, type, runtime_ms, power_w, energy_mj, extrapolated,
+        runtime_source, power_source (and the bounds, with a model that holds intervals)."""
         if self._table is None:
             table: npt.NDArray[Any] = np.rec.fromarrays(  # type: ignore[call-overload]
                 [
@@ -247,10 +296,11 @@ class Prediction:
                     self.layer_power_w,
                     self.layer_energy_mj,
                     self.layer_extrapolated,
+                    *self.layer_sources.values(),
                     *self.layer_bounds.values(),
                 ],
                 names=",".join(["layer", "type", "runtime_ms", "power_w", "energy_mj", "extrapolated",
-                                *self.layer_bounds]),
+                                *self.layer_sources, *self.layer_bounds]),
             )
             self._table = table
         return self._table
@@ -356,6 +406,24 @@ class Model:
                 return float(interval["coverage"])
         return None
 
+    def source(self, layer_type: str, target: str) -> tuple[str, str]:
+        """Where ``target``'s (``runtime_ms`` or ``power_w``) predictions of ``layer_type`` come from: (how, text),
+        how being ``measured`` (on the model's GPU) or ``carried`` (from another GPU, dtype or layer type)."""
+        entry = self.doc["layer_types"].get(layer_type)
+        if entry is None:
+            return ("measured", "costs nothing") if layer_type in FREE_TYPES else ("", "")
+        if target == "power_w" and not self.power_measured:
+            return ("", "no power measured")
+        given = entry[target].get("source")
+        if given is not None:
+            return str(given["how"]), str(given["text"])
+        return "measured", f"measured on {self.gpu} ({self.executor}, {self.dtype})"
+
+    def source_texts(self, target: str) -> npt.NDArray[Any]:
+        """Per layer type code, the text saying where ``target``'s predictions come from (see :meth:`source`):
+        ``source_texts(target)[type_codes]`` labels layers."""
+        return np.array([self.source(t, target)[1] for t in LAYER_TYPES], dtype=object)
+
     def layer_bounds(
         self, types: npt.NDArray[np.int64], runtime_ms: npt.NDArray[np.float64], power_w: npt.NDArray[np.float64]
     ) -> dict[str, npt.NDArray[np.float64]]:
@@ -416,7 +484,13 @@ class Model:
             r["extrapolated"],
             bounds,
             layer_bounds,
+            self.layer_sources(rows[:, 0]),
         )
+
+    def layer_sources(self, types: npt.NDArray[np.int64]) -> dict[str, npt.NDArray[Any]]:
+        """Per layer of type codes ``types``: where its runtime and power come from (``runtime_source``,
+        ``power_source``; see :meth:`source`)."""
+        return {f"{t.split('_')[0]}_source": self.source_texts(t)[types] for t in _TARGETS}
 
     def score_rows(
         self,

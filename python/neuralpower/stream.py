@@ -702,11 +702,13 @@ def score_blocks(
 ) -> Totals:
     """Score a table's blocks with a :class:`~neuralpower.evaluator.Model`, merging architectures across
     blocks. ``per_layer``, when given, receives each block's per-layer predictions as it is scored (arch,
-    layer, type, runtime_ms, power_w, energy_mj, extrapolated), with the block. ``parts`` maps each file of
-    a folder to its index (``Totals.part``)."""
+    layer, type, runtime_ms, power_w, energy_mj, extrapolated, runtime_source, power_source), with the block.
+    ``parts`` maps each file of a folder to its index (``Totals.part``)."""
     totals = Totals()
     names_of: dict[str, str] = {}  # one string per distinct bottleneck name (they repeat across architectures)
     cache = _ev.ResultCache()  # blocks repeat each other's rows: each evaluated once, across blocks
+    # where each layer type's runtime and power come from, by type code
+    sources = {f"{t.split('_')[0]}_source": model.source_texts(t) for t in ("runtime_ms", "power_w")}
     since_release = 0  # rows scored since memory was last handed back
     for block in blocks:
         since_release += len(block)
@@ -756,6 +758,8 @@ def score_blocks(
                         "power_w": out["layer_power_w"],
                         "energy_mj": out["layer_energy_mj"],
                         "extrapolated": out["layer_extrapolated"],
+                        **{name: pa.array(texts, pa.string()).take(pa.array(types))
+                           for name, texts in sources.items()},
                         **model.layer_bounds(types, out["layer_runtime_ms"], out["layer_power_w"]),
                     }
                 ),

@@ -68,6 +68,15 @@ struct TypeModel {
     static constexpr double kNoBound = std::numeric_limits<double>::quiet_NaN();
     std::vector<int> range_feature;
     std::vector<double> range_lo, range_hi;
+    // Each target's prediction times `scale` (a model carried over from another GPU, dtype or layer type, scaled
+    // by what tells them apart), then kept within [min, max] (power between a GPU's idle and its limit).
+    double runtime_scale = 1.0, power_scale = 1.0;
+    double runtime_min = 0.0, power_min = 0.0;
+    double runtime_max = std::numeric_limits<double>::infinity(), power_max = std::numeric_limits<double>::infinity();
+    // A launch floor (a layer launched on its own, as PyTorch eager does, takes at least floor_ms): a layer whose
+    // kernel takes r < floor_ms runs for floor_ms, drawing its power for r and floor_power_w (the GPU waiting for
+    // the next launch) for the rest. 0: none.
+    double floor_ms = 0.0, floor_power_w = 0.0;
 };
 
 // Per-layer results of an evaluation.
@@ -101,6 +110,10 @@ public:
                     const std::vector<double>& hi);
     // A target's prediction interval, as factors on the prediction: 0 <= lo <= 1 <= hi.
     void set_interval(int type, int target, double lo, double hi);
+    // A target's scale and bounds (see TypeModel): 0 < scale, 0 <= min <= max (max may be infinite).
+    void set_adjust(int type, int target, double scale, double min, double max);
+    // A type's launch floor (see TypeModel): 0 <= ms, 0 <= power_w.
+    void set_floor(int type, double ms, double power_w);
     bool has_intervals() const { return has_intervals_; }
     // Different for every model and after every change to one (results kept for one version serve it only).
     std::uint64_t version() const { return version_; }

@@ -17,8 +17,20 @@
                           "target_modes": {"plain": 31.0, "relative": 8.2, "log": 7.4},   # poly's, on validation
                           "tree_settings": {"shallow": 9.1, "deep": 8.4},                 # the tree's
                           "interval": {"coverage": 0.9, "lo": 0.8, "hi": 1.3, ...},    # optional
-                          "drift": {"rise": 0.5, ...}},   # optional: the errors drift with the row order
-           "power_w": {...}}}}
+                          "drift": {"rise": 0.5, ...},    # optional: the errors drift with the row order
+                          "source": {"how": "carried", "text": "..."},  # optional: where the numbers come from
+                          "scale": 1.4, "bounds": [80.0, 700.0]},  # optional: prediction x scale, kept within
+           "power_w": {...},
+           "floor": {"ms": 0.015, "power_w": 128.0}}}}   # optional: a launch floor
+
+A target's ``source`` tells a prediction measured on the model's GPU from one carried over from another GPU,
+dtype or layer type: ``how`` is ``measured`` or ``carried`` and ``text`` says from what, in a line. Without one,
+the target was fit on the model's own measurements (``measured`` on its ``gpu``). A target's prediction (whichever
+of its models gives it) is multiplied by ``scale`` (default 1: a model carried over from another GPU, scaled by
+what tells the two apart) and kept within ``bounds`` (default [0, null]; null: no upper bound), as power is kept
+between a GPU's idle and its limit. A layer type's ``floor`` is a launch floor: a layer launched on its own (as
+PyTorch eager launches each) takes at least ``ms``; one whose prediction is shorter runs for ``ms``, drawing its
+predicted power for its predicted runtime and ``power_w`` (the GPU waiting for the next launch) for the rest.
 
 Predictions are clipped at zero. Units: runtime in milliseconds, power in watts.
 """
@@ -42,9 +54,12 @@ __all__ = [
     "KINDS",
     "SCHEMA",
     "SCHEMA_VERSION",
+    "SOURCE_HOW",
     "TARGET_UNITS",
+    "adjustment",
     "read_model_file",
     "validate_model",
+    "validate_source",
     "validate_spec",
     "write_model_file",
 ]
@@ -116,6 +131,10 @@ def validate_model(doc: Any) -> None:
                 f"{where}.ranges.{name}",
                 "must be a known feature's [min, max]",
             )
+        if entry.get("floor") is not None:
+            fl = entry["floor"]
+            _expect(isinstance(fl, dict) and all(is_finite_number(fl.get(k)) and fl[k] >= 0 for k in ("ms", "power_w")),
+                    f"{where}.floor", "must be {\"ms\": ..., \"power_w\": ...}, non-negative numbers")
         for target in TARGET_UNITS:
             tw = f"{where}.{target}"
             block = entry.get(target)
@@ -137,6 +156,34 @@ def validate_model(doc: Any) -> None:
             _expect(isinstance(block.get("metrics", {}), dict), f"{tw}.metrics", "must be an object")
             if block.get("interval") is not None:
                 validate_interval(block["interval"], f"{tw}.interval")
+            if block.get("source") is not None:
+                validate_source(block["source"], f"{tw}.source")
+            if "scale" in block:
+                _expect(is_finite_number(block["scale"]) and block["scale"] > 0, f"{tw}.scale",
+                        "must be a positive number")
+            if "bounds" in block:
+                b = block["bounds"]
+                _expect(isinstance(b, list) and len(b) == 2 and is_finite_number(b[0]) and b[0] >= 0
+                        and (b[1] is None or (is_finite_number(b[1]) and b[1] >= b[0])), f"{tw}.bounds",
+                        "must be [min, max] with 0 <= min <= max (max null: none)")
+
+
+SOURCE_HOW = ("measured", "carried")
+
+
+def validate_source(source: Any, where: str) -> None:
+    """Where a target's numbers come from: ``how`` (measured or carried) and a one-line ``text``."""
+    _expect(isinstance(source, dict), where, "must be an object")
+    _expect(source.get("how") in SOURCE_HOW, f"{where}.how", f"must be one of {', '.join(SOURCE_HOW)}")
+    text = source.get("text")
+    _expect(isinstance(text, str) and 0 < len(text) <= 1000 and "\n" not in text, f"{where}.text",
+            "must be one line of text")
+
+
+def adjustment(block: Mapping[str, Any]) -> tuple[float, float, float]:
+    """A validated target block's (scale, min, max): its prediction times scale, kept within [min, max]."""
+    lo, hi = block.get("bounds", [0.0, None])
+    return float(block.get("scale", 1.0)), float(lo), float("inf") if hi is None else float(hi)
 
 
 def validate_interval(interval: Any, where: str) -> None:
@@ -181,11 +228,15 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not allowed in a model file")
 
 
-def write_model_file(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """Validate then write a model document (atomically: a crash leaves the old file, if any)."""
+def write_model_file(doc: Mapping[str, Any], path: str | os.PathLike[str], *, compact: bool = False) -> None:
+    """Validate then write a model document (atomically: a crash leaves the old file, if any); ``compact`` writes
+    it without indentation (a bundled model of thousands of trees is a third the size)."""
     from .._output import atomic_path
 
     validate_model(doc)
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1, allow_nan=False)
+        if compact:
+            json.dump(doc, f, separators=(",", ":"), allow_nan=False)
+        else:
+            json.dump(doc, f, indent=1, allow_nan=False)
         f.write("\n")

@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..layers import FEATURES, LAYER_TYPES, Architecture
 from .baselines import predict_baseline
 from .boosted import predict_boosted
+from .format import adjustment
 from .poly import predict_poly
 from .tree import predict_tree
 
@@ -76,7 +77,16 @@ def predict_layers(
         for target, out in (("runtime_ms", runtime), ("power_w", power)):
             block = entry[target]
             spec = block["models"].get(method or block["default"], block["models"][block["default"]])
-            out[rows] = predict_spec(spec, X[rows], names)
+            scale, lo, hi = adjustment(block)
+            with np.errstate(over="ignore", invalid="ignore"):
+                out[rows] = np.clip(predict_spec(spec, X[rows], names) * scale, lo, hi)
+        floor = entry.get("floor")
+        if floor is not None:  # launch-bound layers: the kernel, then the wait for the next launch
+            r, p = runtime[rows], power[rows]
+            short = r < floor["ms"]
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                power[rows] = np.where(short, (p * r + floor["power_w"] * (floor["ms"] - r)) / floor["ms"], p)
+            runtime[rows] = np.where(short, floor["ms"], r)
         for f, (lo, hi) in entry["ranges"].items():
             v = X[rows, names.index(f)]
             extrapolated[rows] |= (v < lo) | (v > hi)

@@ -177,13 +177,16 @@ class Builder:
             self._add("layernorm", name, tokens=x.h * x.w, in_features=x.c, channels_first=1)
         return x
 
-    def attention(self, q: S, heads: int, kv_tokens: int | None = None, *, causal: bool = False, name: str = "") -> S:
+    def attention(self, q: S, heads: int, kv_tokens: int | None = None, *, causal: bool = False, name: str = "",
+                  kv_heads: int | None = None) -> S:
         """Scaled dot-product attention of ``q``'s tokens over ``kv_tokens`` keys (default: as many), its features
-        split into ``heads`` heads; the output has ``q``'s shape."""
+        split into ``heads`` heads, keys and values in ``kv_heads`` heads (grouped-query attention; default:
+        ``heads``); the output has ``q``'s shape."""
         if q.features % heads:
             raise ValueError(f"{heads} heads do not divide {q.features} features")
+        grouped = {} if kv_heads is None or kv_heads == heads else {"kv_heads": kv_heads}
         self._add("attention", name, heads=heads, tokens=q.tokens, kv_tokens=kv_tokens or q.tokens,
-                  head_dim=q.features // heads, causal=int(causal))
+                  head_dim=q.features // heads, causal=int(causal), **grouped)
         return q
 
     def matmul(self, a: S, out: int, *, shared: bool = False, heads: int = 1, name: str = "") -> S:
