@@ -137,13 +137,28 @@ def test_scale_and_bounds_are_applied_and_checked() -> None:
     assert p.runtime_ms == pytest.approx(1.5 * base.runtime_ms) and p.power_w == pytest.approx(700.0)
     doc["layer_types"]["relu"]["power_w"]["bounds"] = [1200.0, None]
     assert Model(doc).predict(npw.Architecture("a", [layer])).power_w == pytest.approx(1200.0)
+    # only the part above scale_from scales (a launch overhead does not), in both evaluators
+    start = base.runtime_ms / 4
+    doc["layer_types"]["relu"]["runtime_ms"]["scale_from"] = start
+    p = Model(doc).predict(npw.Architecture("a", [layer]))
+    assert p.runtime_ms == pytest.approx(start + 1.5 * (base.runtime_ms - start))
+    from neuralpower.models.predict import predict_network
+    assert predict_network(doc, npw.Architecture("a", [layer])).runtime_ms == pytest.approx(p.runtime_ms, rel=1e-12)
+    doc["layer_types"]["relu"]["runtime_ms"]["scale_from"] = 2 * base.runtime_ms  # below it: unscaled
+    assert Model(doc).predict(npw.Architecture("a", [layer])).runtime_ms == pytest.approx(base.runtime_ms)
     for bad, where in (({"scale": 0}, "scale"), ({"scale": "x"}, "scale"), ({"bounds": [5, 1]}, "bounds"),
+                       ({"scale_from": -1}, "scale_from"), ({"launch_ms": "x"}, "launch_ms"),
                        ({"bounds": [-1, None]}, "bounds"), ({"bounds": [1]}, "bounds"),
                        ({"source": {"how": "guessed", "text": "x"}}, "source.how"),
                        ({"source": {"how": "carried", "text": "two\nlines"}}, "source.text")):
         broken = json.loads(json.dumps(doc))
         broken["layer_types"]["relu"]["power_w"].update(bad)
         with pytest.raises(InputError, match=f"power_w.{where}"):
+            Model(broken)
+    for floor in ({"ms": -1, "power_w": 100}, {"ms": 0.01}, [0.01, 100]):
+        broken = json.loads(json.dumps(doc))
+        broken["layer_types"]["relu"]["floor"] = floor
+        with pytest.raises(InputError, match="relu.floor"):
             Model(broken)
 
 
@@ -188,8 +203,8 @@ def test_a_gpu_picks_its_bundled_model(gpu: str, dtype: str | None, name: str) -
 
 @pytest.mark.parametrize(("gpu", "dtype", "message"), [
     ("rtx9090", None, r"unknown GPU 'rtx9090' \(known: h200, h100-sxm"),
-    ("h200", "fp32", r"no bundled model of NVIDIA H200 for fp32 \(it has h200-bf16, h200-fp16, h200-fp8\)"),
-    ("l4", None, r"no bundled model was measured on NVIDIA L4 \(bundled GPU models: a100-pcie-40gb-fp32, h100-bf16"),
+    ("v100", "bf16", r"Tesla V100-SXM2-16GB has no bf16 tensor cores"),
+    ("p4", "fp8", r"Tesla P4 has no fp8 tensor cores"),
     ("h200", "fp7", r"unknown dtype 'fp7'"),
 ])
 def test_a_gpu_without_a_model_is_one_line(gpu: str, dtype: str | None, message: str) -> None:
@@ -233,9 +248,9 @@ def test_score_with_a_gpu_picks_the_tables_dtype(tmp_path: Path, capsys: pytest.
     assert any(t.startswith("measured on NVIDIA H200 (fp8; NVIDIA aiconfigurator's gemm kernels)") for t in sources)
     assert any(t.startswith("h200-bf16's attention") for t in sources)  # no fp8 attention table: carried
     assert any(t.endswith(", as fp8") for t in sources)
-    assert main(["score", str(table), "--gpu", "l4"]) == 2
+    assert main(["score", str(table), "--gpu", "v100"]) == 2  # fp8: a V100 has no such unit
     err = capsys.readouterr().err
-    assert "no bundled model was measured on NVIDIA L4" in err and len(err.strip().splitlines()) == 1
+    assert "Tesla V100-SXM2-16GB has no fp8 tensor cores" in err and len(err.strip().splitlines()) == 1
 
 
 def test_models_lists_each_types_source(capsys: pytest.CaptureFixture[str]) -> None:
@@ -262,6 +277,42 @@ def test_the_neusight_gpus_models_predict_what_their_tables_hold() -> None:
     assert 0 < a100 < t4  # fp32: 19.5 TFLOP/s against 8.1
 
 
+@pytest.mark.parametrize(("gpu", "dtype", "source"), [
+    ("l4", None, "t4-fp32"), ("l4", "bf16", "h100-bf16"), ("b200", "fp8", "h200-fp8"), ("h200", "fp32", None),
+    ("a100-80gb", "fp32", "a100-pcie-40gb-fp32"), ("v100", None, "v100-pcie-32gb-fp32"),
+])
+def test_a_gpu_without_a_bundled_model_gets_one_carried_through_the_datasheets(
+        gpu: str, dtype: str | None, source: str | None) -> None:
+    from neuralpower.gpus import find_gpu, peak_tflops
+
+    model = npw.load_model(gpu=gpu, dtype=dtype)
+    g = find_gpu(gpu)
+    assert model.gpu == g.name and model.name.startswith(f"{g.key}-") and "(carried from" in model.name
+    frm = model.doc["carried_from"]
+    assert source is None or frm == source
+    base = npw.load_model(frm)
+    for t in model.layer_types:
+        for target in ("runtime_ms", "power_w"):
+            how, text = model.source(t, target)
+            assert (how, text.split(" (")[0]) in (("carried", f"carried from {frm}"), ("", "no power measured"))
+    # a GEMM scales with the ratio of peaks (this one takes far longer than a launch on either GPU)
+    dt = model.dtype
+    ratio = peak_tflops(find_gpu(base.gpu), dt) / peak_tflops(g, dt)  # type: ignore[operator]
+    one = npw.Architecture("one", [npw.Layer("linear", dtype=dt, tokens=4096, in_features=4096, out_features=4096)])
+    assert model.predict(one).runtime_ms == pytest.approx(base.predict(one).runtime_ms * ratio, rel=1e-9)
+    if model.power_measured:
+        assert 0 < model.predict(one).power_w <= g.power_limit_w
+        assert "interval" not in model.doc["layer_types"]["linear"]["runtime_ms"]  # nothing here calibrates one
+
+
+def test_predict_on_a_gpu_without_a_model_says_it_is_carried(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", "resnet18", "--gpu", "l4", "--dtype", "bf16"]) == 0
+    captured = capsys.readouterr()
+    assert "no bundled model was measured on NVIDIA L4 for bf16: l4-bf16 (carried from h100-bf16)" in captured.err
+    assert "runtime: carried from h100-bf16 (NVIDIA H100 80GB HBM3; measured there) through the datasheets: runtime x "\
+        "8.18 (bf16 peak 989.5 / 121 TFLOP/s)" in captured.out
+
+
 def test_all_layer_types_but_free_ones_are_covered() -> None:
     model = npw.load_model("h200-bf16")
     assert set(LAYER_TYPES) - set(model.layer_types) <= {"flatten"}
@@ -284,3 +335,17 @@ def test_score_as_another_dtype_equals_the_table_in_that_dtype(tmp_path: Path,
     assert main(["score", str(fp32), "--dtype", "fp8", "--gpu", "h100"]) == 0
     fp8 = {r["arch"]: float(r["runtime_ms"]) for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
     assert set(fp8) == {"resnet18", "gpt2", "vit_b_32"} and all(v > 0 for v in fp8.values())
+
+
+def test_the_cross_gpu_benchmark_on_the_sample(capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", ["cross_gpu.py", str(REPO / "tests" / "data")])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(REPO / "benchmarks" / "cross_gpu.py"), run_name="__main__")
+    assert done.value.code == 0
+    out = capsys.readouterr().out.splitlines()
+    row = next(line for line in out if line.startswith("Tesla V100-PCIE-32GB"))
+    assert row.split()[2] == "p100-fp32"  # the nearest of the other four, by the datasheets
+    assert row.rstrip().endswith("%")

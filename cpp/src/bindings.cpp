@@ -807,7 +807,7 @@ void bind_model(py::module_& m) {
         .def("set_interval", &np::Model::set_interval, py::arg("type"), py::arg("target"), py::arg("lo"),
              py::arg("hi"))
         .def("set_adjust", &np::Model::set_adjust, py::arg("type"), py::arg("target"), py::arg("scale"),
-             py::arg("min"), py::arg("max"))
+             py::arg("min"), py::arg("max"), py::arg("scale_from") = 0.0)
         .def("set_floor", &np::Model::set_floor, py::arg("type"), py::arg("ms"), py::arg("power_w"))
         .def_property_readonly("has_intervals", &np::Model::has_intervals)
         .def("finish", &np::Model::finish)

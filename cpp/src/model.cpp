@@ -32,10 +32,11 @@ double clip(double v) {
     return v > 0.0 ? v : 0.0;
 }
 
-// A clipped prediction times its scale, kept within [lo, hi]; NaN stays NaN (as the NumPy reference).
-double adjust(double v, double scale, double lo, double hi) {
+// A clipped prediction, its part above `from` times its scale, kept within [lo, hi]; NaN stays NaN (as the NumPy
+// reference).
+double adjust(double v, double scale, double lo, double hi, double from) {
     if (std::isnan(v)) return v;
-    v *= scale;
+    if (v > from) v = from + (v - from) * scale;
     return v < lo ? lo : (v > hi ? hi : v);
 }
 
@@ -321,13 +322,15 @@ void Model::set_interval(int type, int target, double lo, double hi) {
     has_intervals_ = true;
 }
 
-void Model::set_adjust(int type, int target, double scale, double min, double max) {
+void Model::set_adjust(int type, int target, double scale, double min, double max, double scale_from) {
     version_ = next_version++;
     require(type >= 0 && type < kNumLayerTypes, "layer type code out of range");
     require(target == 0 || target == 1, "target must be 0 (runtime) or 1 (power)");
     require(finite(scale) && scale > 0.0, "adjust: the scale must be a positive finite number");
     require(finite(min) && min >= 0.0 && !std::isnan(max) && max >= min, "adjust: need 0 <= min <= max");
+    require(finite(scale_from) && scale_from >= 0.0, "adjust: scale_from must be a non-negative finite number");
     TypeModel& t = types_[type];
+    (target == 0 ? t.runtime_scale_from : t.power_scale_from) = scale_from;
     (target == 0 ? t.runtime_scale : t.power_scale) = scale;
     (target == 0 ? t.runtime_min : t.power_min) = min;
     (target == 0 ? t.runtime_max : t.power_max) = max;
@@ -384,9 +387,9 @@ std::ptrdiff_t Model::evaluate(const std::int64_t* rows, std::size_t n, LayerRes
         const std::size_t need = std::max(tm.runtime.scratch_size(), tm.power.scratch_size());
         if (scratch.size() < need) scratch.resize(need);
         res.runtime_ms = adjust(clip(tm.runtime.eval(f.data(), scratch.data())), tm.runtime_scale, tm.runtime_min,
-                                tm.runtime_max);
+                                tm.runtime_max, tm.runtime_scale_from);
         res.power_w = adjust(clip(tm.power.eval(f.data(), scratch.data())), tm.power_scale, tm.power_min,
-                             tm.power_max);
+                             tm.power_max, tm.power_scale_from);
         if (res.runtime_ms < tm.floor_ms) {  // launch-bound: the kernel, then the wait for the next launch
             res.power_w =
                 (res.power_w * res.runtime_ms + tm.floor_power_w * (tm.floor_ms - res.runtime_ms)) / tm.floor_ms;

@@ -28,7 +28,8 @@ from .models.boosted import flatten_boosted
 from .models.format import adjustment, read_model_file, validate_model
 from .models.predict import FREE_TYPES
 
-__all__ = ["Model", "Prediction", "Scores", "bundled_models", "default_model_name", "load_model", "model_for_gpu"]
+__all__ = ["Model", "Prediction", "Scores", "bundled_models", "carried_model", "default_model_name", "load_model",
+           "model_for_gpu"]
 
 _KIND = {"poly": 1, "tree": 2, "roofline": 3, "flops_linear": 4, "constant": 5}
 _TARGETS = ("runtime_ms", "power_w")
@@ -63,15 +64,14 @@ def default_model_name() -> str | None:
 PREFERRED_DTYPES = ("bf16", "fp16", "fp32", "fp8")
 
 
-def model_for_gpu(gpu: str, dtype: str | None = None) -> str:
+def model_for_gpu(gpu: str, dtype: str | None = None) -> str | None:
     """The name of the bundled model measured on GPU ``gpu`` (a name :func:`neuralpower.gpus.find_gpu` knows) for
-    ``dtype`` (default: the first of :data:`PREFERRED_DTYPES` it has).
+    ``dtype`` (default: the first of :data:`PREFERRED_DTYPES` it has); None where there is none.
 
     Raises
     ------
     InputError
-        An unknown GPU (the line lists the known ones), or no bundled model of that GPU and dtype (the line lists
-        the GPU models bundled).
+        An unknown GPU (the line lists the known ones) or dtype.
     """
     from .gpus import find_gpu
 
@@ -84,12 +84,20 @@ def model_for_gpu(gpu: str, dtype: str | None = None) -> str:
         for prefix in prefixes:
             if f"{prefix}{d}" in bundled:
                 return f"{prefix}{d}"
-    own = sorted(n for n in bundled if any(n.startswith(p) and n[len(p):] in DTYPES for p in prefixes))
-    if own:
-        raise InputError(f"no bundled model of {g.name} for {dtype} (it has {', '.join(own)})")
-    gpu_models = sorted(n for n in bundled if not n.startswith("cpu-"))
-    raise InputError(f"no bundled model was measured on {g.name} (bundled GPU models: "
-                     f"{', '.join(gpu_models) or 'none'})")
+    return None
+
+
+def carried_model(gpu: str, dtype: str | None = None) -> Model:
+    """A model of a GPU no bundled model was measured on (for ``dtype``): the nearest bundled GPU model carried
+    through the two datasheets (see :mod:`neuralpower.models.carry`); ``dtype`` None: the dtype whose source is
+    nearest."""
+    from .gpus import find_gpu
+    from .models.carry import carry_dtype, carry_model
+
+    g = find_gpu(gpu)
+    docs = {name: read_model_file(path) for name, path in bundled_models().items() if not name.startswith("cpu-")}
+    name, doc = carry_model(g, dtype or carry_dtype(g, docs, PREFERRED_DTYPES), docs)
+    return Model(doc, name=name, path="", validate=True)
 
 
 def load_model(name_or_path: str | os.PathLike[str] | None = None, *, method: str | None = None,
@@ -105,18 +113,21 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, *, method: st
         Evaluate this model kind (``poly``, ``tree``, ``roofline``, ``flops_linear``) where a layer type has
         it, instead of each type's default.
     gpu, dtype
-        Pick the bundled model by GPU (``h200``, ``NVIDIA H100 80GB HBM3``, ...) and dtype instead of by name.
+        Pick the bundled model by GPU (``h200``, ``NVIDIA H100 80GB HBM3``, ...) and dtype instead of by name; a
+        GPU with no bundled model of the dtype gets one carried from another GPU (see :func:`carried_model`).
 
     Raises
     ------
     InputError
         An unknown name, a file that is not a valid model (one line naming the file and the problem), both a
-        name and a GPU, an unknown GPU or one with no bundled model.
+        name and a GPU, an unknown GPU, or one without the dtype's unit or any model to carry from.
     """
     if gpu is not None:
         if name_or_path is not None:
             raise InputError("give a model or a GPU, not both")
         name_or_path = model_for_gpu(gpu, dtype)
+        if name_or_path is None:  # measured on another GPU, carried through the datasheets
+            return carried_model(gpu, dtype)
     spec = DEFAULT_MODEL if name_or_path is None else os.fspath(name_or_path)
     bundled = bundled_models()
     if spec == DEFAULT_MODEL and not os.path.exists(spec):

@@ -68,9 +68,11 @@ struct TypeModel {
     static constexpr double kNoBound = std::numeric_limits<double>::quiet_NaN();
     std::vector<int> range_feature;
     std::vector<double> range_lo, range_hi;
-    // Each target's prediction times `scale` (a model carried over from another GPU, dtype or layer type, scaled
-    // by what tells them apart), then kept within [min, max] (power between a GPU's idle and its limit).
+    // Each target's prediction, its part above `scale_from` times `scale` (a model carried over from another GPU,
+    // dtype or layer type, scaled by what tells them apart; a launch overhead below `scale_from` does not scale),
+    // then kept within [min, max] (power between a GPU's idle and its limit).
     double runtime_scale = 1.0, power_scale = 1.0;
+    double runtime_scale_from = 0.0, power_scale_from = 0.0;  // only the part above this is scaled
     double runtime_min = 0.0, power_min = 0.0;
     double runtime_max = std::numeric_limits<double>::infinity(), power_max = std::numeric_limits<double>::infinity();
     // A launch floor (a layer launched on its own, as PyTorch eager does, takes at least floor_ms): a layer whose
@@ -110,8 +112,8 @@ public:
                     const std::vector<double>& hi);
     // A target's prediction interval, as factors on the prediction: 0 <= lo <= 1 <= hi.
     void set_interval(int type, int target, double lo, double hi);
-    // A target's scale and bounds (see TypeModel): 0 < scale, 0 <= min <= max (max may be infinite).
-    void set_adjust(int type, int target, double scale, double min, double max);
+    // A target's scale and bounds (see TypeModel): 0 < scale, 0 <= min <= max (max may be infinite), 0 <= from.
+    void set_adjust(int type, int target, double scale, double min, double max, double scale_from = 0.0);
     // A type's launch floor (see TypeModel): 0 <= ms, 0 <= power_w.
     void set_floor(int type, double ms, double power_w);
     bool has_intervals() const { return has_intervals_; }

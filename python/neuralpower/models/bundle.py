@@ -265,10 +265,17 @@ class _Builder:
         self.memory_power_interval = _interval(y, np.clip(predict_spec(self.memory_power(), X, FEATURES), lo, hi))
         return self.memory_power(), "decode", scores
 
-    def floor(self, t: str, kernel: dict[str, Any]) -> dict[str, float] | None:
+    def floor(self, t: str) -> dict[str, float] | None:
         """A GEMM-shaped or attention type's launch floor in PyTorch eager on the H200: the median runtime of its
-        sweep rows that the kernel model puts at under half their measured time (launch-bound), and the power of
-        the GPU waiting for the next launch (the median power of the sweeps' rows that move under 100 kB)."""
+        sweep rows that the H200 bf16 kernels' model (of the type, or of its GEMM) puts at under half their
+        measured time (launch-bound), and the power of the GPU waiting for the next launch (the median power of the
+        sweeps' rows that move under 100 kB). The host launches as fast whatever the GPU and dtype: every bundle
+        takes the H200's."""
+        if t in KERNEL_TYPES:
+            block = self.docs["h200-bf16"]["layer_types"][t]["runtime_ms"]
+            kernel = block["models"][block["default"]]
+        else:
+            kernel = self.gemm_carry("nvidia_h200-bf16.csv")["runtime_ms"]
         sweep = self.sweep()
         if t not in sweep:
             return None
@@ -314,6 +321,14 @@ class _Builder:
         return self._sweep
 
 
+def launch_ms(runtime: npt.NDArray[np.float64]) -> float:
+    """A layer type's launch overhead as the H200 sweeps show it: the shortest runtime measured (the sweeps hold
+    layers small enough that their time is all launch; NeuSight's tables do not). A model carried to another GPU
+    scales only the time above it."""
+    ok = runtime[np.isfinite(runtime)]
+    return float(ok.min()) if len(ok) else 0.0
+
+
 def _block(spec: dict[str, Any], name: str, source: dict[str, str], metrics: dict[str, Any] | None = None,
            interval: dict[str, Any] | None = None) -> dict[str, Any]:
     out = {"rows": 0, "default": name, "fallback": None, "models": {name: spec}, "metrics": metrics or {},
@@ -349,7 +364,7 @@ def _gemm_carry_check(builder: _Builder, t: str,
     ok = np.isfinite(sweep["runtime"])
     first, y, _ = combine_trials(sweep["rows"][ok], sweep["runtime"][ok], sweep["noisy"][ok])
     predicted = predict_spec(gemm["runtime_ms"], _features(sweep["rows"][ok][first]), FEATURES)
-    floor = builder.floor(t, gemm["runtime_ms"])
+    floor = builder.floor(t)
     predicted = np.maximum(predicted, floor["ms"] if floor else 0.0)
     carried = _rmspe(y, predicted)
     block = sweep["entry"]["runtime_ms"]
@@ -367,6 +382,7 @@ def build_bundle(b: Bundle, builder: _Builder) -> dict[str, Any]:
     builder.log(f"{b.name}: fitting {len(data)} kernel rows of {b.kernels}")
     doc = fit_models(data, FitOptions(method="boosted", jobs=builder.jobs), gpu=gpu.name, executor="aiconfigurator")
     doc["dtype"] = b.dtype
+    builder.docs[b.name] = doc  # (the launch floors of h200-bf16 read its own kernels' models)
     for t, entry in doc["layer_types"].items():
         kinds = ", ".join(sorted({o.split(":")[1] for o in origin if (o == "aiconfigurator:gemm") == (t == "linear")}))
         measured = f"measured on {gpu.name} ({b.dtype}; NVIDIA aiconfigurator's {kinds} kernels)"
@@ -403,6 +419,7 @@ def build_bundle(b: Bundle, builder: _Builder) -> dict[str, Any]:
         if t in KERNEL_TYPES:
             continue
         entry = copy.deepcopy(sweep["entry"])
+        entry["runtime_ms"]["launch_ms"] = launch_ms(sweep["runtime"])
         own = (f"measured on {visit.name} in fp16 (this project's torch sweep"
                f"{'' if t in GEMM_TYPES else 's, fp16 and fp32 rows'}), as {b.dtype}")
         if t in GEMM_TYPES:
@@ -422,6 +439,7 @@ def build_bundle(b: Bundle, builder: _Builder) -> dict[str, Any]:
                                                     f"{gpu.name})"))
             if gpu.key != visit.key:
                 entry["runtime_ms"]["scale"] = bandwidth
+                entry["runtime_ms"]["scale_from"] = launch_ms(sweep["runtime"])
         if t in GEMM_TYPES and "power_w" in gemm_power:
             entry["power_w"] = _block(gemm_power["power_w"], "boosted", _source(
                 "carried", f"{visit.name}'s {b.dtype} GEMM kernels' power (aiconfigurator) at the same GEMM sizes"),
@@ -433,13 +451,12 @@ def build_bundle(b: Bundle, builder: _Builder) -> dict[str, Any]:
                                                            "rows_test": int(power_scores["rows"])}},
                                       interval=builder.memory_power_interval)
         if entry["runtime_ms"]["default"] == "boosted" and t in GEMM_TYPES:  # a GEMM kernel model: launched alone
-            _set_floor(entry, builder.floor(t, gemm["runtime_ms"]), visit.name, gpu.name)
+            _set_floor(entry, builder.floor(t), visit.name, gpu.name)
         doc["layer_types"][t] = entry
     for t in KERNEL_TYPES:
         if t in doc["layer_types"]:
             entry = doc["layer_types"][t]
-            _set_floor(entry, builder.floor(t, entry["runtime_ms"]["models"][entry["runtime_ms"]["default"]]),
-                       visit.name, gpu.name)
+            _set_floor(entry, builder.floor(t), visit.name, gpu.name)
     for entry in doc["layer_types"].values():
         entry["power_w"]["bounds"] = [builder.idle_w, float(gpu.power_limit_w)]
     doc["power_measured"] = True
@@ -542,7 +559,8 @@ def build_bundles(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
     builder = _Builder(Path(data_dir), jobs, log)
     for b in BUNDLES:  # what a wanted bundle carries from is fitted too
         if b.name in wanted:
-            wanted |= {n for n in (b.power_from, b.attention_from, b.same_as) if n}
+            # every GPU bundle's launch floors are the H200 bf16 kernels' (see _Builder.floor)
+            wanted |= {n for n in (b.power_from, b.attention_from, b.same_as, "h200-bf16") if n}
     for b in BUNDLES:
         if b.name not in wanted:
             continue

@@ -19,15 +19,18 @@
                           "interval": {"coverage": 0.9, "lo": 0.8, "hi": 1.3, ...},    # optional
                           "drift": {"rise": 0.5, ...},    # optional: the errors drift with the row order
                           "source": {"how": "carried", "text": "..."},  # optional: where the numbers come from
-                          "scale": 1.4, "bounds": [80.0, 700.0]},  # optional: prediction x scale, kept within
+                          "launch_ms": 0.01,                  # optional: the shortest runtime measured
+                          "scale": 1.4, "scale_from": 0.01,   # optional: the part above scale_from x scale,
+                          "bounds": [80.0, 700.0]},           # kept within
            "power_w": {...},
            "floor": {"ms": 0.015, "power_w": 128.0}}}}   # optional: a launch floor
 
 A target's ``source`` tells a prediction measured on the model's GPU from one carried over from another GPU,
 dtype or layer type: ``how`` is ``measured`` or ``carried`` and ``text`` says from what, in a line. Without one,
 the target was fit on the model's own measurements (``measured`` on its ``gpu``). A target's prediction (whichever
-of its models gives it) is multiplied by ``scale`` (default 1: a model carried over from another GPU, scaled by
-what tells the two apart) and kept within ``bounds`` (default [0, null]; null: no upper bound), as power is kept
+of its models gives it) has its part above ``scale_from`` (default 0: all of it; a launch overhead that does not
+scale) multiplied by ``scale`` (default 1: a model carried over from another GPU, scaled by what tells the two
+apart) and is kept within ``bounds`` (default [0, null]; null: no upper bound), as power is kept
 between a GPU's idle and its limit. A layer type's ``floor`` is a launch floor: a layer launched on its own (as
 PyTorch eager launches each) takes at least ``ms``; one whose prediction is shorter runs for ``ms``, drawing its
 predicted power for its predicted runtime and ``power_w`` (the GPU waiting for the next launch) for the rest.
@@ -161,6 +164,12 @@ def validate_model(doc: Any) -> None:
             if "scale" in block:
                 _expect(is_finite_number(block["scale"]) and block["scale"] > 0, f"{tw}.scale",
                         "must be a positive number")
+            if "launch_ms" in block:
+                _expect(is_finite_number(block["launch_ms"]) and block["launch_ms"] >= 0, f"{tw}.launch_ms",
+                        "must be a non-negative number")
+            if "scale_from" in block:
+                _expect(is_finite_number(block["scale_from"]) and block["scale_from"] >= 0, f"{tw}.scale_from",
+                        "must be a non-negative number")
             if "bounds" in block:
                 b = block["bounds"]
                 _expect(isinstance(b, list) and len(b) == 2 and is_finite_number(b[0]) and b[0] >= 0
@@ -180,10 +189,12 @@ def validate_source(source: Any, where: str) -> None:
             "must be one line of text")
 
 
-def adjustment(block: Mapping[str, Any]) -> tuple[float, float, float]:
-    """A validated target block's (scale, min, max): its prediction times scale, kept within [min, max]."""
+def adjustment(block: Mapping[str, Any]) -> tuple[float, float, float, float]:
+    """A validated target block's (scale, min, max, scale_from): its prediction's part above scale_from times
+    scale, kept within [min, max]."""
     lo, hi = block.get("bounds", [0.0, None])
-    return float(block.get("scale", 1.0)), float(lo), float("inf") if hi is None else float(hi)
+    return (float(block.get("scale", 1.0)), float(lo), float("inf") if hi is None else float(hi),
+            float(block.get("scale_from", 0.0)))
 
 
 def validate_interval(interval: Any, where: str) -> None:

@@ -77,9 +77,10 @@ def predict_layers(
         for target, out in (("runtime_ms", runtime), ("power_w", power)):
             block = entry[target]
             spec = block["models"].get(method or block["default"], block["models"][block["default"]])
-            scale, lo, hi = adjustment(block)
+            scale, lo, hi, start = adjustment(block)
             with np.errstate(over="ignore", invalid="ignore"):
-                out[rows] = np.clip(predict_spec(spec, X[rows], names) * scale, lo, hi)
+                v = predict_spec(spec, X[rows], names)
+                out[rows] = np.clip(np.where(v > start, start + (v - start) * scale, v), lo, hi)
         floor = entry.get("floor")
         if floor is not None:  # launch-bound layers: the kernel, then the wait for the next launch
             r, p = runtime[rows], power[rows]
