@@ -354,10 +354,18 @@ def _cmd_score(args: argparse.Namespace) -> int:
         if args.pareto:
             blocks = _with_error_column(blocks)
         progress = _Progress(enabled=True)
-        totals = score_blocks(
-            model, progress.wrap(blocks), threads=args.threads, per_layer=None if sink is None else sink.write,
-            parts=parts,
-        )
+        try:
+            totals = score_blocks(
+                model, progress.wrap(blocks), threads=args.threads, per_layer=None if sink is None else sink.write,
+                parts=parts,
+            )
+        except InputError as e:
+            if e.column != "dtype" or "was fit for" not in e.message:
+                raise
+            # a table of another dtype than the model's: say how to score it
+            raise InputError(f"{e.message}: --dtype {model.dtype} scores it as {model.dtype} with model {model.name}; "
+                             "--gpu NAME picks a GPU's model for the table's dtype", path=e.path, row=e.row,
+                             column=e.column) from None
         progress.done()
         if sink is not None:
             sink.close()
