@@ -34,19 +34,6 @@ KINDS = {"aiconfigurator:gemm": "gemm", "aiconfigurator:context_attention": "pre
 TARGETS = {"runtime": 5.0, "power": 6.0, "energy": 8.0}  # the goals (MAPE %, per kernel kind and dtype)
 
 
-def _measurements(rows: npt.NDArray[np.int64], runtime: npt.NDArray[np.float64], power: npt.NDArray[np.float64],
-                  gpu: str) -> Measurements:
-    from neuralpower import _evaluator as _ev
-    from neuralpower.layers import DTYPES, FIELD_INDEX
-
-    rows = np.ascontiguousarray(rows)
-    dtypes = [DTYPES[int(c)] for c in np.unique(rows[:, FIELD_INDEX["dtype"]])]
-    return Measurements(rows=rows, features=np.asarray(_ev.features(rows, _ev.info(rows)), dtype=np.float64),
-                        targets={"runtime_ms": runtime, "power_w": power},
-                        context={"gpu": [gpu], "executor": ["aiconfigurator"], "dtype": dtypes},
-                        sources=[("aiconfigurator", len(rows))], noisy=np.zeros(len(rows), dtype=bool))
-
-
 def _mape(pred: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> float:
     ok = np.isfinite(y)
     return float(100 * np.mean(np.abs(pred[ok] / y[ok] - 1))) if ok.any() else float("nan")
@@ -67,7 +54,8 @@ def evaluate(name: str, table: pa.Table, method: str, seed: int = 0) -> list[dic
     short = np.asarray([f == "short_window" for f in table.column("flags").to_pylist()])
     gpu = str(table.column("gpu")[0])
     test = np.random.default_rng(seed).random(n) < 0.2
-    train = _measurements(parsed.rows[~test], runtime[~test], power[~test], gpu)
+    train = Measurements.from_rows(parsed.rows[~test], runtime[~test], power[~test], gpu=gpu, executor="aiconfigurator",
+                                   source="aiconfigurator")
     doc = fit_models(train, FitOptions(method=method, seed=seed))
     model = Model(doc)
     rows = np.ascontiguousarray(parsed.rows[test])

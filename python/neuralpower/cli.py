@@ -307,18 +307,15 @@ def _cmd_score(args: argparse.Namespace) -> int:
     blocks: Any = None if onnx else prefetch(read_blocks(args.table, extra={"error"}, whole=True))
     if args.dtype is not None and not onnx:
         blocks = _as_dtype(blocks, args.dtype)
-    if args.gpu is not None and args.dtype is None and not onnx:
+    dtype = args.dtype
+    if args.gpu is not None and dtype is None and not onnx:
         # a GPU's model is picked for the table's dtype: its first block's (a table of several dtypes is refused
         # as it is scored)
         first = next(blocks, None)
         rows = None if first is None else (first.distinct if first.distinct is not None else first.rows)
         dtype = None if rows is None or not len(rows) else DTYPES[int(rows[0, FIELD_INDEX["dtype"]])]
         blocks = itertools.chain([] if first is None else [first], blocks)
-        model = _load_model(args, dtype)
-    elif args.gpu is not None:
-        model = _load_model(args, args.dtype)
-    else:
-        model = _load_model(args)
+    model = _load_model(args, dtype)
     _power_note(model)
     if onnx:
         from .sources import load_architectures

@@ -33,6 +33,8 @@ __all__ = ["Model", "Prediction", "Scores", "bundled_models", "carried_model", "
 
 _KIND = {"poly": 1, "tree": 2, "roofline": 3, "flops_linear": 4, "constant": 5}
 _TARGETS = ("runtime_ms", "power_w")
+#: The per-layer columns saying where each target's predictions come from (see :meth:`Model.source`).
+SOURCE_COLUMNS = {"runtime_ms": "runtime_source", "power_w": "power_source"}
 _TRANSFORM = {"identity": 0, "log1p": 1}
 _MODES = {"plain": 0, "relative": 1, "log": 2}
 _TEST = {"le": 1, "mod": 2}
@@ -377,6 +379,7 @@ class Model:
         self._compiled = _compile(self.doc, method)
         self._dtype = str(self.doc["dtype"])
         self._factors = _interval_factors(self.doc, method)
+        self._source_texts: dict[str, npt.NDArray[Any]] = {}
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # pickled as its JSON document: a worker process (Dask, multiprocessing) compiles it again
@@ -432,8 +435,10 @@ class Model:
 
     def source_texts(self, target: str) -> npt.NDArray[Any]:
         """Per layer type code, the text saying where ``target``'s predictions come from (see :meth:`source`):
-        ``source_texts(target)[type_codes]`` labels layers."""
-        return np.array([self.source(t, target)[1] for t in LAYER_TYPES], dtype=object)
+        ``source_texts(target)[type_codes]`` labels layers (made once per model)."""
+        if target not in self._source_texts:
+            self._source_texts[target] = np.array([self.source(t, target)[1] for t in LAYER_TYPES], dtype=object)
+        return self._source_texts[target]
 
     def layer_bounds(
         self, types: npt.NDArray[np.int64], runtime_ms: npt.NDArray[np.float64], power_w: npt.NDArray[np.float64]
@@ -501,7 +506,7 @@ class Model:
     def layer_sources(self, types: npt.NDArray[np.int64]) -> dict[str, npt.NDArray[Any]]:
         """Per layer of type codes ``types``: where its runtime and power come from (``runtime_source``,
         ``power_source``; see :meth:`source`)."""
-        return {f"{t.split('_')[0]}_source": self.source_texts(t)[types] for t in _TARGETS}
+        return {column: self.source_texts(t)[types] for t, column in SOURCE_COLUMNS.items()}
 
     def score_rows(
         self,

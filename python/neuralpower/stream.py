@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from . import _evaluator as _ev
 from ._args import cores
 from .errors import InputError
+from .evaluator import SOURCE_COLUMNS
 from .layers import AXIS_PAIRS, DTYPE_FIELDS, DTYPES, FIELD_INDEX, FIELDS, LAYER_TYPES
 from .table import (
     _KNOWN,
@@ -708,7 +709,7 @@ def score_blocks(
     names_of: dict[str, str] = {}  # one string per distinct bottleneck name (they repeat across architectures)
     cache = _ev.ResultCache()  # blocks repeat each other's rows: each evaluated once, across blocks
     # where each layer type's runtime and power come from, by type code
-    sources = {f"{t.split('_')[0]}_source": model.source_texts(t) for t in ("runtime_ms", "power_w")}
+    sources = {column: pa.array(model.source_texts(t), pa.string()) for t, column in SOURCE_COLUMNS.items()}
     since_release = 0  # rows scored since memory was last handed back
     for block in blocks:
         since_release += len(block)
@@ -758,8 +759,7 @@ def score_blocks(
                         "power_w": out["layer_power_w"],
                         "energy_mj": out["layer_energy_mj"],
                         "extrapolated": out["layer_extrapolated"],
-                        **{name: pa.array(texts, pa.string()).take(pa.array(types))
-                           for name, texts in sources.items()},
+                        **{column: texts.take(pa.array(types)) for column, texts in sources.items()},
                         **model.layer_bounds(types, out["layer_runtime_ms"], out["layer_power_w"]),
                     }
                 ),

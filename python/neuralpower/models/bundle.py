@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import sys
@@ -112,17 +113,6 @@ def _source(how: str, text: str) -> dict[str, str]:
     return {"how": how, "text": text}
 
 
-def _measurements(rows: npt.NDArray[np.int64], runtime: npt.NDArray[np.float64], power: npt.NDArray[np.float64],
-                  gpu: str, executor: str, dtype: str, source: str,
-                  noisy: npt.NDArray[np.bool_] | None = None) -> Measurements:
-    rows = np.ascontiguousarray(rows, dtype=np.int64)
-    return Measurements(rows=rows, features=np.asarray(_ev.features(rows, _ev.info(rows)), dtype=np.float64),
-                        targets={"runtime_ms": runtime, "power_w": power},
-                        context={"gpu": [gpu], "executor": [executor], "dtype": [dtype]},
-                        sources=[(source, len(rows))],
-                        noisy=np.zeros(len(rows), dtype=bool) if noisy is None else noisy)
-
-
 def _kernel_table(table: pa.Table, name: str) -> tuple[Measurements, npt.NDArray[np.bool_], npt.NDArray[Any]]:
     """An aiconfigurator import table as measurements, with its short-window flags and kernel kinds."""
     from ..table import _parse
@@ -134,8 +124,8 @@ def _kernel_table(table: pa.Table, name: str) -> tuple[Measurements, npt.NDArray
              if "power_w" in table.column_names else np.full(n, np.nan))
     short = np.asarray(pc.equal(table.column("flags").fill_null(""), "short_window").to_numpy(zero_copy_only=False))
     dtype = DTYPES[int(parsed.rows[0, FIELD_INDEX["dtype"]])]
-    data = _measurements(parsed.rows, runtime, power, str(table.column("gpu")[0]), "aiconfigurator", dtype,
-                         f"data/aiconfigurator ({name})")
+    data = Measurements.from_rows(parsed.rows, runtime, power, gpu=str(table.column("gpu")[0]),
+                                  executor="aiconfigurator", source=f"data/aiconfigurator ({name})", dtype=dtype)
     return data, short, np.asarray(table.column("origin").to_pylist())
 
 
@@ -187,9 +177,7 @@ class _Builder:
         self.docs: dict[str, dict[str, Any]] = {}
         self._kernels: dict[str, tuple[Measurements, npt.NDArray[np.bool_], npt.NDArray[Any]]] = {}
         self._gemm: dict[str, dict[str, Any]] = {}
-        self._sweep: dict[str, Any] | None = None
-        self._memory_power: dict[str, Any] | None = None
-        self.memory_power_interval: dict[str, float] | None = None
+        self._floors: dict[str, dict[str, float] | None] = {}
         # the idle power the last visit's sensor check measured (campaign.json, written by `neuralpower campaign`)
         path = data_dir / VISIT_GPU / "campaign.json"
         try:
@@ -225,22 +213,22 @@ class _Builder:
             self._gemm[name] = out
         return self._gemm[name]
 
+    @functools.cached_property
     def memory_power(self) -> dict[str, Any]:
         """The H200 decode-attention kernels' power (memory-bound; rows measured over at least one NVML update)
         as a function of the bytes moved."""
-        if self._memory_power is None:
-            data, short, origin = self.kernels("nvidia_h200-bf16.csv")
-            ok = (origin == "aiconfigurator:generation_attention") & ~short & np.isfinite(data.targets["power_w"])
-            self._memory_power = fit_boosted(data.features[ok], data.targets["power_w"][ok], FEATURES,
-                                             features=MEMORY_POWER_FEATURES, target="plain", trees=100, depth=3)
-        return self._memory_power
+        data, short, origin = self.kernels("nvidia_h200-bf16.csv")
+        ok = (origin == "aiconfigurator:generation_attention") & ~short & np.isfinite(data.targets["power_w"])
+        return fit_boosted(data.features[ok], data.targets["power_w"][ok], FEATURES, features=MEMORY_POWER_FEATURES,
+                           target="plain", trees=100, depth=3)
 
-    def sweep_power(self) -> tuple[dict[str, Any], str, dict[str, float]]:
+    @functools.cached_property
+    def sweep_power(self) -> tuple[dict[str, Any], str, dict[str, float], dict[str, float] | None]:
         """The power of the memory-bound types: a fit of the H200 sweeps' own power rows (every memory-bound type
         pooled, as a function of the bytes moved) or the decode kernels' (see :meth:`memory_power`), whichever
-        predicts the sweeps' power rows better (the fit by leave-one-out); the chosen model, its name and both
-        RMSPEs."""
-        sweep = self.sweep()
+        predicts the sweeps' power rows better (the fit by leave-one-out); the chosen model, its name, both RMSPEs
+        and its 90 % interval on those rows."""
+        sweep = self.sweep
         rows, power = [], []
         for t, s in sweep.items():
             if t in KERNEL_TYPES or t in GEMM_TYPES:
@@ -256,14 +244,11 @@ class _Builder:
         loo = np.array([predict_spec(fit(np.delete(X, i, 0), np.delete(y, i)), X[i : i + 1], FEATURES)[0]
                         for i in range(len(y))])
         lo, hi = self.idle_w, float(find_gpu(VISIT_GPU).power_limit_w)
-        scores = {"sweep": _rmspe(y, np.clip(loo, lo, hi)),
-                  "decode": _rmspe(y, np.clip(predict_spec(self.memory_power(), X, FEATURES), lo, hi)),
-                  "rows": float(len(y))}
-        self.memory_power_interval = _interval(y, np.clip(loo, lo, hi))
-        if scores["sweep"] <= scores["decode"]:
-            return fit(X, y), "sweep", scores
-        self.memory_power_interval = _interval(y, np.clip(predict_spec(self.memory_power(), X, FEATURES), lo, hi))
-        return self.memory_power(), "decode", scores
+        predicted = {"sweep": np.clip(loo, lo, hi),
+                     "decode": np.clip(predict_spec(self.memory_power, X, FEATURES), lo, hi)}
+        scores = {**{k: _rmspe(y, v) for k, v in predicted.items()}, "rows": float(len(y))}
+        kind = "sweep" if scores["sweep"] <= scores["decode"] else "decode"
+        return (fit(X, y) if kind == "sweep" else self.memory_power), kind, scores, _interval(y, predicted[kind])
 
     def floor(self, t: str) -> dict[str, float] | None:
         """A GEMM-shaped or attention type's launch floor in PyTorch eager on the H200: the median runtime of its
@@ -271,12 +256,28 @@ class _Builder:
         measured time (launch-bound), and the power of the GPU waiting for the next launch (the median power of the
         sweeps' rows that move under 100 kB). The host launches as fast whatever the GPU and dtype: every bundle
         takes the H200's."""
+        if t not in self._floors:
+            self._floors[t] = self._floor(t)
+        return self._floors[t]
+
+    @functools.cached_property
+    def waiting_power_w(self) -> float:
+        """The power of the H200 waiting for the next launch: the median power of the sweeps' rows that move under
+        100 kB (the idle power where none has power)."""
+        waiting = []
+        for other in self.sweep.values():
+            X = _features(other["rows"])
+            small = np.isfinite(other["power"]) & (X[:, FEATURES.index("bytes_moved")] < 1e5)
+            waiting += list(other["power"][small])
+        return float(np.median(waiting)) if waiting else self.idle_w
+
+    def _floor(self, t: str) -> dict[str, float] | None:
         if t in KERNEL_TYPES:
             block = self.docs["h200-bf16"]["layer_types"][t]["runtime_ms"]
             kernel = block["models"][block["default"]]
         else:
             kernel = self.gemm_carry("nvidia_h200-bf16.csv")["runtime_ms"]
-        sweep = self.sweep()
+        sweep = self.sweep
         if t not in sweep:
             return None
         s = sweep[t]
@@ -285,40 +286,35 @@ class _Builder:
         bound = s["runtime"][ok][kernel_ms < 0.5 * s["runtime"][ok]]
         if len(bound) < 3:
             return None
-        waiting = []
-        for other in sweep.values():
-            X = _features(other["rows"])
-            small = np.isfinite(other["power"]) & (X[:, FEATURES.index("bytes_moved")] < 1e5)
-            waiting += list(other["power"][small])
-        return {"ms": float(np.median(bound)), "power_w": float(np.median(waiting)) if waiting else self.idle_w,
-                "rows": float(len(bound))}
+        return {"ms": float(np.median(bound)), "power_w": self.waiting_power_w, "rows": float(len(bound))}
 
+    @functools.cached_property
     def sweep(self) -> dict[str, Any]:
         """Per layer type of the H200 sweeps: the fitted runtime block, and its rows (for choosing a GEMM carry)."""
-        if self._sweep is None:
-            out = {}
-            for t, (rows, runtime, power, noisy) in _sweep_rows(self.data_dir).items():
-                out[t] = {"rows": rows, "runtime": runtime, "power": power, "noisy": noisy}
-                if t in KERNEL_TYPES:
-                    continue
-                self.log(f"fitting the H200 sweep's {t}: {len(rows)} rows")
-                data = _measurements(rows, runtime, np.full(len(rows), np.nan), "NVIDIA H200", "torch", "fp16",
-                                     "data/h200/torch-fp16, torch-fp32", noisy)
-                entry = fit_models(data, FitOptions(method="all", jobs=self.jobs))["layer_types"][t]
-                block = entry["runtime_ms"]
-                if block.get("interval") is None and block["default"] == "roofline":
-                    # too few rows for held-out ones: the roofline's interval from leave-one-out predictions
-                    ok = np.isfinite(runtime)
-                    first, y, _ = combine_trials(rows[ok], runtime[ok], noisy[ok])
-                    X = _features(rows[ok][first])
-                    loo = np.array([predict_spec(fit_roofline(np.delete(X, i, 0), np.delete(y, i), FEATURES),
-                                                 X[i : i + 1], FEATURES)[0] for i in range(len(y))])
-                    interval = _interval(y, loo)
-                    if interval is not None:
-                        block["interval"] = {**interval, "how": "leave-one-out"}
-                out[t]["entry"] = entry
-            self._sweep = out
-        return self._sweep
+        out = {}
+        for t, (rows, runtime, power, noisy) in _sweep_rows(self.data_dir).items():
+            out[t] = {"rows": rows, "runtime": runtime, "power": power, "noisy": noisy}
+            if t in KERNEL_TYPES:
+                continue
+            self.log(f"fitting the H200 sweep's {t}: {len(rows)} rows")
+            # fp16 and fp32 rows of a memory-bound type together (bytes per element is a feature): one model
+            data = Measurements.from_rows(rows, runtime, np.full(len(rows), np.nan), gpu="NVIDIA H200",
+                                          executor="torch", source="data/h200/torch-fp16, torch-fp32",
+                                          dtype="fp16", noisy=noisy)
+            entry = fit_models(data, FitOptions(method="all", jobs=self.jobs))["layer_types"][t]
+            block = entry["runtime_ms"]
+            if block.get("interval") is None and block["default"] == "roofline":
+                # too few rows for held-out ones: the roofline's interval from leave-one-out predictions
+                ok = np.isfinite(runtime)
+                first, y, _ = combine_trials(rows[ok], runtime[ok], noisy[ok])
+                X = _features(rows[ok][first])
+                loo = np.array([predict_spec(fit_roofline(np.delete(X, i, 0), np.delete(y, i), FEATURES),
+                                             X[i : i + 1], FEATURES)[0] for i in range(len(y))])
+                interval = _interval(y, loo)
+                if interval is not None:
+                    block["interval"] = {**interval, "how": "leave-one-out"}
+            out[t]["entry"] = entry
+        return out
 
 
 def launch_ms(runtime: npt.NDArray[np.float64]) -> float:
@@ -405,7 +401,7 @@ def build_bundle(b: Bundle, builder: _Builder) -> dict[str, Any]:
     bandwidth = visit.memory_bandwidth_gb_s / gpu.memory_bandwidth_gb_s
     gemm = builder.gemm_carry(b.kernels)
     gemm_power = builder.gemm_carry(b.kernels if b.power_from is None else _kernels_of(b.power_from))
-    memory_power, power_kind, power_scores = builder.sweep_power()
+    memory_power, power_kind, power_scores, memory_interval = builder.sweep_power
     if power_kind == "sweep":
         memory_text = (f"measured on {visit.name} (this project's torch sweeps: every memory-bound type's "
                        f"{power_scores['rows']:.0f} power rows, by bytes moved; leave-one-out RMSPE "
@@ -415,7 +411,7 @@ def build_bundle(b: Bundle, builder: _Builder) -> dict[str, Any]:
                        f"same bytes moved (RMSPE {power_scores['decode']:.1f}% on the sweeps' power rows)")
     if gpu.key != visit.key:
         memory_text = f"carried from {visit.name}: {memory_text}"
-    for t, sweep in builder.sweep().items():
+    for t, sweep in builder.sweep.items():
         if t in KERNEL_TYPES:
             continue
         entry = copy.deepcopy(sweep["entry"])
@@ -449,7 +445,7 @@ def build_bundle(b: Bundle, builder: _Builder) -> dict[str, Any]:
             entry["power_w"] = _block(memory_power, "boosted", _source(how, memory_text),
                                       metrics={"boosted": {"rmspe": power_scores[power_kind],
                                                            "rows_test": int(power_scores["rows"])}},
-                                      interval=builder.memory_power_interval)
+                                      interval=memory_interval)
         if entry["runtime_ms"]["default"] == "boosted" and t in GEMM_TYPES:  # a GEMM kernel model: launched alone
             _set_floor(entry, builder.floor(t), visit.name, gpu.name)
         doc["layer_types"][t] = entry
@@ -464,7 +460,7 @@ def build_bundle(b: Bundle, builder: _Builder) -> dict[str, Any]:
                           "the other layer types from this project's H200 sweeps (`neuralpower models "
                           f"{b.name}` tells each type's source)")
     doc["sources"] = [*doc["sources"], {"path": "data/h200/torch-fp16/layers.csv, data/h200/torch-fp32/layers.csv",
-                                        "rows": int(sum(len(s["rows"]) for s in builder.sweep().values()))}]
+                                        "rows": int(sum(len(s["rows"]) for s in builder.sweep.values()))}]
     builder.log(f"{b.name}: {time.perf_counter() - started:.0f} s")
     builder.docs[b.name] = doc
     return doc
@@ -519,8 +515,8 @@ def build_neusight(key: str, table_name: str, data_dir: Path, jobs: int | None,
     table = tables[table_name]
     parsed = _parse(table_name, "csv", table)
     runtime = table.column("runtime_ms").to_numpy().astype(np.float64)
-    data = _measurements(parsed.rows, runtime, np.full(len(runtime), np.nan), gpu.name, "neusight-torch", "fp32",
-                         f"data/neusight ({table_name})")
+    data = Measurements.from_rows(parsed.rows, runtime, np.full(len(runtime), np.nan), gpu=gpu.name,
+                                  executor="neusight-torch", source=f"data/neusight ({table_name})", dtype="fp32")
     log(f"{key}-fp32: fitting {len(runtime)} operator rows of {table_name}")
     doc = fit_models(data, FitOptions(method="all", jobs=jobs), gpu=gpu.name, executor="neusight-torch")
     ops = sorted({str(o).split(":")[-1] for o in table.column("origin").to_pylist()})

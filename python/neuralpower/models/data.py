@@ -64,6 +64,19 @@ class Measurements:
         """Layer types present, in the core's order."""
         return [LAYER_TYPES[int(c)] for c in np.unique(self.types)]
 
+    @classmethod
+    def from_rows(cls, rows: npt.NDArray[np.int64], runtime_ms: npt.NDArray[np.float64],
+                  power_w: npt.NDArray[np.float64], *, gpu: str, executor: str, source: str,
+                  dtype: str | None = None, noisy: npt.NDArray[np.bool_] | None = None) -> Measurements:
+        """Measurements of layer rows read elsewhere (an importer's table): their features from the core, the
+        targets (NaN where not measured) and the context to record. ``dtype`` None: the rows' dtypes."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        dtypes = [dtype] if dtype else [DTYPES[int(c)] for c in np.unique(rows[:, FIELD_INDEX["dtype"]])]
+        return cls(rows=rows, features=np.asarray(_ev.features(rows, _ev.info(rows)), dtype=np.float64),
+                   targets={"runtime_ms": runtime_ms, "power_w": power_w},
+                   context={"gpu": [gpu], "executor": [executor], "dtype": dtypes}, sources=[(source, len(rows))],
+                   noisy=np.zeros(len(rows), dtype=bool) if noisy is None else noisy)
+
 
 def _target(table: LayerTable, name: str) -> npt.NDArray[np.float64]:
     """A target column as float64, NaN for empty cells; anything but a positive finite number is an error."""
