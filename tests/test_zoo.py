@@ -77,6 +77,12 @@ TORCHVISION_MODERN = {
 # sum(p.numel() for p in model.parameters()): the figures every model card quotes (110M, 340M, 124M).
 LANGUAGE = {"bert_base": 109482240, "bert_large": 335141888, "gpt2": 124439808}
 
+# Source: Hugging Face transformers 5.25 built from NeuSight's configurations on the meta device
+# (AutoModelForSequenceClassification for BERT, AutoModelForCausalLM for the others), as
+# sum(p.numel() for p in model.parameters()); tests/test_hf_eager.py builds them again where transformers is installed.
+HF_EAGER = {"hf_bert_large": 335143938, "hf_gpt2_large": 774030080, "hf_gpt3_xl": 2879554560,
+            "hf_gpt3_27": 2651553280, "hf_opt_13": 1315758080}
+
 ALL = [*TORCHVISION, *HAND]
 CLASSES = {name: 10 if name in HAND else 1000 for name in ALL}
 
@@ -91,9 +97,11 @@ def _as4(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def test_names_are_the_zoo() -> None:
-    assert zoo.names() == [*ALL, *TORCHVISION_MODERN, *LANGUAGE]
+    assert zoo.names() == [*ALL, *TORCHVISION_MODERN, *LANGUAGE, *HF_EAGER]
     for entry in zoo.entries():
-        if entry.name in LANGUAGE:
+        if entry.name in HF_EAGER:
+            assert entry.image_size == 0 and entry.seq_len in (512, 1024, 2048)
+        elif entry.name in LANGUAGE:
             assert entry.image_size == 0 and entry.seq_len == (1024 if entry.name == "gpt2" else 128)
         else:
             assert entry.image_size == (32 if entry.name in HAND else 224) and entry.seq_len is None

@@ -809,6 +809,8 @@ void bind_model(py::module_& m) {
         .def("set_adjust", &np::Model::set_adjust, py::arg("type"), py::arg("target"), py::arg("scale"),
              py::arg("min"), py::arg("max"), py::arg("scale_from") = 0.0)
         .def("set_floor", &np::Model::set_floor, py::arg("type"), py::arg("ms"), py::arg("power_w"))
+        .def("set_rows_layout", &np::Model::set_rows_layout, py::arg("type"), py::arg("rows"))
+        .def("set_stream", &np::Model::set_stream, py::arg("type"), py::arg("rows_hi"), py::arg("channels_hi"))
         .def_property_readonly("has_intervals", &np::Model::has_intervals)
         .def("finish", &np::Model::finish)
         .def(

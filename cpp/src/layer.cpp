@@ -686,6 +686,42 @@ ValidationError validate(const std::int64_t* r, InfoRow* info_out) {
     return {};
 }
 
+bool to_rows_layout(const std::int64_t* row, std::int64_t* out) {
+    std::copy(row, row + kNumFields, out);
+    const T t = static_cast<T>(row[kType]);
+    int a = -1, b = -1, c = -1;  // fields joining the batch
+    switch (t) {
+        case T::Add:
+        case T::Mul:
+            out[kBroadcast] = 0;  // as a full one: the caller weighs it by the bytes it moves
+            [[fallthrough]];
+        case T::ReLU:
+        case T::ReLU6:
+        case T::Sigmoid:
+        case T::HardSigmoid:
+        case T::SiLU:
+        case T::HardSwish:
+        case T::GELU:
+        case T::Tanh:
+        case T::Concat:
+            b = kInH;
+            c = kInW;
+            break;
+        case T::MatMul:
+            a = kHeads;
+            break;
+        default: return false;
+    }
+    std::int64_t batch = row[kBatch];
+    for (int f : {a, b, c}) {
+        if (f < 0) continue;
+        if (__builtin_mul_overflow(batch, row[f], &batch)) return false;  // (a valid row's counts fit: never)
+        out[f] = 1;
+    }
+    out[kBatch] = batch;
+    return batch != row[kBatch] || out[kBroadcast] != row[kBroadcast];
+}
+
 InfoRow compute_info(const std::int64_t* row) {
     Checked c;
     return info_checked(row, c);

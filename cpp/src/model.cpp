@@ -344,6 +344,40 @@ void Model::set_floor(int type, double ms, double power_w) {
     types_[type].floor_power_w = power_w;
 }
 
+void Model::set_rows_layout(int type, bool rows) {
+    version_ = next_version++;
+    require(type >= 0 && type < kNumLayerTypes, "layer type code out of range");
+    types_[type].rows_layout = rows;
+}
+
+void Model::set_stream(int type, double rows_hi, double channels_hi) {
+    version_ = next_version++;
+    require(type >= 0 && type < kNumLayerTypes, "layer type code out of range");
+    require(finite(rows_hi) && rows_hi >= 0.0 && finite(channels_hi) && channels_hi >= 0.0,
+            "stream: the largest rows and channels must be non-negative finite numbers");
+    types_[type].stream_rows_hi = rows_hi;
+    types_[type].stream_channels_hi = channels_hi;
+}
+
+namespace {
+
+// A streaming layer's features beyond the largest tensor its type's fit saw, brought back within it (see
+// TypeModel): returns the factor its runtime takes.
+double stream_within(const TypeModel& tm, double* f) {
+    if (tm.stream_channels_hi > 0.0 && f[kFInChannels] > tm.stream_channels_hi) {
+        const double k = f[kFInChannels] / tm.stream_channels_hi;
+        f[kFInChannels] = tm.stream_channels_hi;
+        f[kFRows] *= k;
+        f[kFBatch] *= k;
+    }
+    if (tm.stream_rows_hi <= 0.0 || f[kFRows] <= tm.stream_rows_hi) return 1.0;
+    const double k = f[kFRows] / tm.stream_rows_hi;
+    for (int i : {kFRows, kFBatch, kFFlops, kFBytesMoved, kFElementsIn, kFElementsOut}) f[i] /= k;
+    return k;
+}
+
+}  // namespace
+
 void Model::finish() {
     version_ = next_version++;
     for (int t = 0; t < kNumLayerTypes; ++t) types_[t].present = has_runtime_[t] && has_power_[t];
@@ -383,11 +417,32 @@ std::ptrdiff_t Model::evaluate(const std::int64_t* rows, std::size_t n, LayerRes
             return static_cast<std::ptrdiff_t>(i);
         }
         if (invalid == nullptr) info = compute_info(r);
-        compute_features(r, info.data(), f.data());
+        std::array<std::int64_t, kNumFields> laid_out;
+        if (tm.rows_layout && to_rows_layout(r, laid_out.data())) {
+            const InfoRow laid_info = compute_info(laid_out.data());
+            compute_features(laid_out.data(), laid_info.data(), f.data());
+            // a broadcast add or mul read as the full one of as many bytes (fewer rows): what streams is bytes
+            const auto moved = [](const InfoRow& i) {
+                return static_cast<double>(i[kInfoBytesInput]) + static_cast<double>(i[kInfoBytesWeights]) +
+                       static_cast<double>(i[kInfoBytesOutput]);
+            };
+            const double k = moved(info) / moved(laid_info);
+            if (k != 1.0)
+                for (int j : {kFRows, kFBatch, kFFlops, kFBytesMoved, kFElementsIn, kFElementsOut}) f[j] *= k;
+        } else {
+            compute_features(r, info.data(), f.data());
+        }
         const std::size_t need = std::max(tm.runtime.scratch_size(), tm.power.scratch_size());
         if (scratch.size() < need) scratch.resize(need);
-        res.runtime_ms = adjust(clip(tm.runtime.eval(f.data(), scratch.data())), tm.runtime_scale, tm.runtime_min,
-                                tm.runtime_max, tm.runtime_scale_from);
+        double runtime;
+        if (tm.stream_rows_hi > 0.0 || tm.stream_channels_hi > 0.0) {
+            std::array<double, kNumFeatures> within = f;
+            const double k = stream_within(tm, within.data());
+            runtime = k * clip(tm.runtime.eval(within.data(), scratch.data()));
+        } else {
+            runtime = clip(tm.runtime.eval(f.data(), scratch.data()));
+        }
+        res.runtime_ms = adjust(runtime, tm.runtime_scale, tm.runtime_min, tm.runtime_max, tm.runtime_scale_from);
         res.power_w = adjust(clip(tm.power.eval(f.data(), scratch.data())), tm.power_scale, tm.power_min,
                              tm.power_max, tm.power_scale_from);
         if (res.runtime_ms < tm.floor_ms) {  // launch-bound: the kernel, then the wait for the next launch

@@ -10,7 +10,7 @@ import itertools
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import __version__
@@ -167,6 +167,9 @@ def _cmd_import_neusight(args: argparse.Namespace) -> int:
     for name, ops in result.rows.items():
         counts = ", ".join(f"{op} {n}" for op, n in ops.items())
         print(f"{os.path.join(args.out, name)}: {sum(ops.values())} rows ({counts})")
+        left = result.left_out.get(name)
+        if left:
+            print("  traced nodes not written: " + ", ".join(f"{n} {why}" for why, n in left.items()))
         for op, drifts in result.drift.get(name, {}).items():
             for d in drifts:
                 if d.significant:
@@ -202,25 +205,50 @@ def _networks_dtype(args: argparse.Namespace) -> str | None:
     return read_networks(args.networks)[0].dtype
 
 
+def _cmd_validate_neusight(args: argparse.Namespace) -> int:
+    from .neusight_networks import format_neusight, plot_neusight, validate_neusight
+
+    for option in ("archs", "layers", "image_size", "seq_len"):
+        if getattr(args, option):
+            raise InputError(f"--{option.replace('_', '-')} does not apply to NeuSight's networks (each case file "
+                             "names its network, batch and sequence length)")
+    if args.plot:
+        check_output(args.plot, option="--plot", inputs=[args.networks], suffixes=(".png",))
+    model = _load_model(args, "fp32") if args.model or args.gpu else None
+    record = validate_neusight([args.networks], model, peers=args.peers, nodes=args.nodes or bool(args.plot))
+    return _print_validation(args, record, format_neusight, plot_neusight)
+
+
+def _print_validation(args: argparse.Namespace, record: dict[str, Any], text: Callable[[dict[str, Any]], str],
+                      plot: Callable[[dict[str, Any], str], None]) -> int:
+    """Print a validation record as ``--format`` asks, and draw it where ``--plot`` asks."""
+    if args.format == "json":
+        json.dump(record, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(text(record))
+    if args.plot:
+        plot(record, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr if args.format == "json" else sys.stdout)
+    return 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from .neusight_networks import is_neusight
     from .validate import format_validation, plot_validation, validate_networks
 
+    if is_neusight(args.networks):
+        return _cmd_validate_neusight(args)
+    for option in ("peers", "nodes"):
+        if getattr(args, option):
+            raise InputError(f"--{option} applies to NeuSight's measured networks only", path=args.networks)
     if args.plot:
         check_output(args.plot, option="--plot", inputs=[args.networks, *(args.archs or [])], suffixes=(".png",))
     model = _load_model(args, _networks_dtype(args) if args.gpu else None)
     result = validate_networks(args.networks, model, arch_sources=args.archs or (), image_size=args.image_size,
                                seq_len=args.seq_len,
                                layers=args.layers or ())
-    record = result.record()
-    if args.format == "json":
-        json.dump(record, sys.stdout, indent=1)
-        sys.stdout.write("\n")
-    else:
-        print(format_validation(record))
-    if args.plot:
-        plot_validation(record, args.plot)
-        print(f"wrote {args.plot}", file=sys.stderr if args.format == "json" else sys.stdout)
-    return 0
+    return _print_validation(args, result.record(), format_validation, plot_validation)
 
 
 def _add_model_option(parser: argparse.ArgumentParser, model_help: str | None = None) -> None:
@@ -994,9 +1022,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Predict every network that `neuralpower bench-network` measured and compare: per network "
         "and batch size the measured and predicted runtime, power and energy and their errors, then the MAPE of "
         "each quantity for the model's default and for each method it holds (poly, tree, roofline, "
-        "flops_linear). Trials are combined by their median.",
+        "flops_linear). Trials are combined by their median. Given NeuSight's measured networks instead, each is "
+        "built from its configuration (the zoo's hf_* networks) and predicted with the fp32 model of the GPU its "
+        "folder is named after (or --gpu/--model): measured and predicted end-to-end runtime, the MAPE, and the "
+        "peers' (--peers).",
     )
-    va.add_argument("networks", metavar="NETWORKS", help="what bench-network wrote: networks.csv or its folder")
+    va.add_argument("networks", metavar="NETWORKS",
+                    help="what bench-network wrote (networks.csv or its folder), or NeuSight's measured networks (a "
+                    "folder of <model>-inf-<seq_len>-<batch>.json files, or one)")
     _add_model_option(va)
     va.add_argument("--format", choices=["table", "json"], default="table", help="output format (default: table)")
     va.add_argument("--plot", metavar="OUT.png", help="also draw predicted against measured (PNG)")
@@ -1016,6 +1049,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="measurement tables of single layers (what bench wrote): also show the sum of each network's "
         "layers measured alone, where all were",
     )
+    va.add_argument("--peers", metavar="DIR",
+                    help="NeuSight's networks: the peers' predictions (NeuSight's predicted/ folder, or one GPU's): "
+                    "each peer's prediction per network and its MAPE beside ours")
+    va.add_argument("--nodes", action="store_true",
+                    help="NeuSight's networks: also compare every traced kernel (measured alone) with its layer's "
+                    "prediction, per layer type")
     va.set_defaults(run=_cmd_validate)
 
     im = verbs.add_parser(
@@ -1025,9 +1064,13 @@ def build_parser() -> argparse.ArgumentParser:
         "github.com/sitar-lab/NeuSight) and write one measurement table per GPU (runtime_ms, no power) "
         "that `neuralpower fit` reads (conv, linear, bmm, relu, gelu, softmax, ln, add and mul). Each file's "
         "runtimes are checked for drift with the row order (an overhead that grows while the table was "
-        "measured, which the configurations do not explain); a drift that counts is removed and said.",
+        "measured, which the configurations do not explain); a drift that counts is removed and said. NeuSight's "
+        "network traces (<model>-inf-<seq_len>-<batch>.csv.gz) become tables of their own (<gpu>-traces.csv): "
+        "one layer per traced node that runs a kernel, measured alone; nodes that run none in a network (views, "
+        "dropout, size arithmetic) and kernels with no layer type (tensor creation) are counted and left out.",
     )
-    im.add_argument("sources", metavar="SOURCE", nargs="+", help="NeuSight CSV files, or folders searched for them")
+    im.add_argument("sources", metavar="SOURCE", nargs="+",
+                    help="NeuSight CSV files (operator tables or network traces), or folders searched for them")
     im.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) folder for the tables")
     im.add_argument("--keep-drift", action="store_true",
                     help="keep the runtimes as measured: a drift found is only reported")

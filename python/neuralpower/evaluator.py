@@ -231,6 +231,9 @@ def _compile(doc: Mapping[str, Any], method: str | None) -> Any:
                 compiled.set_interval(code, target_index, float(interval["lo"]), float(interval["hi"]))
         if entry.get("floor") is not None:
             compiled.set_floor(code, float(entry["floor"]["ms"]), float(entry["floor"]["power_w"]))
+        compiled.set_rows_layout(code, entry.get("layout") == "rows")
+        stream = entry["runtime_ms"].get("stream", {})
+        compiled.set_stream(code, float(stream.get("rows", 0.0)), float(stream.get("channels", 0.0)))
         names = list(entry["ranges"])
         compiled.set_ranges(
             code,

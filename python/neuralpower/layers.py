@@ -132,13 +132,19 @@ def exact_sum(values: npt.NDArray[np.int64]) -> int:
 
 
 def outside_params(meta: Mapping[str, Any]) -> int:
-    """An architecture's ``params_outside_layers`` (0 when absent or not a non-negative integer)."""
-    value = meta.get("params_outside_layers", 0)
-    try:
-        count = int(value)
-    except (TypeError, ValueError, OverflowError):
-        return 0
-    return count if count >= 0 and count == value else 0
+    """The parameters an architecture's layers' counts miss: its ``params_outside_layers`` (parameters no layer
+    holds) less its ``params_shared`` (parameters two layers hold, such as a language-model head tied to the token
+    embedding: counted once); each 0 when absent or not a non-negative integer."""
+
+    def count(key: str) -> int:
+        value = meta.get(key, 0)
+        try:
+            n = int(value)
+        except (TypeError, ValueError, OverflowError):
+            return 0
+        return n if n >= 0 and n == value else 0
+
+    return count("params_outside_layers") - count("params_shared")
 
 
 def network_totals(info: npt.NDArray[np.int64], params_outside_layers: int = 0) -> dict[str, int]:

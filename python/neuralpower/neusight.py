@@ -1,4 +1,4 @@
-"""Import NeuSight's public operator measurements as neuralpower measurement tables.
+"""Import NeuSight's public operator measurements (and its networks' traces) as neuralpower measurement tables.
 
 NeuSight (github.com/sitar-lab/NeuSight, MIT license) published the runtime of single PyTorch operators
 measured on real GPUs: one CSV per operator and GPU (``<op>/<gpu>.csv``, optionally gzipped) with an
@@ -236,6 +236,8 @@ class ImportResult:
     rows: dict[str, dict[str, int]] = field(default_factory=dict)  # file name -> op -> rows
     # file name -> op -> the drift of each source file's rows (removed where it counts, unless told not to)
     drift: dict[str, dict[str, list[Drift]]] = field(default_factory=dict)
+    # file name -> why -> traced nodes not written (no kernel in a network, or no layer type)
+    left_out: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def _drift(part: pa.Table) -> Drift:
@@ -253,7 +255,16 @@ def import_neusight(sources: Iterable[str | os.PathLike[str]], *, correct_drift:
     """
     result = ImportResult()
     parts: dict[str, list[pa.Table]] = {}
+    from .neusight_networks import TRACE_NAME, trace_table
+
     for path in neusight_files(sources):
+        if TRACE_NAME.search(os.path.basename(path)):  # a network's trace: its kernel nodes as layers
+            table, left = trace_table(path)
+            name = slug(str(table.column("gpu")[0]) if table.num_rows else "gpu") + "-traces.csv"
+            add_part(parts, result.rows, name, "trace nodes", table)
+            for why, count in left.items():
+                result.left_out.setdefault(name, {})[why] = result.left_out.get(name, {}).get(why, 0) + count
+            continue
         op, table = read_neusight(path)
         gpus = table.column("gpu").unique().to_pylist()
         for gpu in gpus:

@@ -235,6 +235,13 @@ InfoRow compute_info(const std::int64_t* row);
 // Feature vector of one valid row, given its info.
 void compute_features(const std::int64_t* row, const std::int64_t* info, double* out);
 
+// A valid row in the layout of operator tables that hold tensors as rows x features (NeuSight's [B, H]): an
+// element-wise layer's height and width join its batch (batch x H x W rows of its channels), a matmul's heads join
+// its batch: the same computation, the same counts. A broadcast add or mul becomes the full one of its shape (more
+// bytes: a caller weighs its features by the bytes the broadcast one moves). Writes the row to `out` and returns
+// whether it differs.
+bool to_rows_layout(const std::int64_t* row, std::int64_t* out);
+
 // normalize, then validate: what every row from outside goes through before anything is computed from it.
 ValidationError prepare(std::int64_t* row);
 

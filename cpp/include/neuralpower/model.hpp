@@ -79,6 +79,13 @@ struct TypeModel {
     // kernel takes r < floor_ms runs for floor_ms, drawing its power for r and floor_power_w (the GPU waiting for
     // the next launch) for the rest. 0: none.
     double floor_ms = 0.0, floor_power_w = 0.0;
+    // Fit on operators laid out as rows x features (see to_rows_layout): rows are read in that layout.
+    bool rows_layout = false;
+    // A streaming (memory-bound) type's largest tensor its fit saw, as rows x channels (0: no limit). A layer of
+    // more channels is read as more rows of stream_channels_hi channels (the same elements; only where channels
+    // are not a reduction axis); one of more rows as rows of stream_rows_hi, its runtime times the ratio: the
+    // kernel keeps the bandwidth it reached at the largest size measured, where a tree would stay flat.
+    double stream_rows_hi = 0.0, stream_channels_hi = 0.0;
 };
 
 // Per-layer results of an evaluation.
@@ -116,6 +123,10 @@ public:
     void set_adjust(int type, int target, double scale, double min, double max, double scale_from = 0.0);
     // A type's launch floor (see TypeModel): 0 <= ms, 0 <= power_w.
     void set_floor(int type, double ms, double power_w);
+    // A type fit on operator tables of rows x features: its rows are read in that layout (see to_rows_layout).
+    void set_rows_layout(int type, bool rows);
+    // A streaming type's largest rows and channels measured (see TypeModel); 0: no limit.
+    void set_stream(int type, double rows_hi, double channels_hi);
     bool has_intervals() const { return has_intervals_; }
     // Different for every model and after every change to one (results kept for one version serve it only).
     std::uint64_t version() const { return version_; }

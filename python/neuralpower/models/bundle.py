@@ -523,9 +523,59 @@ def build_neusight(key: str, table_name: str, data_dir: Path, jobs: int | None,
     for entry in doc["layer_types"].values():
         entry["runtime_ms"]["source"] = _source("measured", f"measured on {gpu.name} (fp32; NeuSight's PyTorch 2.1 "
                                                 "operator tables)")
+    _streaming_carry(doc, data, gpu.name)
+    for t, entry in doc["layer_types"].items():
+        entry["layout"] = "rows"  # the tables hold [B, H] tensors: a network's layers are read that way
+        if t in STREAMING_TYPES:  # beyond the largest tensor measured, at the bandwidth it reached
+            f = _features(data.rows[data.rows[:, 0] == LAYER_TYPES.index(t)])
+            entry["runtime_ms"]["stream"] = {"rows": float(f[:, FEATURES.index("rows")].max())}
+            if t not in ("softmax", "layernorm"):  # (their channels are what they reduce over)
+                entry["runtime_ms"]["stream"]["channels"] = float(f[:, FEATURES.index("in_channels")].max())
     doc["description"] = (f"{gpu.name}, fp32, runtime only: NeuSight's PyTorch operator tables ({', '.join(ops)}); "
-                          "layer types they hold only")
+                          f"{', '.join(STREAMING_CARRY)} carried from its element-wise tables")
     return doc
+
+
+# Layer types NeuSight measured no operator of that run a network's kernels (the embedding lookup, BERT's pooler
+# tanh, the copy of a contiguous() after a transpose): each reads and writes its elements once, as relu, add and mul
+# do, so a GPU's model of them is a bandwidth fit of those tables' rows (time = bytes moved / bandwidth + launch).
+STREAMING_CARRY = ("embedding", "tanh", "concat")
+# NeuSight's memory-bound operators: a network's attention scores are larger than any tensor they measured
+STREAMING_TYPES = ("relu", "gelu", "add", "mul", "softmax", "layernorm")
+_STREAMING_FROM = ("relu", "add", "mul")
+
+
+def _streaming_carry(doc: dict[str, Any], data: Measurements, gpu: str) -> None:
+    """Give ``doc`` the :data:`STREAMING_CARRY` types it lacks: ``bytes_moved / bandwidth + launch`` fitted (relative
+    error, non-negative) on the element-wise rows of ``data``, stated as carried."""
+    from scipy.optimize import nnls
+
+    codes = [LAYER_TYPES.index(t) for t in _STREAMING_FROM]
+    pick = np.isin(data.rows[:, 0], codes) & np.isfinite(data.targets["runtime_ms"])
+    if not pick.any():
+        return
+    X = _features(data.rows[pick])
+    y = data.targets["runtime_ms"][pick]
+    moved = X[:, FEATURES.index("bytes_moved")]
+    A = np.stack([moved, np.ones(len(y))], 1) / y[:, None]
+    scale = A.max(axis=0)
+    w, _ = nnls(A / scale, np.ones(len(y)))
+    per_byte, launch = (w / scale).tolist()
+    rmspe = _rmspe(y, per_byte * moved + launch)
+    spec = {"kind": "roofline", "ms_per_flop": 0.0, "ms_per_byte": per_byte, "overhead": launch}
+    relu = doc["layer_types"].get("relu")
+    for t in STREAMING_CARRY:
+        if t in doc["layer_types"] or relu is None:
+            continue
+        text = (f"carried from {gpu}'s element-wise operators ({', '.join(_STREAMING_FROM)}; NeuSight's PyTorch 2.1 "
+                f"tables, {len(y)} rows): bytes moved at {1e-6 / per_byte:.0f} GB/s plus {launch * 1000:.1f} us, "
+                f"RMSPE {rmspe:.1f}% on those rows; no {t} measured")
+        doc["layer_types"][t] = {
+            "rows": 0, "ranges": {"bytes_moved": [float(moved.min()), float(moved.max())]},
+            "runtime_ms": _block(spec, "roofline", _source("carried", text),
+                                 metrics={"roofline": {"rmspe": rmspe, "rows_test": 0}}),
+            "power_w": copy.deepcopy(relu["power_w"]),
+        }
 
 
 def build_bundles(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],

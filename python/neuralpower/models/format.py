@@ -21,9 +21,11 @@
                           "source": {"how": "carried", "text": "..."},  # optional: where the numbers come from
                           "launch_ms": 0.01,                  # optional: the shortest runtime measured
                           "scale": 1.4, "scale_from": 0.01,   # optional: the part above scale_from x scale,
-                          "bounds": [80.0, 700.0]},           # kept within
+                          "bounds": [80.0, 700.0],            # kept within
+                          "stream": {"rows": 16384, "channels": 4096}},  # optional (runtime)
            "power_w": {...},
-           "floor": {"ms": 0.015, "power_w": 128.0}}}}   # optional: a launch floor
+           "floor": {"ms": 0.015, "power_w": 128.0},    # optional: a launch floor
+           "layout": "rows"}}}                            # optional: how its rows are read (default native)
 
 A target's ``source`` tells a prediction measured on the model's GPU from one carried over from another GPU,
 dtype or layer type: ``how`` is ``measured`` or ``carried`` and ``text`` says from what, in a line. Without one,
@@ -34,6 +36,14 @@ apart) and is kept within ``bounds`` (default [0, null]; null: no upper bound), 
 between a GPU's idle and its limit. A layer type's ``floor`` is a launch floor: a layer launched on its own (as
 PyTorch eager launches each) takes at least ``ms``; one whose prediction is shorter runs for ``ms``, drawing its
 predicted power for its predicted runtime and ``power_w`` (the GPU waiting for the next launch) for the rest.
+A runtime's ``stream`` (a memory-bound type's largest tensor its fit saw, as rows x channels; either may be absent)
+brings a larger layer back within it: more channels are read as more rows of ``channels`` (the same elements; for
+types whose channels are no reduction axis), more rows as ``rows`` rows with the runtime times the ratio (the
+bandwidth reached at the largest size measured), where a tree's prediction would stay flat. A layer type's
+``layout`` ``rows`` says it was fit on operator tables that hold tensors as rows x features (NeuSight's ``[B, H]``):
+an element-wise layer's height and width are read as more batch (its rows), a matmul's heads as more batch, the same
+computation in the layout the fit saw (``native``, the default: as given); a broadcast add or mul (one operand per
+channel or a scalar) as the full one that moves as many bytes (fewer rows).
 
 Predictions are clipped at zero. Units: runtime in milliseconds, power in watts.
 """
@@ -53,8 +63,11 @@ from .boosted import validate_boosted
 from .poly import validate_poly
 from .tree import validate_tree
 
+LAYOUTS = ("native", "rows")
+
 __all__ = [
     "KINDS",
+    "LAYOUTS",
     "SCHEMA",
     "SCHEMA_VERSION",
     "SOURCE_HOW",
@@ -134,6 +147,7 @@ def validate_model(doc: Any) -> None:
                 f"{where}.ranges.{name}",
                 "must be a known feature's [min, max]",
             )
+        _expect(entry.get("layout", "native") in LAYOUTS, f"{where}.layout", f"must be one of {', '.join(LAYOUTS)}")
         if entry.get("floor") is not None:
             fl = entry["floor"]
             _expect(isinstance(fl, dict) and all(is_finite_number(fl.get(k)) and fl[k] >= 0 for k in ("ms", "power_w")),
@@ -170,6 +184,11 @@ def validate_model(doc: Any) -> None:
             if "scale_from" in block:
                 _expect(is_finite_number(block["scale_from"]) and block["scale_from"] >= 0, f"{tw}.scale_from",
                         "must be a non-negative number")
+            if "stream" in block:
+                st = block["stream"]
+                _expect(target == "runtime_ms" and isinstance(st, dict) and set(st) <= {"rows", "channels"}
+                        and all(is_finite_number(v) and v >= 0 for v in st.values()), f"{tw}.stream",
+                        "must be {\"rows\": ..., \"channels\": ...}, non-negative numbers, on runtime_ms only")
             if "bounds" in block:
                 b = block["bounds"]
                 _expect(isinstance(b, list) and len(b) == 2 and is_finite_number(b[0]) and b[0] >= 0

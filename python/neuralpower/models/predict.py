@@ -13,15 +13,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .. import _evaluator as _ev
 from ..errors import InputError
-from ..layers import FEATURES, LAYER_TYPES, Architecture
+from ..layers import FEATURES, FIELD_INDEX, LAYER_TYPES, Architecture
 from .baselines import predict_baseline
 from .boosted import predict_boosted
 from .format import adjustment
 from .poly import predict_poly
 from .tree import predict_tree
 
-__all__ = ["NetworkPrediction", "epr", "predict_layers", "predict_network", "predict_spec"]
+__all__ = ["NetworkPrediction", "epr", "predict_layers", "predict_network", "predict_spec", "rows_layout"]
 
 # A layer type that moves nothing and computes nothing costs nothing, model or not.
 FREE_TYPES = ("flatten",)
@@ -79,7 +80,11 @@ def predict_layers(
             spec = block["models"].get(method or block["default"], block["models"][block["default"]])
             scale, lo, hi, start = adjustment(block)
             with np.errstate(over="ignore", invalid="ignore"):
-                v = predict_spec(spec, X[rows], names)
+                if target == "runtime_ms" and block.get("stream"):
+                    within, k = _stream_within(block["stream"], features[rows])
+                    v = k * np.maximum(predict_spec(spec, within[:, [FEATURES.index(f) for f in names]], names), 0)
+                else:
+                    v = predict_spec(spec, X[rows], names)
                 out[rows] = np.clip(np.where(v > start, start + (v - start) * scale, v), lo, hi)
         floor = entry.get("floor")
         if floor is not None:  # launch-bound layers: the kernel, then the wait for the next launch
@@ -110,6 +115,53 @@ class NetworkPrediction:
     extrapolated: npt.NDArray[np.bool_]
 
 
+def _stream_within(stream: Mapping[str, float], f: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64],
+                                                                               npt.NDArray[np.float64]]:
+    """Features of streaming layers beyond the largest tensor their fit saw, brought within it, and the factor their
+    runtime takes (see :mod:`neuralpower.models.format`)."""
+    f = f.copy()
+    col = {n: FEATURES.index(n) for n in ("in_channels", "rows", "batch", "flops", "bytes_moved", "elements_in",
+                                          "elements_out")}
+    hi_c = float(stream.get("channels", 0.0))
+    if hi_c > 0:
+        k = np.where(f[:, col["in_channels"]] > hi_c, f[:, col["in_channels"]] / hi_c, 1.0)
+        f[:, col["in_channels"]] /= k
+        f[:, col["rows"]] *= k
+        f[:, col["batch"]] *= k
+    hi_r = float(stream.get("rows", 0.0))
+    k = np.where(f[:, col["rows"]] > hi_r, f[:, col["rows"]] / hi_r, 1.0) if hi_r > 0 else np.ones(len(f))
+    for n in ("rows", "batch", "flops", "bytes_moved", "elements_in", "elements_out"):
+        f[:, col[n]] /= k
+    return f, k
+
+
+_JOIN_HW = ("add", "mul", "relu", "relu6", "sigmoid", "hardsigmoid", "silu", "hardswish", "gelu", "tanh", "concat")
+
+
+def rows_layout(doc: Mapping[str, Any], rows: npt.NDArray[np.int64]) -> npt.NDArray[np.int64] | None:
+    """``rows`` as the model's types of layout ``rows`` read them (see :mod:`neuralpower.models.format`): an
+    element-wise layer's height and width joined to its batch (a broadcast add or mul as the full one, whose features
+    :func:`predict_network` then weighs by the bytes the broadcast one moves), a matmul's heads; None when no type
+    of the model has that layout."""
+    rows_types = [t for t, e in doc["layer_types"].items() if e.get("layout") == "rows"]
+    if not rows_types:
+        return None
+    out = rows.copy()
+    col = {f: FIELD_INDEX[f] for f in ("batch", "in_h", "in_w", "heads", "broadcast")}
+    for t in rows_types:
+        pick = rows[:, 0] == LAYER_TYPES.index(t)
+        if t in ("add", "mul"):
+            out[pick, col["broadcast"]] = 0
+        if t in _JOIN_HW:
+            out[pick, col["batch"]] = rows[pick, col["batch"]] * rows[pick, col["in_h"]] * rows[pick, col["in_w"]]
+            out[pick, col["in_h"]] = 1
+            out[pick, col["in_w"]] = 1
+        elif t == "matmul":
+            out[pick, col["batch"]] = rows[pick, col["batch"]] * rows[pick, col["heads"]]
+            out[pick, col["heads"]] = 1
+    return out
+
+
 def predict_network(doc: Mapping[str, Any], arch: Architecture, method: str | None = None) -> NetworkPrediction:
     """Predict one architecture layer by layer and sum up.
 
@@ -120,8 +172,23 @@ def predict_network(doc: Mapping[str, Any], arch: Architecture, method: str | No
     """
     if arch.dtype != doc["dtype"]:
         raise InputError(f"the model was fit for {doc['dtype']}, {arch.name} is {arch.dtype}", column="dtype")
-    types = arch.rows()[:, 0]
-    runtime, power, extrapolated = predict_layers(doc, types, arch.features(), method)
+    rows = arch.rows()
+    types = rows[:, 0]
+    features = arch.features()
+    laid_out = rows_layout(doc, rows)
+    if laid_out is not None:
+        changed = (laid_out != rows).any(axis=1)
+        if changed.any():
+            moved = np.ascontiguousarray(laid_out[changed])
+            features = features.copy()
+            f = _ev.features(moved, _ev.info(moved))
+            # a broadcast add or mul: the full one of as many bytes (see neuralpower.models.format)
+            at = FEATURES.index("bytes_moved")
+            k = features[changed, at] / f[:, at]
+            for name in ("rows", "batch", "flops", "bytes_moved", "elements_in", "elements_out"):
+                f[:, FEATURES.index(name)] *= k
+            features[changed] = f
+    runtime, power, extrapolated = predict_layers(doc, types, features, method)
     with np.errstate(over="ignore", invalid="ignore"):
         energy = runtime * power
         total_runtime = float(runtime.sum())

@@ -129,4 +129,6 @@ def build(
 
 def _load() -> None:
     if not _REGISTRY:
-        from . import networks, transformers  # noqa: F401  (register the networks)
+        from . import hf_eager, networks, transformers  # noqa: F401  (register the networks)
+
+        hf_eager.register_all()  # after the others: the zoo's order

@@ -49,11 +49,17 @@ class Builder:
         self.dtype = dtype
         self.layers: list[Layer] = []
         self.params_outside_layers = 0
+        self.params_shared = 0
 
     def parameter(self, count: int) -> None:
         """Count parameters that are operands of a layer but no layer's own (ViT's class token and position
         embedding, ConvNeXt's layer scale): the architecture's ``params_outside_layers``."""
         self.params_outside_layers += count
+
+    def share(self, count: int) -> None:
+        """Count parameters that two layers hold (a language model's head tied to its token embedding): the
+        architecture's ``params_shared``, counted once in its total."""
+        self.params_shared += count
 
     def _add(self, type_name: str, name: str, **fields: Any) -> Layer:
         layer = Layer(type_name, name=name, batch=self.batch, dtype=self.dtype, **fields)
@@ -240,4 +246,6 @@ class Builder:
     def build(self, name: str, **meta: Any) -> Architecture:
         if self.params_outside_layers:
             meta = {"params_outside_layers": self.params_outside_layers, **meta}
+        if self.params_shared:
+            meta = {"params_shared": self.params_shared, **meta}
         return Architecture(name, self.layers, meta)
