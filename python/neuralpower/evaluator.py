@@ -97,9 +97,25 @@ def carried_model(gpu: str, dtype: str | None = None) -> Model:
     from .models.carry import carry_dtype, carry_model
 
     g = find_gpu(gpu)
-    docs = {name: read_model_file(path) for name, path in bundled_models().items() if not name.startswith("cpu-")}
-    name, doc = carry_model(g, dtype or carry_dtype(g, docs, PREFERRED_DTYPES), docs)
+    paths = {name: path for name, path in bundled_models().items() if not name.startswith("cpu-")}
+    headers = {name: _bundled_header(name, path) for name, path in paths.items()}
+    name, doc = carry_model(g, dtype or carry_dtype(g, headers, PREFERRED_DTYPES), headers,
+                            load=lambda n: read_model_file(paths[n]))
     return Model(doc, name=name, path="", validate=True)
+
+
+def _bundled_header(name: str, path: Path) -> dict[str, Any]:
+    """A bundled model's ``gpu`` and ``dtype``: from its name (``<gpu key>-<dtype>``), else from its file."""
+    from .gpus import find_gpu
+
+    key, _, dtype = name.rpartition("-")
+    if dtype in DTYPES:
+        try:
+            return {"gpu": find_gpu(key).name, "dtype": dtype}
+        except InputError:
+            pass
+    doc = read_model_file(path)
+    return {"gpu": doc["gpu"], "dtype": doc["dtype"]}
 
 
 def load_model(name_or_path: str | os.PathLike[str] | None = None, *, method: str | None = None,

@@ -148,11 +148,31 @@ def validate_boosted(spec: Any, feature_names: Sequence[str]) -> None:
         if not 1 <= n <= MAX_TREE_NODES or any(not isinstance(tree[key], list) or len(tree[key]) != n
                                                  for key in ("value", "yes", "no")):
             raise ValueError(f"{where}: node lists of 1 to {MAX_TREE_NODES} nodes, all of one length")
-        for i in range(n):
-            f, v, a, b = tree["feature"][i], tree["value"][i], tree["yes"][i], tree["no"][i]
-            if not all(isinstance(x, int) and not isinstance(x, bool) for x in (f, a, b)) or not is_finite_number(v):
-                raise ValueError(f"{where}, node {i}: whole-number indices and a finite value expected")
-            if f == -1 and a == -1 and b == -1:
-                continue
-            if not 0 <= f < len(features) or not i < a < n or not i < b < n:
-                raise ValueError(f"{where}, node {i}: a split needs a feature index and children after it")
+        _check_nodes(tree, n, len(features), where)
+
+
+def _check_nodes(tree: Mapping[str, Any], n: int, n_features: int, where: str) -> None:
+    """A tree's nodes: whole-number indices, finite values, splits with a feature and children after them (checked
+    as arrays where every value has the plain type, node by node otherwise: bundled models hold many nodes)."""
+    lists = [tree[key] for key in ("feature", "yes", "no")]
+    values = tree["value"]
+    if all(type(x) is int for xs in lists for x in xs) and all(type(v) is float or type(v) is int for v in values):
+        try:
+            f, a, b = (np.asarray(xs, dtype=np.int64) for xs in lists)
+            finite = bool(np.isfinite(np.asarray(values, dtype=np.float64)).all())
+        except OverflowError:
+            finite = False
+        if finite:
+            at = np.arange(n)
+            leaf = (f == -1) & (a == -1) & (b == -1)
+            ok = leaf | ((f >= 0) & (f < n_features) & (a > at) & (a < n) & (b > at) & (b < n))
+            if ok.all():
+                return
+    for i in range(n):  # the first bad node, for the message
+        fi, vi, ai, bi = tree["feature"][i], values[i], tree["yes"][i], tree["no"][i]
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (fi, ai, bi)) or not is_finite_number(vi):
+            raise ValueError(f"{where}, node {i}: whole-number indices and a finite value expected")
+        if fi == -1 and ai == -1 and bi == -1:
+            continue
+        if not 0 <= fi < n_features or not i < ai < n or not i < bi < n:
+            raise ValueError(f"{where}, node {i}: a split needs a feature index and children after it")

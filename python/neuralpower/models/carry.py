@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import InputError
@@ -85,9 +85,11 @@ def carry_dtype(target: GPU, docs: Mapping[str, Mapping[str, Any]], dtypes: tupl
 
 
 def carry_model(target: GPU, dtype: str, docs: Mapping[str, Mapping[str, Any]],
-                exclude: tuple[str, ...] = ()) -> tuple[str, dict[str, Any]]:
+                exclude: tuple[str, ...] = (),
+                load: Callable[[str], Mapping[str, Any]] | None = None) -> tuple[str, dict[str, Any]]:
     """A model of ``target`` for ``dtype`` carried from the nearest of ``docs`` (bundled model documents by name;
-    ``exclude``: GPU keys not to carry from): its name and document."""
+    ``exclude``: GPU keys not to carry from): its name and document. With ``load``, ``docs`` need only hold each
+    model's ``gpu`` and ``dtype``: ``load(name)`` gives the chosen one's whole document."""
     name, gpu, _ = nearest_source(target, dtype, docs, exclude)
     source_peak, peak = peak_tflops(gpu, dtype), peak_tflops(target, dtype)
     assert source_peak is not None and peak is not None
@@ -98,7 +100,7 @@ def carry_model(target: GPU, dtype: str, docs: Mapping[str, Mapping[str, Any]],
         True: f"{dtype} peak {source_peak:g} / {peak:g} TFLOP/s",
         False: f"memory bandwidth {gpu.memory_bandwidth_gb_s:g} / {target.memory_bandwidth_gb_s:g} GB/s",
     }
-    doc = copy.deepcopy(dict(docs[name]))
+    doc = copy.deepcopy(dict(docs[name] if load is None else load(name)))
     for t, entry in doc["layer_types"].items():
         ratio = compute if t in COMPUTE_TYPES else memory
         runtime = entry["runtime_ms"]

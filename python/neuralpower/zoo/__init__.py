@@ -37,6 +37,7 @@ class ZooEntry:
 
 
 _REGISTRY: dict[str, ZooEntry] = {}
+_LOADED = False
 
 
 def register(
@@ -128,7 +129,10 @@ def build(
 
 
 def _load() -> None:
-    if not _REGISTRY:
+    global _LOADED
+    if not _LOADED:  # (a module of the zoo imported on its own has registered its networks only)
         from . import hf_eager, networks, transformers  # noqa: F401  (register the networks)
 
-        hf_eager.register_all()  # after the others: the zoo's order
+        if not any(name in _REGISTRY for name in hf_eager.NEUSIGHT_MODELS.values()):
+            hf_eager.register_all()  # after the others: the zoo's order
+        _LOADED = True
