@@ -231,8 +231,12 @@ def test_validate_v100_against_peers() -> None:
     peers = read_peers(DATA / "predicted", "Tesla_V100-PCIE-32GB")
     errs = [abs(peers["neusight"][c["network"]] / c["measured_ms"] - 1) * 100 for c in rec["cases"]]
     assert rec["peers"]["neusight"]["runtime_mape"] == pytest.approx(sum(errs) / len(errs))
-    # measured 2026-12-06: 6.4 % (NeuSight 5.2 %, Habitat 9.9 %); a regression guard, not the figure
+    # measured 2026-12-06: 6.0 % (NeuSight 5.2 %, Habitat 9.9 %); a regression guard, not the figure
     assert rec["runtime_mape"] < 10
+    # every layer type has an interval: each network has the sum of its layers', and the share that held is said
+    held = [c["interval_ms"][0] <= c["measured_ms"] <= c["interval_ms"][1] for c in rec["cases"]]
+    assert len(held) == 8 and rec["runtime_interval_coverage"] == pytest.approx(sum(held) / 8)
+    assert all(c["interval_ms"][0] < c["predicted_ms"] < c["interval_ms"][1] for c in rec["cases"])
 
 
 def test_validate_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -241,11 +245,17 @@ def test_validate_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     code, out, err = run(capsys, "validate", str(folder), "--nodes", "--plot", str(tmp_path / "v.png"))
     assert code == 0, err
-    assert "runtime MAPE" in out and "per node" in out and (tmp_path / "v.png").stat().st_size > 0
+    assert "runtime MAPE" in out and "per layer type" in out and (tmp_path / "v.png").stat().st_size > 0
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # inputs untouched
     code, out, _ = run(capsys, "validate", str(folder), "--format", "json")
     rec = json.loads(out)
     assert set(rec) >= {"runtime_mape", "networks", "cases"} and rec["networks"] == 5
+    code, out, _ = run(capsys, "validate", str(folder), "--format", "json", "--nodes")
+    nodes = json.loads(out)
+    linear = [r for r in nodes["nodes"] if r["type"] == "linear"]
+    assert nodes["node_mape"]["linear"]["nodes"] == len(linear)
+    assert nodes["node_mape"]["linear"]["measured_ms"] == pytest.approx(sum(r["measured_ms"] * r["repeat"]
+                                                                            for r in linear))
     # another GPU's model, asked for: every case predicted with it
     code, out, _ = run(capsys, "validate", str(folder), "--gpu", "v100-pcie-32gb", "--format", "json")
     assert code == 0 and {c["predicted_by"] for c in json.loads(out)["cases"]} == {"v100-pcie-32gb-fp32"}

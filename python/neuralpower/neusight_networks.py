@@ -410,6 +410,9 @@ def validate_neusight(sources: Sequence[str | os.PathLike[str]], model: Any = No
             "seq_len": c.seq_len, "measured_ms": c.e2e_ms, "predicted_ms": p.runtime_ms,
             "error_pct": _pct(p.runtime_ms, c.e2e_ms), "predicted_by": m.name or m.path, "layers": len(arch),
         }
+        lo, hi = p.bounds.get("runtime_ms_lo"), p.bounds.get("runtime_ms_hi")
+        if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
+            case["interval_ms"] = [lo, hi]  # the layers' 90 % intervals, summed
         if c.trace is not None:
             traced = read_trace(c.trace, c.num_layer)
             case["nodes_alone_ms"] = sum(n.latency_ms * n.repeat for n in traced if n.kind != "free")
@@ -424,11 +427,15 @@ def validate_neusight(sources: Sequence[str | os.PathLike[str]], model: Any = No
     if not out_cases:
         raise InputError(f"none of the networks has a zoo build (known: {', '.join(NEUSIGHT_MODELS)}; found: "
                          f"{', '.join(skipped)})", path=", ".join(os.fspath(x) for x in sources))
+    held = [x["interval_ms"][0] <= x["measured_ms"] <= x["interval_ms"][1] for x in out_cases if "interval_ms" in x]
     record: dict[str, Any] = {
         "runtime_mape": _mape([x["error_pct"] for x in out_cases]),
         "networks": len(out_cases),
         "cases": out_cases,
         "skipped": skipped,
+        # the share of networks whose measured runtime lay within the sum of their layers' 90 % intervals
+        "runtime_interval_coverage": sum(held) / len(held) if held else None,
+        "runtime_intervals": len(held),
     }
     methods = sorted({k for x in out_cases for k in x.get("peers", {})})
     record["peers"] = {}
@@ -442,7 +449,14 @@ def validate_neusight(sources: Sequence[str | os.PathLike[str]], model: Any = No
         for r in node_rows:
             if r["predicted_ms"] is not None:
                 by_type.setdefault(r["type"], []).append(r["error_pct"])
-        record["node_mape"] = {t: {"mape": _mape(v), "nodes": len(v)} for t, v in sorted(by_type.items())}
+        record["node_mape"] = {}
+        for t, v in sorted(by_type.items()):
+            rows = [r for r in node_rows if r["type"] == t and r["predicted_ms"] is not None]
+            record["node_mape"][t] = {
+                "mape": _mape(v), "nodes": len(v),
+                # each node times its repeats: what the type takes in the networks, measured alone and predicted
+                "measured_ms": sum(r["measured_ms"] * r["repeat"] for r in rows),
+                "predicted_ms": sum(r["predicted_ms"] * r["repeat"] for r in rows)}
     return record
 
 
@@ -482,6 +496,9 @@ def format_neusight(record: dict[str, Any]) -> str:
     lines = ["  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
              for r in rows]
     lines.append(f"runtime MAPE {record['runtime_mape']:.1f}% over {record['networks']} networks (ours)")
+    if record.get("runtime_interval_coverage") is not None:
+        lines.append(f"the sums of the layers' 90% intervals held {record['runtime_interval_coverage']:.0%} of the "
+                     f"{record['runtime_intervals']} measured runtimes")
     for k, v in record["peers"].items():
         lines.append(f"  {k}: {v['runtime_mape']:.1f}% over the {v['networks']} networks it predicted "
                      f"(ours on the same: {v['ours_runtime_mape']:.1f}%)")
@@ -489,8 +506,15 @@ def format_neusight(record: dict[str, Any]) -> str:
     if record["skipped"]:
         lines.append(f"no zoo build, not predicted: {', '.join(record['skipped'])}")
     if "node_mape" in record:
-        lines.append("per node (measured alone against the layer's prediction): " + ", ".join(
-            f"{t} {v['mape']:.1f}% ({v['nodes']})" for t, v in record["node_mape"].items()))
+        lines.append("traced kernels, measured alone against their layers' predictions, per layer type:")
+        table = [["type", "nodes", "MAPE", "measured ms", "predicted ms"]]
+        table += [[t, str(v["nodes"]), f"{v['mape']:.1f}%", f"{v['measured_ms']:.1f}", f"{v['predicted_ms']:.1f}"]
+                  for t, v in record["node_mape"].items()]
+        w = [max(len(r[i]) for r in table) for i in range(5)]
+        lines += ["  " + "  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
+                  for r in table]
+        lines.append("  (ms: each node times the blocks that run it, over every network; --format json lists "
+                     "every node)")
         other = sorted({r["why"] for r in record["nodes"] if r["predicted_ms"] is None})
         if other:
             lines.append(f"not predicted (no layer type or none in the model): {'; '.join(other)}")

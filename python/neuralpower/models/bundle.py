@@ -562,6 +562,7 @@ def _streaming_carry(doc: dict[str, Any], data: Measurements, gpu: str) -> None:
     w, _ = nnls(A / scale, np.ones(len(y)))
     per_byte, launch = (w / scale).tolist()
     rmspe = _rmspe(y, per_byte * moved + launch)
+    interval = _interval(y, per_byte * moved + launch)  # (on the rows it was fitted to)
     spec = {"kind": "roofline", "ms_per_flop": 0.0, "ms_per_byte": per_byte, "overhead": launch}
     relu = doc["layer_types"].get("relu")
     for t in STREAMING_CARRY:
@@ -573,7 +574,7 @@ def _streaming_carry(doc: dict[str, Any], data: Measurements, gpu: str) -> None:
         doc["layer_types"][t] = {
             "rows": 0, "ranges": {"bytes_moved": [float(moved.min()), float(moved.max())]},
             "runtime_ms": _block(spec, "roofline", _source("carried", text),
-                                 metrics={"roofline": {"rmspe": rmspe, "rows_test": 0}}),
+                                 metrics={"roofline": {"rmspe": rmspe, "rows_test": 0}}, interval=interval),
             "power_w": copy.deepcopy(relu["power_w"]),
         }
 
