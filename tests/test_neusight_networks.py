@@ -22,7 +22,16 @@ from neuralpower.evaluator import Model, load_model
 from neuralpower.models.data import read_measurements
 from neuralpower.models.format import validate_model
 from neuralpower.models.predict import predict_network
-from neuralpower.neusight_networks import is_neusight, read_case, read_cases, read_peers, read_trace, validate_neusight
+from neuralpower.neusight_networks import (
+    calibration,
+    is_neusight,
+    read_case,
+    read_cases,
+    read_peers,
+    read_trace,
+    trace_ratios,
+    validate_neusight,
+)
 from neuralpower.zoo.hf_eager import NEUSIGHT_MODELS
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "neusight-networks"
@@ -309,3 +318,32 @@ def test_import_traces_as_tables(capsys: pytest.CaptureFixture[str], tmp_path: P
     # what fit reads: the same layers back
     data = read_measurements([table])
     np.testing.assert_array_equal(data.rows, np.array([n.layer.row for n in nodes if n.layer is not None]))
+
+
+# -- the GEMMs calibrated to the traces --------------------------------------------------------------------------------
+
+
+def test_calibration_arithmetic() -> None:
+    ratios = {"bert_large-inf-512-8": {"linear": (90.0, 100.0, 4)},
+              "gpt2_large-inf-1024-4": {"linear": (30.0, 20.0, 2)},
+              "gpt2_large-inf-1024-8": {"linear": (60.0, 40.0, 2)}}
+    every = calibration(ratios)["linear"]
+    assert every["scale"] == pytest.approx(180 / 160) and every["nodes"] == 8 and len(every["networks"]) == 3
+    assert calibration(ratios, exclude="gpt2_large")["linear"]["scale"] == pytest.approx(0.9)
+    assert calibration(ratios, exclude="bert_large")["linear"]["scale"] == pytest.approx(1.5)
+    assert calibration(ratios, exclude="gpt2") == calibration(ratios)  # a whole network name, not a prefix of one
+
+
+def test_bundled_linear_is_calibrated_to_the_traces() -> None:
+    """The bundled model's linear scale is what the GPU's traces give for the model without it (to the rounding of
+    a compact model file), and its source says so."""
+    model = load_model("t4-fp32")
+    runtime = model.doc["layer_types"]["linear"]["runtime_ms"]
+    assert "traces" in runtime["source"]["text"] and runtime["scale"] != 1
+    plain = copy.deepcopy(model.doc)
+    del plain["layer_types"]["linear"]["runtime_ms"]["scale"]
+    cases = read_cases([MEASURED / "Tesla_T4"])
+    got = calibration(trace_ratios(cases, Model(plain)))["linear"]
+    assert got["scale"] == pytest.approx(runtime["scale"], rel=1e-4) and got["nodes"] == 33
+    # the other types keep the tables' scale
+    assert all("scale" not in e["runtime_ms"] for t, e in model.doc["layer_types"].items() if t != "linear")

@@ -637,3 +637,56 @@ def trace_table(path: str | os.PathLike[str]) -> tuple[Any, dict[str, int]]:
         "origin": [f"neusight-trace:{case}:{n.name}" for n in kept],
     })
     return table, left
+
+
+# -- calibration of a GPU's operator-table model to its networks' traces ---------------------------------------------
+
+#: The layer types calibrated to the traces: the GEMMs of a network (sizes such as 1024, 4096 or 5120) run faster than
+#: the table's random sizes of the same work (NeuSight's linear tables on the P100, T4 and V100: a median 5.4, 3.0
+#: and 11.8 TFLOP/s over their GEMMs of more than 20 GFLOP, the networks' traced GEMMs 7.2, 4.4 and 13.2).
+CALIBRATED_TYPES = ("linear",)
+
+
+def trace_ratios(cases: Sequence[NetworkCase], model: Any,
+                 types: Sequence[str] = CALIBRATED_TYPES) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """Per case and layer type of ``types``: the traced nodes' time measured alone and as ``model`` predicts it (each
+    node times the blocks that run it), and the count of nodes; cases without a trace are left out."""
+    import numpy as np
+
+    out: dict[str, dict[str, tuple[float, float, int]]] = {}
+    for c in cases:
+        if c.trace is None:
+            continue
+        nodes = [n for n in read_trace(c.trace, c.num_layer)
+                 if n.layer is not None and n.layer.type in types and n.layer.type in model.layer_types]
+        if not nodes:
+            continue
+        rows = np.array([n.layer.row for n in nodes if n.layer is not None])
+        predicted = model.score_rows(rows, np.array([0, len(rows)]), per_layer=True)["layer_runtime_ms"]
+        sums: dict[str, list[float]] = {}
+        for n, p in zip(nodes, predicted, strict=True):
+            assert n.layer is not None
+            s = sums.setdefault(n.layer.type, [0.0, 0.0, 0])
+            s[0] += n.latency_ms * n.repeat
+            s[1] += float(p) * n.repeat
+            s[2] += 1
+        out[c.name] = {t: (v[0], v[1], int(v[2])) for t, v in sums.items()}
+    return out
+
+
+def calibration(ratios: dict[str, dict[str, tuple[float, float, int]]], exclude: str | None = None) -> dict[str, Any]:
+    """Per layer type, the scale that makes the predictions of the traced nodes add up to their measured time, over the
+    cases of :func:`trace_ratios` (``exclude``: leave out the cases of this network model): ``{type: {"scale": s,
+    "nodes": n, "networks": [...]}}``."""
+    out: dict[str, Any] = {}
+    for name, by_type in sorted(ratios.items()):
+        if exclude is not None and name.startswith(f"{exclude}-inf-"):
+            continue
+        for t, (measured, predicted, count) in by_type.items():
+            entry = out.setdefault(t, {"measured": 0.0, "predicted": 0.0, "nodes": 0, "networks": []})
+            entry["measured"] += measured
+            entry["predicted"] += predicted
+            entry["nodes"] += count
+            entry["networks"].append(name)
+    return {t: {"scale": e["measured"] / e["predicted"], "nodes": e["nodes"], "networks": e["networks"]}
+            for t, e in out.items() if e["predicted"] > 0}

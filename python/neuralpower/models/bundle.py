@@ -533,7 +533,29 @@ def build_neusight(key: str, table_name: str, data_dir: Path, jobs: int | None,
                 entry["runtime_ms"]["stream"]["channels"] = float(f[:, FEATURES.index("in_channels")].max())
     doc["description"] = (f"{gpu.name}, fp32, runtime only: NeuSight's PyTorch operator tables ({', '.join(ops)}); "
                           f"{', '.join(STREAMING_CARRY)} carried from its element-wise tables")
+    _trace_calibration(doc, data_dir / "neusight-networks" / "measured", gpu, log)
     return doc
+
+
+def _trace_calibration(doc: dict[str, Any], measured: Path, gpu: Any, log: Callable[[str], None]) -> None:
+    """Scale the GEMMs of a NeuSight GPU's model to its networks' traces (see
+    :data:`neuralpower.neusight_networks.CALIBRATED_TYPES`), where ``measured`` holds that GPU's; say so."""
+    from ..evaluator import Model
+    from ..neusight_networks import calibration, read_cases, trace_ratios
+
+    folders = [p for p in measured.iterdir() if p.is_dir() and find_gpu(p.name).key == gpu.key] if \
+        measured.is_dir() else []
+    if not folders:
+        return
+    cases = read_cases(folders)
+    for t, c in calibration(trace_ratios(cases, Model(doc, validate=False))).items():
+        runtime = doc["layer_types"][t]["runtime_ms"]
+        runtime["scale"] = c["scale"]
+        networks = sorted({n.split("-inf-")[0] for n in c["networks"]})
+        runtime["source"]["text"] += (f", times {c['scale']:.3f}: the time NeuSight's traces of its networks on this "
+                                      f"GPU measured for their {c['nodes']} {t} nodes ({', '.join(networks)}) over "
+                                      "the tables' prediction of them")
+        log(f"{gpu.key}-fp32: {t} calibrated to the traces of {len(c['networks'])} networks: x {c['scale']:.3f}")
 
 
 # Layer types NeuSight measured no operator of that run a network's kernels (the embedding lookup, BERT's pooler
