@@ -263,6 +263,11 @@ def test_models_lists_each_types_source(capsys: pytest.CaptureFixture[str]) -> N
     assert kinds["linear"] == ("measured", "measured") and kinds["softmax"][0] == "carried"
     assert main(["models", "h100-bf16"]) == 0
     assert "bandwidth ratio" in capsys.readouterr().out
+    # a scaled runtime: its metrics are the fit's, before the scale, and the listing says so
+    assert main(["models", "t4-fp32"]) == 0
+    linear = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("linear"))
+    scale = npw.load_model("t4-fp32").doc["layer_types"]["linear"]["runtime_ms"]["scale"]
+    assert linear.endswith(f"before the scale {scale:.3g}]")
 
 
 def test_the_neusight_gpus_models_predict_what_their_tables_hold() -> None:

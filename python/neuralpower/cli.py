@@ -798,7 +798,7 @@ def _model_types(model: Any, fmt: str) -> int:
             how, text = model.source(t, target)
             interval = block.get("interval") or {}
             record[target] = {"default": block["default"], "rmspe": m.get("rmspe") if m.get("rows_test") else None,
-                              "how": how, "source": text,
+                              "how": how, "source": text, "scale": float(block.get("scale", 1.0)),
                               # the share of held-out rows the 90 % interval held (None: not measured, or none)
                               "interval_coverage": interval.get("test_coverage")}
         records.append(record)
@@ -814,6 +814,8 @@ def _model_types(model: Any, fmt: str) -> int:
             rmspe = "" if v["rmspe"] is None else f", held-out RMSPE {v['rmspe']:.1f}%"
             if v["interval_coverage"] is not None:
                 rmspe += f", 90% interval held {v['interval_coverage']:.0f}%"
+            if rmspe and v["scale"] != 1:  # the metrics are the fit's, on its own rows
+                rmspe += f", before the scale {v['scale']:.3g}"
             print(f"{r['type'] if target == 'runtime_ms' else '':<19} {label:<8} {v['how'] or '-':<9} {v['source']} "
                   f"[{v['default']}{rmspe}]")
     return 0
