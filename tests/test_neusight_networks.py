@@ -266,8 +266,11 @@ def test_validate_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     assert nodes["node_mape"]["linear"]["measured_ms"] == pytest.approx(sum(r["measured_ms"] * r["repeat"]
                                                                             for r in linear))
     # another GPU's model, asked for: every case predicted with it
-    code, out, _ = run(capsys, "validate", str(folder), "--gpu", "v100-pcie-32gb", "--format", "json")
+    code, out, err = run(capsys, "validate", str(folder), "--gpu", "v100-pcie-32gb", "--format", "json")
     assert code == 0 and {c["predicted_by"] for c in json.loads(out)["cases"]} == {"v100-pcie-32gb-fp32"}
+    assert "measured on Tesla_T4; v100-pcie-32gb-fp32 predicts Tesla V100-PCIE-32GB" in err
+    code, out, err = run(capsys, "validate", str(folder), "--gpu", "t4", "--format", "json")
+    assert code == 0 and "note" not in err
 
 
 @pytest.mark.parametrize(("extra", "message"), [

@@ -216,6 +216,17 @@ def _cmd_validate_neusight(args: argparse.Namespace) -> int:
         check_output(args.plot, option="--plot", inputs=[args.networks], suffixes=(".png",))
     model = _load_model(args, "fp32") if args.model or args.gpu else None
     record = validate_neusight([args.networks], model, peers=args.peers, nodes=args.nodes or bool(args.plot))
+    if model is not None:
+        from .gpus import find_gpu
+
+        measured_on = sorted({c["gpu"] for c in record["cases"]})
+        try:
+            same = all(find_gpu(g).name == find_gpu(model.gpu).name for g in measured_on)
+        except InputError:
+            same = False
+        if not same:
+            print(f"note: the networks were measured on {', '.join(measured_on)}; {model.name or model.path} predicts "
+                  f"{model.gpu}", file=sys.stderr)
     return _print_validation(args, record, format_neusight, plot_neusight)
 
 
