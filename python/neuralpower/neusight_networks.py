@@ -35,14 +35,30 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InputError
 from .layers import Layer
 
-__all__ = ["NetworkCase", "Node", "case_name", "read_case", "read_cases", "read_peers", "read_trace"]
+__all__ = [
+    "CALIBRATED_TYPES",
+    "NetworkCase",
+    "Node",
+    "calibration",
+    "case_name",
+    "format_neusight",
+    "is_neusight",
+    "plot_neusight",
+    "read_case",
+    "read_cases",
+    "read_peers",
+    "read_trace",
+    "trace_ratios",
+    "trace_table",
+    "validate_neusight",
+]
 
 # NeuSight's case files: <model>-inf-<seq_len>-<batch>.json
 _CASE = re.compile(r"^(?P<model>.+)-inf-(?P<seq>\d+)-(?P<batch>\d+)\.json$")
@@ -203,8 +219,8 @@ def _module_class(meta: str, target: str) -> str:
     return m.group(1).rsplit(".", 1)[-1].lower() if m else ""
 
 
-def _node(op: str, target: str, meta: str, ins: list[list[int]], out: list[int], contiguous: bool,
-          dtype: str) -> tuple[str, str, str | None, dict[str, int]]:
+def _node(op: str, target: str, meta: str, ins: list[list[int]], out: list[int],
+          contiguous: bool) -> tuple[str, str, str | None, dict[str, int]]:
     """``(kind, why, layer type, fields)`` of one node (fields with ``batch``; dtype added by the caller)."""
     fn = _callee(op, target) if op == "call_function" else target.lower()
     tensors = [s for s in ins if _numel(s) > 1]
@@ -285,10 +301,6 @@ def _rows(shape: Sequence[int]) -> dict[str, int]:
     return {"batch": max(1, _numel(shape[:-1])), "in_channels": shape[-1] if shape else 1}
 
 
-def _layer(kind: str, fields: dict[str, int], name: str) -> Layer:
-    return Layer(kind, name=name, **fields)
-
-
 def read_trace(path: str | os.PathLike[str], num_layer: int = 1) -> list[Node]:
     """The nodes of one NeuSight trace, each classified (see the module's notes); the nodes of the traced
     transformer block repeat ``num_layer`` times."""
@@ -321,21 +333,16 @@ def read_trace(path: str | os.PathLike[str], num_layer: int = 1) -> list[Node]:
         if not _is_shape(out):
             out = ins[0] if ins else []
         contiguous = (r.get("input_contiguous") or "").startswith("[True")
-        kind, why, layer_type, fields = _node(r["op"], r["target"], r["meta"] or "", ins, out, contiguous,
-                                              r.get("dtype", ""))
+        kind, why, layer_type, fields = _node(r["op"], r["target"], r["meta"] or "", ins, out, contiguous)
         layer = None
         if layer_type is not None:
             try:
-                layer = _layer(layer_type, fields, r["Name"])
+                layer = Layer(layer_type, name=r["Name"], **fields)
             except InputError as e:
                 raise InputError(f"node {r['Name']}: {e}", path=path, row=row) from None
         nodes.append(Node(r["Name"], r["op"], r["target"], kind, why, latency,
                           num_layer if first <= i <= last else 1, layer, row))
     return nodes
-
-
-def layer_nodes(nodes: Sequence[Node]) -> Iterator[Node]:
-    return (n for n in nodes if n.layer is not None)
 
 
 # -- validation ---------------------------------------------------------------------------------------------------
