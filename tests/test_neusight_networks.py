@@ -350,3 +350,26 @@ def test_bundled_linear_is_calibrated_to_the_traces() -> None:
     assert got["scale"] == pytest.approx(runtime["scale"], rel=1e-4) and got["nodes"] == 33
     # the other types keep the tables' scale
     assert all("scale" not in e["runtime_ms"] for t, e in model.doc["layer_types"].items() if t != "linear")
+
+
+def test_validate_held_out(capsys: pytest.CaptureFixture[str]) -> None:
+    """--held-out: each network's linear scale comes from the traces of its GPU's other networks only."""
+    code, out, err = run(capsys, "validate", str(MEASURED / "Tesla_T4"), "--held-out", "--format", "json")
+    assert code == 0, err
+    rec = json.loads(out)
+    assert rec["held_out"] and rec["networks"] == 5
+    model = load_model("t4-fp32")
+    plain = copy.deepcopy(model.doc)
+    del plain["layer_types"]["linear"]["runtime_ms"]["scale"]
+    ratios = trace_ratios(read_cases([MEASURED / "Tesla_T4"]), Model(plain))
+    for case in rec["cases"]:
+        want = calibration(ratios, exclude=case["model"])["linear"]["scale"]
+        assert case["calibration"]["linear"] == pytest.approx(want)
+        assert case["calibration"]["linear"] != pytest.approx(model.doc["layer_types"]["linear"]["runtime_ms"]["scale"])
+    # without it: the bundled scale (fitted on all these traces), and said nowhere as held out
+    in_sample = validate_neusight([MEASURED / "Tesla_T4"])
+    assert not in_sample["held_out"] and "calibration" not in in_sample["cases"][0]
+    assert in_sample["runtime_mape"] != pytest.approx(rec["runtime_mape"])
+    cpu_networks = DATA.parent / "cpu" / "networks"  # what bench-network wrote: no traces to hold out
+    code, out, err = run(capsys, "validate", str(cpu_networks), "--held-out")
+    assert code == 2 and "--held-out applies to NeuSight's measured networks only" in err and out == ""

@@ -215,7 +215,8 @@ def _cmd_validate_neusight(args: argparse.Namespace) -> int:
     if args.plot:
         check_output(args.plot, option="--plot", inputs=[args.networks], suffixes=(".png",))
     model = _load_model(args, "fp32") if args.model or args.gpu else None
-    record = validate_neusight([args.networks], model, peers=args.peers, nodes=args.nodes or bool(args.plot))
+    record = validate_neusight([args.networks], model, peers=args.peers, nodes=args.nodes or bool(args.plot),
+                               held_out=args.held_out)
     if model is not None:
         from .gpus import find_gpu
 
@@ -250,9 +251,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     if is_neusight(args.networks):
         return _cmd_validate_neusight(args)
-    for option in ("peers", "nodes"):
+    for option in ("peers", "nodes", "held_out"):
         if getattr(args, option):
-            raise InputError(f"--{option} applies to NeuSight's measured networks only", path=args.networks)
+            raise InputError(f"--{option.replace('_', '-')} applies to NeuSight's measured networks only",
+                             path=args.networks)
     if args.plot:
         check_output(args.plot, option="--plot", inputs=[args.networks, *(args.archs or [])], suffixes=(".png",))
     model = _load_model(args, _networks_dtype(args) if args.gpu else None)
@@ -1068,6 +1070,9 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--nodes", action="store_true",
                     help="NeuSight's networks: also compare every traced kernel (measured alone) with its layer's "
                     "prediction, per layer type")
+    va.add_argument("--held-out", action="store_true",
+                    help="NeuSight's networks: predict each with linear calibrated to the traces of its GPU's other "
+                    "networks only (leave one network out; the bundled models are calibrated to all of them)")
     va.set_defaults(run=_cmd_validate)
 
     im = verbs.add_parser(

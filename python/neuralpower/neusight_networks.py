@@ -371,15 +371,45 @@ def _mape(errors: Sequence[float]) -> float | None:
     return float(sum(abs(e) for e in errors) / len(errors)) if errors else None
 
 
+def _held_out(m: Any, c: NetworkCase, cases: Sequence[NetworkCase], cache: dict[Any, Any]) -> tuple[Any, Any]:
+    """``m`` with its :data:`CALIBRATED_TYPES` scaled by the traces of the other networks of ``c``'s GPU among
+    ``cases`` (leave one network out), and the scales."""
+    from .evaluator import Model
+
+    key = (id(m), c.gpu)
+    if key not in cache:
+        plain = dict(m.doc)
+        plain["layer_types"] = dict(m.doc["layer_types"])
+        for t in CALIBRATED_TYPES:
+            if t in plain["layer_types"]:
+                entry = plain["layer_types"][t]
+                runtime = {k: v for k, v in entry["runtime_ms"].items() if k != "scale"}
+                plain["layer_types"][t] = {**entry, "runtime_ms": runtime}
+        cache[key] = (plain, trace_ratios([o for o in cases if o.gpu == c.gpu], Model(plain, validate=False)))
+    plain, ratios = cache[key]
+    doc = dict(plain)
+    doc["layer_types"] = dict(plain["layer_types"])
+    scales = {t: cal["scale"] for t, cal in calibration(ratios, exclude=c.model).items()}
+    for t, scale in scales.items():
+        entry = doc["layer_types"][t]
+        doc["layer_types"][t] = {**entry, "runtime_ms": {**entry["runtime_ms"], "scale": scale}}
+    return Model(doc, name=f"{m.name or m.path} ({', '.join(scales) or 'nothing'} calibrated without {c.model})",
+                 validate=False), scales
+
+
 def validate_neusight(sources: Sequence[str | os.PathLike[str]], model: Any = None, *,
-                      peers: str | os.PathLike[str] | None = None, nodes: bool = False) -> dict[str, Any]:
+                      peers: str | os.PathLike[str] | None = None, nodes: bool = False,
+                      held_out: bool = False) -> dict[str, Any]:
     """Predict every network NeuSight measured in ``sources`` and compare with its end-to-end latency.
 
     Each network is the zoo's eager build of its configuration (:mod:`neuralpower.zoo.hf_eager`) at the measured
     batch and sequence length, predicted with ``model`` (default: the bundled fp32 model of the GPU the folder is
     named after, or one carried to it through the datasheets). With ``peers`` (NeuSight's ``predicted`` folder),
     each case also gets the peers' predictions and each peer its MAPE over the same cases. With ``nodes``, every
-    traced node that runs a kernel is compared with its layer's prediction (both measured alone).
+    traced node that runs a kernel is compared with its layer's prediction (both measured alone). With ``held_out``,
+    each network is predicted with the model's :data:`CALIBRATED_TYPES` scaled by the traces of the other networks of
+    its GPU in ``sources`` only, in place of any calibration the model holds (leave one network out: the bundled
+    NeuSight models are calibrated to these very traces).
 
     Returns the record ``neuralpower validate --format json`` prints: ``runtime_mape``, ``networks``, ``cases``,
     ``peers``, ``skipped`` (networks with no zoo build), and with ``nodes`` the per-node rows and per-type MAPE.
@@ -395,6 +425,7 @@ def validate_neusight(sources: Sequence[str | os.PathLike[str]], model: Any = No
 
     cases = read_cases(sources)
     models: dict[str, Any] = {}
+    held: dict[Any, Any] = {}
     peer_cache: dict[str, dict[str, dict[str, float]]] = {}
     out_cases: list[dict[str, Any]] = []
     node_rows: list[dict[str, Any]] = []
@@ -404,6 +435,9 @@ def validate_neusight(sources: Sequence[str | os.PathLike[str]], model: Any = No
             skipped.append(f"{c.gpu}/{c.name}")
             continue
         m = _model_for(c, model, models)
+        scales = None
+        if held_out:
+            m, scales = _held_out(m, c, cases, held)
         arch = zoo.build(NEUSIGHT_MODELS[c.model], batch=c.batch, seq_len=c.seq_len, dtype="fp32")
         if arch.dtype != m.dtype:
             raise InputError(f"NeuSight's networks ran in fp32, the model {m.name or m.path} was fit for {m.dtype}",
@@ -417,6 +451,8 @@ def validate_neusight(sources: Sequence[str | os.PathLike[str]], model: Any = No
             "seq_len": c.seq_len, "measured_ms": c.e2e_ms, "predicted_ms": p.runtime_ms,
             "error_pct": _pct(p.runtime_ms, c.e2e_ms), "predicted_by": m.name or m.path, "layers": len(arch),
         }
+        if scales is not None:
+            case["calibration"] = scales  # the held-out scale of each calibrated type
         lo, hi = p.bounds.get("runtime_ms_lo"), p.bounds.get("runtime_ms_hi")
         if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
             case["interval_ms"] = [lo, hi]  # the layers' 90 % intervals, summed
@@ -434,15 +470,16 @@ def validate_neusight(sources: Sequence[str | os.PathLike[str]], model: Any = No
     if not out_cases:
         raise InputError(f"none of the networks has a zoo build (known: {', '.join(NEUSIGHT_MODELS)}; found: "
                          f"{', '.join(skipped)})", path=", ".join(os.fspath(x) for x in sources))
-    held = [x["interval_ms"][0] <= x["measured_ms"] <= x["interval_ms"][1] for x in out_cases if "interval_ms" in x]
+    covered = [x["interval_ms"][0] <= x["measured_ms"] <= x["interval_ms"][1] for x in out_cases if "interval_ms" in x]
     record: dict[str, Any] = {
         "runtime_mape": _mape([x["error_pct"] for x in out_cases]),
         "networks": len(out_cases),
         "cases": out_cases,
         "skipped": skipped,
         # the share of networks whose measured runtime lay within the sum of their layers' 90 % intervals
-        "runtime_interval_coverage": sum(held) / len(held) if held else None,
-        "runtime_intervals": len(held),
+        "runtime_interval_coverage": sum(covered) / len(covered) if covered else None,
+        "runtime_intervals": len(covered),
+        "held_out": held_out,
     }
     methods = sorted({k for x in out_cases for k in x.get("peers", {})})
     record["peers"] = {}
@@ -502,7 +539,9 @@ def format_neusight(record: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
              for r in rows]
-    lines.append(f"runtime MAPE {record['runtime_mape']:.1f}% over {record['networks']} networks (ours)")
+    lines.append(f"runtime MAPE {record['runtime_mape']:.1f}% over {record['networks']} networks (ours"
+                 + (", each with linear calibrated to the traces of its GPU's other networks only)" if
+                    record.get("held_out") else ")"))
     if record.get("runtime_interval_coverage") is not None:
         lines.append(f"the sums of the layers' 90% intervals held {record['runtime_interval_coverage']:.0%} of the "
                      f"{record['runtime_intervals']} measured runtimes")
