@@ -253,8 +253,9 @@ _HF = "Hugging Face transformers, {} of NeuSight's {}.json (eval mode, eager att
 _BUILDERS: dict[str, tuple[Callable[[dict[str, Any]], Callable[[Builder, S], S]], str, str]] = {
     "bert_large": (_bert, "AutoModelForSequenceClassification", "BERT-large for sequence classification"),
     "gpt2_large": (_gpt2, "AutoModelForCausalLM", "GPT-2 Large"),
-    "gpt3_xl": (_gpt2, "AutoModelForCausalLM", "GPT-3 XL (GPT-2 architecture, 1.3B)"),
-    "gpt3_27": (_gpt2, "AutoModelForCausalLM", "GPT-3 2.7B (GPT-2 architecture)"),
+    "gpt3_xl": (_gpt2, "AutoModelForCausalLM", "GPT-3 XL as NeuSight configures it (GPT-2 architecture, width 3072, "
+                "24 layers: 2.88B parameters, not the paper's 1.3B)"),
+    "gpt3_27": (_gpt2, "AutoModelForCausalLM", "GPT-3 2.7B (GPT-2 architecture, width 2560, 32 layers)"),
     "opt_13": (_opt, "AutoModelForCausalLM", "OPT-1.3B"),
 }
 def register_all() -> None:
