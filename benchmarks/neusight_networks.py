@@ -17,25 +17,25 @@ from __future__ import annotations
 import copy
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from neuralpower import zoo
+from neuralpower.errors import InputError
 from neuralpower.evaluator import Model, load_model
-from neuralpower.neusight_networks import calibration, read_cases, read_peers, trace_ratios
-from neuralpower.zoo.hf_eager import NEUSIGHT_MODELS
+from neuralpower.neusight_networks import CALIBRATED_TYPES, validate_neusight
 
 
-def _uncalibrated(model: Model) -> dict:
+def _uncalibrated(model: Model) -> Model:
     doc = copy.deepcopy(model.doc)
-    for entry in doc["layer_types"].values():
-        entry["runtime_ms"].pop("scale", None)
-    return doc
+    for t in CALIBRATED_TYPES:
+        doc["layer_types"][t]["runtime_ms"].pop("scale", None)
+    return Model(doc, name=f"{model.name} (uncalibrated)")
 
 
 def main(argv: list[str]) -> int:
     data = Path(argv[0] if argv else "data") / "neusight-networks"
-    measured = data / "measured"
+    measured, predicted = data / "measured", data / "predicted"
     if not measured.is_dir():
         print(f"{measured}: no such folder", file=sys.stderr)
         return 2
@@ -43,36 +43,35 @@ def main(argv: list[str]) -> int:
     everything: dict[str, list[float]] = {"uncalibrated": [], "calibrated": [], "neusight": [], "habitat": []}
     held: list[bool] = []
     for folder in sorted(p for p in measured.iterdir() if p.is_dir()):
-        cases = [c for c in read_cases([folder]) if c.model in NEUSIGHT_MODELS]
-        if not cases:
+        peers = predicted if predicted.is_dir() else None
+        try:
+            out = validate_neusight([folder], held_out=True, peers=peers)
+        except InputError as e:  # a folder with no network of the zoo (the Switch model only)
+            print(f"{folder.name}: {e}", file=sys.stderr)
             continue
-        plain = _uncalibrated(load_model(gpu=folder.name, dtype="fp32"))
-        ratios = trace_ratios(cases, Model(plain))
-        peers = read_peers(data / "predicted", folder.name) if (data / "predicted").is_dir() else {}
-        errors: dict[str, list[float]] = {k: [] for k in everything}
-        for c in cases:
-            arch = zoo.build(NEUSIGHT_MODELS[c.model], batch=c.batch, seq_len=c.seq_len)
-            doc = copy.deepcopy(plain)
-            for t, cal in calibration(ratios, exclude=c.model).items():
-                doc["layer_types"][t]["runtime_ms"]["scale"] = cal["scale"]
-            for label, d in (("uncalibrated", plain), ("calibrated", doc)):
-                p = Model(d).predict(arch)
-                errors[label].append(100 * abs(p.runtime_ms / c.e2e_ms - 1))
-                if label == "calibrated":  # the network's interval: the sum of its layers' 90 % intervals
-                    held.append(p.bounds["runtime_ms_lo"] <= c.e2e_ms <= p.bounds["runtime_ms_hi"])
-            for peer in ("neusight", "habitat"):
-                if c.name in peers.get(peer, {}):
-                    errors[peer].append(100 * abs(peers[peer][c.name] / c.e2e_ms - 1))
+        plain = validate_neusight([folder], _uncalibrated(load_model(gpu=folder.name, dtype="fp32")))
+        errors: dict[str, list[float]] = {
+            "uncalibrated": [abs(c["error_pct"]) for c in plain["cases"]],
+            "calibrated": [abs(c["error_pct"]) for c in out["cases"]],
+        }
+        for peer in ("neusight", "habitat"):
+            errors[peer] = [100 * abs(c["peers"][peer] / c["measured_ms"] - 1) for c in out["cases"]
+                            if peer in c.get("peers", {})]
+        held += [c["interval_ms"][0] <= c["measured_ms"] <= c["interval_ms"][1] for c in out["cases"]]
         for k, v in errors.items():
             everything[k] += v
-        cells = [f"{np.mean(errors[k]):.1f}%" if errors[k] else "-" for k in everything]
-        print(f"{folder.name:<24} {len(cases):>8} {cells[0]:>12} {cells[1]:>10} {cells[2]:>9} {cells[3]:>8}")
-    cells = [f"{np.mean(v):.1f}%" for v in everything.values()]
-    print(f"{'all':<24} {len(everything['calibrated']):>8} {cells[0]:>12} {cells[1]:>10} {cells[2]:>9} {cells[3]:>8}")
+        print(f"{folder.name:<24} {out['networks']:>8} " + _cells(errors))
+    print(f"{'all':<24} {len(everything['calibrated']):>8} " + _cells(everything))
     print("calibrated: linear scaled by the traces of the GPU's other networks (leave one network out)")
     print(f"the calibrated networks' intervals (the sums of their layers' 90 % intervals) held {sum(held)} of "
           f"{len(held)} measured runtimes")
     return 0
+
+
+def _cells(errors: dict[str, Any]) -> str:
+    cells = [f"{np.mean(errors[k]):.1f}%" if errors[k] else "-" for k in ("uncalibrated", "calibrated", "neusight",
+                                                                          "habitat")]
+    return f"{cells[0]:>12} {cells[1]:>10} {cells[2]:>9} {cells[3]:>8}"
 
 
 if __name__ == "__main__":

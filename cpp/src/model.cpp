@@ -361,6 +361,12 @@ void Model::set_stream(int type, double rows_hi, double channels_hi) {
 
 namespace {
 
+// Multiplies the features that count a layer's size (rows, elements, FLOPs, bytes) by k: the same kernel over k times
+// as many rows.
+void scale_extensive(double* f, double k) {
+    for (int i : {kFRows, kFBatch, kFFlops, kFBytesMoved, kFElementsIn, kFElementsOut}) f[i] *= k;
+}
+
 // A streaming layer's features beyond the largest tensor its type's fit saw, brought back within it (see
 // TypeModel): returns the factor its runtime takes.
 double stream_within(const TypeModel& tm, double* f) {
@@ -372,7 +378,7 @@ double stream_within(const TypeModel& tm, double* f) {
     }
     if (tm.stream_rows_hi <= 0.0 || f[kFRows] <= tm.stream_rows_hi) return 1.0;
     const double k = f[kFRows] / tm.stream_rows_hi;
-    for (int i : {kFRows, kFBatch, kFFlops, kFBytesMoved, kFElementsIn, kFElementsOut}) f[i] /= k;
+    scale_extensive(f, 1.0 / k);
     return k;
 }
 
@@ -427,8 +433,7 @@ std::ptrdiff_t Model::evaluate(const std::int64_t* rows, std::size_t n, LayerRes
                        static_cast<double>(i[kInfoBytesOutput]);
             };
             const double k = moved(info) / moved(laid_info);
-            if (k != 1.0)
-                for (int j : {kFRows, kFBatch, kFFlops, kFBytesMoved, kFElementsIn, kFElementsOut}) f[j] *= k;
+            if (k != 1.0) scale_extensive(f.data(), k);
         } else {
             compute_features(r, info.data(), f.data());
         }

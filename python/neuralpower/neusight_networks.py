@@ -36,9 +36,10 @@ import math
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from ._text import text_table
 from .errors import InputError
 from .layers import Layer
 
@@ -105,7 +106,6 @@ class NetworkCase:
     num_layer: int
     path: str
     trace: str | None = None
-    peers: dict[str, float] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -221,7 +221,7 @@ def _module_class(meta: str, target: str) -> str:
 
 def _node(op: str, target: str, meta: str, ins: list[list[int]], out: list[int],
           contiguous: bool) -> tuple[str, str, str | None, dict[str, int]]:
-    """``(kind, why, layer type, fields)`` of one node (fields with ``batch``; dtype added by the caller)."""
+    """``(kind, why, layer type, fields)`` of one node (fields in the layout NeuSight's tables have; fp32)."""
     fn = _callee(op, target) if op == "call_function" else target.lower()
     tensors = [s for s in ins if _numel(s) > 1]
     if op in ("placeholder", "get_attr", "output"):
@@ -348,6 +348,17 @@ def read_trace(path: str | os.PathLike[str], num_layer: int = 1) -> list[Node]:
 # -- validation ---------------------------------------------------------------------------------------------------
 
 
+def _trace_of(case: NetworkCase, traces: dict[str, list[Node]] | None) -> list[Node] | None:
+    """``case``'s trace (None: it has none), read once where ``traces`` keeps them."""
+    if case.trace is None:
+        return None
+    if traces is None:
+        return read_trace(case.trace, case.num_layer)
+    if case.trace not in traces:
+        traces[case.trace] = read_trace(case.trace, case.num_layer)
+    return traces[case.trace]
+
+
 def _model_for(case: NetworkCase, given: Any, cache: dict[str, Any]) -> Any:
     """The model predicting ``case``: the one given, or the bundled (or carried) fp32 model of its GPU."""
     if given is not None:
@@ -371,7 +382,8 @@ def _mape(errors: Sequence[float]) -> float | None:
     return float(sum(abs(e) for e in errors) / len(errors)) if errors else None
 
 
-def _held_out(m: Any, c: NetworkCase, cases: Sequence[NetworkCase], cache: dict[Any, Any]) -> tuple[Any, Any]:
+def _held_out(m: Any, c: NetworkCase, cases: Sequence[NetworkCase], cache: dict[Any, Any],
+              traces: dict[str, list[Node]]) -> tuple[Any, Any]:
     """``m`` with its :data:`CALIBRATED_TYPES` scaled by the traces of the other networks of ``c``'s GPU among
     ``cases`` (leave one network out), and the scales."""
     from .evaluator import Model
@@ -385,7 +397,8 @@ def _held_out(m: Any, c: NetworkCase, cases: Sequence[NetworkCase], cache: dict[
                 entry = plain["layer_types"][t]
                 runtime = {k: v for k, v in entry["runtime_ms"].items() if k != "scale"}
                 plain["layer_types"][t] = {**entry, "runtime_ms": runtime}
-        cache[key] = (plain, trace_ratios([o for o in cases if o.gpu == c.gpu], Model(plain, validate=False)))
+        same_gpu = [o for o in cases if o.gpu == c.gpu]
+        cache[key] = (plain, trace_ratios(same_gpu, Model(plain, validate=False), traces=traces))
     plain, ratios = cache[key]
     doc = dict(plain)
     doc["layer_types"] = dict(plain["layer_types"])
@@ -426,6 +439,7 @@ def validate_neusight(sources: Sequence[str | os.PathLike[str]], model: Any = No
     cases = read_cases(sources)
     models: dict[str, Any] = {}
     held: dict[Any, Any] = {}
+    traces: dict[str, list[Node]] = {}  # each trace read once
     peer_cache: dict[str, dict[str, dict[str, float]]] = {}
     out_cases: list[dict[str, Any]] = []
     node_rows: list[dict[str, Any]] = []
@@ -437,7 +451,7 @@ def validate_neusight(sources: Sequence[str | os.PathLike[str]], model: Any = No
         m = _model_for(c, model, models)
         scales = None
         if held_out:
-            m, scales = _held_out(m, c, cases, held)
+            m, scales = _held_out(m, c, cases, held, traces)
         arch = zoo.build(NEUSIGHT_MODELS[c.model], batch=c.batch, seq_len=c.seq_len, dtype="fp32")
         if arch.dtype != m.dtype:
             raise InputError(f"NeuSight's networks ran in fp32, the model {m.name or m.path} was fit for {m.dtype}",
@@ -456,8 +470,8 @@ def validate_neusight(sources: Sequence[str | os.PathLike[str]], model: Any = No
         lo, hi = p.bounds.get("runtime_ms_lo"), p.bounds.get("runtime_ms_hi")
         if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
             case["interval_ms"] = [lo, hi]  # the layers' 90 % intervals, summed
-        if c.trace is not None:
-            traced = read_trace(c.trace, c.num_layer)
+        traced = _trace_of(c, traces)
+        if traced is not None:
             case["nodes_alone_ms"] = sum(n.latency_ms * n.repeat for n in traced if n.kind != "free")
             case["free_nodes_alone_ms"] = sum(n.latency_ms * n.repeat for n in traced if n.kind == "free")
             if nodes:
@@ -529,16 +543,14 @@ def format_neusight(record: dict[str, Any]) -> str:
     """The table ``neuralpower validate`` prints for NeuSight's networks."""
     methods = list(record["peers"])
     head = ["gpu", "network", "measured ms", "predicted ms", "error", "alone ms", *methods]
-    rows = [head]
+    rows = []
     for x in record["cases"]:
         alone = x.get("nodes_alone_ms")
         rows.append([x["gpu"], x["network"], f"{x['measured_ms']:.1f}", f"{x['predicted_ms']:.1f}",
                      f"{x['error_pct']:+.1f}%", "-" if alone is None else f"{alone:.1f}",
                      *[f"{_pct(x['peers'][k], x['measured_ms']):+.1f}%" if k in x.get("peers", {}) else "-"
                        for k in methods]])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True)))
-             for r in rows]
+    lines = text_table(head, rows, right=range(2, len(head)))
     lines.append(f"runtime MAPE {record['runtime_mape']:.1f}% over {record['networks']} networks (ours"
                  + (", each with linear calibrated to the traces of its GPU's other networks only)" if
                     record.get("held_out") else ")"))
@@ -553,12 +565,10 @@ def format_neusight(record: dict[str, Any]) -> str:
         lines.append(f"no zoo build, not predicted: {', '.join(record['skipped'])}")
     if "node_mape" in record:
         lines.append("traced kernels, measured alone against their layers' predictions, per layer type:")
-        table = [["type", "nodes", "MAPE", "measured ms", "predicted ms"]]
-        table += [[t, str(v["nodes"]), f"{v['mape']:.1f}%", f"{v['measured_ms']:.1f}", f"{v['predicted_ms']:.1f}"]
-                  for t, v in record["node_mape"].items()]
-        w = [max(len(r[i]) for r in table) for i in range(5)]
-        lines += ["  " + "  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
-                  for r in table]
+        body = [[t, str(v["nodes"]), f"{v['mape']:.1f}%", f"{v['measured_ms']:.1f}", f"{v['predicted_ms']:.1f}"]
+                for t, v in record["node_mape"].items()]
+        lines += ["  " + line for line in text_table(["type", "nodes", "MAPE", "measured ms", "predicted ms"], body,
+                                                     right=range(1, 5))]
         lines.append("  (ms: each node times the blocks that run it, over every network; --format json lists "
                      "every node)")
         other = sorted({r["why"] for r in record["nodes"] if r["predicted_ms"] is None})
@@ -646,8 +656,8 @@ def trace_table(path: str | os.PathLike[str]) -> tuple[Any, dict[str, int]]:
     measured once), with the node in ``origin``; and the count of the nodes left out, by why."""
     import pyarrow as pa
 
-    from . import _evaluator as _ev
-    from .layers import DTYPES, FIELDS
+    from .bench.dataset import layer_cells
+    from .layers import FIELDS
 
     path = os.fspath(path)
     case = os.path.basename(path)
@@ -661,19 +671,8 @@ def trace_table(path: str | os.PathLike[str]) -> tuple[Any, dict[str, int]]:
         if n.layer is None:
             key = "free (no kernel in a network)" if n.kind == "free" else "no layer type"
             left[key] = left.get(key, 0) + 1
-    columns: dict[str, list[Any]] = {f: [] for f in FIELDS}
-    for n in kept:
-        assert n.layer is not None
-        row = n.layer.row
-        reads = set(_ev.type_fields(int(row[0])))
-        for i, f in enumerate(FIELDS):
-            if f == "type":
-                columns[f].append(n.layer.type)
-            elif f == "dtype":
-                columns[f].append(DTYPES[int(row[i])])
-            else:
-                columns[f].append(int(row[i]) if i in reads else None)
-    used = {f: v for f, v in columns.items() if any(x is not None for x in v)}
+    cells = [layer_cells(n.layer) for n in kept if n.layer is not None]
+    used = {f: [c[f] for c in cells] for f in FIELDS if any(c.get(f) is not None for c in cells)}
     gpu = gpu_of_folder(path)
     table = pa.table({
         **used,
@@ -693,17 +692,19 @@ def trace_table(path: str | os.PathLike[str]) -> tuple[Any, dict[str, int]]:
 CALIBRATED_TYPES = ("linear",)
 
 
-def trace_ratios(cases: Sequence[NetworkCase], model: Any,
-                 types: Sequence[str] = CALIBRATED_TYPES) -> dict[str, dict[str, tuple[float, float, int]]]:
+def trace_ratios(cases: Sequence[NetworkCase], model: Any, types: Sequence[str] = CALIBRATED_TYPES,
+                 traces: dict[str, list[Node]] | None = None) -> dict[str, dict[str, tuple[float, float, int]]]:
     """Per case and layer type of ``types``: the traced nodes' time measured alone and as ``model`` predicts it (each
-    node times the blocks that run it), and the count of nodes; cases without a trace are left out."""
+    node times the blocks that run it), and the count of nodes; cases without a trace are left out. ``traces``:
+    traces already read, by trace path (those read here are added)."""
     import numpy as np
 
     out: dict[str, dict[str, tuple[float, float, int]]] = {}
     for c in cases:
-        if c.trace is None:
+        traced = _trace_of(c, traces)
+        if traced is None:
             continue
-        nodes = [n for n in read_trace(c.trace, c.num_layer)
+        nodes = [n for n in traced
                  if n.layer is not None and n.layer.type in types and n.layer.type in model.layer_types]
         if not nodes:
             continue

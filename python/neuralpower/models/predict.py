@@ -65,7 +65,8 @@ def predict_layers(
     extrapolated = np.zeros(n, dtype=bool)
     names = doc["features"]
     # the model's feature order may differ from this neuralpower's
-    X = features[:, [FEATURES.index(f) for f in names]] if list(names) != list(FEATURES) else features
+    columns = [FEATURES.index(f) for f in names]
+    X = features[:, columns] if list(names) != list(FEATURES) else features
     for code in np.unique(types):
         t = LAYER_TYPES[int(code)]
         rows = types == code
@@ -82,7 +83,7 @@ def predict_layers(
             with np.errstate(over="ignore", invalid="ignore"):
                 if target == "runtime_ms" and block.get("stream"):
                     within, k = _stream_within(block["stream"], features[rows])
-                    v = k * np.maximum(predict_spec(spec, within[:, [FEATURES.index(f) for f in names]], names), 0)
+                    v = k * np.maximum(predict_spec(spec, within[:, columns], names), 0)
                 else:
                     v = predict_spec(spec, X[rows], names)
                 out[rows] = np.clip(np.where(v > start, start + (v - start) * scale, v), lo, hi)
@@ -115,13 +116,16 @@ class NetworkPrediction:
     extrapolated: npt.NDArray[np.bool_]
 
 
+# The features that count a layer's size (rows, elements, FLOPs, bytes): k times as many rows, k times each.
+_EXTENSIVE = [FEATURES.index(n) for n in ("rows", "batch", "flops", "bytes_moved", "elements_in", "elements_out")]
+
+
 def _stream_within(stream: Mapping[str, float], f: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64],
                                                                                npt.NDArray[np.float64]]:
     """Features of streaming layers beyond the largest tensor their fit saw, brought within it, and the factor their
     runtime takes (see :mod:`neuralpower.models.format`)."""
     f = f.copy()
-    col = {n: FEATURES.index(n) for n in ("in_channels", "rows", "batch", "flops", "bytes_moved", "elements_in",
-                                          "elements_out")}
+    col = {n: FEATURES.index(n) for n in ("in_channels", "rows", "batch")}
     hi_c = float(stream.get("channels", 0.0))
     if hi_c > 0:
         k = np.where(f[:, col["in_channels"]] > hi_c, f[:, col["in_channels"]] / hi_c, 1.0)
@@ -130,8 +134,7 @@ def _stream_within(stream: Mapping[str, float], f: npt.NDArray[np.float64]) -> t
         f[:, col["batch"]] *= k
     hi_r = float(stream.get("rows", 0.0))
     k = np.where(f[:, col["rows"]] > hi_r, f[:, col["rows"]] / hi_r, 1.0) if hi_r > 0 else np.ones(len(f))
-    for n in ("rows", "batch", "flops", "bytes_moved", "elements_in", "elements_out"):
-        f[:, col[n]] /= k
+    f[:, _EXTENSIVE] /= k[:, None]
     return f, k
 
 
@@ -184,9 +187,7 @@ def predict_network(doc: Mapping[str, Any], arch: Architecture, method: str | No
             f = _ev.features(moved, _ev.info(moved))
             # a broadcast add or mul: the full one of as many bytes (see neuralpower.models.format)
             at = FEATURES.index("bytes_moved")
-            k = features[changed, at] / f[:, at]
-            for name in ("rows", "batch", "flops", "bytes_moved", "elements_in", "elements_out"):
-                f[:, FEATURES.index(name)] *= k
+            f[:, _EXTENSIVE] *= (features[changed, at] / f[:, at])[:, None]
             features[changed] = f
     runtime, power, extrapolated = predict_layers(doc, types, features, method)
     with np.errstate(over="ignore", invalid="ignore"):
