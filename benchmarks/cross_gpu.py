@@ -1,22 +1,27 @@
 """How well a GPU's bundled model carries to another GPU through their datasheets, leave-one-GPU-out.
 
 For each of NeuSight's five GPUs (``data/neusight``: P100, P4, T4, V100, A100, fp32 operators), the model
-`--gpu` would use if that GPU had no bundled model of its own (``neuralpower.models.carry``: the nearest of the
-other four GPUs' bundled fp32 models, runtime scaled by the ratio of peak fp32 throughputs for GEMM-shaped types
-and of memory bandwidths for the others) predicts every operator that GPU measured. Printed: per GPU, the GPU it
-was carried from, and per layer type the MAPE over that GPU's operators (none of which the carried model saw), with
-the MAPE of the GPU's own bundled model on the same rows for scale (its own fit saw four fifths of them).
+`--gpu` would use if that GPU had no bundled model of its own (``neuralpower.models.carry``: the other four GPUs'
+bundled fp32 models, each with its runtime scaled by the ratio of peak fp32 throughputs for GEMM-shaped types and of
+memory bandwidths for the others, blended layer by layer by how near each GPU's datasheet is) predicts every
+operator that GPU measured. Printed: per GPU, the GPUs blended, and per layer type the MAPE over that GPU's
+operators (none of which the blended models saw), with the MAPE of the GPU's own bundled model on the same rows for
+scale (its own fit saw four fifths of them).
 
-Then the same, on whole networks (``DATA_DIR/neusight-networks/measured``: NeuSight's end-to-end runs of BERT,
-GPT-2, GPT-3 and OPT on each GPU, built by the zoo): per GPU the runtime MAPE of the carried model, of the GPU's own
-bundled model and of NeuSight's prediction (``predicted/<gpu>/neusight``; NeuSight's fit saw every one of the five
-GPUs, as our own models did).
+Then on whole networks (``DATA_DIR/neusight-networks/measured``: NeuSight's end-to-end runs of BERT, GPT-2, GPT-3
+and OPT on each GPU, built by the zoo), per GPU the runtime MAPE of: the blend with the shipped weights (chosen on
+all five GPUs, this one included, so in-sample for its three numbers); the blend with the weights chosen again from
+the other four GPUs only (each predicted from the remaining three: nothing of the held-out GPU chooses them); the
+nearest GPU's model alone; the GPU's own bundled model; NeuSight's prediction (``predicted/<gpu>/neusight``;
+NeuSight's fit saw every one of the five GPUs, as our own models did). The blend of the shipped weights is checked to
+equal what ``--gpu`` predicts.
 
     python benchmarks/cross_gpu.py [DATA_DIR]      (default: data; DATA_DIR/neusight holds the tables)
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -24,11 +29,19 @@ from typing import Any
 
 import numpy as np
 
+from neuralpower import zoo
 from neuralpower.evaluator import Model, bundled_models
 from neuralpower.gpus import find_gpu
 from neuralpower.layers import LAYER_TYPES
 from neuralpower.models.bundle import NEUSIGHT
-from neuralpower.models.carry import carry_model
+from neuralpower.models.carry import (
+    ARCHITECTURE_WEIGHT,
+    BLEND_TAU,
+    POWER_LIMIT_WEIGHT,
+    blend_model,
+    carry_model,
+    source_weights,
+)
 from neuralpower.neusight import import_neusight
 from neuralpower.neusight_networks import validate_neusight
 from neuralpower.table import _parse
@@ -53,12 +66,12 @@ def main(argv: list[str]) -> int:
         return 2
     data, tables, docs = inputs
     types = ("linear", "matmul", "conv2d", "layernorm", "softmax", "relu", "gelu", "add", "mul")
-    print(f"{'GPU':<24} {'carried from':<22} " + " ".join(f"{t:>9}" for t in types) + f" {'all':>9}")
+    print(f"{'GPU':<24} {'blended from':<40} " + " ".join(f"{t:>9}" for t in types) + f" {'all':>9}")
     for key, table_name in NEUSIGHT:
         if table_name not in tables:  # a folder holding some of the GPUs' tables (the tests' sample)
             continue
         gpu = find_gpu(key)
-        name, doc = carry_model(gpu, "fp32", docs)
+        name, doc = blend_model(gpu, "fp32", docs)
         carried, own = Model(doc), Model(docs[f"{key}-fp32"])
         table = tables[table_name]
         rows = np.ascontiguousarray(_parse(table_name, "csv", table).rows)
@@ -76,37 +89,85 @@ def main(argv: list[str]) -> int:
             own_mape = 100 * np.mean(np.abs(got["own"][k] / y[k] - 1))
             cells.append(f"{100 * err.mean():>5.0f}/{own_mape:<3.0f}")
         total = 100 * np.concatenate(all_errors).mean()
-        print(f"{gpu.name:<24} {name.split('from ')[1].rstrip(')'):<22} " + " ".join(cells) + f" {total:>8.0f}%")
+        print(f"{gpu.name:<24} {name.split('from ')[1].rstrip(')').replace('-fp32', ''):<40} " + " ".join(cells)
+              + f" {total:>8.0f}%")
     print("cells: MAPE % of the carried model / of the GPU's own bundled model, over every operator the GPU measured")
     networks(data, docs)
     return 0
 
 
 def networks(data: Path, docs: dict[str, dict[str, Any]]) -> None:
-    """Leave-one-GPU-out on NeuSight's whole networks: the carried model, the GPU's own, NeuSight's."""
+    """Leave-one-GPU-out on NeuSight's whole networks: the blend of the other four GPUs' models (with the shipped
+    weights, and with the weights chosen again from the other four GPUs only), the nearest one alone, the GPU's own
+    model, NeuSight's."""
     measured, predicted = data / "neusight-networks" / "measured", data / "neusight-networks" / "predicted"
     if not measured.is_dir():
         return
-    print(f"\n{'GPU':<24} {'networks':>8} {'carried':>8} {'own':>8} {'NeuSight':>9}")
-    for folder in sorted(p for p in measured.iterdir() if p.is_dir()):
-        gpu = find_gpu(folder.name)
-        if f"{gpu.key}-fp32" not in docs:
-            continue
-        others = {k: v for k, v in docs.items() if k != f"{gpu.key}-fp32"}
-        name, doc = carry_model(gpu, "fp32", others)
-        mape = {}
-        for label, model in (("carried", Model(doc, name=name)), ("own", Model(docs[f"{gpu.key}-fp32"]))):
-            rec = validate_neusight([folder], model, peers=predicted if predicted.is_dir() else None)
-            mape[label] = rec["runtime_mape"]
-            neusight = rec["peers"].get("neusight", {}).get("runtime_mape")
-        peer = "-" if neusight is None else f"{neusight:.1f}%"
-        print(f"{gpu.name:<24} {rec['networks']:>8} {mape['carried']:>7.1f}% {mape['own']:>7.1f}% {peer:>9}"
-              f"  (carried from {name.split('from ')[1].rstrip(')')})")
-        for source in sorted(others):  # carried from each of the other GPUs instead
-            _, doc = carry_model(gpu, "fp32", {source: others[source]})
-            mape[source] = validate_neusight([folder], Model(doc))["runtime_mape"]
-        print(" " * 25 + "from each: " + ", ".join(f"{k.removesuffix('-fp32')} {mape[k]:.1f}%" for k in sorted(others)))
-    print("runtime MAPE over the GPU's networks; carried: from the nearest of the other four GPUs' models")
+    folders = [p for p in sorted(measured.iterdir()) if p.is_dir() and f"{find_gpu(p.name).key}-fp32" in docs]
+    gpus = {folder.name: find_gpu(folder.name) for folder in folders}
+    cases: dict[str, list[dict[str, Any]]] = {}
+    layers: dict[tuple[str, str], list[np.ndarray]] = {}  # (GPU folder, source model): each case's layer runtimes
+    own, neusight = {}, {}
+    for folder in folders:
+        gpu = gpus[folder.name]
+        rec = validate_neusight([folder], Model(docs[f"{gpu.key}-fp32"]),
+                                peers=predicted if predicted.is_dir() else None)
+        cases[folder.name], own[folder.name] = rec["cases"], rec["runtime_mape"]
+        neusight[folder.name] = rec["peers"].get("neusight", {}).get("runtime_mape")
+        archs = [zoo.build(c["zoo"], batch=c["batch"], seq_len=c["seq_len"], dtype="fp32")
+                 for c in rec["cases"]]
+        for source in docs:
+            if source != f"{gpu.key}-fp32":
+                model = Model(carry_model(gpu, "fp32", {source: docs[source]})[1])
+                layers[folder.name, source] = [model.predict(a).layer_runtime_ms for a in archs]
+
+    def mape(folder: str, sources: list[tuple[str, Any, float]]) -> float:
+        """Runtime MAPE over a GPU's networks of the blend of ``sources`` (name, GPU, weight), layer by layer."""
+        errors = []
+        for k, c in enumerate(cases[folder]):
+            log = sum(w * np.log(layers[folder, name][k]) for name, _, w in sources) / sum(w for _, _, w in sources)
+            errors.append(abs(np.exp(log).sum() / c["measured_ms"] - 1))
+        return 100 * float(np.mean(errors))
+
+    def weights(folder: str, exclude: tuple[str, ...],
+                theta: tuple[float, float, float]) -> list[tuple[str, Any, float]]:
+        tau, power_limit, architecture = theta
+        return source_weights(gpus[folder], "fp32", docs, exclude=exclude, tau=tau, power_limit_weight=power_limit,
+                              architecture_weight=architecture)
+
+    grid = list(itertools.product((0.25, 0.5, 1.0, 2.0), (0.0, 0.5, 1.0), (0.0, 0.5, 1.0)))
+    shipped = (BLEND_TAU, POWER_LIMIT_WEIGHT, ARCHITECTURE_WEIGHT)
+    print(f"\n{'GPU':<24} {'networks':>8} {'blend':>8} {'nested':>8} {'nearest':>8} {'own':>8} {'NeuSight':>9}")
+    for folder in cases:
+        gpu = gpus[folder]
+        train = [f for f in cases if f != folder]
+
+        def inner(theta: tuple[float, float, float], key: str = gpu.key, train: list[str] = train) -> float:
+            """Each other GPU predicted from the remaining three."""
+            return float(np.mean([mape(h, weights(h, (key,), theta)) for h in train]))
+
+        chosen = min(grid, key=inner)
+        blend = weights(folder, (), shipped)
+        check = validate_neusight([Path(measured / folder)], Model(blend_model(gpu, "fp32", docs)[1]))["runtime_mape"]
+        assert abs(check - mape(folder, blend)) < 1e-6, (check, mape(folder, blend))  # the product's blend, exactly
+        nearest = weights(folder, (), shipped)[:1]
+        peer = "-" if neusight[folder] is None else f"{neusight[folder]:.1f}%"
+        print(f"{gpu.name:<24} {len(cases[folder]):>8} {mape(folder, blend):>7.1f}% "
+              f"{mape(folder, weights(folder, (), chosen)):>7.1f}% {mape(folder, nearest):>7.1f}% {own[folder]:>7.1f}% "
+              f"{peer:>9}")
+        print(" " * 25 + "blend: " + ", ".join(f"{n.removesuffix('-fp32')} {w / sum(x for _, _, x in blend):.2f}"
+                                               for n, _, w in blend)
+              + f"; nested: tau {chosen[0]:g}, power limit {chosen[1]:g}, architecture {chosen[2]:g}")
+        print(" " * 25 + "from each: " + ", ".join(f"{k.removesuffix('-fp32')} {mape(folder, [(k, None, 1.0)]):.1f}%"
+                                                   for k in sorted(docs) if (folder, k) in layers))
+    best = min(grid, key=lambda theta: float(np.mean([mape(h, weights(h, (), theta)) for h in cases])))
+    print(f"weights chosen on all five (each predicted from the other four): tau {best[0]:g}, power limit {best[1]:g}, "
+          f"architecture {best[2]:g}" + (" (shipped)" if best == shipped else f" (shipped: {shipped})"))
+    print("runtime MAPE over the GPU's networks. blend: the other four GPUs' models carried and blended with the "
+          f"shipped weights (tau {shipped[0]:g}, power limit {shipped[1]:g}, architecture {shipped[2]:g}: chosen on "
+          "all five); "
+          "nested: with the weights chosen leave-one-GPU-out on the other four GPUs only; nearest: the nearest GPU's "
+          "model alone")
 
 
 if __name__ == "__main__":

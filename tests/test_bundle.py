@@ -3,9 +3,11 @@ kept between idle and the limit; picked by GPU (``--gpu``)."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -293,29 +295,93 @@ def test_a_gpu_without_a_bundled_model_gets_one_carried_through_the_datasheets(
     model = npw.load_model(gpu=gpu, dtype=dtype)
     g = find_gpu(gpu)
     assert model.gpu == g.name and model.name.startswith(f"{g.key}-") and "(carried from" in model.name
-    frm = model.doc["carried_from"]
+    frm = model.doc["carried_from"]  # the nearest source
     assert source is None or frm == source
-    base = npw.load_model(frm)
+    members = [m["model"] for m in model.doc.get("blend", [])] or [model.doc]
+    weights = [m["weight"] for m in model.doc.get("blend", [])] or [1.0]
+    assert members[0]["carried_from"] == frm and weights[0] == 1 and all(0 < w <= 1 for w in weights)
     for t in model.layer_types:
+        first = next(m["carried_from"] for m in members if t in m["layer_types"])  # the nearest source covering t
         for target in ("runtime_ms", "power_w"):
             how, text = model.source(t, target)
-            assert (how, text.split(" (")[0]) in (("carried", f"carried from {frm}"), ("", "no power measured"))
-    # a GEMM scales with the ratio of peaks (this one takes far longer than a launch on either GPU)
+            assert (how, text.split(" (")[0]) in (("carried", f"carried from {first}"), ("", "no power measured"))
+    # a GEMM scales with the ratio of peaks from each source (this one takes far longer than a launch on any GPU);
+    # a blend's prediction is the weighted geometric mean of its sources'
     dt = model.dtype
-    ratio = peak_tflops(find_gpu(base.gpu), dt) / peak_tflops(g, dt)  # type: ignore[operator]
     one = npw.Architecture("one", [npw.Layer("linear", dtype=dt, tokens=4096, in_features=4096, out_features=4096)])
-    assert model.predict(one).runtime_ms == pytest.approx(base.predict(one).runtime_ms * ratio, rel=1e-9)
+    log = 0.0
+    for member, w in zip(members, weights, strict=True):
+        base = npw.load_model(member["carried_from"])
+        ratio = peak_tflops(find_gpu(base.gpu), dt) / peak_tflops(g, dt)  # type: ignore[operator]
+        log += w * math.log(base.predict(one).runtime_ms * ratio)
+    assert model.predict(one).runtime_ms == pytest.approx(math.exp(log / sum(weights)), rel=1e-9)
     if model.power_measured:
         assert 0 < model.predict(one).power_w <= g.power_limit_w
         assert "interval" not in model.doc["layer_types"]["linear"]["runtime_ms"]  # nothing here calibrates one
 
 
+def test_a_blend_is_evaluated_as_the_numpy_reference_does(tmp_path: Path) -> None:
+    """The C++ evaluator and neuralpower.models.predict agree on a blended model, layer by layer, its types covered
+    by some members only (the A100's has no conv2d)."""
+    from neuralpower.models.predict import predict_network
+
+    model = npw.load_model(gpu="l4", dtype="fp32")
+    assert len(model.doc["blend"]) > 2 and "conv2d" not in npw.load_model("a100-pcie-40gb-fp32").layer_types
+    cnn = npw.Architecture("cnn", [
+        npw.Layer("conv2d", batch=4, in_channels=64, in_h=56, in_w=56, out_channels=128, kernel=3, padding=1),
+        npw.Layer("relu", batch=4, in_channels=128, in_h=56, in_w=56),
+        npw.Layer("linear", batch=4, in_features=4096, out_features=1000)])
+    for arch in (cnn, zoo.build("hf_gpt2_large", batch=2, seq_len=128)):
+        got, ref = model.predict(arch), predict_network(model.doc, arch)
+        np.testing.assert_allclose(got.layer_runtime_ms, ref.layer_runtime_ms, rtol=1e-9)
+        assert (got.layer_extrapolated == ref.extrapolated).all() and (got.layer_runtime_ms > 0).all()
+    path = tmp_path / "l4.json"
+    path.write_text(json.dumps(model.doc))
+    again = npw.load_model(str(path))  # a blend written to a file reads back as the same model
+    assert again.predict(cnn).runtime_ms == pytest.approx(model.predict(cnn).runtime_ms, rel=1e-12)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda b: b.__setitem__(0, {"weight": -1.0, "model": b[0]["model"]}),
+     "blend[0].weight: must be a positive number"),
+    (lambda b: b[1].__setitem__("extra", 1), "blend[1]: must be"),
+    (lambda b: b[0]["model"].__setitem__("blend", []), "blend[0].model: must be a model document, not a blend"),
+    (lambda b: b[0]["model"].__setitem__("dtype", "bf16"), "blend[0].model.dtype: must be the blend's (fp32)"),
+    (lambda b: b[1]["model"].__setitem__("schema", "x"), "blend[1].model.schema: must be"),
+    (lambda b: b.clear(), "blend: must be a non-empty list"),
+])
+def test_a_corrupt_blend_is_one_line_naming_the_place(tmp_path: Path, change: Any, message: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    doc = copy.deepcopy(npw.load_model(gpu="l4", dtype="fp32").doc)
+    change(doc["blend"])
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    assert main(["predict", "hf_bert_large", "--model", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and str(path) in err and len(err.splitlines()) == 1
+
+
+def test_the_compiled_blend_refuses_unsafe_members() -> None:
+    from neuralpower import _evaluator as ev
+
+    member = npw.load_model("t4-fp32")._compiled
+    with pytest.raises(ValueError, match="positive finite"):
+        ev.Model().set_blend([member], [float("nan")])
+    with pytest.raises(ValueError, match="one weight per member"):
+        ev.Model().set_blend([member, member], [1.0])
+    blend = ev.Model()
+    blend.set_blend([member], [1.0])
+    with pytest.raises(ValueError, match="not be a blend"):
+        ev.Model().set_blend([blend], [1.0])
+
+
 def test_predict_on_a_gpu_without_a_model_says_it_is_carried(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["predict", "resnet18", "--gpu", "l4", "--dtype", "bf16"]) == 0
     captured = capsys.readouterr()
-    assert "no bundled model was measured on NVIDIA L4 for bf16: l4-bf16 (carried from h100-bf16)" in captured.err
-    assert "runtime: carried from h100-bf16 (NVIDIA H100 80GB HBM3; measured there) through the datasheets: runtime x "\
-        "8.18 (bf16 peak 989.5 / 121 TFLOP/s)" in captured.out
+    assert ("no bundled model was measured on NVIDIA L4 for bf16: l4-bf16 (carried from h100-bf16 + h200-bf16), "
+            "through the GPUs' datasheets") in captured.err
+    assert ("runtime: carried from h100-bf16 (NVIDIA H100 80GB HBM3) x 8.18 weighing 0.67, h200-bf16 (NVIDIA H200) x "
+            "8.18 weighing 0.33 through the datasheets") in captured.out
 
 
 def test_all_layer_types_but_free_ones_are_covered() -> None:
@@ -353,5 +419,5 @@ def test_the_cross_gpu_benchmark_on_the_sample(capsys: pytest.CaptureFixture[str
     assert done.value.code == 0
     out = capsys.readouterr().out.splitlines()
     row = next(line for line in out if line.startswith("Tesla V100-PCIE-32GB"))
-    assert row.split()[2] == "p100-fp32"  # the nearest of the other four, by the datasheets
+    assert row.split()[2] == "p100"  # the nearest of the other four, by the datasheets, blended with the others
     assert row.rstrip().endswith("%")

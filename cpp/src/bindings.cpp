@@ -811,6 +811,7 @@ void bind_model(py::module_& m) {
         .def("set_floor", &np::Model::set_floor, py::arg("type"), py::arg("ms"), py::arg("power_w"))
         .def("set_rows_layout", &np::Model::set_rows_layout, py::arg("type"), py::arg("rows"))
         .def("set_stream", &np::Model::set_stream, py::arg("type"), py::arg("rows_hi"), py::arg("channels_hi"))
+        .def("set_blend", &np::Model::set_blend, py::arg("members"), py::arg("weights"))
         .def_property_readonly("has_intervals", &np::Model::has_intervals)
         .def("finish", &np::Model::finish)
         .def(

@@ -384,9 +384,48 @@ double stream_within(const TypeModel& tm, double* f) {
 
 }  // namespace
 
+void Model::set_blend(const std::vector<Model>& members, const std::vector<double>& weights) {
+    version_ = next_version++;
+    require(!members.empty() && members.size() == weights.size(), "blend: need one weight per member, and a member");
+    for (std::size_t k = 0; k < members.size(); ++k) {
+        require(members[k].blend_.empty(), "blend: a member may not be a blend itself");
+        require(finite(weights[k]) && weights[k] > 0.0, "blend: every weight must be a positive finite number");
+    }
+    blend_ = members;
+    blend_weight_ = weights;
+}
+
 void Model::finish() {
     version_ = next_version++;
-    for (int t = 0; t < kNumLayerTypes; ++t) types_[t].present = has_runtime_[t] && has_power_[t];
+    for (int t = 0; t < kNumLayerTypes; ++t) {
+        bool present = has_runtime_[t] && has_power_[t];
+        if (!blend_.empty()) {
+            present = false;
+            for (const Model& m : blend_) present |= m.covers(static_cast<LayerType>(t));
+        }
+        types_[t].present = present;
+    }
+}
+
+LayerResult Model::blend_row(const std::int64_t* row, int type) const {
+    double weight = 0.0, log_runtime = 0.0, log_power = 0.0;
+    bool extrapolated = false;
+    for (std::size_t k = 0; k < blend_.size(); ++k) {
+        if (!blend_[k].covers(static_cast<LayerType>(type))) continue;
+        LayerResult m;
+        blend_[k].evaluate(row, 1, &m);
+        const double w = blend_weight_[k];
+        weight += w;
+        log_runtime += w * std::log(m.runtime_ms);  // log(0) = -inf: a member predicting 0 makes it 0
+        log_power += w * std::log(m.power_w);
+        extrapolated |= m.extrapolated;
+    }
+    LayerResult res;
+    res.runtime_ms = std::exp(log_runtime / weight);
+    res.power_w = std::exp(log_power / weight);
+    res.energy_mj = res.runtime_ms * res.power_w;
+    res.extrapolated = extrapolated;
+    return res;
 }
 
 std::ptrdiff_t Model::evaluate(const std::int64_t* rows, std::size_t n, LayerResult* out, ValidationError* invalid,
@@ -421,6 +460,11 @@ std::ptrdiff_t Model::evaluate(const std::int64_t* rows, std::size_t n, LayerRes
                 continue;
             }
             return static_cast<std::ptrdiff_t>(i);
+        }
+        if (!blend_.empty()) {
+            res = blend_row(r, type);
+            if (cached) cache->insert(r, h, res);
+            continue;
         }
         if (invalid == nullptr) info = compute_info(r);
         std::array<std::int64_t, kNumFields> laid_out;

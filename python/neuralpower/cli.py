@@ -273,8 +273,8 @@ def _add_model_option(parser: argparse.ArgumentParser, model_help: str | None = 
     group.add_argument(
         "--gpu", metavar="NAME",
         help="predict this GPU (h200, h100, NVIDIA H100 80GB HBM3, ...): the bundled model measured on it for the "
-        "architecture's dtype (`neuralpower models` lists them); for a GPU without one, the nearest GPU's model "
-        "carried through the two datasheets, and said so",
+        "architecture's dtype (`neuralpower models` lists them); for a GPU without one, the other GPUs' models "
+        "carried through the datasheets and blended by how near each GPU is, and said so",
     )
 
 
@@ -284,7 +284,7 @@ def _load_model(args: argparse.Namespace, dtype: str | None = None) -> Any:
 
     model = load_model(args.model, gpu=getattr(args, "gpu", None), dtype=dtype)
     if model.doc.get("carried_from"):
-        print(f"note: no bundled model was measured on {model.gpu} for {model.dtype}: {model.name}, through the two "
+        print(f"note: no bundled model was measured on {model.gpu} for {model.dtype}: {model.name}, through the "
               "GPUs' datasheets; every layer's source says so", file=sys.stderr)
     return model
 

@@ -90,18 +90,18 @@ def model_for_gpu(gpu: str, dtype: str | None = None) -> str | None:
 
 
 def carried_model(gpu: str, dtype: str | None = None) -> Model:
-    """A model of a GPU no bundled model was measured on (for ``dtype``): the nearest bundled GPU model carried
-    through the two datasheets (see :mod:`neuralpower.models.carry`); ``dtype`` None: the dtype whose source is
-    nearest."""
+    """A model of a GPU no bundled model was measured on (for ``dtype``): the bundled models of other GPUs carried
+    through the datasheets and blended by how near each GPU is (see :mod:`neuralpower.models.carry`); ``dtype``
+    None: the dtype whose nearest source is nearest."""
     from .gpus import find_gpu
-    from .models.carry import carry_dtype, carry_model
+    from .models.carry import blend_model, carry_dtype
 
     g = find_gpu(gpu)
     paths = {name: path for name, path in bundled_models().items() if not name.startswith("cpu-")}
     headers = {name: _bundled_header(name, path) for name, path in paths.items()}
-    name, doc = carry_model(g, dtype or carry_dtype(g, headers, PREFERRED_DTYPES), headers,
+    name, doc = blend_model(g, dtype or carry_dtype(g, headers, PREFERRED_DTYPES), headers,
                             load=lambda n: read_model_file(paths[n]))
-    return Model(doc, name=name, path="", validate=True)
+    return Model(doc, name=name, path="", validate=False)  # every source was validated as it was read
 
 
 def _bundled_header(name: str, path: Path) -> dict[str, Any]:
@@ -193,6 +193,11 @@ def _flatten_tree(spec: Mapping[str, Any], leaf_count: int) -> dict[str, list[An
 def _compile(doc: Mapping[str, Any], method: str | None) -> Any:
     """Hand a validated model document to the C++ evaluator."""
     compiled = _ev.Model()
+    if doc.get("blend"):  # evaluated by its members (see neuralpower.models.format)
+        members = doc["blend"]
+        compiled.set_blend([_compile(m["model"], method) for m in members], [float(m["weight"]) for m in members])
+        compiled.finish()
+        return compiled
     for type_name, entry in doc["layer_types"].items():
         code = LAYER_TYPES.index(type_name)
         for target_index, target in enumerate(_TARGETS):

@@ -127,6 +127,11 @@ public:
     void set_rows_layout(int type, bool rows);
     // A streaming type's largest rows and channels measured (see TypeModel); 0: no limit.
     void set_stream(int type, double rows_hi, double channels_hi);
+    // A blend: each layer is evaluated by every member covering its type, its runtime and power the geometric means of
+    // theirs weighted by `weights` (renormalised over those members), extrapolated where any member extrapolates; no
+    // intervals. The model's own type models are then unused. Members are copied; none may be a blend itself; every
+    // weight is a positive finite number.
+    void set_blend(const std::vector<Model>& members, const std::vector<double>& weights);
     bool has_intervals() const { return has_intervals_; }
     // Different for every model and after every change to one (results kept for one version serve it only).
     std::uint64_t version() const { return version_; }
@@ -166,6 +171,9 @@ private:
     SubModel& sub(int type, int target);
     std::array<TypeModel, kNumLayerTypes> types_;
     std::array<bool, kNumLayerTypes> has_runtime_{}, has_power_{};
+    std::vector<Model> blend_;
+    std::vector<double> blend_weight_;
+    LayerResult blend_row(const std::int64_t* row, int type) const;
     bool has_intervals_ = false;
     std::uint64_t version_ = 0;
 };

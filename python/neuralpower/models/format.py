@@ -45,6 +45,14 @@ an element-wise layer's height and width are read as more batch (its rows), a ma
 computation in the layout the fit saw (``native``, the default: as given); a broadcast add or mul (one operand per
 channel or a scalar) as the full one that moves as many bytes (fewer rows).
 
+A model may instead be a **blend** of other models (``"blend": [{"weight": 0.7, "model": {...}}, ...]``, each member
+a whole model document of the same dtype, none a blend itself): each layer is then predicted by every member that
+covers its type, its runtime and its power the geometric means of theirs weighted by ``weight`` (renormalised over
+those members), extrapolated where any member extrapolates, with no intervals. Its own ``layer_types`` then say
+what it covers and where its numbers come from (``source``), and are not evaluated. A GPU without a bundled model
+gets such a blend of the bundled models of other GPUs, each carried through the datasheets
+(:mod:`neuralpower.models.carry`).
+
 Predictions are clipped at zero. Units: runtime in milliseconds, power in watts.
 """
 
@@ -130,6 +138,8 @@ def validate_model(doc: Any) -> None:
     _expect(isinstance(features, list) and all(isinstance(f, str) for f in features), "features", "must list names")
     unknown = [f for f in features if f not in FEATURES]
     _expect(not unknown, "features", f"unknown feature {unknown[:1]} (this neuralpower knows {len(FEATURES)})")
+    if "blend" in doc:
+        _validate_blend(doc)
     types = doc.get("layer_types")
     _expect(isinstance(types, dict) and len(types) > 0, "layer_types", "must be a non-empty object")
     for t, entry in types.items():
@@ -194,6 +204,25 @@ def validate_model(doc: Any) -> None:
                 _expect(isinstance(b, list) and len(b) == 2 and is_finite_number(b[0]) and b[0] >= 0
                         and (b[1] is None or (is_finite_number(b[1]) and b[1] >= b[0])), f"{tw}.bounds",
                         "must be [min, max] with 0 <= min <= max (max null: none)")
+
+
+def _validate_blend(doc: dict[str, Any]) -> None:
+    blend = doc["blend"]
+    _expect(isinstance(blend, list) and len(blend) > 0, "blend", "must be a non-empty list of {\"weight\", \"model\"}")
+    for k, member in enumerate(blend):
+        where = f"blend[{k}]"
+        _expect(isinstance(member, dict) and set(member) == {"weight", "model"}, where,
+                "must be {\"weight\": ..., \"model\": {...}}")
+        _expect(is_finite_number(member["weight"]) and member["weight"] > 0, f"{where}.weight",
+                "must be a positive number")
+        model = member["model"]
+        _expect(isinstance(model, dict) and "blend" not in model, f"{where}.model",
+                "must be a model document, not a blend")
+        try:
+            validate_model(model)
+        except ValueError as e:
+            raise ValueError(f"{where}.model.{e}") from None
+        _expect(model["dtype"] == doc["dtype"], f"{where}.model.dtype", f"must be the blend's ({doc['dtype']})")
 
 
 SOURCE_HOW = ("measured", "carried")

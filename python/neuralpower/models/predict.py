@@ -175,21 +175,11 @@ def predict_network(doc: Mapping[str, Any], arch: Architecture, method: str | No
     """
     if arch.dtype != doc["dtype"]:
         raise InputError(f"the model was fit for {doc['dtype']}, {arch.name} is {arch.dtype}", column="dtype")
-    rows = arch.rows()
-    types = rows[:, 0]
-    features = arch.features()
-    laid_out = rows_layout(doc, rows)
-    if laid_out is not None:
-        changed = (laid_out != rows).any(axis=1)
-        if changed.any():
-            moved = np.ascontiguousarray(laid_out[changed])
-            features = features.copy()
-            f = _ev.features(moved, _ev.info(moved))
-            # a broadcast add or mul: the full one of as many bytes (see neuralpower.models.format)
-            at = FEATURES.index("bytes_moved")
-            f[:, _EXTENSIVE] *= (features[changed, at] / f[:, at])[:, None]
-            features[changed] = f
-    runtime, power, extrapolated = predict_layers(doc, types, features, method)
+    rows, features = arch.rows(), arch.features()
+    if doc.get("blend"):
+        runtime, power, extrapolated = _blend_layers(doc, rows, features, method)
+    else:
+        runtime, power, extrapolated = _layers(doc, rows, features, method)
     with np.errstate(over="ignore", invalid="ignore"):
         energy = runtime * power
         total_runtime = float(runtime.sum())
@@ -206,6 +196,55 @@ def predict_network(doc: Mapping[str, Any], arch: Architecture, method: str | No
         layer_energy_mj=energy,
         extrapolated=extrapolated,
     )
+
+
+def _blend_layers(doc: Mapping[str, Any], rows: npt.NDArray[np.int64], features: npt.NDArray[np.float64],
+                  method: str | None) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """A blend's layers: the weighted geometric means of its members' predictions, over the members that cover each
+    layer's type (see :mod:`neuralpower.models.format`)."""
+    types = rows[:, 0]
+    n = len(types)
+    weight, log_runtime, log_power = np.zeros(n), np.zeros(n), np.zeros(n)
+    extrapolated = np.zeros(n, dtype=bool)
+    for member in doc["blend"]:
+        model = member["model"]
+        covers = np.isin(types, [LAYER_TYPES.index(t) for t in model["layer_types"]])
+        if not covers.any():
+            continue
+        runtime, power, flags = _layers(model, rows[covers], features[covers], method)
+        w = float(member["weight"])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weight[covers] += w
+            log_runtime[covers] += w * np.log(runtime)
+            log_power[covers] += w * np.log(power)
+        extrapolated[covers] |= flags
+    missing = (weight == 0) & ~np.isin(types, [LAYER_TYPES.index(t) for t in FREE_TYPES])
+    if missing.any():
+        t = LAYER_TYPES[int(types[np.argmax(missing)])]
+        raise InputError(f"the model has no {t} model (it covers {', '.join(doc['layer_types'])})", column="type")
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        runtime = np.where(weight > 0, np.exp(log_runtime / weight), 0.0)
+        power = np.where(weight > 0, np.exp(log_power / weight), 0.0)
+    return runtime, power, extrapolated
+
+
+def _layers(doc: Mapping[str, Any], rows: npt.NDArray[np.int64], features: npt.NDArray[np.float64],
+            method: str | None) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """One (not blended) model's per-layer runtime, power and extrapolation flags of layers given by their rows and
+    features."""
+    types = rows[:, 0]
+    laid_out = rows_layout(doc, rows)
+    if laid_out is not None:
+        changed = (laid_out != rows).any(axis=1)
+        if changed.any():
+            moved = np.ascontiguousarray(laid_out[changed])
+            features = features.copy()
+            f = _ev.features(moved, _ev.info(moved))
+            # a broadcast add or mul: the full one of as many bytes (see neuralpower.models.format)
+            at = FEATURES.index("bytes_moved")
+            f[:, _EXTENSIVE] *= (features[changed, at] / f[:, at])[:, None]
+            features[changed] = f
+    return predict_layers(doc, types, features, method)
 
 
 def epr(error: float, energy_mj: float, alpha: float = 1.0) -> float:
