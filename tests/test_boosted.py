@@ -54,6 +54,38 @@ def test_the_huber_loss_is_not_pulled_by_outliers() -> None:
     assert np.median(error) < 0.015 and np.mean(error) < np.mean(np.abs(pulled))
 
 
+def test_histogram_boosting_is_exported_as_scikit_learn_predicts() -> None:
+    """fit's power model: histogram-based boosting of log power, its trees exported exactly (as the compiled evaluator
+    and the NumPy reference read them), inside the format's limits."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    rng = np.random.default_rng(2)
+    X = np.zeros((3000, len(FEATURES)))
+    X[:, FEATURES.index("flops")] = rng.uniform(0, 1, 3000)
+    X[:, FEATURES.index("rows")] = rng.integers(1, 4096, 3000)
+    y = 150 + 500 * X[:, FEATURES.index("flops")] + 50 * np.sin(X[:, FEATURES.index("rows")] / 300)
+    spec = fit_boosted(X, y, FEATURES, features=["flops", "rows"], target="log", hist=True)
+    validate_spec(spec, FEATURES)
+    reference = HistGradientBoostingRegressor(max_iter=600, learning_rate=0.05, max_leaf_nodes=31, min_samples_leaf=10,
+                                              l2_regularization=1.0, random_state=0)
+    Z = X[:, [FEATURES.index("flops"), FEATURES.index("rows")]]
+    expected = np.exp(reference.fit(Z, np.log(y)).predict(Z))
+    np.testing.assert_allclose(predict_boosted(spec, X, FEATURES), expected, rtol=1e-12)
+    assert np.median(np.abs(expected / y - 1)) < 0.02  # and it follows the data
+    power = {"kind": "boosted", **{k: spec[k] for k in ("target", "base", "features", "trees")}}
+    from model_docs import layer_entry, model_doc
+
+    runtime = fit_boosted(X, 1 + X[:, FEATURES.index("flops")], FEATURES, features=["flops"], target="log", trees=5)
+    model = Model(model_doc({"linear": layer_entry(runtime, power)}))
+    import neuralpower as npw
+
+    arch = npw.Architecture("x", [npw.Layer("linear", tokens=t, in_features=512, out_features=64) for t in (1, 900)])
+    from neuralpower.models.predict import predict_spec
+
+    np.testing.assert_allclose(model.predict(arch).layer_power_w, predict_spec(power, arch.features(), FEATURES),
+                               rtol=1e-12)
+
+
 def test_compiled_and_reference_agree(tmp_path: Path) -> None:
     X, y = _data(1000)
     spec = fit_boosted(X, y, FEATURES, features=["rows", "in_features", "flops"], target="log", trees=50)
@@ -118,4 +150,5 @@ def test_fit_chooses_boosted_on_a_large_table_only(tmp_path: Path, capsys: pytes
     # asked for alone, it is fitted whatever the size
     assert main(["fit", str(tmp_path / "small.csv"), "--out", str(tmp_path / "b.json"), "--method", "boosted"]) == 0
     doc = json.loads((tmp_path / "b.json").read_text())
-    assert doc["layer_types"]["linear"]["power_w"]["models"]["boosted"]["target"] == "plain"
+    power = doc["layer_types"]["linear"]["power_w"]["models"]["boosted"]
+    assert power["target"] == "log" and 0 < len(power["trees"]) <= 600  # histogram-based, of log power

@@ -1007,7 +1007,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="poly",
         help="poly: NeuralPower's sparse "
         "polynomial (Lasso-selected terms); tree: FastDeepIoT's model tree; boosted: gradient-boosted trees (log "
-        "runtime; power with the Huber loss); all: the three, boosted only where a type has at least 400 "
+        "runtime; histogram-based, of log power); all: the three, boosted only where a type has at least 400 "
         "configurations. Each type's default is the method, or baseline, with the lowest validation error "
         "(default: poly)",
     )

@@ -132,7 +132,8 @@ def _fit_method(
         settings = TREE_SETTINGS["shallow" if mode == "plain" else mode]
         return fit_tree(X, y, FEATURES, split_features=ints, leaf_features=leaf, **settings)
     if method == "boosted":
-        return fit_boosted(X, y, FEATURES, features=[*config, "flops", "bytes_moved"], target=mode, seed=options.seed)
+        return fit_boosted(X, y, FEATURES, features=[*config, "flops", "bytes_moved"],
+                           target="log" if mode == "hist" else mode, hist=mode == "hist", seed=options.seed)
     if method == "roofline":
         return fit_roofline(X, y, FEATURES)
     return fit_flops_linear(X, y, FEATURES)
@@ -185,12 +186,12 @@ def _covered(y: npt.NDArray[np.float64], pred: npt.NDArray[np.float64], interval
 
 def _candidates(methods: tuple[str, ...], target: str = "runtime_ms") -> list[tuple[str, str, str]]:
     """Every model ``fit`` considers, as (name, method, mode): poly once per target mode (as ``poly:<mode>``), the
-    tree once per setting (as ``tree:<setting>``), boosted trees (of log runtime; of power as it is, with the Huber
-    loss), then the baselines."""
+    tree once per setting (as ``tree:<setting>``), boosted trees (of log runtime; of log power, histogram-based: see
+    :mod:`neuralpower.models.boosted`), then the baselines."""
     out: list[tuple[str, str, str]] = []
     for method in (*methods, *BASELINES):
         if method == "boosted":
-            out.append(("boosted", "boosted", "log" if target == "runtime_ms" else "plain"))
+            out.append(("boosted", "boosted", "log" if target == "runtime_ms" else "hist"))
         elif method == "poly":
             out += [(f"poly:{mode}", "poly", mode) for mode in TARGET_MODES]
         elif method == "tree":
