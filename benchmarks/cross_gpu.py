@@ -6,7 +6,8 @@ bundled fp32 models, each with its runtime scaled by the ratio of peak fp32 thro
 memory bandwidths for the others, blended layer by layer by how near each GPU's datasheet is) predicts every
 operator that GPU measured. Printed: per GPU, the GPUs blended, and per layer type the MAPE over that GPU's
 operators (none of which the blended models saw), with the MAPE of the GPU's own bundled model on the same rows for
-scale (its own fit saw four fifths of them).
+scale (its own fit saw four fifths of them). Then, per GPU and type, how many of its operators a nominal 90 %
+interval of the carried model would hold, were it calibrated on the other GPUs' carried operators.
 
 Then on whole networks (``DATA_DIR/neusight-networks/measured``: NeuSight's end-to-end runs of BERT, GPT-2, GPT-3
 and OPT on each GPU, built by the zoo), per GPU the runtime MAPE of: the blend with the shipped weights (chosen on
@@ -67,6 +68,7 @@ def main(argv: list[str]) -> int:
     data, tables, docs = inputs
     types = ("linear", "matmul", "conv2d", "layernorm", "softmax", "relu", "gelu", "add", "mul")
     print(f"{'GPU':<24} {'blended from':<40} " + " ".join(f"{t:>9}" for t in types) + f" {'all':>9}")
+    residuals: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # per GPU: type codes, log(measured / carried)
     for key, table_name in NEUSIGHT:
         if table_name not in tables:  # a folder holding some of the GPUs' tables (the tests' sample)
             continue
@@ -91,9 +93,33 @@ def main(argv: list[str]) -> int:
         total = 100 * np.concatenate(all_errors).mean()
         print(f"{gpu.name:<24} {name.split('from ')[1].rstrip(')').replace('-fp32', ''):<40} " + " ".join(cells)
               + f" {total:>8.0f}%")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            residuals[key] = rows[:, 0], np.log(y / got["carried"])
     print("cells: MAPE % of the carried model / of the GPU's own bundled model, over every operator the GPU measured")
+    intervals(residuals, types)
     networks(data, docs)
     return 0
+
+
+def intervals(residuals: dict[str, tuple[np.ndarray, np.ndarray]], types: tuple[str, ...]) -> None:
+    """Could a carried model have intervals? Per held-out GPU and type, the share of its operators within a 90 %
+    interval taken from the other GPUs' carried residuals (their 5th to 95th percentiles of log measured/carried)."""
+    print(f"\n{'GPU':<24} " + " ".join(f"{t:>9}" for t in types))
+    for key, (codes, r) in residuals.items():
+        cells = []
+        for t in types:
+            code = LAYER_TYPES.index(t)
+            mine = r[codes == code]
+            others = np.concatenate([o[1][o[0] == code] for k, o in residuals.items() if k != key] or [np.zeros(0)])
+            others, mine = others[np.isfinite(others)], mine[np.isfinite(mine)]
+            if not len(mine) or not len(others):
+                cells.append(f"{'-':>9}")
+                continue
+            lo, hi = np.quantile(others, [0.05, 0.95])
+            cells.append(f"{100 * np.mean((mine >= min(lo, 0)) & (mine <= max(hi, 0))):>8.0f}%")
+        print(f"{find_gpu(key).name:<24} " + " ".join(cells))
+    print("cells: held-out coverage of a nominal 90 % interval of the carried model, calibrated on the other GPUs' "
+          "operators (a carried model's errors are the GPU's, not the layer's: they do not carry as an interval)")
 
 
 def networks(data: Path, docs: dict[str, dict[str, Any]]) -> None:

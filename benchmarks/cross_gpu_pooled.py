@@ -5,8 +5,8 @@ For each of NeuSight's five GPUs (``data/neusight``, fp32 operators), per layer 
 logarithm of runtime over the layer's roofline time on its GPU (max(FLOPs / peak fp32, bytes moved / memory
 bandwidth)), the features the layer's own (log) and the GPU's datasheet (log peak fp32, log bandwidth, SMs, L2, log
 power limit, boost clock). The held-out GPU's operators are then predicted from its datasheet alone. Printed: per
-GPU and type, the MAPE of this pooled model / of the nearest other GPU's bundled model carried through the
-datasheets (what ``--gpu`` does), over every operator the GPU measured.
+GPU and type, the MAPE of this pooled model / of the other four GPUs' bundled models carried through the datasheets
+and blended (what ``--gpu`` does, ``neuralpower.models.carry``), over every operator the GPU measured.
 
     python benchmarks/cross_gpu_pooled.py [DATA_DIR]      (default: data; minutes)
 """
@@ -23,7 +23,7 @@ from neuralpower.evaluator import Model
 from neuralpower.gpus import GPU, find_gpu
 from neuralpower.layers import FEATURES, LAYER_TYPES
 from neuralpower.models.bundle import NEUSIGHT
-from neuralpower.models.carry import carry_model
+from neuralpower.models.carry import blend_model
 from neuralpower.table import _parse
 
 TYPES = ("linear", "matmul", "layernorm", "softmax", "relu", "gelu", "add", "mul")
@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
         gpus[key] = (rows, _ev.features(rows, _ev.info(rows)), table.column("runtime_ms").to_numpy(), find_gpu(key))
     print(f"{'GPU':<24} " + " ".join(f"{t:>9}" for t in TYPES))
     for target, (rows, F, y, g) in gpus.items():
-        carried = Model(carry_model(g, "fp32", {k: v for k, v in docs.items() if k != f"{target}-fp32"})[1])
+        carried = Model(blend_model(g, "fp32", {k: v for k, v in docs.items() if k != f"{target}-fp32"})[1])
         got = np.asarray(carried._compiled.evaluate(rows, False)["runtime_ms"])
         cells = []
         for t in TYPES:
@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
             own = 100 * np.mean(np.abs(got[k] / y[k] - 1))
             cells.append(f"{100 * np.mean(np.abs(pooled / y[k] - 1)):>4.0f}/{own:<4.0f}")
         print(f"{g.name:<24} " + " ".join(cells), flush=True)
-    print("cells: MAPE % of the pooled model / of the nearest other GPU's model carried (--gpu), per operator")
+    print("cells: MAPE % of the pooled model / of the other GPUs' models carried and blended (--gpu), per operator")
     return 0
 
 

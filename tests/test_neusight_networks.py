@@ -373,3 +373,6 @@ def test_validate_held_out(capsys: pytest.CaptureFixture[str]) -> None:
     cpu_networks = DATA.parent / "cpu" / "networks"  # what bench-network wrote: no traces to hold out
     code, out, err = run(capsys, "validate", str(cpu_networks), "--held-out")
     assert code == 2 and "--held-out applies to NeuSight's measured networks only" in err and out == ""
+    # a blend of other GPUs' models has no linear of its own to calibrate: refused, not silently uncalibrated
+    code, out, err = run(capsys, "validate", str(MEASURED / "Tesla_T4"), "--held-out", "--gpu", "l4")
+    assert code == 2 and "is a blend of other GPUs' models" in err and len(err.strip().splitlines()) <= 2

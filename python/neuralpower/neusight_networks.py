@@ -451,6 +451,10 @@ def validate_neusight(sources: Sequence[str | os.PathLike[str]], model: Any = No
         m = _model_for(c, model, models)
         scales = None
         if held_out:
+            if m.doc.get("blend"):
+                raise InputError(f"--held-out calibrates a model's {', '.join(CALIBRATED_TYPES)} to the traces, and "
+                                 f"{m.name or m.path} is a blend of other GPUs' models (carried, its own types are not "
+                                 "evaluated): give a model of one GPU", path=c.path)
             m, scales = _held_out(m, c, cases, held, traces)
         arch = zoo.build(NEUSIGHT_MODELS[c.model], batch=c.batch, seq_len=c.seq_len, dtype="fp32")
         if arch.dtype != m.dtype:
