@@ -342,23 +342,44 @@ def test_a_blend_is_evaluated_as_the_numpy_reference_does(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    (lambda b: b.__setitem__(0, {"weight": -1.0, "model": b[0]["model"]}),
-     "blend[0].weight: must be a positive number"),
-    (lambda b: b[1].__setitem__("extra", 1), "blend[1]: must be"),
-    (lambda b: b[0]["model"].__setitem__("blend", []), "blend[0].model: must be a model document, not a blend"),
-    (lambda b: b[0]["model"].__setitem__("dtype", "bf16"), "blend[0].model.dtype: must be the blend's (fp32)"),
-    (lambda b: b[1]["model"].__setitem__("schema", "x"), "blend[1].model.schema: must be"),
-    (lambda b: b.clear(), "blend: must be a non-empty list"),
+    (lambda d: d["blend"].__setitem__(0, {"weight": -1.0, "model": d["blend"][0]["model"]}),
+     "blend[0].weight: must be a number in (0, 1]"),
+    (lambda d: d["blend"][2].__setitem__("weight", 2.0), "blend[2].weight: must be a number in (0, 1]"),
+    (lambda d: d["blend"][1].__setitem__("extra", 1), "blend[1]: must be"),
+    (lambda d: d["blend"][0]["model"].__setitem__("blend", []),
+     "blend[0].model: must be a model document, not a blend"),
+    (lambda d: d["blend"][0]["model"].__setitem__("dtype", "bf16"), "blend[0].model.dtype: must be the blend's (fp32)"),
+    (lambda d: d["blend"][1]["model"].__setitem__("schema", "x"), "blend[1].model.schema: must be"),
+    (lambda d: d["blend"].clear(), "blend: must be a list of 1 to 16"),
+    (lambda d: d["blend"].extend([d["blend"][0]] * 16), "blend: must be a list of 1 to 16"),
+    (lambda d: d["layer_types"].pop("relu"), "layer_types: a blend's must be the layer types its members cover"),
+    (lambda d: [m["model"]["layer_types"].pop("conv2d", None) for m in d["blend"]],
+     "layer_types: a blend's must be the layer types its members cover"),
 ])
 def test_a_corrupt_blend_is_one_line_naming_the_place(tmp_path: Path, change: Any, message: str,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     doc = copy.deepcopy(npw.load_model(gpu="l4", dtype="fp32").doc)
-    change(doc["blend"])
+    change(doc)
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(doc))
     assert main(["predict", "hf_bert_large", "--model", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and str(path) in err and len(err.splitlines()) == 1
+
+
+def test_only_the_ratios_of_a_blends_weights_count() -> None:
+    from neuralpower.models.predict import predict_network
+
+    model = npw.load_model(gpu="l4", dtype="fp32")
+    arch = zoo.build("hf_gpt2_large", batch=2, seq_len=128)
+    scaled = copy.deepcopy(model.doc)
+    for member in scaled["blend"]:
+        member["weight"] *= 1e-300  # tiny, and as far apart as before
+    for doc in (model.doc, scaled):
+        np.testing.assert_allclose(Model(doc).predict(arch).layer_runtime_ms,
+                                   predict_network(model.doc, arch).layer_runtime_ms, rtol=1e-9)
+        np.testing.assert_allclose(predict_network(doc, arch).layer_runtime_ms,
+                                   predict_network(model.doc, arch).layer_runtime_ms, rtol=1e-9)
 
 
 def test_the_compiled_blend_refuses_unsafe_members() -> None:
@@ -369,6 +390,8 @@ def test_the_compiled_blend_refuses_unsafe_members() -> None:
         ev.Model().set_blend([member], [float("nan")])
     with pytest.raises(ValueError, match="one weight per member"):
         ev.Model().set_blend([member, member], [1.0])
+    with pytest.raises(ValueError, match="too many members"):
+        ev.Model().set_blend([member] * 65, [1.0] * 65)
     blend = ev.Model()
     blend.set_blend([member], [1.0])
     with pytest.raises(ValueError, match="not be a blend"):

@@ -387,12 +387,16 @@ double stream_within(const TypeModel& tm, double* f) {
 void Model::set_blend(const std::vector<Model>& members, const std::vector<double>& weights) {
     version_ = next_version++;
     require(!members.empty() && members.size() == weights.size(), "blend: need one weight per member, and a member");
+    require(members.size() <= kMaxBlendMembers, "blend: too many members");
+    double most = 0.0;
     for (std::size_t k = 0; k < members.size(); ++k) {
         require(members[k].blend_.empty(), "blend: a member may not be a blend itself");
         require(finite(weights[k]) && weights[k] > 0.0, "blend: every weight must be a positive finite number");
+        most = std::max(most, weights[k]);
     }
     blend_ = members;
-    blend_weight_ = weights;
+    blend_weight_.clear();
+    for (double w : weights) blend_weight_.push_back(w / most);  // only their ratios count
 }
 
 void Model::finish() {

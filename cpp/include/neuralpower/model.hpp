@@ -26,6 +26,7 @@ enum class Transform : int { Identity = 0, Log1p };
 enum class TreeTest : int { Leaf = 0, Le, Mod };
 
 constexpr int kMaxExponent = 8;
+constexpr std::size_t kMaxBlendMembers = 64;
 
 // One model of one layer type and target, in flat arrays.
 struct SubModel {
@@ -129,8 +130,8 @@ public:
     void set_stream(int type, double rows_hi, double channels_hi);
     // A blend: each layer is evaluated by every member covering its type, its runtime and power the geometric means of
     // theirs weighted by `weights` (renormalised over those members), extrapolated where any member extrapolates; no
-    // intervals. The model's own type models are then unused. Members are copied; none may be a blend itself; every
-    // weight is a positive finite number.
+    // intervals. The model's own type models are then unused. Members are copied (at most kMaxBlendMembers); none may
+    // be a blend itself; every weight is a positive finite number (only their ratios count).
     void set_blend(const std::vector<Model>& members, const std::vector<double>& weights);
     bool has_intervals() const { return has_intervals_; }
     // Different for every model and after every change to one (results kept for one version serve it only).

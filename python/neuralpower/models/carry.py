@@ -202,8 +202,10 @@ def blend_model(target: GPU, dtype: str, docs: Mapping[str, Mapping[str, Any]],
         covering = [(name, gpu, w, member["layer_types"][t])
                     for ((_, member), gpu, w), name in zip(carried, names, strict=True) if t in member["layer_types"]]
         total = sum(w for _, _, w, _ in covering)
-        for target_name, what in (("runtime_ms", "runtime x the ratio of peaks or bandwidths"),
-                                  ("power_w", "power x the ratio of power limits")):
+        for target_name, what in (("runtime_ms", "each one's runtime scaled by the ratio of peaks or bandwidths, "
+                                                 "times any scale it had: x its scale in all"),
+                                  ("power_w", "each one's power scaled by the ratio of power limits, times any scale "
+                                              "it had: x its scale in all")):
             parts = ", ".join(f"{name} ({gpu.name}) x {e[target_name]['scale']:.3g} weighing {w / total:.2f}"
                               for name, gpu, w, e in covering)
             entry[target_name]["source"] = {"how": "carried", "text": (

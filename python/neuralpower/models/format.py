@@ -45,11 +45,12 @@ an element-wise layer's height and width are read as more batch (its rows), a ma
 computation in the layout the fit saw (``native``, the default: as given); a broadcast add or mul (one operand per
 channel or a scalar) as the full one that moves as many bytes (fewer rows).
 
-A model may instead be a **blend** of other models (``"blend": [{"weight": 0.7, "model": {...}}, ...]``, each member
-a whole model document of the same dtype, none a blend itself): each layer is then predicted by every member that
-covers its type, its runtime and its power the geometric means of theirs weighted by ``weight`` (renormalised over
-those members), extrapolated where any member extrapolates, with no intervals. Its own ``layer_types`` then say
-what it covers and where its numbers come from (``source``), and are not evaluated. A GPU without a bundled model
+A model may instead be a **blend** of other models (``"blend": [{"weight": 0.7, "model": {...}}, ...]``, 1 to 16
+members, each a whole model document of the same dtype, none a blend itself, each weight in (0, 1]): each layer is
+then predicted by every member that covers its type, its runtime and its power the geometric means of theirs
+weighted by ``weight`` (renormalised over those members), extrapolated where any member extrapolates, with no
+intervals. Its own ``layer_types`` (exactly the types its members cover) then say what it covers and where its
+numbers come from (``source``), and are not evaluated. A GPU without a bundled model
 gets such a blend of the bundled models of other GPUs, each carried through the datasheets
 (:mod:`neuralpower.models.carry`).
 
@@ -206,15 +207,21 @@ def validate_model(doc: Any) -> None:
                         "must be [min, max] with 0 <= min <= max (max null: none)")
 
 
+#: The most members a blend may have (a GPU's blend has one per other GPU's model of its dtype).
+MAX_BLEND_MEMBERS = 16
+
+
 def _validate_blend(doc: dict[str, Any]) -> None:
     blend = doc["blend"]
-    _expect(isinstance(blend, list) and len(blend) > 0, "blend", "must be a non-empty list of {\"weight\", \"model\"}")
+    _expect(isinstance(blend, list) and 0 < len(blend) <= MAX_BLEND_MEMBERS, "blend",
+            f"must be a list of 1 to {MAX_BLEND_MEMBERS} {{\"weight\", \"model\"}}")
+    covered: set[str] = set()
     for k, member in enumerate(blend):
         where = f"blend[{k}]"
         _expect(isinstance(member, dict) and set(member) == {"weight", "model"}, where,
                 "must be {\"weight\": ..., \"model\": {...}}")
-        _expect(is_finite_number(member["weight"]) and member["weight"] > 0, f"{where}.weight",
-                "must be a positive number")
+        _expect(is_finite_number(member["weight"]) and 0 < member["weight"] <= 1, f"{where}.weight",
+                "must be a number in (0, 1] (the nearest source weighs 1)")
         model = member["model"]
         _expect(isinstance(model, dict) and "blend" not in model, f"{where}.model",
                 "must be a model document, not a blend")
@@ -223,6 +230,10 @@ def _validate_blend(doc: dict[str, Any]) -> None:
         except ValueError as e:
             raise ValueError(f"{where}.model.{e}") from None
         _expect(model["dtype"] == doc["dtype"], f"{where}.model.dtype", f"must be the blend's ({doc['dtype']})")
+        covered |= set(model["layer_types"])
+    types = doc.get("layer_types")
+    _expect(isinstance(types, dict) and set(types) == covered, "layer_types",
+            "a blend's must be the layer types its members cover, no more and no fewer")
 
 
 SOURCE_HOW = ("measured", "carried")

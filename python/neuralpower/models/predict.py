@@ -206,13 +206,14 @@ def _blend_layers(doc: Mapping[str, Any], rows: npt.NDArray[np.int64], features:
     n = len(types)
     weight, log_runtime, log_power = np.zeros(n), np.zeros(n), np.zeros(n)
     extrapolated = np.zeros(n, dtype=bool)
+    most = max(float(m["weight"]) for m in doc["blend"])  # only the weights' ratios count
     for member in doc["blend"]:
         model = member["model"]
         covers = np.isin(types, [LAYER_TYPES.index(t) for t in model["layer_types"]])
         if not covers.any():
             continue
         runtime, power, flags = _layers(model, rows[covers], features[covers], method)
-        w = float(member["weight"])
+        w = float(member["weight"]) / most
         with np.errstate(divide="ignore", invalid="ignore"):
             weight[covers] += w
             log_runtime[covers] += w * np.log(runtime)
