@@ -176,7 +176,7 @@ def networks(data: Path, docs: dict[str, dict[str, Any]]) -> None:
         blend = weights(folder, (), shipped)
         check = validate_neusight([Path(measured / folder)], Model(blend_model(gpu, "fp32", docs)[1]))["runtime_mape"]
         assert abs(check - mape(folder, blend)) < 1e-6, (check, mape(folder, blend))  # the product's blend, exactly
-        nearest = weights(folder, (), shipped)[:1]
+        nearest = blend[:1]
         peer = "-" if neusight[folder] is None else f"{neusight[folder]:.1f}%"
         print(f"{gpu.name:<24} {len(cases[folder]):>8} {mape(folder, blend):>7.1f}% "
               f"{mape(folder, weights(folder, (), chosen)):>7.1f}% {mape(folder, nearest):>7.1f}% {own[folder]:>7.1f}% "

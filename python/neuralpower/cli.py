@@ -222,7 +222,8 @@ def _cmd_validate_neusight(args: argparse.Namespace) -> int:
 
         measured_on = sorted({c["gpu"] for c in record["cases"]})
         try:
-            same = all(find_gpu(g).name == find_gpu(model.gpu).name for g in measured_on)
+            predicts = find_gpu(model.gpu).name
+            same = all(find_gpu(g).name == predicts for g in measured_on)
         except InputError:
             same = False
         if not same:

@@ -167,17 +167,20 @@ def _carry(target: GPU, dtype: str, name: str, gpu: GPU, source: Mapping[str, An
 
 
 def _copy_entries(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of a model document whose layer types' entries, targets and floors may be changed (their models, which
-    a carry never changes, are shared: a deep copy of a large model takes longer than its carry)."""
+    """A copy of a model document whose layer types' entries may be changed (see :func:`_copy_entry`)."""
     out = dict(doc)
-    out["layer_types"] = {}
-    for t, entry in doc["layer_types"].items():
-        e = dict(entry)
-        for key in ("runtime_ms", "power_w", "floor"):
-            if isinstance(e.get(key), dict):
-                e[key] = dict(e[key])
-        out["layer_types"][t] = e
+    out["layer_types"] = {t: _copy_entry(entry) for t, entry in doc["layer_types"].items()}
     return out
+
+
+def _copy_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a layer type's entry whose targets and floor may be changed (their models, which a carry never
+    changes, are shared: a deep copy of a large model takes longer than its carry)."""
+    e = dict(entry)
+    for key in ("runtime_ms", "power_w", "floor"):
+        if isinstance(e.get(key), dict):
+            e[key] = dict(e[key])
+    return e
 
 
 def blend_model(target: GPU, dtype: str, docs: Mapping[str, Mapping[str, Any]],
@@ -189,18 +192,17 @@ def blend_model(target: GPU, dtype: str, docs: Mapping[str, Mapping[str, Any]],
     carried through the datasheets, blended by weight (see the module's notes): its name and document. With one
     source weighing enough, that source carried."""
     sources = source_weights(target, dtype, docs, exclude, tau)
-    carried = [(_carry(target, dtype, name, gpu, docs[name] if load is None else load(name)), gpu, w)
-               for name, gpu, w in sources]
+    carried = [_carry(target, dtype, name, gpu, docs[name] if load is None else load(name)) for name, gpu, _ in sources]
     if len(carried) == 1:
-        return carried[0][0]
-    names = [name for name, _, _ in sources]
-    doc = _copy_entries(carried[0][0][1])
-    for (_, member), _, _ in carried[1:]:
-        for t, entry in _copy_entries(member)["layer_types"].items():
-            doc["layer_types"].setdefault(t, entry)
+        return carried[0]
+    members = [(name, gpu, w, doc) for (name, gpu, w), (_, doc) in zip(sources, carried, strict=True)]
+    doc = _copy_entries(members[0][3])
+    for _, _, _, member in members[1:]:  # a type the nearest lacks: from the nearest that has it
+        for t, entry in member["layer_types"].items():
+            if t not in doc["layer_types"]:
+                doc["layer_types"][t] = _copy_entry(entry)
     for t, entry in doc["layer_types"].items():
-        covering = [(name, gpu, w, member["layer_types"][t])
-                    for ((_, member), gpu, w), name in zip(carried, names, strict=True) if t in member["layer_types"]]
+        covering = [(name, gpu, w, m["layer_types"][t]) for name, gpu, w, m in members if t in m["layer_types"]]
         total = sum(w for _, _, w, _ in covering)
         for target_name, what in (("runtime_ms", "each one's runtime scaled by the ratio of peaks or bandwidths, "
                                                  "times any scale it had: x its scale in all"),
@@ -210,7 +212,8 @@ def blend_model(target: GPU, dtype: str, docs: Mapping[str, Mapping[str, Any]],
                               for name, gpu, w, e in covering)
             entry[target_name]["source"] = {"how": "carried", "text": (
                 f"carried from {parts} through the datasheets ({what}), their weighted geometric mean")}
-    doc["blend"] = [{"weight": w, "model": member} for (_, member), _, w in carried]
+    names = [name for name, _, _, _ in members]
+    doc["blend"] = [{"weight": w, "model": m} for _, _, w, m in members]
     doc["carried_from"] = names[0]
     doc["description"] = (f"{target.name}, {dtype}: {len(names)} other GPUs' models ({', '.join(names)}) carried "
                           "through the datasheets and blended by how near each GPU is; nothing in it was measured on "
