@@ -152,3 +152,25 @@ def test_fit_chooses_boosted_on_a_large_table_only(tmp_path: Path, capsys: pytes
     doc = json.loads((tmp_path / "b.json").read_text())
     power = doc["layer_types"]["linear"]["power_w"]["models"]["boosted"]
     assert power["target"] == "log" and 0 < len(power["trees"]) <= 600  # histogram-based, of log power
+
+
+def test_large_histogram_setting_matches_scikit_learn_and_stops_early() -> None:
+    """fit's second boosted setting (``hist="large"``): scikit-learn's histogram boosting with 63-leaf trees at rate
+    0.1, always stopped early, exported exactly; 1500 is a ceiling it does not reach on a smooth target."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    rng = np.random.default_rng(3)
+    X = np.zeros((4000, len(FEATURES)))
+    X[:, FEATURES.index("flops")] = rng.uniform(0, 1, 4000)
+    X[:, FEATURES.index("rows")] = rng.integers(1, 4096, 4000)
+    y = 0.01 + X[:, FEATURES.index("flops")] * (1 + (X[:, FEATURES.index("rows")] % 64 == 0))
+    spec = fit_boosted(X, y, FEATURES, features=["flops", "rows"], target="log", hist="large")
+    validate_spec(spec, FEATURES)
+    reference = HistGradientBoostingRegressor(max_iter=1500, learning_rate=0.1, max_leaf_nodes=63, min_samples_leaf=10,
+                                              l2_regularization=1.0, early_stopping=True, random_state=0)
+    Z = X[:, [FEATURES.index("flops"), FEATURES.index("rows")]]
+    expected = np.exp(reference.fit(Z, np.log(y)).predict(Z))
+    np.testing.assert_allclose(predict_boosted(spec, X, FEATURES), expected, rtol=1e-12)
+    assert len(spec["trees"]) == reference.n_iter_ < 1500
+    with pytest.raises(ValueError, match="hist must be one of small, large"):
+        fit_boosted(X, y, FEATURES, features=["flops"], hist="huge")

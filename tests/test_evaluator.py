@@ -270,15 +270,27 @@ def test_prediction_intervals(fitted: Path, tmp_path: Path) -> None:
     assert model.has_intervals and model.interval_coverage == 0.9
     arch = npw.Architecture("convs", [layer for layer in zoo.build("resnet18", batch=2) if layer.type == "conv2d"])
     p = model.predict(arch)
-    # per layer: the prediction times the type's factors; per network: sums (runtime, energy) and their ratio
+    # energy has its own interval, calibrated on configurations whose runtime and power are both validation rows
+    en = conv["energy_interval"]
+    assert en["coverage"] == 0.9 and en["lo"] < 1 < en["hi"] and 80 <= en["test_coverage"] <= 100
+    assert (en["lo"], en["hi"]) != (rt["lo"] * pw["lo"], rt["hi"] * pw["hi"])
+    # per layer: the prediction times the type's factors; per network: sums (runtime, energy), and power's bounds the
+    # layers' weighted by their predicted runtime
     assert close(p.layer_bounds["runtime_ms_lo"], p.layer_runtime_ms * rt["lo"])
     assert close(p.layer_bounds["power_w_hi"], p.layer_power_w * pw["hi"])
-    assert close(p.layer_bounds["energy_mj_lo"], p.layer_energy_mj * rt["lo"] * pw["lo"])
+    assert close(p.layer_bounds["energy_mj_lo"], p.layer_energy_mj * en["lo"])
     assert close(p.bounds["runtime_ms_lo"], p.runtime_ms * rt["lo"])
     assert close(p.bounds["runtime_ms_hi"], p.runtime_ms * rt["hi"])
-    assert close(p.bounds["energy_mj_hi"], p.energy_mj * rt["hi"] * pw["hi"])
-    assert close(p.bounds["power_w_lo"], p.bounds["energy_mj_lo"] / p.bounds["runtime_ms_lo"])
+    assert close(p.bounds["energy_mj_hi"], p.energy_mj * en["hi"])
+    assert close(p.bounds["power_w_lo"], p.power_w * pw["lo"]) and close(p.bounds["power_w_hi"], p.power_w * pw["hi"])
     assert p.bounds["power_w_lo"] < p.power_w < p.bounds["power_w_hi"]
+    # without energy's own interval, energy's factors are the products of runtime's and power's
+    no_energy = copy.deepcopy(doc)
+    no_energy["layer_types"]["conv2d"].pop("energy_interval")
+    q = npw.Model(no_energy).predict(arch)
+    assert close(q.layer_bounds["energy_mj_lo"], q.layer_energy_mj * rt["lo"] * pw["lo"])
+    assert close(q.bounds["energy_mj_hi"], q.energy_mj * rt["hi"] * pw["hi"])
+    assert close(npw.Model(no_energy).score([arch]).bounds["energy_mj_hi"][0], q.bounds["energy_mj_hi"])
     # the compiled architecture sums (score) agree with predict
     scores = model.score([arch, npw.Architecture("other", list(arch.layers[:3]))])
     for k in BOUNDS:
@@ -637,3 +649,93 @@ def test_prepare_columns_reads_arrow_buffers_and_caches_repeats() -> None:
     arrow[FIELD_INDEX["out_channels"]] = (big, None, 0)
     _, _, bad, field, message = _ev.prepare_columns(arrow, n, 1)
     assert (bad, FIELDS[field], message) == (123, "out_channels", f"{2**62} is out of range")
+
+
+def _grouped_doc() -> dict[str, Any]:
+    """A linear model whose runtime interval is split on the tokens (two groups) and again on in_features, with energy
+    an interval of its own split on the flops."""
+    from model_docs import varying_model_doc
+
+    doc = varying_model_doc(["linear", "relu"])
+    entry = doc["layer_types"]["linear"]
+    entry["runtime_ms"]["interval"] = {
+        "coverage": 0.9, "lo": 0.8, "hi": 1.3,
+        "split": {"feature": "rows", "value": 64.0,
+                  "yes": {"lo": 0.95, "hi": 1.05},
+                  "no": {"feature": "in_features", "value": 512.0, "yes": {"lo": 0.7, "hi": 1.6},
+                         "no": {"lo": 0.9, "hi": 1.1}}}}
+    entry["power_w"]["interval"] = {"coverage": 0.9, "lo": 0.85, "hi": 1.2}
+    entry["energy_interval"] = {"coverage": 0.9, "lo": 0.75, "hi": 1.4,
+                                "split": {"feature": "flops", "value": 1e8, "yes": {"lo": 0.6, "hi": 1.0},
+                                          "no": {"lo": 1.0, "hi": 2.0}}}
+    doc["layer_types"]["relu"]["runtime_ms"]["interval"] = {"coverage": 0.9, "lo": 0.5, "hi": 2.0}
+    doc["layer_types"]["relu"]["power_w"]["interval"] = {"coverage": 0.9, "lo": 0.9, "hi": 1.1}
+    return doc
+
+
+def test_interval_groups_agree_with_the_numpy_reference(tmp_path: Path) -> None:
+    """Each layer's factors are its group's: the compiled evaluator and format.interval_factors agree, per layer and
+    in the network sums of predict and score."""
+    from neuralpower.models.format import interval_factors, write_model_file
+
+    doc = _grouped_doc()
+    path = tmp_path / "grouped.json"
+    write_model_file(doc, path)
+    model = load_model(path)
+    layers = [npw.Layer("linear", tokens=t, in_features=i, out_features=256) for t in (1, 64, 65, 4096)
+              for i in (128, 512, 513, 4096)] + [npw.Layer("relu", batch=1, in_channels=64, in_h=8, in_w=8)]
+    arch = npw.Architecture("mix", layers)
+    p = model.predict(arch)
+    X = arch.features()
+    linear = np.array([layer.type == "linear" for layer in layers])
+    entry = doc["layer_types"]["linear"]
+    for name, interval in (("runtime_ms", entry["runtime_ms"]["interval"]),
+                           ("energy_mj", entry["energy_interval"])):
+        lo, hi = interval_factors(interval, X[linear], FEATURES)
+        assert len(set(lo)) > 1  # the groups differ
+        value = {"runtime_ms": p.layer_runtime_ms, "energy_mj": p.layer_energy_mj}[name][linear]
+        assert close(p.layer_bounds[f"{name}_lo"][linear], value * lo), name
+        assert close(p.layer_bounds[f"{name}_hi"][linear], value * hi), name
+    assert close(p.layer_bounds["runtime_ms_lo"][~linear], p.layer_runtime_ms[~linear] * 0.5)
+    assert close(p.bounds["runtime_ms_hi"], p.layer_bounds["runtime_ms_hi"].sum())
+    assert close(p.bounds["energy_mj_lo"], p.layer_bounds["energy_mj_lo"].sum())
+    assert p.bounds["power_w_lo"] <= p.power_w <= p.bounds["power_w_hi"]
+    scores = model.score([arch], per_layer=True)
+    for k in BOUNDS:
+        assert close(scores.bounds[k][0], p.bounds[k]), k
+    assert scores.per_layer is not None and close(scores.per_layer["runtime_ms_hi"], p.layer_bounds["runtime_ms_hi"])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "fragment"),
+    [
+        (lambda s: s["no"].update(feature="colour"), "interval.split.no.feature: must be a known feature's name"),
+        (lambda s: s["yes"].update(hi=0.5), "interval.split.yes.hi: must be from 1 to 1e6"),
+        (lambda s: s.update(value="x"), "interval.split.value: must be a finite number"),
+        (lambda s: s.update(no=[1, 2]), "interval.split.no: must be an object"),
+    ],
+)
+def test_corrupt_interval_groups_are_refused(tmp_path: Path, mutate: Any, fragment: str) -> None:
+    from neuralpower.models.format import read_model_file
+
+    doc = _grouped_doc()
+    mutate(doc["layer_types"]["linear"]["runtime_ms"]["interval"]["split"])
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(npw.InputError) as info:
+        read_model_file(path)
+    assert f"layer_types.linear.runtime_ms.{fragment}" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_compiled_builder_refuses_unsafe_groups() -> None:
+    from neuralpower import _evaluator
+
+    m = _evaluator.Model()
+    with pytest.raises(ValueError, match="children must follow their parent"):
+        m.set_interval_groups(0, 0, [3, -1, -1], [1.0, 0.0, 0.0], [0, -1, -1], [2, -1, -1], [0, 1, 1], [1, 1, 1])
+    with pytest.raises(ValueError, match="0 <= lo <= 1 <= hi"):
+        m.set_interval_groups(0, 1, [-1], [0.0], [-1], [-1], [1.5], [2.0])
+    with pytest.raises(ValueError, match="1 to 255 nodes"):
+        m.set_interval_groups(0, 2, [], [], [], [], [], [])
+    with pytest.raises(ValueError, match="target must be"):
+        m.set_interval_groups(0, 3, [-1], [0.0], [-1], [-1], [1.0], [1.0])

@@ -207,6 +207,10 @@ def test_fallbacks(tmp_path: Path) -> None:
         (lambda d: d["layer_types"]["conv2d"]["power_w"].update(default="nope"), "must name one of its models"),
         (lambda d: d["layer_types"]["conv2d"]["ranges"].update(batch=[1]), "ranges.batch"),
         (lambda d: d.update(features=["batch", "colour"]), "unknown feature"),
+        (lambda d: d["layer_types"]["conv2d"].update(energy_interval={"coverage": 0.9, "lo": 0.9, "hi": -3}),
+         "layer_types.conv2d.energy_interval.hi: must be from 1 to 1e6"),
+        (lambda d: d["layer_types"]["conv2d"].update(energy_interval=[0.9, 1.1]),
+         "layer_types.conv2d.energy_interval: must be an object"),
     ],
 )
 def test_corrupt_model_files_are_refused(model: dict[str, Any], tmp_path: Path, mutate: Any, fragment: str) -> None:
@@ -445,3 +449,82 @@ def test_a_failing_fit_drops_the_fits_not_started() -> None:
     with pytest.raises(ValueError, match="bad rows"):
         _run_all([fails, *(fits(k) for k in range(40))], 2)
     assert len(ran) < 10  # the queued ones were dropped (Executor.map cancels them), not run to the end
+
+
+def test_the_boosted_setting_is_chosen_on_validation_rows(tmp_path: Path) -> None:
+    """Runtime compares Friedman's boosting with the large histogram setting, power the small and the large histogram
+    settings; each target keeps the one of lower validation RMSPE and says which (``boosted_settings``)."""
+    path = tmp_path / "synthetic.csv"
+    pacsv.write_csv(synthetic_table(300, noise=NOISE, seed=4), path)
+    doc = fit_models(read_measurements([path]), FitOptions(method="boosted"))
+    seen = 0
+    for entry in doc["layer_types"].values():
+        for target, compared in (("runtime_ms", {"log", "hist_large"}), ("power_w", {"hist", "hist_large"})):
+            block = entry[target]
+            if block["fallback"] is not None:
+                continue
+            settings = block["boosted_settings"]
+            assert set(settings) == compared
+            assert block["metrics"]["boosted"]["setting"] == min(settings, key=settings.get)
+            assert block["metrics"]["boosted"]["validation_rmspe"] == min(settings.values())
+            seen += 1
+    assert seen >= 2
+
+
+def test_energy_interval_shares_the_targets_partition(model: dict[str, Any]) -> None:
+    """Runtime and power are split by configuration alike (a configuration with both measured is a test row of both
+    or of neither), so energy's interval is calibrated on configurations both fits left out, and holds about 90 % of
+    the configurations both held out."""
+    for t, entry in model["layer_types"].items():
+        rt, pw = entry["runtime_ms"], entry["power_w"]
+        if rt["fallback"] is not None or pw["fallback"] is not None:
+            continue
+        energy = entry["energy_interval"]
+        assert energy["lo"] <= 1 <= energy["hi"] and 75 <= energy["test_coverage"] <= 100, (t, energy)
+
+
+def test_a_partition_puts_a_configuration_on_one_side_for_every_target() -> None:
+    from neuralpower.models.fit import _Partition
+
+    parts = _Partition.draw(1000, 0.2, seed=0)
+    every = np.arange(1000)
+    some = np.sort(np.random.default_rng(1).choice(1000, 300, replace=False))  # power measured on some of them
+    train, test = parts.split(every)
+    sub_train, sub_test = parts.split(some)
+    assert len(test) == 200 and 40 <= len(sub_test) <= 80
+    assert set(some[sub_test]) <= set(every[test]) and set(some[sub_train]) <= set(every[train])
+    _, val = parts.validation(every, train)
+    _, sub_val = parts.validation(some, sub_train)
+    assert set(some[sub_val]) <= set(every[val])
+    # a subset the shared draw would leave without test rows gets its own split
+    lonely = every[parts.test_rank >= 200][:40]
+    train, test = parts.split(lonely)
+    assert len(test) == 8 and len(train) == 32
+
+
+def test_intervals_are_split_where_their_errors_differ() -> None:
+    """Where one layer type holds kernels of different error sizes (here: GEMMs of up to 2048 tokens measured to
+    1 %, larger ones to 15 %), one interval would hold nearly all of the first and too few of the second: fit splits
+    it into groups, each holding about 90 % of its held-out rows."""
+    from neuralpower.models.data import Measurements
+    from neuralpower.models.format import interval_factors
+
+    rng = np.random.default_rng(5)
+    n = 6000
+    tokens = rng.integers(1, 4096, n)
+    width = rng.choice([256, 512, 1024, 2048], n)
+    rows = np.stack([npw.Layer("linear", tokens=int(t), in_features=int(w), out_features=int(w)).row
+                     for t, w in zip(tokens, width, strict=True)])
+    truth = 1e-3 + 2e-12 * tokens * width * width
+    noise = np.where(tokens <= 2048, 0.01, 0.15)
+    runtime = truth * np.exp(rng.normal(0, 1, n) * noise)
+    data = Measurements.from_rows(rows, runtime, np.full(n, np.nan), gpu="test", executor="test", source="test")
+    doc = fit_models(data, FitOptions(method="poly", degree=2))
+    interval = doc["layer_types"]["linear"]["runtime_ms"]["interval"]
+    assert "split" in interval, interval
+    assert 85 <= interval["test_coverage"] <= 95
+    # the groups' factors: narrow where the errors are small, wide where they are large
+    X = npw.Architecture("two", [npw.Layer("linear", tokens=t, in_features=1024, out_features=1024)
+                                 for t in (100, 3000)]).features()
+    lo, hi = interval_factors(interval, X, FEATURES)
+    assert hi[0] - lo[0] < 0.5 * (hi[1] - lo[1]), (lo, hi)

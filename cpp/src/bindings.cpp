@@ -377,8 +377,11 @@ py::dict evaluate(const np::Model& model, const RowsIn& rows, bool validate) {
     py::array_t<bool> extra(static_cast<py::ssize_t>(n));
     double *pr = runtime.mutable_data(), *pp = power.mutable_data(), *pe = energy.mutable_data();
     bool* px = extra.mutable_data();
+    py::array_t<double> factors({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(2 * np::kIntervalTargets)});
+    double* pf = factors.mutable_data();
     double total_runtime = 0.0, total_energy = 0.0;
     for (std::size_t i = 0; i < n; ++i) {
+        model.layer_factors(rows.data() + i * np::kNumFields, res[i], pf + 2 * np::kIntervalTargets * i);
         pr[i] = res[i].runtime_ms;
         pp[i] = res[i].power_w;
         pe[i] = res[i].energy_mj;
@@ -392,6 +395,7 @@ py::dict evaluate(const np::Model& model, const RowsIn& rows, bool validate) {
     out["power_w"] = power;
     out["energy_mj"] = energy;
     out["extrapolated"] = extra;
+    out["factors"] = factors;
     return out;
 }
 
@@ -438,7 +442,7 @@ py::dict evaluate_archs(const np::Model& model, const RowsIn& rows, const RowsIn
     const auto na = static_cast<py::ssize_t>(n_archs);
     py::array_t<double> runtime(na), power(na), energy(na), best_energy(na), best_runtime(na);
     py::array_t<std::int64_t> bottleneck(na), extrapolated(na);
-    py::array_t<double> bounds({na, static_cast<py::ssize_t>(4)});
+    py::array_t<double> bounds({na, static_cast<py::ssize_t>(np::kBoundSums)});
     std::vector<np::LayerResult> layers(per_layer ? n : 0);
     std::ptrdiff_t bad;
     np::ValidationError invalid;
@@ -470,9 +474,13 @@ py::dict evaluate_archs(const np::Model& model, const RowsIn& rows, const RowsIn
         const auto nl = static_cast<py::ssize_t>(n);
         py::array_t<double> lr(nl), lp(nl), le(nl);
         py::array_t<bool> lx(nl);
-        double *a = lr.mutable_data(), *b = lp.mutable_data(), *c = le.mutable_data();
+        py::array_t<double> lf({nl, static_cast<py::ssize_t>(2 * np::kIntervalTargets)});
+        double *a = lr.mutable_data(), *b = lp.mutable_data(), *c = le.mutable_data(), *f = lf.mutable_data();
         bool* d = lx.mutable_data();
+        const std::int64_t* ix = has_index ? index.data() : nullptr;
         for (std::size_t i = 0; i < n; ++i) {
+            const std::int64_t row = ix != nullptr ? ix[i] : static_cast<std::int64_t>(i);
+            model.layer_factors(rows.data() + row * np::kNumFields, layers[i], f + 2 * np::kIntervalTargets * i);
             a[i] = layers[i].runtime_ms;
             b[i] = layers[i].power_w;
             c[i] = layers[i].energy_mj;
@@ -482,6 +490,7 @@ py::dict evaluate_archs(const np::Model& model, const RowsIn& rows, const RowsIn
         out["layer_power_w"] = lp;
         out["layer_energy_mj"] = le;
         out["layer_extrapolated"] = lx;
+        out["layer_factors"] = lf;
     }
     return out;
 }
@@ -806,6 +815,8 @@ void bind_model(py::module_& m) {
         .def("set_ranges", &np::Model::set_ranges, py::arg("type"), py::arg("feature"), py::arg("lo"), py::arg("hi"))
         .def("set_interval", &np::Model::set_interval, py::arg("type"), py::arg("target"), py::arg("lo"),
              py::arg("hi"))
+        .def("set_interval_groups", &np::Model::set_interval_groups, py::arg("type"), py::arg("target"),
+             py::arg("feature"), py::arg("value"), py::arg("yes"), py::arg("no"), py::arg("lo"), py::arg("hi"))
         .def("set_adjust", &np::Model::set_adjust, py::arg("type"), py::arg("target"), py::arg("scale"),
              py::arg("min"), py::arg("max"), py::arg("scale_from") = 0.0)
         .def("set_floor", &np::Model::set_floor, py::arg("type"), py::arg("ms"), py::arg("power_w"))
@@ -824,8 +835,9 @@ void bind_model(py::module_& m) {
              py::arg("cache") = nullptr,
              "Per-architecture totals (and per-layer values) of architectures laid out as "
              "rows[offsets[k]:offsets[k+1]] (with an index: as rows[index][offsets[k]:offsets[k+1]], each distinct "
-             "row evaluated once, through a ResultCache when given); 'bounds' holds each architecture's runtime lo, "
-             "hi and energy lo, hi (NaN without intervals).");
+             "row evaluated once, through a ResultCache when given); 'bounds' holds each architecture's sums of its "
+             "layers' runtime lo, hi, power lo, hi times their predicted runtime, and energy lo, hi (NaN without "
+             "intervals).");
 }
 
 }  // namespace

@@ -314,12 +314,49 @@ void Model::set_ranges(int type, const std::vector<int>& feature, const std::vec
 void Model::set_interval(int type, int target, double lo, double hi) {
     version_ = next_version++;
     require(type >= 0 && type < kNumLayerTypes, "layer type code out of range");
-    require(target == 0 || target == 1, "target must be 0 (runtime) or 1 (power)");
+    require(target >= 0 && target <= 2, "target must be 0 (runtime), 1 (power) or 2 (energy)");
     require(finite(lo) && finite(hi) && lo >= 0.0 && lo <= 1.0 && hi >= 1.0, "interval: need 0 <= lo <= 1 <= hi");
     TypeModel& t = types_[type];
-    (target == 0 ? t.runtime_lo : t.power_lo) = lo;
-    (target == 0 ? t.runtime_hi : t.power_hi) = hi;
+    (target == 0 ? t.runtime_lo : target == 1 ? t.power_lo : t.energy_lo) = lo;
+    (target == 0 ? t.runtime_hi : target == 1 ? t.power_hi : t.energy_hi) = hi;
     has_intervals_ = true;
+}
+
+void Model::set_interval_groups(int type, int target, const std::vector<int>& feature,
+                                const std::vector<double>& value, const std::vector<int>& yes,
+                                const std::vector<int>& no, const std::vector<double>& lo,
+                                const std::vector<double>& hi) {
+    version_ = next_version++;
+    require(type >= 0 && type < kNumLayerTypes, "layer type code out of range");
+    require(target >= 0 && target < kIntervalTargets, "target must be 0 (runtime), 1 (power) or 2 (energy)");
+    const std::size_t n = feature.size();
+    require(n >= 1 && n <= static_cast<std::size_t>(kMaxIntervalNodes), "interval groups: 1 to 255 nodes");
+    require(value.size() == n && yes.size() == n && no.size() == n && lo.size() == n && hi.size() == n,
+            "interval groups: node arrays of one length");
+    for (std::size_t i = 0; i < n; ++i) {
+        const int at = static_cast<int>(i);
+        if (feature[i] < 0) {
+            require(feature[i] == -1 && yes[i] == -1 && no[i] == -1, "interval groups: a leaf has no children");
+            require(finite(lo[i]) && finite(hi[i]) && lo[i] >= 0.0 && lo[i] <= 1.0 && hi[i] >= 1.0,
+                    "interval groups: need 0 <= lo <= 1 <= hi");
+        } else {
+            require(feature[i] < kNumFeatures, "interval groups: feature index out of range");
+            require(finite(value[i]), "interval groups: a split's value must be finite");
+            require(yes[i] > at && no[i] > at && yes[i] < static_cast<int>(n) && no[i] < static_cast<int>(n),
+                    "interval groups: children must follow their parent");
+        }
+    }
+    TypeModel& t = types_[type];
+    t.groups[static_cast<std::size_t>(target)] = IntervalGroups{feature, yes, no, value, lo, hi};
+    has_intervals_ = true;
+}
+
+void Model::layer_factors(const std::int64_t* row, const LayerResult& result, double* out) const {
+    const TypeModel& tm = types_[static_cast<int>(row[kType])];
+    for (int k = 0; k < kIntervalTargets; ++k) {
+        out[2 * k] = tm.present ? tm.factor(k, false, result.group) : 1.0;
+        out[2 * k + 1] = tm.present ? tm.factor(k, true, result.group) : 1.0;
+    }
 }
 
 void Model::set_adjust(int type, int target, double scale, double min, double max, double scale_from) {
@@ -504,6 +541,10 @@ std::ptrdiff_t Model::evaluate(const std::int64_t* rows, std::size_t n, LayerRes
             res.runtime_ms = tm.floor_ms;
         }
         res.energy_mj = res.runtime_ms * res.power_w;
+        for (int k = 0; k < kIntervalTargets; ++k) {
+            const IntervalGroups& g = tm.groups[static_cast<std::size_t>(k)];
+            res.group[k] = g.empty() ? 0 : g.leaf(f.data());
+        }
         bool extrapolated = false;
         for (std::size_t k = 0; k < tm.range_feature.size(); ++k) {
             const double v = f[tm.range_feature[k]];
@@ -611,25 +652,24 @@ std::ptrdiff_t Model::evaluate_archs(const std::int64_t* rows, const std::int64_
                 n_extra += r.extrapolated ? 1 : 0;
             }
             if (bounds != nullptr) {
-                double t_lo = 0.0, t_hi = 0.0, e_lo = 0.0, e_hi = 0.0;
+                double* out = bounds + kBoundSums * a;
+                std::fill(out, out + kBoundSums, has_intervals_ ? 0.0 : TypeModel::kNoBound);
                 if (has_intervals_) {
                     for (std::size_t i = 0; i < count; ++i) {
                         const TypeModel& tm = types_[static_cast<int>(row_of(i)[kType])];
                         if (!tm.present) continue;  // a free type: nothing, exactly
-                        const double r = result(i).runtime_ms, e_i = result(i).energy_mj;
-                        t_lo += r * tm.runtime_lo;
-                        t_hi += r * tm.runtime_hi;
-                        e_lo += e_i * tm.runtime_lo * tm.power_lo;
-                        e_hi += e_i * tm.runtime_hi * tm.power_hi;
+                        const LayerResult& res_i = result(i);
+                        const double r = res_i.runtime_ms, e_i = res_i.energy_mj;
+                        const std::uint8_t* g = res_i.group;
+                        out[kRuntimeLo] += r * tm.factor(kIntervalRuntime, false, g);
+                        out[kRuntimeHi] += r * tm.factor(kIntervalRuntime, true, g);
+                        // the layer's power bounds weighted by its predicted runtime: energy x power's factors
+                        out[kPowerTimeLo] += e_i * tm.factor(kIntervalPower, false, g);
+                        out[kPowerTimeHi] += e_i * tm.factor(kIntervalPower, true, g);
+                        out[kEnergyLo] += e_i * tm.factor(kIntervalEnergy, false, g);
+                        out[kEnergyHi] += e_i * tm.factor(kIntervalEnergy, true, g);
                     }
-                } else {
-                    t_lo = t_hi = e_lo = e_hi = TypeModel::kNoBound;
                 }
-                double* out = bounds + 4 * a;
-                out[0] = t_lo;
-                out[1] = t_hi;
-                out[2] = e_lo;
-                out[3] = e_hi;
             }
             runtime_ms[a] = t;
             energy_mj[a] = e;

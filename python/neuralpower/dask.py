@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from .errors import InputError
 from .evaluator import Model
-from .stream import Totals, result_table, score_blocks
+from .stream import BOUND_SUMS, Totals, result_table, score_blocks
 from .table import _parse
 
 __all__ = ["partition_totals", "score_dataframe"]
@@ -37,7 +37,7 @@ _PARTIAL = {
     "bottleneck_energy_mj": "float64",
     "bottleneck_runtime_ms": "float64",
     "extrapolated_layers": "int64",
-    **{f"bound_{k}": "float64" for k in range(4)},
+    **{f"bound_{k}": "float64" for k in range(len(BOUND_SUMS))},
     "error": "float64",
     "has_error": "bool",
     "partition": "int64",
@@ -66,7 +66,7 @@ def partition_totals(frame: Any, model: Model, partition_info: dict[str, Any] | 
             "bottleneck_energy_mj": totals.bottleneck_energy_mj,
             "bottleneck_runtime_ms": totals.bottleneck_runtime_ms,
             "extrapolated_layers": totals.extrapolated_layers,
-            **{f"bound_{k}": totals.bounds[:, k] for k in range(4)},
+            **{f"bound_{k}": totals.bounds[:, k] for k in range(len(BOUND_SUMS))},
             "error": totals.error,
             "has_error": totals.has_error,
             "partition": number,
@@ -108,7 +108,7 @@ def score_dataframe(model: Model, frame: Any, *, alpha: float = 1.0, pareto: boo
             part["extrapolated_layers"].to_numpy(np.int64),
             part["error"].to_numpy(np.float64) if has_error else None,
             0,
-            part[[f"bound_{k}" for k in range(4)]].to_numpy(np.float64),
+            part[[f"bound_{k}" for k in range(len(BOUND_SUMS))]].to_numpy(np.float64),
         )
     result, _ = result_table(totals, model, alpha, pareto)
     return result.drop_columns(["_part"]).to_pandas()

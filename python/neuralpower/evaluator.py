@@ -249,7 +249,10 @@ def _compile(doc: Mapping[str, Any], method: str | None) -> Any:
             compiled.set_adjust(code, target_index, *adjustment(block))
             interval = _interval_of(block, method)
             if interval is not None:
-                compiled.set_interval(code, target_index, float(interval["lo"]), float(interval["hi"]))
+                _set_interval(compiled, code, target_index, interval)
+        energy = _energy_interval_of(entry, method)
+        if energy is not None:
+            _set_interval(compiled, code, 2, energy)
         if entry.get("floor") is not None:
             compiled.set_floor(code, float(entry["floor"]["ms"]), float(entry["floor"]["power_w"]))
         compiled.set_rows_layout(code, entry.get("layout") == "rows")
@@ -266,16 +269,40 @@ def _compile(doc: Mapping[str, Any], method: str | None) -> Any:
     return compiled
 
 
-def _interval_factors(doc: Mapping[str, Any], method: str | None) -> npt.NDArray[np.float64]:
-    """``(layer types, 4)``: runtime lo, hi and power lo, hi factors (NaN: none; 1 for a type the model does
-    not cover, which costs nothing)."""
-    out = np.ones((len(LAYER_TYPES), 4))
-    for type_name, entry in doc["layer_types"].items():
-        code = LAYER_TYPES.index(type_name)
-        for k, target in enumerate(_TARGETS):
-            interval = _interval_of(entry[target], method)
-            out[code, 2 * k : 2 * k + 2] = (interval["lo"], interval["hi"]) if interval else np.nan
-    return out
+def _set_interval(compiled: Any, code: int, target: int, interval: Mapping[str, Any]) -> None:
+    """Give the compiled model a target's interval, and its groups where it has them (flattened root first)."""
+    compiled.set_interval(code, target, float(interval["lo"]), float(interval["hi"]))
+    if interval.get("split") is None:
+        return
+    nodes: dict[str, list[Any]] = {k: [] for k in ("feature", "value", "yes", "no", "lo", "hi")}
+
+    def add(node: Mapping[str, Any]) -> int:
+        at = len(nodes["feature"])
+        for k in nodes:
+            nodes[k].append(-1 if k in ("feature", "yes", "no") else (1.0 if k == "hi" else 0.0))
+        if "feature" in node:
+            nodes["feature"][at] = FEATURES.index(node["feature"])
+            nodes["value"][at] = float(node["value"])
+            nodes["yes"][at] = add(node["yes"])
+            nodes["no"][at] = add(node["no"])
+        else:
+            nodes["lo"][at], nodes["hi"][at] = float(node["lo"]), float(node["hi"])
+        return at
+
+    add(interval["split"])
+    compiled.set_interval_groups(code, target, nodes["feature"], nodes["value"], nodes["yes"], nodes["no"],
+                                 nodes["lo"], nodes["hi"])
+
+
+def _energy_interval_of(entry: Mapping[str, Any], method: str | None) -> Mapping[str, Any] | None:
+    """A layer type's own energy interval where ``method`` evaluates both targets' default models (it was calibrated
+    on their predictions), and both targets have an interval; None otherwise."""
+    interval: Mapping[str, Any] | None = entry.get("energy_interval")
+    if interval is None or any(_interval_of(entry[t], method) is None for t in _TARGETS):
+        return None
+    if method is None or all(method == entry[t]["default"] or method not in entry[t]["models"] for t in _TARGETS):
+        return interval
+    return None
 
 
 def _interval_of(block: Mapping[str, Any], method: str | None) -> Mapping[str, Any] | None:
@@ -402,7 +429,6 @@ class Model:
         self.method = method
         self._compiled = _compile(self.doc, method)
         self._dtype = str(self.doc["dtype"])
-        self._factors = _interval_factors(self.doc, method)
         self._source_texts: dict[str, npt.NDArray[Any]] = {}
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -465,19 +491,22 @@ class Model:
         return self._source_texts[target]
 
     def layer_bounds(
-        self, types: npt.NDArray[np.int64], runtime_ms: npt.NDArray[np.float64], power_w: npt.NDArray[np.float64]
+        self, factors: npt.NDArray[np.float64], runtime_ms: npt.NDArray[np.float64], power_w: npt.NDArray[np.float64]
     ) -> dict[str, npt.NDArray[np.float64]]:
-        """Per-layer interval bounds (``runtime_ms_lo``, ``runtime_ms_hi``, ``power_w_lo``, ...) of layers of
-        type codes ``types`` predicted ``runtime_ms`` and ``power_w``; empty without intervals, NaN where a
-        type has none (a free type such as flatten: exactly 0)."""
+        """Per-layer interval bounds (``runtime_ms_lo``, ``runtime_ms_hi``, ``power_w_lo``, ...) of layers predicted
+        ``runtime_ms`` and ``power_w`` whose interval factors the evaluator gave as ``factors`` ``(n, 6)``
+        (runtime lo, hi, power lo, hi, energy lo, hi: their type's, or their group's); empty without intervals, NaN
+        where a type has none (a free type such as flatten: exactly 0)."""
         if not self.has_intervals:
             return {}
-        f = self._factors[types]
+        f = np.asarray(factors, dtype=np.float64)
+        if f.shape != (len(runtime_ms), 6):
+            raise ValueError(f"factors must be ({len(runtime_ms)}, 6), not {f.shape}")
         energy = runtime_ms * power_w
         return {
             "runtime_ms_lo": runtime_ms * f[:, 0], "runtime_ms_hi": runtime_ms * f[:, 1],
             "power_w_lo": power_w * f[:, 2], "power_w_hi": power_w * f[:, 3],
-            "energy_mj_lo": energy * f[:, 0] * f[:, 2], "energy_mj_hi": energy * f[:, 1] * f[:, 3],
+            "energy_mj_lo": energy * f[:, 4], "energy_mj_hi": energy * f[:, 5],
         }
 
     def __repr__(self) -> str:
@@ -505,14 +534,16 @@ class Model:
             bad = self._first_overflow(rows)
             raise self._overflow(arch.name, None if bad < 0 else (f"layer {arch.layers[bad].name}", rows[bad]))
         total_runtime, total_energy = r["total_runtime_ms"], r["total_energy_mj"]
-        layer_bounds = self.layer_bounds(rows[:, 0], r["runtime_ms"], r["power_w"])
+        layer_bounds = self.layer_bounds(r["factors"], r["runtime_ms"], r["power_w"])
         bounds: dict[str, float] = {}
         if layer_bounds:
             from .stream import interval_values
 
-            sums = np.array([[layer_bounds[k].sum() for k in
-                              ("runtime_ms_lo", "runtime_ms_hi", "energy_mj_lo", "energy_mj_hi")]])
-            bounds = {k: float(v[0]) for k, v in interval_values(sums).items()}
+            energy = r["runtime_ms"] * r["power_w"]
+            sums = np.array([[layer_bounds["runtime_ms_lo"].sum(), layer_bounds["runtime_ms_hi"].sum(),
+                              (energy * r["factors"][:, 2]).sum(), (energy * r["factors"][:, 3]).sum(),
+                              layer_bounds["energy_mj_lo"].sum(), layer_bounds["energy_mj_hi"].sum()]])
+            bounds = {k: float(v[0]) for k, v in interval_values(sums, np.array([total_runtime])).items()}
         return Prediction(
             arch,
             total_runtime,
@@ -608,12 +639,13 @@ class Model:
             raise self._overflow(name, None if layer < 0 else (f"layer {layer}", layers[start + layer]))
         return out
 
-    def _bounds(self, sums: npt.NDArray[np.float64]) -> dict[str, npt.NDArray[np.float64]]:
+    def _bounds(self, sums: npt.NDArray[np.float64],
+                runtime_ms: npt.NDArray[np.float64]) -> dict[str, npt.NDArray[np.float64]]:
         if not self.has_intervals:
             return {}
         from .stream import interval_values
 
-        return interval_values(sums)
+        return interval_values(sums, runtime_ms)
 
     def _first_overflow(self, rows: npt.NDArray[np.int64]) -> int:
         """The first of some rows whose runtime, power or energy prediction is not finite (-1: none is, but
@@ -653,7 +685,7 @@ class Model:
                 return self.score_table(read_layer_table(archs), per_layer=True, threads=threads)
             totals = score_blocks(self, prefetch(read_blocks(archs, extra={"error"}, whole=True)), threads=threads)
             return Scores(
-                bounds=self._bounds(totals.bounds),
+                bounds=self._bounds(totals.bounds, totals.runtime_ms),
                 arch=totals.names,
                 layers=totals.layers.copy(),
                 runtime_ms=totals.runtime_ms.copy(),
@@ -716,10 +748,9 @@ class Model:
                 k[len("layer_") :]: out[k]
                 for k in ("layer_runtime_ms", "layer_power_w", "layer_energy_mj", "layer_extrapolated")
             }
-            types = rows[:, 0] if index is None else rows[index, 0]
-            layers_dict.update(self.layer_bounds(types, out["layer_runtime_ms"], out["layer_power_w"]))
+            layers_dict.update(self.layer_bounds(out["layer_factors"], out["layer_runtime_ms"], out["layer_power_w"]))
         return Scores(
-            bounds=self._bounds(out["bounds"]),
+            bounds=self._bounds(out["bounds"], out["runtime_ms"]),
             arch=list(archs),
             layers=np.diff(offsets),
             runtime_ms=out["runtime_ms"],

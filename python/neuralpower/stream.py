@@ -514,6 +514,11 @@ class _Growing:
         return self.data[: self.n]
 
 
+#: The sums of the layers' bounds kept per architecture (the compiled evaluator's ``bounds`` columns, in order):
+#: runtime lo and hi; each layer's power bounds times its predicted runtime, lo and hi; energy lo and hi.
+BOUND_SUMS = ("runtime_ms_lo", "runtime_ms_hi", "power_time_lo", "power_time_hi", "energy_mj_lo", "energy_mj_hi")
+
+
 @dataclass
 class Totals:
     """Per-architecture totals of a table scored block by block, in order of first appearance.
@@ -534,8 +539,8 @@ class Totals:
     _best_energy: _Growing = field(default_factory=lambda: _Growing(np.float64))
     _best_runtime: _Growing = field(default_factory=lambda: _Growing(np.float64))
     _extrapolated: _Growing = field(default_factory=lambda: _Growing(np.int64))
-    # sums of the layers' interval bounds: runtime lo, hi, energy lo, hi (NaN: the model has no intervals)
-    _bounds: list[_Growing] = field(default_factory=lambda: [_Growing(np.float64, np.nan) for _ in range(4)])
+    # sums of the layers' interval bounds (see BOUND_SUMS; NaN: the model has no intervals)
+    _bounds: list[_Growing] = field(default_factory=lambda: [_Growing(np.float64, np.nan) for _ in BOUND_SUMS])
     _error: _Growing = field(default_factory=lambda: _Growing(np.float64, np.nan))
     _part: _Growing = field(default_factory=lambda: _Growing(np.int64))
 
@@ -578,8 +583,8 @@ class Totals:
 
     @property
     def bounds(self) -> npt.NDArray[np.float64]:
-        """``(n, 4)``: the sums of the layers' runtime lo, hi and energy lo, hi bounds (NaN: none)."""
-        return np.stack([b.values for b in self._bounds], axis=1) if len(self) else np.empty((0, 4))
+        """``(n, 6)``: the sums of the layers' bounds, :data:`BOUND_SUMS` (NaN: none)."""
+        return np.stack([b.values for b in self._bounds], axis=1) if len(self) else np.empty((0, len(BOUND_SUMS)))
 
     @property
     def bottleneck_runtime_ms(self) -> npt.NDArray[np.float64]:
@@ -600,7 +605,7 @@ class Totals:
         bounds: npt.NDArray[np.float64] | None = None,
     ) -> None:
         """Merge the partial totals of some architectures (each named once) into these, in their order.
-        ``bounds`` (n, 4) are their interval sums (:attr:`bounds`), NaN when not given."""
+        ``bounds`` (n, 6) are their interval sums (:attr:`bounds`), NaN when not given."""
         before = len(self.names)
         index = self.index
         ids = np.fromiter((index.setdefault(n, len(index)) for n in names), dtype=np.int64, count=len(names))
@@ -610,7 +615,7 @@ class Totals:
         else:
             error = np.full(len(names), np.nan)
         if bounds is None:
-            bounds = np.full((len(names), 4), np.nan)
+            bounds = np.full((len(names), len(BOUND_SUMS)), np.nan)
         # architectures not seen before (given ids in their order of appearance) are appended in that order
         fresh = np.flatnonzero(new)
         self.names.extend(names[i] for i in fresh.tolist())
@@ -760,7 +765,7 @@ def score_blocks(
                         "energy_mj": out["layer_energy_mj"],
                         "extrapolated": out["layer_extrapolated"],
                         **{column: texts.take(pa.array(types)) for column, texts in sources.items()},
-                        **model.layer_bounds(types, out["layer_runtime_ms"], out["layer_power_w"]),
+                        **model.layer_bounds(out["layer_factors"], out["layer_runtime_ms"], out["layer_power_w"]),
                     }
                 ),
                 block,
@@ -774,23 +779,25 @@ def score_blocks(
     return totals
 
 
-def interval_values(bounds: npt.NDArray[np.float64]) -> dict[str, npt.NDArray[np.float64]]:
-    """The intervals of architectures from their bound sums ``(n, 4)``: runtime lo, hi, energy lo, hi.
-    Power's bounds are energy bound / runtime bound (the layers' power bounds weighted by their runtime);
-    NaN where a layer type has no interval."""
-    t_lo, t_hi, e_lo, e_hi = (bounds[:, k] for k in range(4))
+def interval_values(bounds: npt.NDArray[np.float64],
+                    runtime_ms: npt.NDArray[np.float64]) -> dict[str, npt.NDArray[np.float64]]:
+    """The intervals of architectures from their bound sums ``(n, 6)`` (:data:`BOUND_SUMS`) and predicted runtimes.
+    Power's bounds are the layers' power bounds weighted by their predicted runtime (as the network's power is their
+    power so weighted): they hold the predicted power. NaN where a layer type has no interval."""
+    t_lo, t_hi, pt_lo, pt_hi, e_lo, e_hi = (bounds[:, k] for k in range(len(BOUND_SUMS)))
+    t = np.asarray(runtime_ms, dtype=np.float64)
 
-    def ratio(e: npt.NDArray[np.float64], t: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    def per_ms(pt: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(t > 0, e / np.where(t > 0, t, 1.0), np.where(np.isnan(t), np.nan, 0.0))
+            return np.where(t > 0, pt / np.where(t > 0, t, 1.0), np.where(np.isnan(pt), np.nan, 0.0))
 
-    return {"runtime_ms_lo": t_lo, "runtime_ms_hi": t_hi, "power_w_lo": ratio(e_lo, t_lo),
-            "power_w_hi": ratio(e_hi, t_hi), "energy_mj_lo": e_lo, "energy_mj_hi": e_hi}
+    return {"runtime_ms_lo": t_lo, "runtime_ms_hi": t_hi, "power_w_lo": per_ms(pt_lo),
+            "power_w_hi": per_ms(pt_hi), "energy_mj_lo": e_lo, "energy_mj_hi": e_hi}
 
 
-def interval_columns(bounds: npt.NDArray[np.float64]) -> dict[str, pa.Array]:
+def interval_columns(bounds: npt.NDArray[np.float64], runtime_ms: npt.NDArray[np.float64]) -> dict[str, pa.Array]:
     """:func:`interval_values` as table columns (empty cells for NaN)."""
-    return {k: pa.array(v, pa.float64(), from_pandas=True) for k, v in interval_values(bounds).items()}
+    return {k: pa.array(v, pa.float64(), from_pandas=True) for k, v in interval_values(bounds, runtime_ms).items()}
 
 
 def result_table(
@@ -810,7 +817,7 @@ def result_table(
         "energy_mj": totals.energy_mj,
     }
     if model.has_intervals:
-        columns.update(interval_columns(totals.bounds))
+        columns.update(interval_columns(totals.bounds, totals.runtime_ms))
     order = np.arange(n)
     error = totals.error if totals.has_error else None
     if pareto and error is None:

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <array>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -60,12 +61,46 @@ struct SubModel {
     double eval(const double* features, double* scratch) const;
 };
 
+// A target's prediction interval by group: nodes root first, children after their parent; a split node i sends a
+// layer to yes[i] when its feature[i] <= value[i], else to no[i]; a leaf (feature -1) holds the group's factors.
+struct IntervalGroups {
+    std::vector<int> feature, yes, no;
+    std::vector<double> value, lo, hi;
+    bool empty() const { return feature.empty(); }
+    // the leaf a layer of features `f` falls in
+    std::uint8_t leaf(const double* f) const {
+        int i = 0;
+        while (feature[static_cast<std::size_t>(i)] >= 0) {
+            const auto k = static_cast<std::size_t>(i);
+            i = f[feature[k]] <= value[k] ? yes[k] : no[k];
+        }
+        return static_cast<std::uint8_t>(i);
+    }
+};
+
+// The interval targets, in the order of set_interval's `target` and of a layer's factors (lo, hi each).
+enum IntervalTarget { kIntervalRuntime, kIntervalPower, kIntervalEnergy, kIntervalTargets };
+
 struct TypeModel {
     bool present = false;
     SubModel runtime, power;
     // Prediction interval of each target: measured / predicted lay in [lo, hi] for the interval's coverage of
-    // held-out rows (NaN: the model has none).
+    // held-out rows (NaN: the model has none). Energy's own, calibrated on configurations with both measured; where
+    // it has none, the products of runtime's and power's (see energy_bounds).
     double runtime_lo = kNoBound, runtime_hi = kNoBound, power_lo = kNoBound, power_hi = kNoBound;
+    double energy_lo = kNoBound, energy_hi = kNoBound;
+    // groups with factors of their own (see IntervalGroups; empty: the type's factors hold for every layer)
+    std::array<IntervalGroups, kIntervalTargets> groups;
+    // A layer's factor of a target (lo or hi) in group `leaf` of that target; energy's without an interval of its
+    // own: the products of runtime's and power's.
+    double factor(int target, bool hi, const std::uint8_t* leaf) const {
+        const IntervalGroups& g = groups[static_cast<std::size_t>(target)];
+        if (!g.empty()) return (hi ? g.hi : g.lo)[leaf[target]];
+        if (target == kIntervalRuntime) return hi ? runtime_hi : runtime_lo;
+        if (target == kIntervalPower) return hi ? power_hi : power_lo;
+        const double own = hi ? energy_hi : energy_lo;
+        return std::isnan(own) ? factor(kIntervalRuntime, hi, leaf) * factor(kIntervalPower, hi, leaf) : own;
+    }
     static constexpr double kNoBound = std::numeric_limits<double>::quiet_NaN();
     std::vector<int> range_feature;
     std::vector<double> range_lo, range_hi;
@@ -93,9 +128,14 @@ struct TypeModel {
 struct LayerResult {
     double runtime_ms = 0.0, power_w = 0.0, energy_mj = 0.0;
     bool extrapolated = false;
+    // per interval target, the group (leaf of TypeModel::groups) the layer falls in
+    std::uint8_t group[kIntervalTargets] = {0, 0, 0};
 };
 
 using ResultCache = RowCache<LayerResult>;
+
+// The sums evaluate_archs writes per architecture with `bounds`, in this order.
+enum BoundSum { kRuntimeLo, kRuntimeHi, kPowerTimeLo, kPowerTimeHi, kEnergyLo, kEnergyHi, kBoundSums };
 
 class Model {
 public:
@@ -118,8 +158,17 @@ public:
     void set_linear(int type, int target, int kind, double a, double b, double c);
     void set_ranges(int type, const std::vector<int>& feature, const std::vector<double>& lo,
                     const std::vector<double>& hi);
-    // A target's prediction interval, as factors on the prediction: 0 <= lo <= 1 <= hi.
+    // A target's prediction interval, as factors on the prediction: 0 <= lo <= 1 <= hi; target 0 runtime, 1 power,
+    // 2 energy (without one, energy's factors are the products of runtime's and power's).
     void set_interval(int type, int target, double lo, double hi);
+    // A target's interval by group (see IntervalGroups): 1 to kMaxIntervalNodes nodes, leaves 0 <= lo <= 1 <= hi.
+    void set_interval_groups(int type, int target, const std::vector<int>& feature, const std::vector<double>& value,
+                             const std::vector<int>& yes, const std::vector<int>& no, const std::vector<double>& lo,
+                             const std::vector<double>& hi);
+    static constexpr int kMaxIntervalNodes = 255;
+    // A layer's six interval factors (runtime lo, hi, power lo, hi, energy lo, hi) from its row and result; NaN
+    // where its type has no interval, 1 for a type the model does not cover (a free type costs nothing).
+    void layer_factors(const std::int64_t* row, const LayerResult& result, double* out) const;
     // A target's scale and bounds (see TypeModel): 0 < scale, 0 <= min <= max (max may be infinite), 0 <= from.
     void set_adjust(int type, int target, double scale, double min, double max, double scale_from = 0.0);
     // A type's launch floor (see TypeModel): 0 <= ms, 0 <= power_w.
@@ -153,9 +202,10 @@ public:
     // Totals per architecture: runtime, energy, power = energy / runtime, the index (within the
     // architecture) of the layer with the most energy and that layer's energy and runtime (so that totals of
     // an architecture split over several calls can be merged), and the number of extrapolated layers.
-    // Per-layer results are written when layers is not null. With `bounds` (4 per architecture), the sums of
-    // the layers' interval bounds are written: runtime lo and hi, energy lo and hi (a layer's energy bounds are
-    // the products of its runtime and power bounds); NaN where a layer's type has no interval.
+    // Per-layer results are written when layers is not null. With `bounds` (kBoundSums per architecture), the sums
+    // of the layers' interval bounds are written (see BoundSum): runtime lo and hi; the layers' power bounds times
+    // their predicted runtime, lo and hi (over the predicted runtime, the network's power bounds: they hold its
+    // predicted power); energy lo and hi. NaN where a layer's type has no interval.
     // Splits the work over `threads` threads (>= 1).
     // With `index`, `rows` holds `n_rows` distinct rows and the table's layer j is rows[index[j]] (each index
     // in [0, n_rows)): each distinct row is evaluated once, through `cache` when given (one that lives across

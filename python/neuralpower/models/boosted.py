@@ -9,7 +9,10 @@ there is a relative error). Power is fitted as its logarithm too, by histogram-b
 ``HistGradientBoostingRegressor``: more, smaller and regularised trees, leaf-wise, with early stopping on a tenth
 of a large table): on aiconfigurator's H200 GEMMs, whose power jumps by hundreds of watts between configurations of
 the same runtime, this took the held-out power error of fp8 GEMMs from 12.9 % (the Huber loss on power as it is, with
-the runtime's settings) to 10.7 % (``hist``; ``benchmarks/aiconfigurator_accuracy.py``).
+the runtime's settings) to 10.7 % (``hist``; ``benchmarks/aiconfigurator_accuracy.py``). A larger histogram setting
+(``hist="large"``: up to 1500 trees of 63 leaves at learning rate 0.1, always stopped early on a tenth of the rows)
+follows attention kernels, whose runtime switches with several features at once, more closely; ``fit`` compares the
+settings on validation rows and keeps the better one per layer type and target.
 
 A fitted model is plain JSON-able data that names its features::
 
@@ -39,6 +42,14 @@ __all__ = ["fit_boosted", "flatten_boosted", "predict_boosted", "validate_booste
 MAX_TREES = 5000
 MAX_TREE_NODES = 4096
 TARGETS = ("log", "plain")
+#: Histogram-based boosting's settings (``fit_boosted(hist=...)``). ``small``: scikit-learn's early stopping where it
+#: applies it (more than 10,000 rows). ``large``: more and larger trees at a higher rate, always stopped early on a
+#: tenth of the rows (10 rounds without gain), so that 1500 is a ceiling, not a count; a model of a large table stays
+#: within :data:`MAX_TREES`.
+HIST_SETTINGS: dict[str, dict[str, Any]] = {
+    "small": {"max_iter": 600, "learning_rate": 0.05, "max_leaf_nodes": 31, "early_stopping": "auto"},
+    "large": {"max_iter": 1500, "learning_rate": 0.1, "max_leaf_nodes": 63, "early_stopping": True},
+}
 
 
 def fit_boosted(
@@ -53,23 +64,28 @@ def fit_boosted(
     learning_rate: float = 0.1,
     min_leaf: int = 5,
     seed: int = 0,
-    hist: bool = False,
+    hist: bool | str = False,
 ) -> dict[str, Any]:
     """Fit gradient-boosted trees on the columns ``features`` of ``X`` (named by ``feature_names``).
 
     ``target`` ``log`` fits log(y) with squared error, ``plain`` fits y with the Huber loss (outliers count
-    linearly, not squared). ``hist``: histogram-based boosting instead (up to 600 trees of 31 leaves, learning rate
-    0.05, L2 regularisation 1; ``trees``, ``depth`` and ``learning_rate`` do not apply).
+    linearly, not squared). ``hist``: histogram-based boosting instead, ``True`` or ``"small"`` (up to 600 trees of 31
+    leaves, learning rate 0.05, L2 regularisation 1) or ``"large"`` (see :data:`HIST_SETTINGS`); ``trees``,
+    ``depth`` and ``learning_rate`` then do not apply.
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}")
+    if hist is True:
+        hist = "small"
+    if hist and hist not in HIST_SETTINGS:
+        raise ValueError(f"hist must be one of {', '.join(HIST_SETTINGS)}")
     from sklearn.ensemble import GradientBoostingRegressor
 
     columns = [list(feature_names).index(f) for f in features]
     Z = np.ascontiguousarray(X[:, columns], dtype=np.float64)
     yy = np.log(y) if target == "log" else np.asarray(y, dtype=np.float64)
     if hist:
-        return _fit_hist(Z, yy, target, features, min_leaf=max(min_leaf, 10), seed=seed)
+        return _fit_hist(Z, yy, target, features, min_leaf=max(min_leaf, 10), seed=seed, **HIST_SETTINGS[str(hist)])
     model = GradientBoostingRegressor(
         loss="squared_error" if target == "log" else "huber",
         n_estimators=trees,
@@ -95,15 +111,16 @@ def fit_boosted(
 
 
 def _fit_hist(Z: npt.NDArray[np.float64], yy: npt.NDArray[np.float64], target: str, features: Sequence[str], *,
-              min_leaf: int, seed: int) -> dict[str, Any]:
+              min_leaf: int, seed: int, max_iter: int, learning_rate: float, max_leaf_nodes: int,
+              early_stopping: bool | str) -> dict[str, Any]:
     """Histogram-based gradient boosting, exported as the same trees (its nodes are stored root first, children after
     their parent; a row goes to the left child where ``x <= threshold``; leaves hold the learning rate already)."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     model = HistGradientBoostingRegressor(
-        loss="squared_error" if target == "log" else "absolute_error", max_iter=600, learning_rate=0.05,
-        max_leaf_nodes=31, min_samples_leaf=min(min_leaf, max(1, len(yy) // 4)), l2_regularization=1.0,
-        random_state=seed)
+        loss="squared_error" if target == "log" else "absolute_error", max_iter=max_iter, learning_rate=learning_rate,
+        max_leaf_nodes=max_leaf_nodes, min_samples_leaf=min(min_leaf, max(1, len(yy) // 4)), l2_regularization=1.0,
+        early_stopping=early_stopping, random_state=seed)
     model.fit(Z, yy)
     out_trees = []
     for (predictor,) in model._predictors:

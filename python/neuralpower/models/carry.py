@@ -157,6 +157,7 @@ def _carry(target: GPU, dtype: str, name: str, gpu: GPU, source: Mapping[str, An
             f"carried from {name} ({gpu.name}; {there} there) through the datasheets: power x {power:.3g} (power "
             f"limit {target.power_limit_w:g} / {gpu.power_limit_w:g} W)")}
         block.pop("interval", None)
+        entry.pop("energy_interval", None)  # (calibrated on the other GPU's measurements)
         if entry.get("floor") is not None:
             entry["floor"] = {"ms": entry["floor"]["ms"], "power_w": entry["floor"]["power_w"] * power}
     doc["gpu"] = target.name

@@ -22,7 +22,7 @@ from .baselines import fit_flops_linear, fit_roofline
 from .boosted import fit_boosted
 from .data import TARGETS, Measurements
 from .drift import order_follows_configuration, residual_drift
-from .format import SCHEMA, SCHEMA_VERSION
+from .format import SCHEMA, SCHEMA_VERSION, interval_factors
 from .poly import TARGET_MODES, fit_poly
 from .predict import predict_spec
 from .tree import fit_tree
@@ -42,6 +42,17 @@ MIN_ROWS = 30
 # fewest validation rows that calibrate one.
 INTERVAL_COVERAGE = 0.9
 MIN_INTERVAL_ROWS = 10
+# Intervals by group: a layer type's validation rows are split on one feature at a time (at most GROUP_DEPTH levels,
+# GROUP_ROWS rows a side at least) where the type's interval misses its coverage on one side by GROUP_MISS points
+# and GROUP_SE standard errors; each group then gets its own factors. One attention type holds prefill, decode and
+# encoder kernels, whose errors differ in size: one interval for all of them is too wide for some, too narrow for
+# others, and holds 90 % of none of them.
+GROUP_DEPTH = 4
+GROUP_ROWS = 200
+GROUP_MISS = 0.03
+GROUP_SE = 4.0
+# the candidate thresholds of a feature: these quantiles of its values in the group
+_GROUP_QUANTILES = np.linspace(0.05, 0.95, 19)
 # Below this many training configurations, models are chosen by FOLDS-fold cross-validation rather than on
 # one validation split.
 KFOLD_BELOW = 400
@@ -60,6 +71,11 @@ TREE_SETTINGS: dict[str, dict[str, Any]] = {
     "shallow": {"max_depth": 4, "min_leaf": 20, "min_gain": 0.01},
     "deep": {"max_depth": 8, "min_leaf": 15, "min_gain": 0.002},
 }
+# Gradient boosting's settings (``boosted:<name>``), each name mapped to its histogram setting (False: Friedman's
+# boosting, of log runtime for ``log``, with the Huber loss for ``plain``). Runtime compares Friedman's with the large
+# histogram setting, power the small and the large one (see :mod:`neuralpower.models.boosted`), on validation rows.
+BOOSTED_SETTINGS: dict[str, bool | str] = {"log": False, "plain": False, "hist": "small", "hist_large": "large"}
+BOOSTED_COMPARED = {"runtime_ms": ("log", "hist_large"), "power_w": ("hist", "hist_large")}
 _SPECIAL = {"flops", "bytes_moved"}
 
 
@@ -132,8 +148,9 @@ def _fit_method(
         settings = TREE_SETTINGS["shallow" if mode == "plain" else mode]
         return fit_tree(X, y, FEATURES, split_features=ints, leaf_features=leaf, **settings)
     if method == "boosted":
+        hist = BOOSTED_SETTINGS[mode]
         return fit_boosted(X, y, FEATURES, features=[*config, "flops", "bytes_moved"],
-                           target="log" if mode == "hist" else mode, hist=mode == "hist", seed=options.seed)
+                           target="log" if hist else mode, hist=hist, seed=options.seed)
     if method == "roofline":
         return fit_roofline(X, y, FEATURES)
     return fit_flops_linear(X, y, FEATURES)
@@ -143,6 +160,57 @@ def _split(n: int, fraction: float, rng: np.random.Generator) -> tuple[npt.NDArr
     order = rng.permutation(n)
     n_test = max(1, round(fraction * n))
     return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+@dataclass(frozen=True)
+class _Partition:
+    """Where each configuration of a layer type falls, drawn once for all its targets: a configuration whose runtime
+    and power were both measured is a test row of both or of neither, and a validation row (or in a fold) of both or
+    of neither, so that energy's interval is calibrated and checked on configurations each target's fit left out.
+
+    ``test_rank`` and ``val_rank`` are each configuration's place in two random orders; the first ``fraction`` of
+    all configurations by ``test_rank`` are test rows, of the rest the first ``fraction`` by ``val_rank`` validation
+    rows. A target measured on only some configurations takes them as they fall; where that leaves it no test or no
+    training row, its own split instead.
+    """
+
+    test_rank: npt.NDArray[np.int64]
+    val_rank: npt.NDArray[np.int64]
+    fold: npt.NDArray[np.int64]
+    fraction: float
+    seed: int
+
+    @classmethod
+    def draw(cls, n: int, fraction: float, seed: int) -> _Partition:
+        rng = np.random.default_rng(seed)
+        return cls(np.argsort(rng.permutation(n)), np.argsort(rng.permutation(n)), rng.permutation(n) % FOLDS,
+                   fraction, seed)
+
+    def _cut(self) -> int:
+        return max(1, round(self.fraction * len(self.test_rank)))
+
+    def split(self, ids: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Training and test rows of a target measured on configurations ``ids``."""
+        test = self.test_rank[ids] < self._cut()
+        if not test.any() or test.all():
+            return _split(len(ids), self.fraction, np.random.default_rng(self.seed))
+        return np.flatnonzero(~test), np.flatnonzero(test)
+
+    def validation(self, ids: npt.NDArray[np.int64],
+                   train: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Of the training rows ``train``, those fitted on and those validated on (one split)."""
+        val = self.val_rank[ids[train]] < round(self.fraction * len(self.val_rank))
+        if not val.any() or val.all():
+            fit_part, val_part = _split(len(train), self.fraction, np.random.default_rng(self.seed + 1))
+            return train[fit_part], train[val_part]
+        return train[~val], train[val]
+
+    def folds(self, ids: npt.NDArray[np.int64], train: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """The fold of each training row (cross-validation); folds left empty by a subset are dealt afresh."""
+        fold = self.fold[ids[train]]
+        if len(np.unique(fold)) < min(FOLDS, len(train)):
+            fold = np.random.default_rng(self.seed + 2).permutation(len(train)) % FOLDS
+        return fold
 
 
 def combine_trials(
@@ -168,30 +236,84 @@ def combine_trials(
     return first, median, counts
 
 
-def _interval(y: npt.NDArray[np.float64], pred: npt.NDArray[np.float64]) -> dict[str, float] | None:
-    """Multiplicative bounds that held ``INTERVAL_COVERAGE`` of the ratios measured / predicted."""
-    ok = pred > 0
+def _factors(ratio: npt.NDArray[np.float64]) -> tuple[float, float]:
+    tail = (1 - INTERVAL_COVERAGE) / 2
+    lo, hi = np.quantile(ratio, [tail, 1 - tail])
+    return float(min(lo, 1.0)), float(max(hi, 1.0))
+
+
+def _interval(y: npt.NDArray[np.float64], pred: npt.NDArray[np.float64], X: npt.NDArray[np.float64] | None = None,
+              features: Sequence[str] = ()) -> dict[str, Any] | None:
+    """Multiplicative bounds that held ``INTERVAL_COVERAGE`` of the ratios measured / predicted; with the rows'
+    features ``X`` (columns of :data:`FEATURES`), split into groups on ``features`` where one interval misses its
+    coverage on a group (see :data:`GROUP_DEPTH`; ``split`` in the interval)."""
+    ok = (pred > 0) & np.isfinite(pred) & np.isfinite(y)
     if ok.sum() < MIN_INTERVAL_ROWS:
         return None
     ratio = y[ok] / pred[ok]
-    tail = (1 - INTERVAL_COVERAGE) / 2
-    lo, hi = np.quantile(ratio, [tail, 1 - tail])
-    return {"coverage": INTERVAL_COVERAGE, "lo": float(min(lo, 1.0)), "hi": float(max(hi, 1.0)),
-            "rows": int(ok.sum())}
+    lo, hi = _factors(ratio)
+    out: dict[str, Any] = {"coverage": INTERVAL_COVERAGE, "lo": lo, "hi": hi, "rows": int(ok.sum())}
+    if X is not None and features:
+        columns = [FEATURES.index(f) for f in features]
+        node = _group(X[ok][:, columns], ratio, list(features), GROUP_DEPTH)
+        if "feature" in node:
+            out["split"] = node
+    return out
 
 
-def _covered(y: npt.NDArray[np.float64], pred: npt.NDArray[np.float64], interval: dict[str, float]) -> float:
-    return float(100 * np.mean((y >= pred * interval["lo"]) & (y <= pred * interval["hi"])))
+def _group(Z: npt.NDArray[np.float64], ratio: npt.NDArray[np.float64], names: list[str],
+           depth: int) -> dict[str, Any]:
+    """A group's interval (a leaf: ``lo``, ``hi``, ``rows``), or its split (``feature``, ``value``; ``yes`` the
+    rows with the feature at most ``value``, ``no`` the others) where its interval misses its coverage on one side
+    (see :data:`GROUP_MISS`), the split whose miss is the most standard errors."""
+    lo, hi = _factors(ratio)
+    leaf: dict[str, Any] = {"lo": lo, "hi": hi, "rows": len(ratio)}
+    if depth == 0 or len(ratio) < 2 * GROUP_ROWS:
+        return leaf
+    inside = (ratio >= lo) & (ratio <= hi)
+    best: tuple[float, int, float] | None = None
+    for j in range(Z.shape[1]):
+        z = Z[:, j]
+        order = np.argsort(z, kind="stable")
+        zs, cum = z[order], np.cumsum(inside[order])
+        for value in np.unique(np.quantile(z, _GROUP_QUANTILES, method="lower")):
+            n_yes = int(np.searchsorted(zs, value, side="right"))
+            n_no = len(z) - n_yes
+            if n_yes < GROUP_ROWS or n_no < GROUP_ROWS:
+                continue
+            held_yes = cum[n_yes - 1] / n_yes
+            held_no = (cum[-1] - cum[n_yes - 1]) / n_no
+            score = 0.0
+            for held, n in ((held_yes, n_yes), (held_no, n_no)):
+                miss = abs(held - INTERVAL_COVERAGE)
+                se = np.sqrt(INTERVAL_COVERAGE * (1 - INTERVAL_COVERAGE) / n)
+                if miss >= GROUP_MISS and miss >= GROUP_SE * se:
+                    score = max(score, miss / se)
+            if score > 0 and (best is None or score > best[0]):
+                best = (score, j, float(value))
+    if best is None:
+        return leaf
+    _, j, value = best
+    yes = Z[:, j] <= value
+    return {"feature": names[j], "value": value, "rows": len(ratio),
+            "yes": _group(Z[yes], ratio[yes], names, depth - 1), "no": _group(Z[~yes], ratio[~yes], names, depth - 1)}
+
+
+def _covered(y: npt.NDArray[np.float64], pred: npt.NDArray[np.float64], interval: dict[str, Any],
+             X: npt.NDArray[np.float64] | None = None) -> float:
+    """The share (percent) of ``y`` inside ``pred``'s interval (by group, with the rows' features ``X``)."""
+    lo, hi = interval_factors(interval, X, FEATURES) if X is not None else (interval["lo"], interval["hi"])
+    return float(100 * np.mean((y >= pred * lo) & (y <= pred * hi)))
 
 
 def _candidates(methods: tuple[str, ...], target: str = "runtime_ms") -> list[tuple[str, str, str]]:
     """Every model ``fit`` considers, as (name, method, mode): poly once per target mode (as ``poly:<mode>``), the
-    tree once per setting (as ``tree:<setting>``), boosted trees (of log runtime; of log power, histogram-based: see
-    :mod:`neuralpower.models.boosted`), then the baselines."""
+    tree once per setting (as ``tree:<setting>``), boosted trees once per setting compared for the target (as
+    ``boosted:<setting>``, see :data:`BOOSTED_COMPARED`), then the baselines."""
     out: list[tuple[str, str, str]] = []
     for method in (*methods, *BASELINES):
         if method == "boosted":
-            out.append(("boosted", "boosted", "log" if target == "runtime_ms" else "hist"))
+            out += [(f"boosted:{s}", "boosted", s) for s in BOOSTED_COMPARED.get(target, ("log",))]
         elif method == "poly":
             out += [(f"poly:{mode}", "poly", mode) for mode in TARGET_MODES]
         elif method == "tree":
@@ -235,7 +357,8 @@ def _validation(
     methods: tuple[str, ...],
     config: list[str],
     options: FitOptions,
-    rng: np.random.Generator,
+    partition: _Partition,
+    ids: npt.NDArray[np.int64],
     target: str = "runtime_ms",
 ) -> tuple[npt.NDArray[np.int64], dict[str, npt.NDArray[np.float64]]]:
     """Predictions of every candidate for rows it was not fitted to, and which rows those are.
@@ -255,13 +378,12 @@ def _validation(
         return task
 
     if len(train) >= KFOLD_BELOW:
-        fit_part, val_part = _split(len(train), options.test_fraction, rng)
-        fit_rows, val_rows = train[fit_part], train[val_part]
+        fit_rows, val_rows = partition.validation(ids, train)
         done = _run_all([predictions(method, mode, fit_rows, val_rows) for _, method, mode in candidates],
                         options.jobs)
         return val_rows, {name: pred for (name, _, _), pred in zip(candidates, done, strict=True)}
-    fold = rng.permutation(len(train)) % FOLDS
-    folds = [(train[fold != k], fold == k) for k in range(FOLDS)]
+    fold = partition.folds(ids, train)
+    folds = [(train[fold != k], fold == k) for k in range(FOLDS) if (fold == k).any()]
     done = _run_all([predictions(method, mode, inside, train[held])
                      for inside, held in folds for _, method, mode in candidates], options.jobs)
     out = {name: np.empty(len(train)) for name, _, _ in candidates}
@@ -280,6 +402,8 @@ def _fit_target(
     key: tuple[str, str],
     trials: npt.NDArray[np.int64] | None = None,
     order: npt.NDArray[np.float64] | None = None,
+    partition: tuple[_Partition, npt.NDArray[np.int64]] | None = None,
+    held: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit one layer type's target from one row per configuration (see :func:`combine_trials`).
 
@@ -289,21 +413,25 @@ def _fit_target(
     chosen on. The prediction interval is calibrated on the validation residuals and its coverage reported
     on the test rows. With ``order`` (where each configuration's first row is among the type's rows, 0 to 1), the
     validation residuals are checked for drift with it (``drift`` in the block, see
-    :func:`~neuralpower.models.drift.residual_drift`).
+    :func:`~neuralpower.models.drift.residual_drift`). ``partition``: the layer type's :class:`_Partition` and the
+    configuration of each row (default: one drawn for these rows alone). ``held``, when given, receives the rows'
+    configurations, measured values and the default model's predictions on the validation and the test rows.
     """
     n = len(y)
     if n < MIN_ROWS:
         return {"rows": n, **_fallback(X, y, n, fallback_value)}
-    rng = np.random.default_rng(options.seed)
-    train, test = _split(n, options.test_fraction, rng)
+    parts, ids = partition or (_Partition.draw(n, options.test_fraction, options.seed), np.arange(n))
+    train, test = parts.split(ids)
     methods: tuple[str, ...] = METHODS if options.method == "all" else (options.method,)
     if len(train) < BOOSTED_FROM and len(methods) > 1:
         methods = tuple(m for m in methods if m != "boosted")
-    val_rows, val_pred = _validation(X, y, train, methods, config, options, rng, key[1])
+    val_rows, val_pred = _validation(X, y, train, methods, config, options, parts, ids, key[1])
     val_rmspe = {name: metrics(y[val_rows], pred)["rmspe"] for name, pred in val_pred.items()}
     modes = {mode: val_rmspe[f"poly:{mode}"] for mode in TARGET_MODES} if "poly" in methods else {}
     trees = {name: val_rmspe[f"tree:{name}"] for name in TREE_SETTINGS} if "tree" in methods else {}
-    best = {"poly": modes, "tree": trees}
+    boosted = ({name: val_rmspe[f"boosted:{name}"] for name in BOOSTED_COMPARED.get(key[1], ("log",))}
+               if "boosted" in methods else {})
+    best = {"poly": modes, "tree": trees, "boosted": boosted}
     chosen = {m: (f"{m}:{min(best[m], key=lambda k: best[m][k])}" if best.get(m) else m)
               for m in (*methods, *BASELINES)}
     validation = {m: val_rmspe[name] for m, name in chosen.items()}
@@ -334,23 +462,56 @@ def _fit_target(
             scores[method]["setting"] = chosen[method].split(":")[1]
         elif spec["kind"] == "boosted":
             scores[method]["trees"] = len(spec["trees"])
+            scores[method]["setting"] = chosen[method].split(":")[1]
     block: dict[str, Any] = {"rows": n, "default": default, "fallback": None, "models": models, "metrics": scores}
     if trials is not None:
         block["trials"] = int(trials.sum())
-    interval = _interval(y[val_rows], val_pred[chosen[default]])
+    if held is not None:
+        held.update(val=(ids[val_rows], y[val_rows], val_pred[chosen[default]], X[val_rows]),
+                    test=(ids[test], y[test], predictions[default], X[test]))
+    interval = _interval(y[val_rows], val_pred[chosen[default]], X[val_rows], _group_features(X, config))
     if interval is not None:
-        interval["test_coverage"] = _covered(y[test], predictions[default], interval)
+        interval["test_coverage"] = _covered(y[test], predictions[default], interval, X[test])
         block["interval"] = interval
     if modes:
         block["target_modes"] = modes
     if trees:
         block["tree_settings"] = trees
+    if boosted:
+        block["boosted_settings"] = boosted
     if order is not None:
         cols = [FEATURES.index(f) for f in config]
         drift = _errors_drift(order[val_rows], y[val_rows], val_pred[chosen[default]], X[val_rows][:, cols])
         if drift is not None:
             block["drift"] = drift
     return block
+
+
+def _energy_interval(runtime: dict[str, Any], power: dict[str, Any], config: list[str]) -> dict[str, Any] | None:
+    """Energy's own interval: calibrated on the configurations that are validation rows of both targets (the product
+    of their default models' predictions against the product of their measurements), its coverage checked on those
+    that are test rows of both; None where fewer than :data:`MIN_INTERVAL_ROWS` have both (or a target fell back)."""
+    if "val" not in runtime or "val" not in power:
+        return None
+
+    def joined(part: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        (ids_r, y_r, p_r, X_r), (ids_p, y_p, p_p, _) = runtime[part], power[part]
+        _, at_r, at_p = np.intersect1d(ids_r, ids_p, assume_unique=True, return_indices=True)
+        return y_r[at_r] * y_p[at_p], p_r[at_r] * p_p[at_p], X_r[at_r]
+
+    y, pred, X = joined("val")
+    interval = _interval(y, pred, X, _group_features(X, config))
+    if interval is None:
+        return None
+    y, pred, X = joined("test")
+    if len(y):
+        interval["test_coverage"] = _covered(y, pred, interval, X)
+    return interval
+
+
+def _group_features(X: npt.NDArray[np.float64], config: list[str]) -> list[str]:
+    """The features an interval's groups split on: the type's configuration and its work, those that vary."""
+    return [f for f in (*config, "flops", "bytes_moved") if np.ptp(X[:, FEATURES.index(f)]) > 0]
 
 
 def _errors_drift(position: npt.NDArray[np.float64], measured: npt.NDArray[np.float64],
@@ -432,6 +593,11 @@ def _fit_types(data: Measurements, options: FitOptions, mean_power: float | None
             "rows": int(rows.sum()),
             "ranges": {f: [float(X[:, FEATURES.index(f)].min()), float(X[:, FEATURES.index(f)].max())] for f in used},
         }
+        # one partition of the type's configurations for both targets (see _Partition)
+        _, config_of = np.unique(data.rows[rows], axis=0, return_inverse=True)
+        config_of = config_of.reshape(-1)
+        partition = _Partition.draw(int(config_of.max()) + 1, options.test_fraction, options.seed)
+        held: dict[str, dict[str, Any]] = {}
         for target in TARGETS:
             y = data.targets[target][rows]
             ok = np.isfinite(y)
@@ -441,9 +607,13 @@ def _fit_types(data: Measurements, options: FitOptions, mean_power: float | None
                 break
             first, combined, trials = combine_trials(data.rows[rows][ok], y[ok], data.noisy[rows][ok])
             order = np.flatnonzero(ok)[first] / max(len(ok) - 1, 1)  # from the type's first row (0) to its last
+            held[target] = {}
             entry[target] = _fit_target(X[ok][first], combined, config, options, mean_power, (t, target), trials,
-                                        order)
+                                        order, (partition, config_of[ok][first]), held[target])
         else:
+            energy = _energy_interval(held["runtime_ms"], held["power_w"], config)
+            if energy is not None:
+                entry["energy_interval"] = energy
             layer_types[t] = entry
             continue
         log.warning("%s: no runtime measured; left out of the model", t)

@@ -16,7 +16,10 @@
                           "metrics": {"poly": {"rmspe": 7.1, "mape": 5.2, "r2": 0.99, "terms": 41, ...}, ...},
                           "target_modes": {"plain": 31.0, "relative": 8.2, "log": 7.4},   # poly's, on validation
                           "tree_settings": {"shallow": 9.1, "deep": 8.4},                 # the tree's
-                          "interval": {"coverage": 0.9, "lo": 0.8, "hi": 1.3, ...},    # optional
+                          "boosted_settings": {"log": 3.1, "hist_large": 2.6},          # boosting's
+                          "interval": {"coverage": 0.9, "lo": 0.8, "hi": 1.3, ...,    # optional
+                                       "split": {"feature": "causal", "value": 0.5,   # optional: by group
+                                                 "yes": {"lo": 0.9, "hi": 1.1}, "no": {...}}},
                           "drift": {"rise": 0.5, ...},    # optional: the errors drift with the row order
                           "source": {"how": "carried", "text": "..."},  # optional: where the numbers come from
                           "launch_ms": 0.01,                  # optional: the shortest runtime measured
@@ -25,6 +28,7 @@
                           "stream": {"rows": 16384, "channels": 4096}},  # optional (runtime)
            "power_w": {...},
            "floor": {"ms": 0.015, "power_w": 128.0},    # optional: a launch floor
+           "energy_interval": {"coverage": 0.9, "lo": 0.9, "hi": 1.2, ...},  # optional: energy's own
            "layout": "rows"}}}                            # optional: how its rows are read (default native)
 
 A target's ``source`` tells a prediction measured on the model's GPU from one carried over from another GPU,
@@ -33,7 +37,13 @@ the target was fit on the model's own measurements (``measured`` on its ``gpu``)
 of its models gives it) has its part above ``scale_from`` (default 0: all of it; a launch overhead that does not
 scale) multiplied by ``scale`` (default 1: a model carried over from another GPU, scaled by what tells the two
 apart) and is kept within ``bounds`` (default [0, null]; null: no upper bound), as power is kept
-between a GPU's idle and its limit. A layer type's ``floor`` is a launch floor: a layer launched on its own (as
+between a GPU's idle and its limit. A target's ``interval`` may hold groups (``split``, at most
+:data:`MAX_INTERVAL_DEPTH` levels): a layer whose ``feature`` is at most ``value`` takes the ``yes`` side's factors,
+else the ``no`` side's, down to a group's ``lo`` and ``hi`` (the top-level ``lo`` and ``hi`` are then the whole
+type's, for reading). A layer type's ``energy_interval`` is energy's own prediction interval, calibrated on
+configurations whose runtime and power were both measured (runtime's and power's errors partly cancel in their
+product); it applies where both targets' intervals do, and without one a layer's energy bounds are the products of
+its runtime and power bounds. A layer type's ``floor`` is a launch floor: a layer launched on its own (as
 PyTorch eager launches each) takes at least ``ms``; one whose prediction is shorter runs for ``ms``, drawing its
 predicted power for its predicted runtime and ``power_w`` (the GPU waiting for the next launch) for the rest.
 A runtime's ``stream`` (a memory-bound type's largest tensor its fit saw, as rows x channels; either may be absent)
@@ -82,6 +92,7 @@ __all__ = [
     "SOURCE_HOW",
     "TARGET_UNITS",
     "adjustment",
+    "interval_factors",
     "read_model_file",
     "validate_model",
     "validate_source",
@@ -163,6 +174,8 @@ def validate_model(doc: Any) -> None:
             fl = entry["floor"]
             _expect(isinstance(fl, dict) and all(is_finite_number(fl.get(k)) and fl[k] >= 0 for k in ("ms", "power_w")),
                     f"{where}.floor", "must be {\"ms\": ..., \"power_w\": ...}, non-negative numbers")
+        if entry.get("energy_interval") is not None:
+            validate_interval(entry["energy_interval"], f"{where}.energy_interval", features)
         for target in TARGET_UNITS:
             tw = f"{where}.{target}"
             block = entry.get(target)
@@ -183,7 +196,7 @@ def validate_model(doc: Any) -> None:
                     raise ValueError(f"{tw}.models.{name}: {e}") from None
             _expect(isinstance(block.get("metrics", {}), dict), f"{tw}.metrics", "must be an object")
             if block.get("interval") is not None:
-                validate_interval(block["interval"], f"{tw}.interval")
+                validate_interval(block["interval"], f"{tw}.interval", features)
             if block.get("source") is not None:
                 validate_source(block["source"], f"{tw}.source")
             if "scale" in block:
@@ -256,14 +269,61 @@ def adjustment(block: Mapping[str, Any]) -> tuple[float, float, float, float]:
             float(block.get("scale_from", 0.0)))
 
 
-def validate_interval(interval: Any, where: str) -> None:
-    """A prediction interval: measured / predicted fell in [lo, hi] for ``coverage`` of held-out rows."""
+#: The most levels of an interval's groups (``split``) a model file may hold.
+MAX_INTERVAL_DEPTH = 6
+
+
+def validate_interval(interval: Any, where: str, features: Sequence[str] = FEATURES) -> None:
+    """A prediction interval: measured / predicted fell in [lo, hi] for ``coverage`` of held-out rows; with a
+    ``split``, by group (see :func:`interval_factors`), each of its features one of ``features``."""
     _expect(isinstance(interval, dict), where, "must be an object")
-    for key in ("coverage", "lo", "hi"):
-        _expect(is_finite_number(interval.get(key)), f"{where}.{key}", "must be a finite number")
+    _expect(is_finite_number(interval.get("coverage")), f"{where}.coverage", "must be a finite number")
     _expect(0 < interval["coverage"] < 1, f"{where}.coverage", "must be between 0 and 1")
-    _expect(0 <= interval["lo"] <= 1, f"{where}.lo", "must be from 0 to 1 (a factor on the prediction)")
-    _expect(1 <= interval["hi"] <= 1e6, f"{where}.hi", "must be from 1 to 1e6 (a factor on the prediction)")
+    _validate_factors(interval, where)
+    if interval.get("split") is not None:
+        _validate_group(interval["split"], f"{where}.split", features, MAX_INTERVAL_DEPTH)
+
+
+def _validate_factors(node: Mapping[str, Any], where: str) -> None:
+    for key in ("lo", "hi"):
+        _expect(is_finite_number(node.get(key)), f"{where}.{key}", "must be a finite number")
+    _expect(0 <= node["lo"] <= 1, f"{where}.lo", "must be from 0 to 1 (a factor on the prediction)")
+    _expect(1 <= node["hi"] <= 1e6, f"{where}.hi", "must be from 1 to 1e6 (a factor on the prediction)")
+
+
+def _validate_group(node: Any, where: str, features: Sequence[str], depth: int) -> None:
+    _expect(isinstance(node, dict), where, "must be an object")
+    if "feature" not in node:
+        _validate_factors(node, where)
+        return
+    _expect(depth > 0, where, f"must be at most {MAX_INTERVAL_DEPTH} levels deep")
+    _expect(isinstance(node["feature"], str) and node["feature"] in features, f"{where}.feature",
+            "must be a known feature's name")
+    _expect(is_finite_number(node.get("value")), f"{where}.value", "must be a finite number")
+    for side in ("yes", "no"):
+        _validate_group(node.get(side), f"{where}.{side}", features, depth - 1)
+
+
+def interval_factors(interval: Mapping[str, Any], X: Any, feature_names: Sequence[str]) -> tuple[Any, Any]:
+    """The NumPy reference of the compiled evaluator's interval groups: each row's ``lo`` and ``hi`` factors, the
+    interval's own or, with a ``split``, its group's (a row goes ``yes`` where its feature is at most ``value``).
+    ``X`` holds the rows' features as the models see them (a rows-layout type's laid out)."""
+    import numpy as np
+
+    X = np.asarray(X, dtype=np.float64)
+    lo, hi = np.full(len(X), float(interval["lo"])), np.full(len(X), float(interval["hi"]))
+
+    def walk(node: Mapping[str, Any], at: Any) -> None:
+        if "feature" not in node:
+            lo[at], hi[at] = node["lo"], node["hi"]
+            return
+        yes = X[at, list(feature_names).index(node["feature"])] <= node["value"]
+        walk(node["yes"], at[yes])
+        walk(node["no"], at[~yes])
+
+    if interval.get("split") is not None:
+        walk(interval["split"], np.arange(len(X)))
+    return lo, hi
 
 
 def read_model_file(path: str | os.PathLike[str]) -> dict[str, Any]:
