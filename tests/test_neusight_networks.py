@@ -244,7 +244,7 @@ def test_validate_v100_against_peers() -> None:
     assert rec["runtime_mape"] < 10
     # every layer type has an interval: each network has the sum of its layers', and the share that held is said
     held = [c["interval_ms"][0] <= c["measured_ms"] <= c["interval_ms"][1] for c in rec["cases"]]
-    assert len(held) == 8 and rec["runtime_interval_coverage"] == pytest.approx(sum(held) / 8)
+    assert len(held) == 8 and rec["runtime_interval_coverage"] == pytest.approx(100 * sum(held) / 8)
     assert all(c["interval_ms"][0] < c["predicted_ms"] < c["interval_ms"][1] for c in rec["cases"])
 
 

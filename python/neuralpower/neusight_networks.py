@@ -495,7 +495,8 @@ def validate_neusight(sources: Sequence[str | os.PathLike[str]], model: Any = No
         "cases": out_cases,
         "skipped": skipped,
         # the share of networks whose measured runtime lay within the sum of their layers' 90 % intervals
-        "runtime_interval_coverage": sum(covered) / len(covered) if covered else None,
+        # percent, as validate gives it for the other measured networks
+        "runtime_interval_coverage": 100 * sum(covered) / len(covered) if covered else None,
         "runtime_intervals": len(covered),
         "held_out": held_out,
     }
@@ -559,7 +560,7 @@ def format_neusight(record: dict[str, Any]) -> str:
                  + (", each with linear calibrated to the traces of its GPU's other networks only)" if
                     record.get("held_out") else ")"))
     if record.get("runtime_interval_coverage") is not None:
-        lines.append(f"the sums of the layers' 90% intervals held {record['runtime_interval_coverage']:.0%} of the "
+        lines.append(f"the sums of the layers' 90% intervals held {record['runtime_interval_coverage']:.0f}% of the "
                      f"{record['runtime_intervals']} measured runtimes")
     for k, v in record["peers"].items():
         lines.append(f"  {k}: {v['runtime_mape']:.1f}% over the {v['networks']} networks it predicted "

@@ -139,16 +139,26 @@ def _fit_hist(Z: npt.NDArray[np.float64], yy: npt.NDArray[np.float64], target: s
 def flatten_boosted(spec: Mapping[str, Any], feature_names: Sequence[str]) -> dict[str, list[Any]]:
     """A validated spec as the flat node arrays the compiled evaluator takes (feature indices into
     ``feature_names``; children as indices into the whole arrays; ``tree_start`` the offsets of the trees)."""
-    index = [list(feature_names).index(f) for f in spec["features"]]
-    out: dict[str, list[Any]] = {"tree_start": [0], "feature": [], "value": [], "yes": [], "no": []}
-    for tree in spec["trees"]:
-        at = out["tree_start"][-1]
-        out["feature"] += [index[f] if f >= 0 else 0 for f in tree["feature"]]
-        out["value"] += [float(v) for v in tree["value"]]
-        out["yes"] += [c + at if c >= 0 else -1 for c in tree["yes"]]
-        out["no"] += [c + at if c >= 0 else -1 for c in tree["no"]]
-        out["tree_start"].append(at + len(tree["feature"]))
-    return out
+    from itertools import chain
+
+    index = np.array([list(feature_names).index(f) for f in spec["features"]], dtype=np.int64)
+    trees = spec["trees"]
+    sizes = np.array([len(t["feature"]) for t in trees], dtype=np.int64)
+    start = np.concatenate([[0], np.cumsum(sizes)])
+    at = np.repeat(start[:-1], sizes)  # each node's tree's first node
+
+    def nodes(key: str) -> npt.NDArray[np.int64]:
+        return np.fromiter(chain.from_iterable(t[key] for t in trees), dtype=np.int64, count=int(start[-1]))
+
+    feature, yes, no = nodes("feature"), nodes("yes"), nodes("no")
+    return {
+        "tree_start": start.tolist(),
+        "feature": np.where(feature >= 0, index[np.maximum(feature, 0)], 0).tolist(),
+        "value": np.fromiter(chain.from_iterable(t["value"] for t in trees), dtype=np.float64,
+                             count=int(start[-1])).tolist(),
+        "yes": np.where(yes >= 0, yes + at, -1).tolist(),
+        "no": np.where(no >= 0, no + at, -1).tolist(),
+    }
 
 
 def predict_boosted(spec: Mapping[str, Any], X: npt.NDArray[np.float64],
@@ -197,7 +207,33 @@ def validate_boosted(spec: Any, feature_names: Sequence[str]) -> None:
         if not 1 <= n <= MAX_TREE_NODES or any(not isinstance(tree[key], list) or len(tree[key]) != n
                                                  for key in ("value", "yes", "no")):
             raise ValueError(f"{where}: node lists of 1 to {MAX_TREE_NODES} nodes, all of one length")
-        _check_nodes(tree, n, len(features), where)
+    if _nodes_valid(trees, len(features)):
+        return
+    for k, tree in enumerate(trees):  # the first bad tree, for the message
+        _check_nodes(tree, len(tree["feature"]), len(features), f"boosted: tree {k}")
+
+
+def _nodes_valid(trees: list[Mapping[str, Any]], n_features: int) -> bool:
+    """Whether every node of every tree is valid (see :func:`_check_nodes`), checked at once over all trees' nodes
+    as arrays (bundled models hold hundreds of thousands); False where any is not, or a value has another type."""
+    from itertools import chain
+
+    lists = [list(chain.from_iterable(t[key] for t in trees)) for key in ("feature", "yes", "no")]
+    values = list(chain.from_iterable(t["value"] for t in trees))
+    # exact types: a bool is an int to NumPy, a float index would be truncated
+    if set(map(type, chain(*lists))) - {int} or set(map(type, values)) - {int, float}:
+        return False
+    try:
+        f, a, b = (np.asarray(xs, dtype=np.int64) for xs in lists)
+        if not np.isfinite(np.asarray(values, dtype=np.float64)).all():
+            return False
+    except OverflowError:
+        return False
+    sizes = np.array([len(t["feature"]) for t in trees], dtype=np.int64)
+    n = np.repeat(sizes, sizes)
+    at = np.arange(len(f)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    leaf = (f == -1) & (a == -1) & (b == -1)
+    return bool((leaf | ((f >= 0) & (f < n_features) & (a > at) & (a < n) & (b > at) & (b < n))).all())
 
 
 def _check_nodes(tree: Mapping[str, Any], n: int, n_features: int, where: str) -> None:
