@@ -399,6 +399,24 @@ py::dict evaluate(const np::Model& model, const RowsIn& rows, bool validate) {
     return out;
 }
 
+// set_boosted from NumPy arrays (a bundled model holds hundreds of thousands of nodes: copied as blocks, not
+// converted element by element as lists would be).
+using IntsIn = py::array_t<int, py::array::c_style | py::array::forcecast>;
+using DoublesIn = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+template <typename T, typename A>
+std::vector<T> to_vector(const A& a) {
+    if (a.ndim() != 1) throw std::invalid_argument("node arrays must be 1-D");
+    return std::vector<T>(a.data(), a.data() + a.shape(0));
+}
+
+void set_boosted_arrays(np::Model& model, int type, int target, bool log_target, double base, const IntsIn& tree_start,
+                        const IntsIn& node_feature, const DoublesIn& node_value, const IntsIn& node_yes,
+                        const IntsIn& node_no) {
+    model.set_boosted(type, target, log_target, base, to_vector<int>(tree_start), to_vector<int>(node_feature),
+                      to_vector<double>(node_value), to_vector<int>(node_yes), to_vector<int>(node_no));
+}
+
 // Results of rows evaluated before, kept across calls: of one model at a time (given another, or the same one
 // changed, it starts over).
 class SharedResults {
@@ -807,7 +825,7 @@ void bind_model(py::module_& m) {
         .def("set_tree", &np::Model::set_tree, py::arg("type"), py::arg("target"), py::arg("leaf_features"),
              py::arg("node_feature"), py::arg("node_test"), py::arg("node_value"), py::arg("node_yes"),
              py::arg("node_no"), py::arg("node_intercept"), py::arg("node_weights"))
-        .def("set_boosted", &np::Model::set_boosted, py::arg("type"), py::arg("target"), py::arg("log_target"),
+        .def("set_boosted", &set_boosted_arrays, py::arg("type"), py::arg("target"), py::arg("log_target"),
              py::arg("base"), py::arg("tree_start"), py::arg("node_feature"), py::arg("node_value"),
              py::arg("node_yes"), py::arg("node_no"))
         .def("set_linear", &np::Model::set_linear, py::arg("type"), py::arg("target"), py::arg("kind"), py::arg("a"),

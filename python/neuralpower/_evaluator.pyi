@@ -76,11 +76,11 @@ class Model:
         target: int,
         log_target: bool,
         base: float,
-        tree_start: list[int],
-        node_feature: list[int],
-        node_value: list[float],
-        node_yes: list[int],
-        node_no: list[int],
+        tree_start: list[int] | npt.NDArray[np.int32],
+        node_feature: list[int] | npt.NDArray[np.int32],
+        node_value: list[float] | npt.NDArray[np.float64],
+        node_yes: list[int] | npt.NDArray[np.int32],
+        node_no: list[int] | npt.NDArray[np.int32],
     ) -> None: ...
     def set_linear(self, type: int, target: int, kind: int, a: float, b: float, c: float) -> None: ...
     def set_ranges(self, type: int, feature: list[int], lo: list[float], hi: list[float]) -> None: ...

@@ -136,7 +136,7 @@ def _fit_hist(Z: npt.NDArray[np.float64], yy: npt.NDArray[np.float64], target: s
     return {"kind": "boosted", "target": target, "base": base, "features": list(features), "trees": out_trees}
 
 
-def flatten_boosted(spec: Mapping[str, Any], feature_names: Sequence[str]) -> dict[str, list[Any]]:
+def flatten_boosted(spec: Mapping[str, Any], feature_names: Sequence[str]) -> dict[str, npt.NDArray[Any]]:
     """A validated spec as the flat node arrays the compiled evaluator takes (feature indices into
     ``feature_names``; children as indices into the whole arrays; ``tree_start`` the offsets of the trees)."""
     from itertools import chain
@@ -152,12 +152,11 @@ def flatten_boosted(spec: Mapping[str, Any], feature_names: Sequence[str]) -> di
 
     feature, yes, no = nodes("feature"), nodes("yes"), nodes("no")
     return {
-        "tree_start": start.tolist(),
-        "feature": np.where(feature >= 0, index[np.maximum(feature, 0)], 0).tolist(),
-        "value": np.fromiter(chain.from_iterable(t["value"] for t in trees), dtype=np.float64,
-                             count=int(start[-1])).tolist(),
-        "yes": np.where(yes >= 0, yes + at, -1).tolist(),
-        "no": np.where(no >= 0, no + at, -1).tolist(),
+        "tree_start": start.astype(np.int32),
+        "feature": np.where(feature >= 0, index[np.maximum(feature, 0)], 0).astype(np.int32),
+        "value": np.fromiter(chain.from_iterable(t["value"] for t in trees), dtype=np.float64, count=int(start[-1])),
+        "yes": np.where(yes >= 0, yes + at, -1).astype(np.int32),
+        "no": np.where(no >= 0, no + at, -1).astype(np.int32),
     }
 
 
