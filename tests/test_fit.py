@@ -528,3 +528,17 @@ def test_intervals_are_split_where_their_errors_differ() -> None:
                                  for t in (100, 3000)]).features()
     lo, hi = interval_factors(interval, X, FEATURES)
     assert hi[0] - lo[0] < 0.5 * (hi[1] - lo[1]), (lo, hi)
+
+
+def test_no_energy_interval_where_the_targets_validation_rows_do_not_meet() -> None:
+    """Power measured on a few configurations is validated by cross-validation, runtime on one split: their
+    validation rows may share no configuration, and energy then gets no interval of its own (rather than a crash)."""
+    from neuralpower.models.fit import _config_features, _energy_interval
+
+    X = np.ones((20, len(FEATURES)))
+    y = np.linspace(1, 2, 20)
+    runtime = {"val": (np.arange(20), y, y, X), "test": (np.arange(20), y, y, X)}
+    power = {"val": (np.arange(100, 120), y, y, X), "test": (np.arange(100, 120), y, y, X)}
+    assert _energy_interval(runtime, power, _config_features(0)) is None
+    both = {"val": (np.arange(20), y, y * 1.01, X), "test": (np.arange(20), y, y, X)}
+    assert _energy_interval(runtime, both, _config_features(0)) is not None

@@ -393,6 +393,7 @@ def build_bundle(b: Bundle, builder: _Builder) -> dict[str, Any]:
             entry["power_w"]["source"] = _source("measured", measured)
         else:
             other = builder.docs[b.power_from]["layer_types"][t]["power_w"]
+            entry.pop("energy_interval", None)  # (calibrated on the power model replaced here)
             entry["power_w"] = {**copy.deepcopy(other), "source": _source(
                 "carried", f"{visit.name}'s power of the same {t} kernels ({b.power_from}): the same GH100 chip "
                 f"and {gpu.power_limit_w:.0f} W limit")}

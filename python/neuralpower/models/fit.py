@@ -500,6 +500,8 @@ def _energy_interval(runtime: dict[str, Any], power: dict[str, Any], config: lis
         return y_r[at_r] * y_p[at_p], p_r[at_r] * p_p[at_p], X_r[at_r]
 
     y, pred, X = joined("val")
+    if len(y) < MIN_INTERVAL_ROWS:  # (the targets' validation rows may share few configurations, or none)
+        return None
     interval = _interval(y, pred, X, _group_features(X, config))
     if interval is None:
         return None
