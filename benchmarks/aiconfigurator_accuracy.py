@@ -26,10 +26,9 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from neuralpower.aiconfigurator import import_aiconfigurator
-from neuralpower.evaluator import Model
+from neuralpower.evaluator import Model, interval_values
 from neuralpower.models.data import Measurements
 from neuralpower.models.fit import FitOptions, fit_models
-from neuralpower.stream import interval_values
 from neuralpower.table import _parse
 
 KINDS = {"aiconfigurator:gemm": "gemm", "aiconfigurator:context_attention": "prefill",

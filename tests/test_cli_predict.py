@@ -165,3 +165,20 @@ def test_models_lists_bundled_models(capsys: pytest.CaptureFixture[str]) -> None
     assert names == sorted(npw.evaluator.bundled_models())
     for r in records:
         assert r["gpu"] and r["executor"] and r["dtype"] and r["created"]
+
+
+def test_predicting_a_zoo_network_reads_no_table_library() -> None:
+    """`neuralpower predict NETWORK --gpu NAME` runs in under a second per network (benchmarks/predict_gpus.py), and
+    pyarrow, which only tables need, is not imported for it (nor by `import neuralpower`)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, contextlib, io\n"
+            "import neuralpower, neuralpower.cli as c\n"
+            "assert 'pyarrow' not in sys.modules, 'import neuralpower'\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+            "    assert c.main(['predict', 'resnet18', '--gpu', 'h200']) == 0\n"
+            "assert 'pyarrow' not in sys.modules, 'predict'\n"
+            "assert neuralpower.read_layer_table is not None and 'pyarrow' in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -7,12 +7,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError, NeuralPowerError
 from .evaluator import Model, Prediction, Scores, load_model
 from .layers import DTYPES, FEATURES, FIELDS, LAYER_TYPES, Architecture, Layer
-from .table import LayerTable, read_architectures, read_layer_table, write_architectures
+
+if TYPE_CHECKING:
+    from .table import LayerTable, read_architectures, read_layer_table, write_architectures
+
+# Layer tables are read and written with pyarrow, imported when first used: a verb or a search loop that never
+# touches a table file (``neuralpower predict resnet50``) starts without it.
+_TABLE_NAMES = ("LayerTable", "read_architectures", "read_layer_table", "write_architectures")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TABLE_NAMES:
+        from . import table
+
+        return getattr(table, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def from_torch(module: Any, input_shape: Sequence[int], **options: Any) -> Architecture:

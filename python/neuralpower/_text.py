@@ -1,10 +1,10 @@
-"""Plain-text tables for the command line and the fit report."""
+"""Plain text for the command line and the fit report: tables, counts in engineering notation, shapes."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-__all__ = ["text_table"]
+__all__ = ["shape_text", "si", "text_table"]
 
 
 def text_table(
@@ -23,3 +23,16 @@ def text_table(
     if footer is not None:
         lines += [rule, line.format(*footer).rstrip()]
     return lines
+
+
+def si(value: float) -> str:
+    """A count in engineering notation: 1.23G, 45.6M, 789."""
+    for threshold, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= threshold:
+            return f"{value / threshold:.2f}{suffix}"
+    return f"{value:.0f}"
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """A shape as 8x64x56x56."""
+    return "x".join(str(d) for d in shape)

@@ -25,8 +25,7 @@ from ._output import (
     check_output_dir,
     same_file,
 )
-from ._text import text_table
-from .describe import shape_text, si
+from ._text import shape_text, si, text_table
 from .errors import InputError, NeuralPowerError
 from .layers import DTYPES, FIELD_INDEX, Architecture
 
@@ -620,7 +619,6 @@ def _as_dtype(blocks: Any, dtype: str) -> Any:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-
     if args.plot:
         check_output(args.plot, option="--plot", inputs=_source_files(args), suffixes=PLOT_SUFFIXES)
     model = _load_model(args, _arch_dtype(args))

@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import InputError
-from .evaluator import Model
-from .stream import BOUND_SUMS, Totals, result_table, score_blocks
+from .evaluator import BOUND_SUMS, Model
+from .stream import Totals, result_table, score_blocks
 from .table import _parse
 
 __all__ = ["partition_totals", "score_dataframe"]

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import _evaluator as _ev
+from ._text import shape_text, si
 from .errors import InputError
 from .layers import (
     DTYPE_CODE,
@@ -57,14 +58,6 @@ _CONFIG_FIELDS = [
         "output_padding_w", "channels_first", "kv_heads", "window", "dtype", "kv_dtype",
     )
 ]
-
-
-def si(value: float) -> str:
-    """A count in engineering notation: 1.23G, 45.6M, 789."""
-    for threshold, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= threshold:
-            return f"{value / threshold:.2f}{suffix}"
-    return f"{value:.0f}"
 
 
 def config_text(values: Sequence[int]) -> str:
@@ -295,11 +288,6 @@ class Listing:
         buffer = io.BytesIO()
         write_listing(self, fmt, buffer)
         return buffer.getvalue().decode()
-
-
-def shape_text(shape: Sequence[int]) -> str:
-    """A shape as 8x64x56x56."""
-    return "x".join(str(d) for d in shape)
 
 
 # -- streaming output: one architecture written part by part --------------------------------------------------

@@ -28,8 +28,8 @@ from .models.boosted import flatten_boosted
 from .models.format import adjustment, read_model_file, validate_model
 from .models.predict import FREE_TYPES
 
-__all__ = ["Model", "Prediction", "Scores", "bundled_models", "carried_model", "default_model_name", "load_model",
-           "model_for_gpu"]
+__all__ = ["BOUND_SUMS", "Model", "Prediction", "Scores", "bundled_models", "carried_model", "default_model_name",
+           "interval_values", "load_model", "model_for_gpu"]
 
 _KIND = {"poly": 1, "tree": 2, "roofline": 3, "flops_linear": 4, "constant": 5}
 _TARGETS = ("runtime_ms", "power_w")
@@ -313,6 +313,27 @@ def _interval_of(block: Mapping[str, Any], method: str | None) -> Mapping[str, A
     return None
 
 
+#: The sums of the layers' bounds kept per architecture (the compiled evaluator's ``bounds`` columns, in order):
+#: runtime lo and hi; each layer's power bounds times its predicted runtime, lo and hi; energy lo and hi.
+BOUND_SUMS = ("runtime_ms_lo", "runtime_ms_hi", "power_time_lo", "power_time_hi", "energy_mj_lo", "energy_mj_hi")
+
+
+def interval_values(bounds: npt.NDArray[np.float64],
+                    runtime_ms: npt.NDArray[np.float64]) -> dict[str, npt.NDArray[np.float64]]:
+    """The intervals of architectures from their bound sums ``(n, 6)`` (:data:`BOUND_SUMS`) and predicted runtimes.
+    Power's bounds are the layers' power bounds weighted by their predicted runtime (as the network's power is their
+    power so weighted): they hold the predicted power. NaN where a layer type has no interval."""
+    t_lo, t_hi, pt_lo, pt_hi, e_lo, e_hi = (bounds[:, k] for k in range(len(BOUND_SUMS)))
+    t = np.asarray(runtime_ms, dtype=np.float64)
+
+    def per_ms(pt: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(t > 0, pt / np.where(t > 0, t, 1.0), np.where(np.isnan(pt), np.nan, 0.0))
+
+    return {"runtime_ms_lo": t_lo, "runtime_ms_hi": t_hi, "power_w_lo": per_ms(pt_lo),
+            "power_w_hi": per_ms(pt_hi), "energy_mj_lo": e_lo, "energy_mj_hi": e_hi}
+
+
 def _rebuild_model(doc: str, name: str, path: str, method: str | None) -> Model:
     """A pickled :class:`Model`, compiled again from its document (validated: a pickle may come from anywhere)."""
     return Model(json.loads(doc), name=name, path=path, method=method)
@@ -537,8 +558,6 @@ class Model:
         layer_bounds = self.layer_bounds(r["factors"], r["runtime_ms"], r["power_w"])
         bounds: dict[str, float] = {}
         if layer_bounds:
-            from .stream import interval_values
-
             energy = r["runtime_ms"] * r["power_w"]
             sums = np.array([[layer_bounds["runtime_ms_lo"].sum(), layer_bounds["runtime_ms_hi"].sum(),
                               (energy * r["factors"][:, 2]).sum(), (energy * r["factors"][:, 3]).sum(),
@@ -643,8 +662,6 @@ class Model:
                 runtime_ms: npt.NDArray[np.float64]) -> dict[str, npt.NDArray[np.float64]]:
         if not self.has_intervals:
             return {}
-        from .stream import interval_values
-
         return interval_values(sums, runtime_ms)
 
     def _first_overflow(self, rows: npt.NDArray[np.int64]) -> int:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import zoo
 from .errors import InputError
 from .layers import Architecture
-from .table import LayerTable, read_layer_table
+
+if TYPE_CHECKING:
+    from .table import LayerTable
 
 __all__ = [
     "is_table_file",
@@ -82,6 +85,8 @@ def read_table_source(spec: str, image_size: int | None = None) -> LayerTable:
     """The layer table file ``spec`` names (``--image-size`` applies to zoo networks only)."""
     if image_size is not None:
         raise InputError(f"--image-size applies to zoo networks, not to a layer table ({spec})")
+    from .table import read_layer_table  # (pyarrow, imported where a table is read: a zoo name needs none)
+
     return read_layer_table(spec)
 
 

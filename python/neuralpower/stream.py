@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from . import _evaluator as _ev
 from ._args import cores
 from .errors import InputError
-from .evaluator import SOURCE_COLUMNS
+from .evaluator import BOUND_SUMS, SOURCE_COLUMNS, interval_values
 from .layers import AXIS_PAIRS, DTYPE_FIELDS, DTYPES, FIELD_INDEX, FIELDS, LAYER_TYPES
 from .table import (
     _KNOWN,
@@ -514,11 +514,6 @@ class _Growing:
         return self.data[: self.n]
 
 
-#: The sums of the layers' bounds kept per architecture (the compiled evaluator's ``bounds`` columns, in order):
-#: runtime lo and hi; each layer's power bounds times its predicted runtime, lo and hi; energy lo and hi.
-BOUND_SUMS = ("runtime_ms_lo", "runtime_ms_hi", "power_time_lo", "power_time_hi", "energy_mj_lo", "energy_mj_hi")
-
-
 @dataclass
 class Totals:
     """Per-architecture totals of a table scored block by block, in order of first appearance.
@@ -777,22 +772,6 @@ def score_blocks(
             f"{name}: the total runtime or energy that model {model.name or '(unnamed)'} predicts overflows"
         )
     return totals
-
-
-def interval_values(bounds: npt.NDArray[np.float64],
-                    runtime_ms: npt.NDArray[np.float64]) -> dict[str, npt.NDArray[np.float64]]:
-    """The intervals of architectures from their bound sums ``(n, 6)`` (:data:`BOUND_SUMS`) and predicted runtimes.
-    Power's bounds are the layers' power bounds weighted by their predicted runtime (as the network's power is their
-    power so weighted): they hold the predicted power. NaN where a layer type has no interval."""
-    t_lo, t_hi, pt_lo, pt_hi, e_lo, e_hi = (bounds[:, k] for k in range(len(BOUND_SUMS)))
-    t = np.asarray(runtime_ms, dtype=np.float64)
-
-    def per_ms(pt: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(t > 0, pt / np.where(t > 0, t, 1.0), np.where(np.isnan(pt), np.nan, 0.0))
-
-    return {"runtime_ms_lo": t_lo, "runtime_ms_hi": t_hi, "power_w_lo": per_ms(pt_lo),
-            "power_w_hi": per_ms(pt_hi), "energy_mj_lo": e_lo, "energy_mj_hi": e_hi}
 
 
 def interval_columns(bounds: npt.NDArray[np.float64], runtime_ms: npt.NDArray[np.float64]) -> dict[str, pa.Array]:
