@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -444,3 +445,21 @@ def test_the_cross_gpu_benchmark_on_the_sample(capsys: pytest.CaptureFixture[str
     row = next(line for line in out if line.startswith("Tesla V100-PCIE-32GB"))
     assert row.split()[2] == "p100"  # the nearest of the other four, by the datasheets, blended with the others
     assert row.rstrip().endswith("%")
+
+
+def test_models_lists_interval_groups_and_energys_own_interval(capsys: pytest.CaptureFixture[str]) -> None:
+    """`neuralpower models h200-bf16` says where an interval is split into groups, and energy's own interval."""
+    from neuralpower.cli import _groups
+
+    assert main(["models", "h200-bf16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("attention "))
+    assert re.search(r"90% interval in \d+ groups held \d+%", lines[at])
+    energy = [line for line in lines[at : at + 3] if line.split()[0] == "energy"]
+    assert energy and "its own 90% interval" in energy[0]
+    assert main(["models", "h200-bf16", "--format", "json"]) == 0
+    records = {r["type"]: r for r in json.loads(capsys.readouterr().out)["layer_types"]}
+    doc = npw.load_model("h200-bf16").doc["layer_types"]["attention"]
+    assert records["attention"]["runtime_ms"]["interval_groups"] == _groups(doc["runtime_ms"]["interval"]["split"]) > 1
+    assert records["attention"]["energy_interval"]["hi"] == doc["energy_interval"]["hi"]
+    assert "energy_interval" not in records["relu"]  # (its energy bounds: runtime's times power's)

@@ -812,7 +812,13 @@ def _model_types(model: Any, fmt: str) -> int:
             record[target] = {"default": block["default"], "rmspe": m.get("rmspe") if m.get("rows_test") else None,
                               "how": how, "source": text, "scale": float(block.get("scale", 1.0)),
                               # the share of held-out rows the 90 % interval held (None: not measured, or none)
-                              "interval_coverage": interval.get("test_coverage")}
+                              "interval_coverage": interval.get("test_coverage"),
+                              "interval_groups": _groups(interval.get("split"))}
+        energy = entry.get("energy_interval")
+        if energy is not None:  # energy's own interval (else its bounds are runtime's times power's)
+            record["energy_interval"] = {"lo": energy["lo"], "hi": energy["hi"],
+                                         "interval_coverage": energy.get("test_coverage"),
+                                         "interval_groups": _groups(energy.get("split"))}
         records.append(record)
     if fmt == "json":
         json.dump({"model": model.name, "gpu": model.gpu, "dtype": model.dtype, "layer_types": records}, sys.stdout,
@@ -824,13 +830,27 @@ def _model_types(model: Any, fmt: str) -> int:
         for target, label in (("runtime_ms", "runtime"), ("power_w", "power")):
             v = r[target]
             rmspe = "" if v["rmspe"] is None else f", held-out RMSPE {v['rmspe']:.1f}%"
-            if v["interval_coverage"] is not None:
-                rmspe += f", 90% interval held {v['interval_coverage']:.0f}%"
+            rmspe += _interval_text(v)
             if rmspe and v["scale"] != 1:  # the metrics are the fit's, on its own rows
                 rmspe += f", before the scale {v['scale']:.3g}"
             print(f"{r['type'] if target == 'runtime_ms' else '':<19} {label:<8} {v['how'] or '-':<9} {v['source']} "
                   f"[{v['default']}{rmspe}]")
+        if "energy_interval" in r:
+            print(f"{'':<19} {'energy':<8} {'-':<9} its own 90% interval, calibrated on configurations with both "
+                  f"measured [{_interval_text(r['energy_interval']).lstrip(', ')}]")
     return 0
+
+
+def _groups(split: Any) -> int:
+    """How many groups an interval's ``split`` makes (1: none)."""
+    return 1 if not isinstance(split, dict) or "feature" not in split else _groups(split["yes"]) + _groups(split["no"])
+
+
+def _interval_text(v: dict[str, Any]) -> str:
+    if v["interval_coverage"] is None:
+        return ""
+    groups = f" in {v['interval_groups']} groups" if v["interval_groups"] > 1 else ""
+    return f", 90% interval{groups} held {v['interval_coverage']:.0f}%"
 
 
 def _fraction(text: str) -> float:
