@@ -314,11 +314,11 @@ void Model::set_ranges(int type, const std::vector<int>& feature, const std::vec
 void Model::set_interval(int type, int target, double lo, double hi) {
     version_ = next_version++;
     require(type >= 0 && type < kNumLayerTypes, "layer type code out of range");
-    require(target >= 0 && target <= 2, "target must be 0 (runtime), 1 (power) or 2 (energy)");
+    require(target >= 0 && target < kIntervalTargets, "target must be 0 (runtime), 1 (power) or 2 (energy)");
     require(finite(lo) && finite(hi) && lo >= 0.0 && lo <= 1.0 && hi >= 1.0, "interval: need 0 <= lo <= 1 <= hi");
     TypeModel& t = types_[type];
-    (target == 0 ? t.runtime_lo : target == 1 ? t.power_lo : t.energy_lo) = lo;
-    (target == 0 ? t.runtime_hi : target == 1 ? t.power_hi : t.energy_hi) = hi;
+    (target == kIntervalRuntime ? t.runtime_lo : target == kIntervalPower ? t.power_lo : t.energy_lo) = lo;
+    (target == kIntervalRuntime ? t.runtime_hi : target == kIntervalPower ? t.power_hi : t.energy_hi) = hi;
     has_intervals_ = true;
 }
 

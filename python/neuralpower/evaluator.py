@@ -297,12 +297,10 @@ def _set_interval(compiled: Any, code: int, target: int, interval: Mapping[str, 
 def _energy_interval_of(entry: Mapping[str, Any], method: str | None) -> Mapping[str, Any] | None:
     """A layer type's own energy interval where ``method`` evaluates both targets' default models (it was calibrated
     on their predictions), and both targets have an interval; None otherwise."""
-    interval: Mapping[str, Any] | None = entry.get("energy_interval")
-    if interval is None or any(_interval_of(entry[t], method) is None for t in _TARGETS):
+    if any(_interval_of(entry[t], method) is None for t in _TARGETS):
         return None
-    if method is None or all(method == entry[t]["default"] or method not in entry[t]["models"] for t in _TARGETS):
-        return interval
-    return None
+    interval: Mapping[str, Any] | None = entry.get("energy_interval")
+    return interval
 
 
 def _interval_of(block: Mapping[str, Any], method: str | None) -> Mapping[str, Any] | None:
@@ -558,10 +556,11 @@ class Model:
         layer_bounds = self.layer_bounds(r["factors"], r["runtime_ms"], r["power_w"])
         bounds: dict[str, float] = {}
         if layer_bounds:
-            energy = r["runtime_ms"] * r["power_w"]
-            sums = np.array([[layer_bounds["runtime_ms_lo"].sum(), layer_bounds["runtime_ms_hi"].sum(),
-                              (energy * r["factors"][:, 2]).sum(), (energy * r["factors"][:, 3]).sum(),
-                              layer_bounds["energy_mj_lo"].sum(), layer_bounds["energy_mj_hi"].sum()]])
+            # (the compiled sums of score: power's bounds weighted by each layer's predicted runtime)
+            weight = {"power_w_lo": r["runtime_ms"], "power_w_hi": r["runtime_ms"]}
+            sums = np.array([[(layer_bounds[k] * weight.get(k, 1.0)).sum() for k in
+                              ("runtime_ms_lo", "runtime_ms_hi", "power_w_lo", "power_w_hi", "energy_mj_lo",
+                               "energy_mj_hi")]])
             bounds = {k: float(v[0]) for k, v in interval_values(sums, np.array([total_runtime])).items()}
         return Prediction(
             arch,

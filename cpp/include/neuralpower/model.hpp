@@ -86,7 +86,7 @@ struct TypeModel {
     SubModel runtime, power;
     // Prediction interval of each target: measured / predicted lay in [lo, hi] for the interval's coverage of
     // held-out rows (NaN: the model has none). Energy's own, calibrated on configurations with both measured; where
-    // it has none, the products of runtime's and power's (see energy_bounds).
+    // it has none, the products of runtime's and power's (see factor).
     double runtime_lo = kNoBound, runtime_hi = kNoBound, power_lo = kNoBound, power_hi = kNoBound;
     double energy_lo = kNoBound, energy_hi = kNoBound;
     // groups with factors of their own (see IntervalGroups; empty: the type's factors hold for every layer)

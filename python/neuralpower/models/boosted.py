@@ -143,21 +143,28 @@ def flatten_boosted(spec: Mapping[str, Any], feature_names: Sequence[str]) -> di
 
     index = np.array([list(feature_names).index(f) for f in spec["features"]], dtype=np.int64)
     trees = spec["trees"]
-    sizes = np.array([len(t["feature"]) for t in trees], dtype=np.int64)
-    start = np.concatenate([[0], np.cumsum(sizes)])
-    at = np.repeat(start[:-1], sizes)  # each node's tree's first node
+    start, at, _ = _node_layout(trees)
+    n = int(start[-1])
 
-    def nodes(key: str) -> npt.NDArray[np.int64]:
-        return np.fromiter(chain.from_iterable(t[key] for t in trees), dtype=np.int64, count=int(start[-1]))
+    def nodes(key: str, dtype: Any = np.int64) -> npt.NDArray[Any]:
+        return np.fromiter(chain.from_iterable(t[key] for t in trees), dtype=dtype, count=n)
 
     feature, yes, no = nodes("feature"), nodes("yes"), nodes("no")
     return {
         "tree_start": start.astype(np.int32),
         "feature": np.where(feature >= 0, index[np.maximum(feature, 0)], 0).astype(np.int32),
-        "value": np.fromiter(chain.from_iterable(t["value"] for t in trees), dtype=np.float64, count=int(start[-1])),
+        "value": nodes("value", np.float64),
         "yes": np.where(yes >= 0, yes + at, -1).astype(np.int32),
         "no": np.where(no >= 0, no + at, -1).astype(np.int32),
     }
+
+
+def _node_layout(trees: Sequence[Mapping[str, Any]]) -> tuple[npt.NDArray[np.int64], ...]:
+    """Where the trees' nodes lie in their flat arrays: each tree's first node (and the total, last), each node's
+    tree's first node, and each node's tree's size."""
+    sizes = np.array([len(t["feature"]) for t in trees], dtype=np.int64)
+    start = np.concatenate([[0], np.cumsum(sizes)])
+    return start, np.repeat(start[:-1], sizes), np.repeat(sizes, sizes)
 
 
 def predict_boosted(spec: Mapping[str, Any], X: npt.NDArray[np.float64],
@@ -228,9 +235,8 @@ def _nodes_valid(trees: list[Mapping[str, Any]], n_features: int) -> bool:
             return False
     except OverflowError:
         return False
-    sizes = np.array([len(t["feature"]) for t in trees], dtype=np.int64)
-    n = np.repeat(sizes, sizes)
-    at = np.arange(len(f)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    _, first, n = _node_layout(trees)
+    at = np.arange(len(f)) - first  # each node's index within its tree
     leaf = (f == -1) & (a == -1) & (b == -1)
     return bool((leaf | ((f >= 0) & (f < n_features) & (a > at) & (a < n) & (b > at) & (b < n))).all())
 

@@ -72,9 +72,9 @@ TREE_SETTINGS: dict[str, dict[str, Any]] = {
     "deep": {"max_depth": 8, "min_leaf": 15, "min_gain": 0.002},
 }
 # Gradient boosting's settings (``boosted:<name>``), each name mapped to its histogram setting (False: Friedman's
-# boosting, of log runtime for ``log``, with the Huber loss for ``plain``). Runtime compares Friedman's with the large
-# histogram setting, power the small and the large one (see :mod:`neuralpower.models.boosted`), on validation rows.
-BOOSTED_SETTINGS: dict[str, bool | str] = {"log": False, "plain": False, "hist": "small", "hist_large": "large"}
+# boosting of log runtime). Runtime compares Friedman's with the large histogram setting, power the small and the
+# large one (see :mod:`neuralpower.models.boosted`), on validation rows.
+BOOSTED_SETTINGS: dict[str, bool | str] = {"log": False, "hist": "small", "hist_large": "large"}
 BOOSTED_COMPARED = {"runtime_ms": ("log", "hist_large"), "power_w": ("hist", "hist_large")}
 _SPECIAL = {"flops", "bytes_moved"}
 
@@ -148,9 +148,8 @@ def _fit_method(
         settings = TREE_SETTINGS["shallow" if mode == "plain" else mode]
         return fit_tree(X, y, FEATURES, split_features=ints, leaf_features=leaf, **settings)
     if method == "boosted":
-        hist = BOOSTED_SETTINGS[mode]
-        return fit_boosted(X, y, FEATURES, features=[*config, "flops", "bytes_moved"],
-                           target="log" if hist else mode, hist=hist, seed=options.seed)
+        return fit_boosted(X, y, FEATURES, features=[*config, "flops", "bytes_moved"], target="log",
+                           hist=BOOSTED_SETTINGS[mode], seed=options.seed)
     if method == "roofline":
         return fit_roofline(X, y, FEATURES)
     return fit_flops_linear(X, y, FEATURES)
@@ -313,7 +312,7 @@ def _candidates(methods: tuple[str, ...], target: str = "runtime_ms") -> list[tu
     out: list[tuple[str, str, str]] = []
     for method in (*methods, *BASELINES):
         if method == "boosted":
-            out += [(f"boosted:{s}", "boosted", s) for s in BOOSTED_COMPARED.get(target, ("log",))]
+            out += [(f"boosted:{s}", "boosted", s) for s in BOOSTED_COMPARED[target]]
         elif method == "poly":
             out += [(f"poly:{mode}", "poly", mode) for mode in TARGET_MODES]
         elif method == "tree":
@@ -427,11 +426,13 @@ def _fit_target(
         methods = tuple(m for m in methods if m != "boosted")
     val_rows, val_pred = _validation(X, y, train, methods, config, options, parts, ids, key[1])
     val_rmspe = {name: metrics(y[val_rows], pred)["rmspe"] for name, pred in val_pred.items()}
-    modes = {mode: val_rmspe[f"poly:{mode}"] for mode in TARGET_MODES} if "poly" in methods else {}
-    trees = {name: val_rmspe[f"tree:{name}"] for name in TREE_SETTINGS} if "tree" in methods else {}
-    boosted = ({name: val_rmspe[f"boosted:{name}"] for name in BOOSTED_COMPARED.get(key[1], ("log",))}
-               if "boosted" in methods else {})
-    best = {"poly": modes, "tree": trees, "boosted": boosted}
+    # each method's settings (poly's target modes, the tree's and boosting's settings) by validation RMSPE
+    best: dict[str, dict[str, float]] = {m: {} for m in methods}
+    for name, rmspe in val_rmspe.items():
+        if ":" in name:
+            method, setting = name.split(":", 1)
+            best[method][setting] = rmspe
+    modes, trees, boosted = (best.get(m, {}) for m in ("poly", "tree", "boosted"))
     chosen = {m: (f"{m}:{min(best[m], key=lambda k: best[m][k])}" if best.get(m) else m)
               for m in (*methods, *BASELINES)}
     validation = {m: val_rmspe[name] for m, name in chosen.items()}
