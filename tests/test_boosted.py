@@ -174,3 +174,45 @@ def test_large_histogram_setting_matches_scikit_learn_and_stops_early() -> None:
     assert len(spec["trees"]) == reference.n_iter_ < 1500
     with pytest.raises(ValueError, match="hist must be one of small, large"):
         fit_boosted(X, y, FEATURES, features=["flops"], hist="huge")
+
+
+def test_gated_parts_predict_each_group_as_its_own_model() -> None:
+    """Boosting fitted on disjoint groups of rows and gated into one model predicts each row exactly as its group's
+    model does (the other groups' trees give 0), in the NumPy reference and in the compiled evaluator."""
+    from model_docs import layer_entry, model_doc
+
+    import neuralpower as npw
+    from neuralpower.models.boosted import gate_boosted
+    from neuralpower.models.fit import ATTENTION_GROUPS, _boosted_groups
+    from neuralpower.models.predict import predict_spec
+
+    rng = np.random.default_rng(3)
+    layers = [npw.Layer("attention", batch=2, heads=int(rng.choice([8, 16, 32])), kv_heads=8, head_dim=128,
+                        tokens=int(tokens), kv_tokens=int(kv), causal=int(causal))
+              for tokens, kv, causal in zip(rng.choice([1, 64, 700, 2048], 900), rng.choice([512, 2048, 4096], 900),
+                                            rng.integers(0, 2, 900), strict=True)]
+    layers = [lay.replace(kv_tokens=lay.tokens) if lay.tokens > 1 else lay for lay in layers]
+    X = npw.Architecture("a", layers).features()
+    y = 0.01 + X[:, FEATURES.index("flops")] * 1e-12 * np.where(X[:, FEATURES.index("causal")] > 0, 2.0, 1.0)
+    groups = _boosted_groups(X)
+    assert groups is not None and [g for g, _ in groups] == list(ATTENTION_GROUPS)
+    assert sum(rows.astype(int) for _, rows in groups).tolist() == [1] * len(X)  # each row in one group
+    features = ["batch", "tokens", "kv_tokens", "flops", "attn_ctas_128"]
+    parts = [(gate, fit_boosted(X[rows], y[rows], FEATURES, features=features, target="log", trees=20, seed=k))
+             for k, (gate, rows) in enumerate(groups)]
+    spec = gate_boosted(parts)
+    validate_boosted(spec, FEATURES)
+    assert len(spec["trees"]) == 3 * 21 and set(spec["features"]) == {*features, "causal"}
+    want = np.zeros(len(X))
+    for (_, part), (_, rows) in zip(parts, groups, strict=True):
+        want[rows] = predict_boosted(part, X[rows], FEATURES)
+    assert np.allclose(predict_boosted(spec, X, FEATURES), want, rtol=1e-12)
+    model = Model(model_doc({"attention": layer_entry(spec, fit_boosted(X, 100 + y, FEATURES, features=["flops"],
+                                                                        target="plain", trees=5))}))
+    got = model.predict(npw.Architecture("a", layers)).layer_runtime_ms
+    assert np.allclose(got, want, rtol=1e-9)
+    assert np.allclose(predict_spec(spec, X, FEATURES), want, rtol=1e-12)
+    with pytest.raises(ValueError, match="targets differ"):
+        gate_boosted([parts[0], (parts[1][0], {**parts[1][1], "target": "plain"})])
+    few = X[[k for k, lay in enumerate(layers) if lay.tokens > 1]]  # no decode rows: one model for all
+    assert _boosted_groups(few) is None

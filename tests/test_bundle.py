@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import io
 import json
 import math
@@ -66,8 +67,41 @@ def small_bundle(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, "-m", "neuralpower.models.bundle", "--data", str(data), "--out",
                            str(root / "models"), "--only", "h200-bf16", "--jobs", "2"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in (root / "models").iterdir()) == ["h200-bf16.json"]
+    assert sorted(p.name for p in (root / "models").iterdir()) == ["SHA256SUMS", "h200-bf16.json"]
+    digest = hashlib.sha256((root / "models" / "h200-bf16.json").read_bytes()).hexdigest()
+    assert (root / "models" / "SHA256SUMS").read_text() == f"{digest}  h200-bf16.json\n"
     return dict(json.loads((root / "models" / "h200-bf16.json").read_text()))
+
+
+def test_the_bundled_digests_are_those_of_the_shipped_files() -> None:
+    """``SHA256SUMS`` beside the bundled models holds every one's digest (the bundle command writes it): a shipped
+    model is loaded without being validated again only where its bytes are those the builder validated."""
+    from neuralpower.evaluator import DIGESTS, _bundled_digests, _bundled_dir
+
+    digests = _bundled_digests(str(_bundled_dir()))
+    assert set(digests) == {p.name for p in bundled_models().values()}
+    for path in bundled_models().values():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digests[path.name], f"{path.name}: refit {DIGESTS}"
+
+
+def test_a_bundled_model_is_validated_unless_its_bytes_match_the_digest(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from neuralpower.models import format as fmt
+
+    source = bundled_models()["t4-fp32"]
+    raw = source.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    seen: list[int] = []
+    real = fmt.validate_model
+    monkeypatch.setattr(fmt, "validate_model", lambda doc: (seen.append(1), real(doc))[1])
+    assert fmt.read_model_file(source, digest=digest)["gpu"] == "Tesla T4" and not seen  # trusted: not validated
+    assert fmt.read_model_file(source)["gpu"] == "Tesla T4" and seen == [1]  # no digest: validated
+    doc = json.loads(raw)
+    doc["layer_types"]["linear"]["runtime_ms"]["default"] = "nope"  # changed after the digest was taken
+    changed = tmp_path / "t4-fp32.json"
+    changed.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=re.escape("not a valid model file: layer_types.linear.runtime_ms.default")):
+        fmt.read_model_file(changed, digest=digest)
 
 
 def test_the_bundle_command_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
@@ -101,6 +135,15 @@ def test_a_bundle_says_where_each_type_comes_from(small_bundle: dict[str, Any]) 
         floor = small_bundle["layer_types"][t]["floor"]
         assert 0.005 < floor["ms"] < 0.2 and 100 < floor["power_w"] < 200
         assert "launched alone (PyTorch eager)" in model.source(t, "runtime_ms")[1]
+
+
+def test_the_kernels_boosting_splits_on_their_thread_blocks(small_bundle: dict[str, Any]) -> None:
+    """GEMM kernels' boosted trees see their output tiles, attention kernels' their thread blocks (the waves over the
+    SMs their runtime steps with); in the small bundle and in the shipped H200 model."""
+    for doc in (small_bundle, npw.load_model("h200-bf16").doc):
+        for t, wanted in (("linear", "tiles_128x128"), ("attention", "attn_ctas_128")):
+            models = doc["layer_types"][t]["runtime_ms"]["models"]
+            assert wanted in models["boosted"]["features"], t
 
 
 def test_bundled_power_stays_between_idle_and_the_limit(small_bundle: dict[str, Any]) -> None:

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 import neuralpower as npw
 from neuralpower import InputError, zoo
 from neuralpower.cli import main
-from neuralpower.layers import FEATURES
+from neuralpower.layers import FEATURES, LAYER_TYPES
 from neuralpower.models.data import read_measurements
-from neuralpower.models.fit import FitOptions, fit_models
+from neuralpower.models.fit import ATTENTION_BOOSTED_FEATURES, GEMM_BOOSTED_FEATURES, FitOptions, fit_models
 from neuralpower.models.format import SCHEMA_VERSION, read_model_file, validate_model, write_model_file
 from neuralpower.models.poly import fit_poly
 from neuralpower.models.predict import epr, predict_layers, predict_network
@@ -458,11 +458,16 @@ def test_the_boosted_setting_is_chosen_on_validation_rows(tmp_path: Path) -> Non
     pacsv.write_csv(synthetic_table(300, noise=NOISE, seed=4), path)
     doc = fit_models(read_measurements([path]), FitOptions(method="boosted"))
     seen = 0
-    for entry in doc["layer_types"].values():
+    gemm_shaped = {"conv2d", "conv_transpose2d", "linear", "matmul"}
+    for name, entry in doc["layer_types"].items():
         for target, compared in (("runtime_ms", {"log", "hist_large"}), ("power_w", {"hist", "hist_large"})):
             block = entry[target]
             if block["fallback"] is not None:
                 continue
+            # a GEMM-shaped type's boosting also splits on its output tiles, attention on its thread blocks
+            used = set(block["models"]["boosted"]["features"])
+            assert (set(GEMM_BOOSTED_FEATURES) <= used) == (name in gemm_shaped), name
+            assert not used & set(ATTENTION_BOOSTED_FEATURES), name
             settings = block["boosted_settings"]
             assert set(settings) == compared
             assert block["metrics"]["boosted"]["setting"] == min(settings, key=settings.get)
@@ -542,3 +547,36 @@ def test_no_energy_interval_where_the_targets_validation_rows_do_not_meet() -> N
     assert _energy_interval(runtime, power, _config_features(0)) is None
     both = {"val": (np.arange(20), y, y * 1.01, X), "test": (np.arange(20), y, y, X)}
     assert _energy_interval(runtime, both, _config_features(0)) is not None
+
+
+def test_attention_intervals_are_grouped_by_kernel_kind() -> None:
+    """Attention's decode, prefill and encoder kernels each get their own interval (then split further as any group),
+    so a kind whose errors are wider is not hidden among the others: here the encoder's, a tenth of the rows."""
+    import neuralpower as npw
+    from neuralpower.models.fit import _config_features, _group_features, _interval
+    from neuralpower.models.format import interval_factors
+
+    rng = np.random.default_rng(5)
+    kinds = {"decode": (1, 0, 3000), "prefill": (512, 1, 2400), "encoder": (512, 0, 600)}
+    layers, spread = [], []
+    for tokens, causal, n in kinds.values():
+        for _ in range(n):
+            kv = int(rng.choice([512, 1024, 4096]))
+            layers.append(npw.Layer("attention", batch=1, heads=int(rng.choice([8, 16, 32])), kv_heads=8, head_dim=128,
+                                    tokens=tokens if tokens == 1 else kv, kv_tokens=kv, causal=causal))
+        spread.append(np.full(n, 0.12 if n == 600 else 0.02))
+    X = npw.Architecture("a", layers).features()
+    sigma = np.concatenate(spread)
+    pred = np.ones(len(X))
+    y = np.exp(rng.normal(0, sigma))
+    code = LAYER_TYPES.index("attention")
+    interval = _interval(y, pred, X, _group_features(X, _config_features(code)))
+    assert interval is not None
+    split = interval["split"]
+    assert (split["feature"], split["value"]) == ("tokens", 1.5)  # decode on its own side
+    assert (split["no"]["feature"], split["no"]["value"]) == ("causal", 0.5)  # then encoder and prefill
+    lo, hi = interval_factors(interval, X, FEATURES)
+    held = (y >= lo) & (y <= hi)
+    encoder = sigma == 0.12
+    assert 0.85 <= held[encoder].mean() <= 0.95 and 0.85 <= held[~encoder].mean() <= 0.95
+    assert hi[encoder].min() > 1.1 > hi[~encoder].max()

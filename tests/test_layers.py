@@ -224,7 +224,28 @@ def test_gemm_features() -> None:
     assert (f["gemm_m"], f["gemm_n"], f["gemm_k"]) == (25, 16, 8)  # columns = input x weight, then col2im
     for other in (Layer("relu", in_channels=64), Layer("maxpool2d", in_channels=3, in_h=8, in_w=8, kernel=2)):
         f = other.features()
-        assert all(f[name] == 0 for name in FEATURES if name.startswith(("gemm_", "tile_flops_")))
+        assert all(f[name] == 0 for name in FEATURES if name.startswith(("gemm_", "tile_flops_", "tiles_")))
+
+
+def test_thread_block_features() -> None:
+    # a GEMM's output tiles, summed over its GEMMs: 6272 x 50 per group, 2 groups
+    f = Layer("conv2d", batch=2, in_channels=64, in_h=56, in_w=56, out_channels=100, kernel=3, padding=1,
+              groups=2).features()
+    assert (f["tiles_128x128"], f["tiles_128x256"], f["tiles_64x128"]) == (2 * 49, 2 * 49, 2 * 98)
+    f = Layer("matmul", batch=3, heads=4, tokens=300, in_features=64, out_features=300).features()
+    assert (f["tiles_128x128"], f["tiles_128x256"], f["tiles_64x128"]) == (12 * 3 * 3, 12 * 3 * 2, 12 * 5 * 3)
+    assert f["attn_ctas_64"] == f["batch_heads"] == 0
+    # attention: batch x heads x query tiles (decode: one query token, one tile per head), and the KV heads
+    att = Layer("attention", batch=2, heads=32, kv_heads=8, tokens=1000, kv_tokens=1000, head_dim=128, causal=1)
+    f = att.features()
+    assert (f["attn_ctas_64"], f["attn_ctas_128"]) == (2 * 32 * 16, 2 * 32 * 8)
+    assert (f["batch_heads"], f["batch_kv_heads"]) == (64, 16)
+    assert f["tiles_128x128"] == 0
+    f = att.replace(tokens=1, kv_tokens=4096).features()
+    assert (f["attn_ctas_64"], f["attn_ctas_128"], f["batch_kv_heads"]) == (64, 64, 16)
+    for other in (Layer("relu", in_channels=64), Layer("linear", in_features=8, out_features=8)):
+        f = other.features()
+        assert all(f[name] == 0 for name in ("attn_ctas_64", "attn_ctas_128", "batch_heads", "batch_kv_heads"))
 
 
 conv_configs = st.fixed_dictionaries(

@@ -553,7 +553,9 @@ const std::array<const char*, kNumFeatures>& feature_names() {
         "heads",       "kv_tokens",     "head_dim",     "causal",      "approximate",  "interpolation",
         "output_padding_h", "output_padding_w", "channels_first", "rows", "gemm_m",
         "gemm_n",      "gemm_k",        "tile_flops_128x128", "tile_flops_128x64", "tile_flops_64x64",
-        "tile_flops_128x32", "tile_flops_64x128", "tile_flops_32x128", "kv_heads", "window", "kv_dtype_bytes"};
+        "tile_flops_128x32", "tile_flops_64x128", "tile_flops_32x128", "kv_heads", "window", "kv_dtype_bytes",
+        "tiles_128x128", "tiles_128x256", "tiles_64x128", "attn_ctas_64", "attn_ctas_128", "batch_heads",
+        "batch_kv_heads"};
     return names;
 }
 
@@ -785,6 +787,15 @@ void compute_features(const std::int64_t* r, const std::int64_t* info, double* o
     out[kFWindow] = d(r[kWindow]);
     // a type that does not read kv_dtype has 0 there, which is fp32's code: its feature is 0, as its other fields'
     out[kFKvDTypeBytes] = t == T::Attention ? d(dtype_bytes(static_cast<DType>(r[kKvDType]))) : 0.0;
+    if (t == T::Attention) {
+        const double bh = d(r[kBatch]) * d(r[kHeads]), tokens = d(r[kTokens]);
+        out[kFAttnCtas64] = bh * std::ceil(tokens / 64);
+        out[kFAttnCtas128] = bh * std::ceil(tokens / 128);
+        out[kFBatchHeads] = bh;
+        out[kFBatchKvHeads] = d(r[kBatch]) * d(r[kKvHeads]);
+    } else {
+        out[kFAttnCtas64] = out[kFAttnCtas128] = out[kFBatchHeads] = out[kFBatchKvHeads] = 0.0;
+    }
     switch (t) {
         case T::Linear:
         case T::LayerNorm:
@@ -834,6 +845,10 @@ void compute_features(const std::int64_t* r, const std::int64_t* info, double* o
     out[kFTileFlops128x32] = tiled(128, 32);
     out[kFTileFlops64x128] = tiled(64, 128);
     out[kFTileFlops32x128] = tiled(32, 128);
+    const auto tiles = [&](double tm, double tn) { return count * std::ceil(m / tm) * std::ceil(n / tn); };
+    out[kFTiles128x128] = tiles(128, 128);
+    out[kFTiles128x256] = tiles(128, 256);
+    out[kFTiles64x128] = tiles(64, 128);
 }
 
 ValidationError prepare(std::int64_t* row) {

@@ -10,6 +10,7 @@ Results equal :func:`neuralpower.models.predict.predict_network` (the NumPy refe
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,6 +52,31 @@ def bundled_models() -> dict[str, Path]:
     if not directory.is_dir():
         return {}
     return {p.stem: p for p in sorted(directory.glob("*.json"))}
+
+
+#: The file beside the bundled models holding their SHA-256 digests (``sha256sum``'s format), written by the bundle
+#: builder: a bundled model whose bytes match is not validated again as it loads (it was as it was written).
+DIGESTS = "SHA256SUMS"
+
+
+def _read_bundled(path: Path) -> dict[str, Any]:
+    """A bundled model file's document, validated unless its digest is the one :data:`DIGESTS` records."""
+    return read_model_file(path, digest=_bundled_digests(str(path.parent)).get(path.name))
+
+
+@functools.cache
+def _bundled_digests(directory: str) -> dict[str, str]:
+    """The digests :data:`DIGESTS` in ``directory`` records, by file name (none where it is missing)."""
+    try:
+        lines = (Path(directory) / DIGESTS).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        digest, _, name = line.partition("  ")
+        if len(digest) == 64 and name:
+            out[name] = digest
+    return out
 
 
 def default_model_name() -> str | None:
@@ -100,7 +126,7 @@ def carried_model(gpu: str, dtype: str | None = None) -> Model:
     paths = {name: path for name, path in bundled_models().items() if not name.startswith("cpu-")}
     headers = {name: _bundled_header(name, path) for name, path in paths.items()}
     name, doc = blend_model(g, dtype or carry_dtype(g, headers, PREFERRED_DTYPES), headers,
-                            load=lambda n: read_model_file(paths[n]))
+                            load=lambda n: _read_bundled(paths[n]))
     return Model(doc, name=name, path="", validate=False)  # every source was validated as it was read
 
 
@@ -114,7 +140,7 @@ def _bundled_header(name: str, path: Path) -> dict[str, Any]:
             return {"gpu": find_gpu(key).name, "dtype": dtype}
         except InputError:
             pass
-    doc = read_model_file(path)
+    doc = _read_bundled(path)
     return {"gpu": doc["gpu"], "dtype": doc["dtype"]}
 
 
@@ -155,7 +181,7 @@ def load_model(name_or_path: str | os.PathLike[str] | None = None, *, method: st
         spec = default
     if spec in bundled and not os.path.exists(spec):
         path = bundled[spec]
-        return Model(read_model_file(path), name=spec, path=str(path), method=method, validate=False)
+        return Model(_read_bundled(path), name=spec, path=str(path), method=method, validate=False)
     if os.path.exists(spec) or spec.endswith(".json") or os.sep in spec:
         return Model(read_model_file(spec), name=Path(spec).stem, path=spec, method=method, validate=False)
     known = ", ".join(bundled) if bundled else "none bundled"

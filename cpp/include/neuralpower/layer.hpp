@@ -185,6 +185,17 @@ enum Feature : int {
     kFKvHeads,
     kFWindow,
     kFKvDTypeBytes,  // bytes per element of K and V (attention; 0 for the other types)
+    // Output tiles of 128 x 128, 128 x 256 and 64 x 128 summed over the GEMMs (0 for the other types): the thread
+    // blocks a GEMM kernel launches, whose waves over the SMs its runtime steps with.
+    kFTiles128x128,
+    kFTiles128x256,
+    kFTiles64x128,
+    // Attention's thread blocks as a fused kernel launches them: batch x heads x query tiles of 64 and of 128
+    // tokens; and batch x heads, batch x kv_heads (0 for the other types).
+    kFAttnCtas64,
+    kFAttnCtas128,
+    kFBatchHeads,
+    kFBatchKvHeads,
     kNumFeatures
 };
 

@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from ._values import is_finite_number
 
-__all__ = ["fit_boosted", "flatten_boosted", "predict_boosted", "validate_boosted"]
+__all__ = ["Gate", "fit_boosted", "flatten_boosted", "gate_boosted", "predict_boosted", "validate_boosted"]
 
 #: The most trees, and nodes per tree, :func:`validate_boosted` accepts.
 MAX_TREES = 5000
@@ -134,6 +134,48 @@ def _fit_hist(Z: npt.NDArray[np.float64], yy: npt.NDArray[np.float64], target: s
         })
     base = float(np.asarray(model._baseline_prediction).ravel()[0])
     return {"kind": "boosted", "target": target, "base": base, "features": list(features), "trees": out_trees}
+
+
+#: The rows a group's trees apply to, as the splits that lead there: (feature name, value, True where the rows have
+#: ``x <= value``, False where ``x > value``).
+Gate = Sequence[tuple[str, float, bool]]
+
+
+def gate_boosted(parts: Sequence[tuple[Gate, Mapping[str, Any]]]) -> dict[str, Any]:
+    """One boosted model of several, each fitted on its own group of rows (groups that do not overlap and together hold
+    every row the model will see): each part's trees, and a one-leaf tree of its ``base``, behind the splits of its
+    gate, with a leaf of 0 on the other side of each. A row's prediction is then its group's model's, exactly (the
+    sum of the other groups' trees is 0). The parts' target must be one."""
+    targets = {str(spec["target"]) for _, spec in parts}
+    if len(targets) != 1:
+        raise ValueError("gate_boosted: the parts' targets differ")
+    features: list[str] = []
+    for gate, spec in parts:
+        for name in [*spec["features"], *(split[0] for split in gate)]:
+            if name not in features:
+                features.append(name)
+    index = {name: i for i, name in enumerate(features)}
+    trees: list[dict[str, list[Any]]] = []
+    for gate, spec in parts:
+        remap = [index[name] for name in spec["features"]]
+        off = 2 * len(gate)
+        head: dict[str, list[Any]] = {"feature": [], "value": [], "yes": [], "no": []}
+        for j, (name, value, below) in enumerate(gate):  # node 2j: the split; 2j + 1: a leaf of 0; 2j + 2: on
+            head["feature"] += [index[name], -1]
+            head["value"] += [float(value), 0.0]
+            head["yes"] += [2 * j + 2 if below else 2 * j + 1, -1]
+            head["no"] += [2 * j + 1 if below else 2 * j + 2, -1]
+        base = {"feature": [-1], "value": [float(spec["base"])], "yes": [-1], "no": [-1]}
+        for tree in [base, *spec["trees"]]:
+            trees.append({
+                "feature": head["feature"] + [remap[f] if f >= 0 else -1 for f in tree["feature"]],
+                "value": head["value"] + [float(v) for v in tree["value"]],
+                "yes": head["yes"] + [c + off if c >= 0 else -1 for c in tree["yes"]],
+                "no": head["no"] + [c + off if c >= 0 else -1 for c in tree["no"]],
+            })
+    if len(trees) > MAX_TREES:
+        raise ValueError(f"gate_boosted: {len(trees)} trees, more than {MAX_TREES}")
+    return {"kind": "boosted", "target": targets.pop(), "base": 0.0, "features": features, "trees": trees}
 
 
 def flatten_boosted(spec: Mapping[str, Any], feature_names: Sequence[str]) -> dict[str, npt.NDArray[Any]]:

@@ -631,6 +631,7 @@ def build_bundles(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
                 written.append(path)
                 log(f"wrote {path}")
     if not wanted & {b.name for b in BUNDLES}:
+        write_digests(out_dir)
         return written
     builder = _Builder(Path(data_dir), jobs, log)
     for b in BUNDLES:  # what a wanted bundle carries from is fitted too
@@ -646,7 +647,24 @@ def build_bundles(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
         write_model_file(compact(doc), path, compact=True)
         written.append(path)
         log(f"wrote {path}")
+    write_digests(out_dir)
     return written
+
+
+def write_digests(directory: str | os.PathLike[str]) -> Path:
+    """Write the SHA-256 of every model file in ``directory`` to its ``SHA256SUMS`` (``sha256sum``'s format): a
+    bundled model whose bytes match is not validated again as it loads (:data:`neuralpower.evaluator.DIGESTS`)."""
+    import hashlib
+
+    from .._output import atomic_path
+    from ..evaluator import DIGESTS
+
+    files = sorted(Path(directory).glob("*.json"))
+    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in files]
+    path = Path(directory) / DIGESTS
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(lines)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from .. import _evaluator as _ev
 from .._args import cores
 from ..layers import FEATURES, LAYER_TYPES
 from .baselines import fit_flops_linear, fit_roofline
-from .boosted import fit_boosted
+from .boosted import Gate, fit_boosted, gate_boosted
 from .data import TARGETS, Measurements
 from .drift import order_follows_configuration, residual_drift
 from .format import SCHEMA, SCHEMA_VERSION, interval_factors
@@ -46,7 +46,8 @@ MIN_INTERVAL_ROWS = 10
 # GROUP_ROWS rows a side at least) where the type's interval misses its coverage on one side by GROUP_MISS points
 # and GROUP_SE standard errors; each group then gets its own factors. One attention type holds prefill, decode and
 # encoder kernels, whose errors differ in size: one interval for all of them is too wide for some, too narrow for
-# others, and holds 90 % of none of them.
+# others, and holds 90 % of none of them. Where each kind holds MIN_GROUP_ROWS validation rows, the kinds are the
+# first groups (ATTENTION_GROUPS), each split further as above: a kind a tenth of the rows is not hidden among others.
 GROUP_DEPTH = 4
 GROUP_ROWS = 200
 GROUP_MISS = 0.03
@@ -62,6 +63,22 @@ LEAF_FEATURES = ("flops", "bytes_moved", "params")
 # (kernels switch tiles and algorithms on them, and like multiples of 4, 8, ...), and its leaves also weigh the
 # output padded to whole tiles (tile quantization) and the output's size.
 GEMM_SPLIT_FEATURES = ("gemm_m", "gemm_n", "gemm_k")
+# Boosting's features besides a type's configuration, flops and bytes: the thread blocks a GEMM-shaped layer
+# (its output tiles) or an attention layer (batch x heads x query tiles) launches, whose waves over the SMs its
+# runtime and power step with. They took held-out fp8 GEMM power on aiconfigurator's H200 kernels from 10.7 to 6.7 %
+# MAPE, the H200's bf16 prefill runtime from 3.4 to 3.0 % (benchmarks/aiconfigurator_accuracy.py, README).
+GEMM_BOOSTED_FEATURES = ("tiles_128x128", "tiles_128x256", "tiles_64x128")
+ATTENTION_BOOSTED_FEATURES = ("attn_ctas_64", "attn_ctas_128", "batch_heads", "batch_kv_heads")
+# Attention's kernels by kind, each fitted by boosting on its own where every kind holds MIN_GROUP_ROWS rows: decode
+# (one query token), causal prefill and encoder (neither); different kernels, whose runtime and power follow different
+# features. On aiconfigurator's H100 bf16 attention this took held-out runtime MAPE from 2.9 / 2.0 / 5.2 % (prefill /
+# decode / encoder, one model) to 2.4 / 1.8 / 4.4 % (benchmarks/aiconfigurator_accuracy.py, README).
+ATTENTION_GROUPS: tuple[Gate, ...] = (
+    (("tokens", 1.5, True),),
+    (("tokens", 1.5, False), ("causal", 0.5, False)),
+    (("tokens", 1.5, False), ("causal", 0.5, True)),
+)
+MIN_GROUP_ROWS = 200
 GEMM_LEAF_FEATURES = ("tile_flops_128x128", "tile_flops_128x64", "tile_flops_64x64", "tile_flops_128x32",
                       "tile_flops_64x128", "tile_flops_32x128",
                       "elements_out")
@@ -127,6 +144,32 @@ def _config_features(type_code: int) -> list[str]:
     return [FEATURES[i] for i in _ev.type_features(type_code) if FEATURES[i] not in _SPECIAL]
 
 
+def _boosted_extra(X: npt.NDArray[np.float64]) -> list[str]:
+    """Boosting's thread-block features for rows ``X`` of one layer type: a GEMM's tiles, attention's blocks."""
+    if np.any(X[:, FEATURES.index("gemm_m")] > 0):
+        return list(GEMM_BOOSTED_FEATURES)
+    if np.any(X[:, FEATURES.index("attn_ctas_64")] > 0):
+        return list(ATTENTION_BOOSTED_FEATURES)
+    return []
+
+
+def _boosted_groups(X: npt.NDArray[np.float64]) -> list[tuple[Gate, npt.NDArray[np.bool_]]] | None:
+    """Attention rows ``X`` as :data:`ATTENTION_GROUPS` (each gate and its rows), None for other types or where a
+    group holds fewer than :data:`MIN_GROUP_ROWS` rows (one model for all of them then)."""
+    if not np.any(X[:, FEATURES.index("attn_ctas_64")] > 0):
+        return None
+    groups = []
+    for gate in ATTENTION_GROUPS:
+        rows = np.ones(len(X), dtype=bool)
+        for name, value, below in gate:
+            x = X[:, FEATURES.index(name)]
+            rows &= (x <= value) if below else (x > value)
+        if rows.sum() < MIN_GROUP_ROWS:
+            return None
+        groups.append((gate, rows))
+    return groups
+
+
 def _fit_method(
     method: str,
     X: npt.NDArray[np.float64],
@@ -148,8 +191,14 @@ def _fit_method(
         settings = TREE_SETTINGS["shallow" if mode == "plain" else mode]
         return fit_tree(X, y, FEATURES, split_features=ints, leaf_features=leaf, **settings)
     if method == "boosted":
-        return fit_boosted(X, y, FEATURES, features=[*config, "flops", "bytes_moved"], target="log",
-                           hist=BOOSTED_SETTINGS[mode], seed=options.seed)
+        features = [*config, "flops", "bytes_moved", *_boosted_extra(X)]
+        groups = _boosted_groups(X)
+        if groups is None:
+            return fit_boosted(X, y, FEATURES, features=features, target="log", hist=BOOSTED_SETTINGS[mode],
+                               seed=options.seed)
+        return gate_boosted([(gate, fit_boosted(X[rows], y[rows], FEATURES, features=features, target="log",
+                                                hist=BOOSTED_SETTINGS[mode], seed=options.seed))
+                             for gate, rows in groups])
     if method == "roofline":
         return fit_roofline(X, y, FEATURES)
     return fit_flops_linear(X, y, FEATURES)
@@ -254,10 +303,31 @@ def _interval(y: npt.NDArray[np.float64], pred: npt.NDArray[np.float64], X: npt.
     out: dict[str, Any] = {"coverage": INTERVAL_COVERAGE, "lo": lo, "hi": hi, "rows": int(ok.sum())}
     if X is not None and features:
         columns = [FEATURES.index(f) for f in features]
-        node = _group(X[ok][:, columns], ratio, list(features), GROUP_DEPTH)
+        groups = _boosted_groups(X[ok])
+        if groups is None:
+            node = _group(X[ok][:, columns], ratio, list(features), GROUP_DEPTH)
+        else:  # attention's kinds are different kernels: a group each, then split as any group
+            node = _gated_group([gate for gate, _ in groups], X[ok], columns, ratio, list(features))
         if "feature" in node:
             out["split"] = node
     return out
+
+
+def _gated_group(gates: list[Gate], X: npt.NDArray[np.float64], columns: list[int], ratio: npt.NDArray[np.float64],
+                 names: list[str], depth: int = GROUP_DEPTH) -> dict[str, Any]:
+    """The groups of :func:`_group` below the splits of ``gates`` (groups of rows that do not overlap and together
+    hold all of ``X``'s rows, each at least :data:`MIN_GROUP_ROWS`: :func:`_boosted_groups`; all gates split first
+    on one feature and value), split further within each gate's group as :func:`_group` splits a type's rows, down
+    to ``depth`` levels in all."""
+    if len(gates) == 1 and not gates[0]:
+        return _group(X[:, columns], ratio, names, depth)
+    name, value, _ = gates[0][0]
+    assert all(g and g[0][:2] == (name, value) for g in gates), gates
+    yes = X[:, FEATURES.index(name)] <= value
+    return {"feature": name, "value": value, "rows": len(ratio),
+            "yes": _gated_group([g[1:] for g in gates if g[0][2]], X[yes], columns, ratio[yes], names, depth - 1),
+            "no": _gated_group([g[1:] for g in gates if not g[0][2]], X[~yes], columns, ratio[~yes], names,
+                               depth - 1)}
 
 
 def _group(Z: npt.NDArray[np.float64], ratio: npt.NDArray[np.float64], names: list[str],
